@@ -1,0 +1,215 @@
+"""The `herd` command. Configuration is loaded lazily inside each command, so `--help` touches nothing."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from services.config import ConfigError, HerdConfig, load_herd
+from services.documents import InputError
+from services.reports import UnknownJobError
+from services.settings import get_settings
+
+console = Console(stderr=True)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, InputError, UnknownJobError)
+
+
+class HerdGroup(click.Group):
+    """Turn the errors a user can fix into one clear line and exit status 2, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from services.embedded import EmbeddedServiceError
+
+        try:
+            return super().invoke(ctx)
+        except (*USER_ERRORS, EmbeddedServiceError) as exc:
+            # soft_wrap: a long path must stay on one line, so the message can be grepped and clicked.
+            console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+            sys.exit(2)
+
+
+@click.group(cls=HerdGroup)
+@click.option("--herd-file", type=click.Path(path_type=Path), envvar="HERD_HERD_FILE",
+              help="Herd definition (default herd.yaml, or $HERD_HERD_FILE).")
+@click.pass_context
+def main(ctx: click.Context, herd_file: Path | None) -> None:
+    """Herd: run a herd of open LLMs as one system for bulk work."""
+    ctx.obj = herd_file or get_settings().herd_file
+
+
+def herd_config(ctx: click.Context) -> HerdConfig:
+    return load_herd(ctx.find_root().obj)
+
+
+def database() -> str:
+    from services.db import migrate
+    from services.runtime import database_url
+
+    url = database_url()
+    migrate(url)
+    return url
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema to the latest revision."""
+    database()
+    console.print("database schema is up to date")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--job", required=True, help="Job name; submitting the same job again adds only new documents.")
+@click.option("--task", required=True, help="Task template from the herd file.")
+@click.option("--text-column", default="text", show_default=True, help="CSV column holding the text.")
+@click.pass_context
+def submit(ctx: click.Context, paths: tuple[str, ...], job: str, task: str, text_column: str) -> None:
+    """Store a document set (folders/globs of .txt/.md, JSONL, CSV) and start its prompts."""
+    import psycopg
+
+    from services import documents
+    from services.submit import submit as do_submit
+    from workers.app import publish
+
+    herd = herd_config(ctx)
+    files = documents.expand(list(paths))
+    url = database()
+    with Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TextColumn("records"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task_id = bar.add_task("read", total=None)
+        with psycopg.connect(url) as conn:
+            result = do_submit(
+                conn, herd, job=job, task=task, records=documents.read(files, text_column=text_column),
+                window=get_settings().dispatch_window, progress=lambda n: bar.advance(task_id, n),
+            )
+    publish(result.dispatched)
+    console.print(
+        f"job {result.job}: read {result.read} documents, added {result.added} new prompts, "
+        f"sent {len(result.dispatched)} to the queues", markup=False, soft_wrap=True,
+    )
+
+
+@main.command()
+@click.option("--model", required=True, help="The herd model whose queue this worker consumes.")
+@click.option("--loglevel", default="info", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, model: str, loglevel: str) -> None:
+    """Run a Celery worker for one model's queue (herd.<model>)."""
+    from workers.app import app, queue_for
+
+    herd = herd_config(ctx)
+    if model not in herd.models:
+        raise ConfigError(f"unknown model {model!r}; the herd file defines: {', '.join(herd.models)}")
+    database()
+    app.worker_main([
+        "worker", "--queues", queue_for(model), "--hostname", f"{model}@%h",
+        # Inference calls are I/O-bound HTTP: threads, one per request the endpoint may have in flight.
+        "--pool", "threads", "--concurrency", str(herd.models[model].max_in_flight),
+        "--prefetch-multiplier", "1", "--task-events", "--without-gossip", "--without-mingle",
+        "--loglevel", loglevel,
+    ])
+
+
+@main.command()
+@click.argument("job")
+def status(job: str) -> None:
+    """Counts per state and per model, escalation rate and throughput of a job."""
+    import psycopg
+
+    from services.reports import status as job_status
+    from services.runtime import database_url
+
+    with psycopg.connect(database_url()) as conn:
+        st = job_status(conn, job)
+    out = Console()
+    states = "  ".join(f"{k}: {v}" for k, v in st.states.items())
+    out.print(f"job {st.job} (task {st.task}): {st.total} prompts  {states}", markup=False, soft_wrap=True)
+    table = Table("model", "attempts", "errors", "escalated", "escalation rate", "finals", "mean latency",
+                  "tokens in/out")
+    for m in st.models:
+        latency = f"{m.mean_latency_s:.3f}s" if m.mean_latency_s is not None else "-"
+        table.add_row(m.model, str(m.attempts), str(m.errors), str(m.escalated), f"{m.escalation_rate:.1%}",
+                      str(m.finals), latency, f"{m.prompt_tokens}/{m.generated_tokens}")
+    out.print(table)
+    if st.throughput is not None:
+        out.print(f"throughput: {st.throughput:.1f} prompts/s over {st.elapsed_s:.1f}s")
+
+
+@main.command()
+@click.argument("job")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File (default stdout).")
+def export(job: str, fmt: str, output: Path | None) -> None:
+    """Final answers of a job, with the model that produced each."""
+    import psycopg
+
+    from services.reports import export as do_export
+    from services.runtime import database_url
+
+    with psycopg.connect(database_url()) as conn:
+        if output is None:
+            count = do_export(conn, job, sys.stdout, fmt)
+        else:
+            # Write beside the target and rename, so a failed export never leaves half a file.
+            partial = output.with_name(output.name + ".partial")
+            with partial.open("w", encoding="utf-8", newline="") as handle:
+                count = do_export(conn, job, handle, fmt)
+            partial.replace(output)
+    console.print(f"exported {count} final answers")
+
+
+def masked(url: str) -> str:
+    """The URL without its password, for output that may end up in a terminal log."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+@main.command()
+def up() -> None:
+    """Start the embedded Postgres and Redis (when no URLs are configured)."""
+    from services.runtime import broker_url, database_url
+
+    console.print(f"postgres: {masked(database_url())}\nredis: {masked(broker_url())}")
+
+
+@main.command()
+def down() -> None:
+    """Stop the embedded services and local model servers under HERD_HOME."""
+    from services.embedded import stop_all
+
+    stop_all(get_settings().home)
+    console.print("stopped")
+
+
+@main.command()
+def ps() -> None:
+    """List the embedded services under HERD_HOME."""
+    from services.embedded import status as service_status
+
+    table = Table("service", "running", "pid", "url")
+    for info in service_status(get_settings().home):
+        table.add_row(info.name, "yes" if info.running else "no", str(info.pid or "-"), masked(info.url))
+    Console().print(table)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def flower(args: tuple[str, ...]) -> None:
+    """Run Flower on the herd's broker (extra arguments go to Flower)."""
+    from workers.app import app
+
+    app.start(["flower", *args])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Every SQL statement the pipeline runs, in one place. Functions take an open connection; the caller
+owns the transaction. Idempotency comes from the unique constraints, never from message counts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+
+@dataclass(frozen=True)
+class PromptRow:
+    id: int
+    job_id: int
+    task: str
+    text: str
+    reference: str | None
+    fields: dict[str, Any]
+    state: str
+    model: str
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    id: int
+    prompt_id: int
+    model: str
+    stage: str
+    round: int
+    status: str
+    answer: str | None
+    escalated: bool
+    error: str | None
+
+
+@dataclass(frozen=True)
+class NewAttempt:
+    prompt_id: int
+    model: str
+    stage: str
+    round: int
+    status: str
+    answer: str | None = None
+    prompt_tokens: int | None = None
+    generated_tokens: int | None = None
+    first_token_margin: float | None = None
+    mean_entropy: float | None = None
+    max_entropy: float | None = None
+    mean_nll: float | None = None
+    escalated: bool = False
+    retries: int = 0
+    endpoint: str | None = None
+    latency_s: float | None = None
+    queue_s: float | None = None
+    inference_s: float | None = None
+    compute_s: float | None = None
+    gpu_seconds: float | None = None
+    cost_usd: Decimal | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+
+
+Dispatch = tuple[int, str]  # (prompt id, model whose queue gets the message)
+
+_ATTEMPT_COLUMNS = "id, prompt_id, model, stage, round, status, answer, escalated, error"
+
+
+def load_prompt(conn: psycopg.Connection, prompt_id: int) -> PromptRow | None:
+    with conn.cursor(row_factory=class_row(PromptRow)) as cur:
+        cur.execute(
+            """SELECT p.id, p.job_id, j.task, p.text, p.reference, p.fields, p.state, p.model
+               FROM prompts p JOIN jobs j ON j.id = p.job_id WHERE p.id = %s""",
+            (prompt_id,),
+        )
+        return cur.fetchone()
+
+
+def find_attempt(conn: psycopg.Connection, prompt_id: int, model: str, stage: str, round_: int) -> AttemptRow | None:
+    with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
+        cur.execute(
+            f"""SELECT {_ATTEMPT_COLUMNS} FROM attempts
+                WHERE prompt_id = %s AND model = %s AND stage = %s AND round = %s""",
+            (prompt_id, model, stage, round_),
+        )
+        return cur.fetchone()
+
+
+def insert_attempt(conn: psycopg.Connection, attempt: NewAttempt) -> AttemptRow:
+    """Record an attempt; if one already exists for the same step (a duplicate delivery), return it."""
+    values = attempt.__dict__
+    columns = ", ".join(values)
+    placeholders = ", ".join(f"%({name})s" for name in values)
+    with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
+        cur.execute(
+            f"""INSERT INTO attempts ({columns}) VALUES ({placeholders})
+                ON CONFLICT ON CONSTRAINT uq_attempts_step DO NOTHING
+                RETURNING {_ATTEMPT_COLUMNS}""",
+            values,
+        )
+        row = cur.fetchone()
+    if row is not None:
+        return row
+    existing = find_attempt(conn, attempt.prompt_id, attempt.model, attempt.stage, attempt.round)
+    if existing is None:
+        raise RuntimeError(f"attempt conflict without a row for prompt {attempt.prompt_id} on {attempt.model}")
+    return existing
+
+
+def move_to(conn: psycopg.Connection, prompt_id: int, from_model: str, to_model: str) -> bool:
+    """Escalate: hand the prompt to the next model. False if another delivery already did."""
+    cur = conn.execute(
+        """UPDATE prompts SET model = %s, state = 'queued', enqueued_at = now()
+           WHERE id = %s AND model = %s AND state = 'queued'""",
+        (to_model, prompt_id, from_model),
+    )
+    return cur.rowcount == 1
+
+
+def finalize(conn: psycopg.Connection, prompt_id: int, attempt_id: int, model: str, answer: str) -> bool:
+    """Store the one final answer. False if the prompt already had one."""
+    cur = conn.execute(
+        """INSERT INTO finals (prompt_id, attempt_id, model, answer) VALUES (%s, %s, %s, %s)
+           ON CONFLICT (prompt_id) DO NOTHING""",
+        (prompt_id, attempt_id, model, answer),
+    )
+    conn.execute(
+        "UPDATE prompts SET state = 'done', finished_at = now(), error = NULL WHERE id = %s AND state <> 'done'",
+        (prompt_id,),
+    )
+    return cur.rowcount == 1
+
+
+def fail(conn: psycopg.Connection, prompt_id: int, error: str) -> bool:
+    cur = conn.execute(
+        """UPDATE prompts SET state = 'failed', finished_at = now(), error = %s
+           WHERE id = %s AND state NOT IN ('done', 'failed')""",
+        (error, prompt_id),
+    )
+    return cur.rowcount == 1
+
+
+def claim_pending(conn: psycopg.Connection, limit: int) -> list[Dispatch]:
+    """Move up to `limit` pending prompts (oldest first) to `queued`; the caller sends them after commit."""
+    if limit <= 0:
+        return []
+    rows = conn.execute(
+        """UPDATE prompts SET state = 'queued', enqueued_at = now()
+           WHERE id IN (SELECT id FROM prompts WHERE state = 'pending'
+                        ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+           RETURNING id, model""",
+        (limit,),
+    ).fetchall()
+    return [(row[0], row[1]) for row in rows]
+
+
+def reclaim_stale(conn: psycopg.Connection, older_than_s: float, limit: int) -> list[Dispatch]:
+    """Queued prompts that have not moved for too long: their message may be lost, send again."""
+    rows = conn.execute(
+        """UPDATE prompts SET enqueued_at = now()
+           WHERE id IN (SELECT id FROM prompts
+                        WHERE state = 'queued' AND enqueued_at < now() - make_interval(secs => %s)
+                        ORDER BY enqueued_at LIMIT %s FOR UPDATE SKIP LOCKED)
+           RETURNING id, model""",
+        (older_than_s, limit),
+    ).fetchall()
+    return [(row[0], row[1]) for row in rows]
+
+
+def count_queued(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM prompts WHERE state = 'queued'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def jsonb(value: dict[str, Any]) -> Jsonb:
+    return Jsonb(value)

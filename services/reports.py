@@ -1,0 +1,127 @@
+"""`herd status` and `herd export`: read-only views of a job from the ledger."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO
+
+import psycopg
+
+
+class UnknownJobError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    model: str
+    attempts: int
+    errors: int
+    escalated: int
+    finals: int
+    mean_latency_s: float | None
+    prompt_tokens: int
+    generated_tokens: int
+
+    @property
+    def escalation_rate(self) -> float:
+        answered = self.attempts - self.errors
+        return self.escalated / answered if answered else 0.0
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job: str
+    task: str
+    states: dict[str, int]
+    models: list[ModelStats] = field(default_factory=list)
+    elapsed_s: float | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.states.values())
+
+    @property
+    def finished(self) -> int:
+        return self.states.get("done", 0) + self.states.get("failed", 0)
+
+    @property
+    def throughput(self) -> float | None:
+        """Finished prompts per second, from the first attempt started to the last one recorded."""
+        if not self.elapsed_s or not self.finished:
+            return None
+        return self.finished / self.elapsed_s
+
+
+def job_id(conn: psycopg.Connection, name: str) -> tuple[int, str]:
+    row = conn.execute("SELECT id, task FROM jobs WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise UnknownJobError(f"no job named {name!r}")
+    return int(row[0]), str(row[1])
+
+
+def status(conn: psycopg.Connection, name: str) -> JobStatus:
+    jid, task = job_id(conn, name)
+    states = {state: 0 for state in ("pending", "queued", "done", "failed")}
+    for state, count in conn.execute(
+        "SELECT state, count(*) FROM prompts WHERE job_id = %s GROUP BY state", (jid,)
+    ).fetchall():
+        states[state] = int(count)
+    rows = conn.execute(
+        """SELECT a.model, count(*), count(*) FILTER (WHERE a.status = 'error'),
+                  count(*) FILTER (WHERE a.escalated), count(f.prompt_id), avg(a.latency_s),
+                  coalesce(sum(a.prompt_tokens), 0), coalesce(sum(a.generated_tokens), 0)
+           FROM attempts a JOIN prompts p ON p.id = a.prompt_id
+           LEFT JOIN finals f ON f.attempt_id = a.id
+           WHERE p.job_id = %s GROUP BY a.model ORDER BY min(a.id)""",
+        (jid,),
+    ).fetchall()
+    models = [
+        ModelStats(
+            model=r[0], attempts=r[1], errors=r[2], escalated=r[3], finals=r[4],
+            mean_latency_s=float(r[5]) if r[5] is not None else None,
+            prompt_tokens=int(r[6]), generated_tokens=int(r[7]),
+        )
+        for r in rows
+    ]
+    span = conn.execute(
+        """SELECT extract(epoch FROM max(a.finished_at) - min(coalesce(a.started_at, a.finished_at)))
+           FROM attempts a JOIN prompts p ON p.id = a.prompt_id WHERE p.job_id = %s""",
+        (jid,),
+    ).fetchone()
+    elapsed = float(span[0]) if span and span[0] is not None else None
+    return JobStatus(job=name, task=task, states=states, models=models, elapsed_s=elapsed)
+
+
+EXPORT_COLUMNS = ("id", "answer", "model", "reference", "margin")
+
+
+def final_answers(conn: psycopg.Connection, name: str) -> Iterator[dict[str, object]]:
+    """Final answers in submission order, streamed with a server-side cursor."""
+    jid, _ = job_id(conn, name)
+    with conn.cursor(name="herd_export") as cur:
+        cur.itersize = 5000
+        cur.execute(
+            """SELECT p.doc_key, f.answer, f.model, p.reference, a.first_token_margin
+               FROM finals f JOIN prompts p ON p.id = f.prompt_id JOIN attempts a ON a.id = f.attempt_id
+               WHERE p.job_id = %s ORDER BY p.id""",
+            (jid,),
+        )
+        for row in cur:
+            yield dict(zip(EXPORT_COLUMNS, row, strict=True))
+
+
+def export(conn: psycopg.Connection, name: str, out: IO[str], fmt: str) -> int:
+    count = 0
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
+        writer.writeheader()
+        for count, row in enumerate(final_answers(conn, name), start=1):
+            writer.writerow(row)
+    else:
+        for count, row in enumerate(final_answers(conn, name), start=1):
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return count

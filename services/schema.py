@@ -1,0 +1,117 @@
+"""The ledger's tables, declared once for Alembic (`alembic check` compares them to the migrations).
+
+Runtime code talks SQL through psycopg; this module is the schema's single written description.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+
+metadata = MetaData(
+    naming_convention={
+        "pk": "pk_%(table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+    }
+)
+
+TS = TIMESTAMP(timezone=True)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("task", Text, nullable=False),
+    Column("entry_model", Text, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+)
+
+prompts = Table(
+    "prompts",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("job_id", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("doc_key", Text, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("reference", Text),
+    Column("fields", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("content_hash", Text, nullable=False),
+    # pending: only in Postgres; queued: a message is in (or on its way to) `model`'s queue.
+    Column("state", Text, nullable=False, server_default="pending"),
+    Column("model", Text, nullable=False),
+    Column("enqueued_at", TS),
+    Column("finished_at", TS),
+    Column("error", Text),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    UniqueConstraint("job_id", "doc_key", name="uq_prompts_job_id_doc_key"),
+    CheckConstraint("state IN ('pending', 'queued', 'done', 'failed')", name="state"),
+    Index("ix_prompts_job_id_state", "job_id", "state"),
+    # The dispatcher scans these two small slices of a possibly huge table.
+    Index("ix_prompts_pending", "id", postgresql_where=text("state = 'pending'")),
+    Index("ix_prompts_queued", "enqueued_at", postgresql_where=text("state = 'queued'")),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("prompt_id", BigInteger, ForeignKey("prompts.id", ondelete="CASCADE"), nullable=False),
+    Column("model", Text, nullable=False),
+    Column("stage", Text, nullable=False),
+    Column("round", Integer, nullable=False, server_default="0"),
+    Column("status", Text, nullable=False),
+    Column("answer", Text),
+    Column("prompt_tokens", Integer),
+    Column("generated_tokens", Integer),
+    Column("first_token_margin", Float),
+    Column("mean_entropy", Float),
+    Column("max_entropy", Float),
+    Column("mean_nll", Float),
+    Column("escalated", Boolean, nullable=False, server_default="false"),
+    Column("retries", Integer, nullable=False, server_default="0"),
+    Column("endpoint", Text),
+    Column("latency_s", Float),
+    Column("queue_s", Float),
+    Column("inference_s", Float),
+    Column("compute_s", Float),
+    Column("gpu_seconds", Float),
+    Column("cost_usd", Numeric(18, 10)),
+    Column("error", Text),
+    Column("started_at", TS),
+    Column("finished_at", TS, nullable=False, server_default=func.now()),
+    # Redelivered or duplicate messages can never record the same step twice.
+    UniqueConstraint("prompt_id", "model", "stage", "round", name="uq_attempts_step"),
+    CheckConstraint("status IN ('ok', 'error')", name="status"),
+    Index("ix_attempts_model", "model"),
+)
+
+finals = Table(
+    "finals",
+    metadata,
+    Column("prompt_id", BigInteger, ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True),
+    Column("attempt_id", BigInteger, ForeignKey("attempts.id", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("model", Text, nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+)

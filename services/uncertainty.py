@@ -1,0 +1,85 @@
+"""Token-level uncertainty of one generation, from the logprobs the server returned.
+
+Pure functions over normalized tokens. All logs are natural; entropies are in nats.
+Special tokens (EOS and the like, flagged by TGI) are left out: they say nothing about the answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its logprob and the server's top-k alternatives (token, logprob)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+    special: bool = False
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    first_token_margin: float
+    mean_entropy: float
+    max_entropy: float
+    mean_nll: float
+
+    def value(self, measure: str) -> float:
+        return float(getattr(self, measure))
+
+
+class NoTokensError(ValueError):
+    """A generation without any scorable token: uncertainty cannot be computed."""
+
+
+def candidates(token: TokenLogprob) -> list[float]:
+    """Logprobs of the alternatives at this position, best first, the chosen token always among them.
+
+    Servers differ: TGI may omit the chosen token from `top_tokens` (ties, top_p) and OpenAI-style
+    servers may list it twice; merge by token text so neither case skews the margin.
+    """
+    by_token: dict[str, float] = {text: lp for text, lp in token.top}
+    by_token.setdefault(token.token, token.logprob)
+    return sorted(by_token.values(), reverse=True)
+
+
+def margin(token: TokenLogprob) -> float:
+    """p(top1) - p(top2) at one position (Ramírez et al. 2024 use the first generated token).
+
+    With a single known alternative, p(top2) is bounded by the tail mass 1 - p(top1); using the
+    bound is conservative: it never makes an unsure answer look sure.
+    """
+    lps = candidates(token)
+    p1 = math.exp(lps[0])
+    p2 = math.exp(lps[1]) if len(lps) > 1 else max(0.0, 1.0 - p1)
+    return p1 - p2
+
+
+def entropy(token: TokenLogprob) -> float:
+    """Entropy of the top-k distribution renormalized to sum to one (a truncated estimate)."""
+    lps = candidates(token)
+    top = max(lps)
+    weights = [math.exp(lp - top) for lp in lps]
+    total = sum(weights)
+    return -sum((w / total) * math.log(w / total) for w in weights if w > 0)
+
+
+def scorable(tokens: Sequence[TokenLogprob]) -> list[TokenLogprob]:
+    return [t for t in tokens if not t.special]
+
+
+def measure(tokens: Sequence[TokenLogprob]) -> Uncertainty:
+    kept = scorable(tokens)
+    if not kept:
+        raise NoTokensError("the generation has no scorable tokens")
+    entropies = [entropy(t) for t in kept]
+    return Uncertainty(
+        first_token_margin=margin(kept[0]),
+        mean_entropy=sum(entropies) / len(entropies),
+        max_entropy=max(entropies),
+        mean_nll=-sum(t.logprob for t in kept) / len(kept),
+    )

@@ -1,0 +1,90 @@
+"""The real backend code (InferenceClient and the shared HTTP client) against the endpoint double."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import pytest
+
+from services.backends import make_backend
+from services.backends.types import GenerationRequest, MissingLogprobsError, PermanentError, RetryableError
+from services.config import ModelConfig
+from services.prompts import Prompt
+from services.uncertainty import measure
+
+CHAT = Prompt(mode="chat", messages=(("user", "What is the capital of France?"),))
+TEXT = Prompt(mode="completion", text="Q: What is the capital of France?\nA:")
+
+
+def backend(protocol: str, url: str, timeout_s: float = 5.0):  # type: ignore[no-untyped-def]
+    return make_backend("m", ModelConfig(protocol=protocol, endpoints=[url], timeout_s=timeout_s))
+
+
+def request(prompt: Prompt, k: int = 5) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, max_new_tokens=8, top_logprobs=k)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "suffix", "prompt"),
+    [("tgi", "", TEXT), ("openai", "/v1", CHAT), ("openai", "/v1", TEXT), ("openai", "", CHAT)],
+)
+def test_every_protocol_gives_the_same_normalized_result(double, protocol, suffix, prompt) -> None:
+    double.script([{"match": "France", "text": " Paris is", "first": [0.7, 0.2, 0.05], "rest_p": 0.9}])
+    out = backend(protocol, double.model_url("m") + suffix).generate(request(prompt))
+    assert out.text == " Paris is"
+    assert [t.token for t in out.tokens] == [" Paris", " is"]
+    assert math.exp(out.tokens[0].logprob) == pytest.approx(0.7)
+    assert len(out.tokens[0].top) == 3
+    assert out.generated_tokens == 2 and out.prompt_tokens and out.prompt_tokens > 0
+    assert measure(out.tokens).first_token_margin == pytest.approx(0.5)
+    assert out.timing.latency_s > 0
+
+
+def test_tgi_timing_headers_are_kept(double) -> None:
+    double.script([{"match": "", "text": "ok", "delay": 0.05}])
+    out = backend("tgi", double.model_url("m")).generate(request(TEXT))
+    assert out.timing.compute_s is not None and out.timing.compute_s >= 0.05  # seconds
+    assert out.timing.inference_s is not None and 0.0 <= out.timing.inference_s < 10  # from milliseconds
+    assert out.timing.queue_s is not None and out.timing.queue_s < 10
+
+
+@pytest.mark.parametrize("protocol,suffix,prompt", [("tgi", "", TEXT), ("openai", "/v1", CHAT), ("openai", "/v1", TEXT)])
+@pytest.mark.parametrize("status,kind", [(429, RetryableError), (503, RetryableError), (500, RetryableError),
+                                         (422, PermanentError), (400, PermanentError)])
+def test_http_errors_map_to_named_exceptions(double, protocol, suffix, prompt, status, kind) -> None:
+    double.script([{"match": "", "text": "x", "errors": [status]}])
+    with pytest.raises(kind) as info:
+        backend(protocol, double.model_url("m") + suffix).generate(request(prompt))
+    assert info.value.status == status
+    assert not (kind is PermanentError and isinstance(info.value, RetryableError))
+
+
+def test_timeouts_and_refused_connections_are_retryable(double) -> None:
+    double.script([{"match": "", "text": "late", "delay": 1.0}])
+    with pytest.raises(RetryableError, match="timed out"):
+        backend("tgi", double.model_url("m"), timeout_s=0.2).generate(request(TEXT))
+    with pytest.raises(RetryableError, match="timed out"):
+        backend("openai", double.model_url("m") + "/v1", timeout_s=0.2).generate(request(CHAT))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: connections are refused
+        with pytest.raises(RetryableError, match="cannot reach"):
+            backend("openai", f"http://127.0.0.1:{port}/v1").generate(request(TEXT))
+
+
+@pytest.mark.parametrize("protocol,suffix,prompt", [("tgi", "", TEXT), ("openai", "/v1", CHAT), ("openai", "/v1", TEXT)])
+def test_a_response_without_logprobs_is_an_error(double, protocol, suffix, prompt) -> None:
+    double.script([{"match": "", "text": "x", "logprobs": False}])
+    with pytest.raises(MissingLogprobsError):
+        backend(protocol, double.model_url("m") + suffix).generate(request(prompt))
+
+
+def test_replicas_are_used_round_robin(double) -> None:
+    double.script([], default={"text": "ok"})
+    config = ModelConfig(protocol="openai", endpoints=[double.model_url("a") + "/v1", double.model_url("b") + "/v1"])
+    chosen = [make_backend("m", config).generate(request(CHAT)).endpoint for _ in range(1)]
+    multi = make_backend("m", config)
+    chosen = [multi.generate(request(CHAT)).endpoint for _ in range(4)]
+    assert chosen == [config.endpoints[0], config.endpoints[1]] * 2
+    assert sorted(c["model"] for c in double.calls()) == ["a", "a", "a", "b", "b"]
