@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -24,23 +25,31 @@ class HerdGroup(click.Group):
     """Turn the errors a user can fix into one clear line and exit status 2, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from services.embedded import EmbeddedServiceError
+        from services.procs import ProcessError
 
         try:
             return super().invoke(ctx)
-        except (*USER_ERRORS, EmbeddedServiceError) as exc:
+        except USER_ERRORS + (ProcessError,) as exc:
             # soft_wrap: a long path must stay on one line, so the message can be grepped and clicked.
             console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
             sys.exit(2)
 
 
 @click.group(cls=HerdGroup)
-@click.option("--herd-file", type=click.Path(path_type=Path), envvar="HERD_HERD_FILE",
-              help="Herd definition (default herd.yaml, or $HERD_HERD_FILE).")
+@click.option(
+    "--herd-file",
+    type=click.Path(path_type=Path),
+    envvar="HERD_HERD_FILE",
+    help="Herd definition (default herd.yaml, or $HERD_HERD_FILE).",
+)
 @click.pass_context
 def main(ctx: click.Context, herd_file: Path | None) -> None:
     """Herd: run a herd of open LLMs as one system for bulk work."""
-    ctx.obj = herd_file or get_settings().herd_file
+    if herd_file is not None:
+        # Settings are the one source of configuration, also for the worker code Celery runs.
+        os.environ["HERD_HERD_FILE"] = str(herd_file.resolve())
+        get_settings.cache_clear()
+    ctx.obj = get_settings().herd_file
 
 
 def herd_config(ctx: click.Context) -> HerdConfig:
@@ -80,18 +89,32 @@ def submit(ctx: click.Context, paths: tuple[str, ...], job: str, task: str, text
     herd = herd_config(ctx)
     files = documents.expand(list(paths))
     url = database()
-    with Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TextColumn("records"),
-                  TimeElapsedColumn(), console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("reading"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("records"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task_id = bar.add_task("read", total=None)
         with psycopg.connect(url) as conn:
             result = do_submit(
-                conn, herd, job=job, task=task, records=documents.read(files, text_column=text_column),
-                window=get_settings().dispatch_window, progress=lambda n: bar.advance(task_id, n),
+                conn,
+                herd,
+                job=job,
+                task=task,
+                records=documents.read(files, text_column=text_column),
+                window=get_settings().dispatch_window,
+                progress=lambda n: bar.advance(task_id, n),
             )
     publish(result.dispatched)
     console.print(
         f"job {result.job}: read {result.read} documents, added {result.added} new prompts, "
-        f"sent {len(result.dispatched)} to the queues", markup=False, soft_wrap=True,
+        f"sent {len(result.dispatched)} to the queues",
+        markup=False,
+        soft_wrap=True,
     )
 
 
@@ -107,13 +130,27 @@ def worker(ctx: click.Context, model: str, loglevel: str) -> None:
     if model not in herd.models:
         raise ConfigError(f"unknown model {model!r}; the herd file defines: {', '.join(herd.models)}")
     database()
-    app.worker_main([
-        "worker", "--queues", queue_for(model), "--hostname", f"{model}@%h",
-        # Inference calls are I/O-bound HTTP: threads, one per request the endpoint may have in flight.
-        "--pool", "threads", "--concurrency", str(herd.models[model].max_in_flight),
-        "--prefetch-multiplier", "1", "--task-events", "--without-gossip", "--without-mingle",
-        "--loglevel", loglevel,
-    ])
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            queue_for(model),
+            "--hostname",
+            f"{model}@%h",
+            # Inference calls are I/O-bound HTTP: threads, one per request the endpoint may have in flight.
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(herd.models[model].max_in_flight),
+            "--prefetch-multiplier",
+            "1",
+            "--task-events",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            loglevel,
+        ]
+    )
 
 
 @main.command()
@@ -130,12 +167,28 @@ def status(job: str) -> None:
     out = Console()
     states = "  ".join(f"{k}: {v}" for k, v in st.states.items())
     out.print(f"job {st.job} (task {st.task}): {st.total} prompts  {states}", markup=False, soft_wrap=True)
-    table = Table("model", "attempts", "errors", "escalated", "escalation rate", "finals", "mean latency",
-                  "tokens in/out")
+    table = Table(
+        "model",
+        "attempts",
+        "errors",
+        "escalated",
+        "escalation rate",
+        "finals",
+        "mean latency",
+        "tokens in/out",
+    )
     for m in st.models:
         latency = f"{m.mean_latency_s:.3f}s" if m.mean_latency_s is not None else "-"
-        table.add_row(m.model, str(m.attempts), str(m.errors), str(m.escalated), f"{m.escalation_rate:.1%}",
-                      str(m.finals), latency, f"{m.prompt_tokens}/{m.generated_tokens}")
+        table.add_row(
+            m.model,
+            str(m.attempts),
+            str(m.errors),
+            str(m.escalated),
+            f"{m.escalation_rate:.1%}",
+            str(m.finals),
+            latency,
+            f"{m.prompt_tokens}/{m.generated_tokens}",
+        )
     out.print(table)
     if st.throughput is not None:
         out.print(f"throughput: {st.throughput:.1f} prompts/s over {st.elapsed_s:.1f}s")
@@ -144,7 +197,9 @@ def status(job: str) -> None:
 @main.command()
 @click.argument("job")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File (default stdout).")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File (default stdout)."
+)
 def export(job: str, fmt: str, output: Path | None) -> None:
     """Final answers of a job, with the model that produced each."""
     import psycopg
@@ -184,22 +239,43 @@ def up() -> None:
 
 @main.command()
 def down() -> None:
-    """Stop the embedded services and local model servers under HERD_HOME."""
+    """Stop the local herd (workers, model servers) and the embedded services under HERD_HOME."""
+    from services import localherd
     from services.embedded import stop_all
 
-    stop_all(get_settings().home)
+    home = get_settings().home
+    localherd.stop(home)
+    stop_all(home)
     console.print("stopped")
 
 
 @main.command()
 def ps() -> None:
-    """List the embedded services under HERD_HOME."""
+    """List the embedded services and the local herd's processes under HERD_HOME."""
+    from services import localherd
     from services.embedded import status as service_status
 
-    table = Table("service", "running", "pid", "url")
-    for info in service_status(get_settings().home):
+    home = get_settings().home
+    table = Table("process", "running", "pid", "url / log")
+    for info in service_status(home):
         table.add_row(info.name, "yes" if info.running else "no", str(info.pid or "-"), masked(info.url))
+    for proc in localherd.status(home):
+        table.add_row(
+            f"{proc.kind} {proc.name}", "yes" if proc.pid else "no", str(proc.pid or "-"), str(proc.log)
+        )
     Console().print(table)
+
+
+@main.command()
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the demo jobs.")
+def demo(timeout: float) -> None:
+    """Run the whole system locally: embedded Postgres/Redis, two real models, workers, a sample job."""
+    from services import demo as local_demo
+
+    try:
+        local_demo.run(get_settings(), Console(), timeout_s=timeout)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -20,26 +20,22 @@ root and chmods o+rx every ancestor of the data dir.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib.util
 import os
 import pwd
 import secrets
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil  # a dependency of pgserver
 import psycopg
 import redis
 
-TIMEOUT_S = 30.0
+from services.procs import TIMEOUT_S, ProcessError, alive, file_lock, read_int, remembered_port, wait_until
+
 DB_NAME = "herd"
 PG_SUPERUSER = "postgres"
 # Postgres refuses to run as root, so as root it runs as this system user. pgserver's own name
@@ -47,7 +43,7 @@ PG_SUPERUSER = "postgres"
 PG_OS_USER = "pgserver"
 
 
-class EmbeddedServiceError(RuntimeError):
+class EmbeddedServiceError(ProcessError):
     """An embedded service failed to start or stop; the message names the log to read."""
 
 
@@ -86,77 +82,12 @@ def _run(cmd: list[str], log: Path, **kw: Any) -> subprocess.CompletedProcess[st
         raise EmbeddedServiceError(f"{Path(cmd[0]).name} failed: {e}; see {log}") from e
 
 
-def _wait(done: Callable[[], bool], failed: str, log: Path, give_up: Callable[[], bool] = bool) -> None:
-    """Poll `done` for up to TIMEOUT_S; raise, naming the log, on timeout or once `give_up()`."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while not done():
-        if time.monotonic() > deadline or give_up():
-            raise EmbeddedServiceError(f"{failed}; see {log}")
-        time.sleep(0.02)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise ensure/stop of one service across processes, so two callers never start two
-    servers. flock dies with its holder and is not inherited by the daemons we start
-    (subprocess closes other fds), so a crash cannot leave it stuck."""
-    with open(path, "a") as f:
-
-        def acquired() -> bool:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                return False
-
-        _wait(acquired, f"timed out waiting for lock {path}", path)
-        yield  # closing f releases the lock
-
-
-def _alive(pid: int | None, marker: str) -> bool:
-    """pid is a live process whose command line contains `marker` (our data dir or port).
-
-    The marker guards against pid reuse after a crash or reboot: a stale pid may now be anyone's,
-    even the system postgres's, which we must never signal. Zombies count as dead, since a
-    container's pid 1 may be slow to reap our daemonised children, or never do it."""
-    try:
-        p = psutil.Process(pid) if pid else None
-        return p is not None and p.status() != psutil.STATUS_ZOMBIE and marker in " ".join(p.cmdline())
-    except psutil.AccessDenied:  # e.g. /proc mounted hidepid: assume it is ours, never clobber it
-        return True
-    except psutil.Error:
-        return False
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _secret(path: Path) -> str:
     """The service password, made on first use; URL-safe, so URLs need no escaping."""
     if not path.exists():
         with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write(secrets.token_urlsafe(24))
     return path.read_text().strip()
-
-
-def _port(path: Path) -> int:
-    """The remembered port while it is free (stable URLs across restarts), else a new ephemeral
-    one (Linux hands out 32768+, never 5432/6379), remembered in turn."""
-    for candidate in (_read_int(path) or 0, 0):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
-            try:
-                s.bind(("127.0.0.1", candidate))
-            except OSError:
-                continue
-            port: int = s.getsockname()[1]
-        path.write_text(f"{port}\n")
-        return port
-    raise AssertionError("unreachable: port 0 always binds")
 
 
 # --- Postgres ---------------------------------------------------------------------------------
@@ -174,7 +105,7 @@ class _Pg:
             pid, port = int(lines[0]), int(lines[3])
         except (OSError, ValueError, IndexError):
             return None, None
-        return (pid, port) if _alive(pid, str(self.data)) else (None, None)
+        return (pid, port) if alive(pid, str(self.data)) else (None, None)
 
     def url(self, port: int, db: str = DB_NAME) -> str:
         return f"postgresql://{PG_SUPERUSER}:{_secret(self.dir / 'password')}@127.0.0.1:{port}/{db}"
@@ -223,11 +154,11 @@ def _pg_start(pg: _Pg) -> int:
     # postgres, the file is stale: drop it, for postgres would refuse to start while that pid
     # exists, which after a reboot may be anyone's. Its shared-memory interlock still stops a
     # second postmaster beside orphaned backends.
-    if not _alive(_read_int(pg.data / "postmaster.pid"), "postgres"):
+    if not alive(read_int(pg.data / "postmaster.pid"), "postgres"):
         (pg.data / "postmaster.pid").unlink(missing_ok=True)
     deadline = time.monotonic() + TIMEOUT_S
     while True:
-        port = _port(pg.dir / "port")
+        port = remembered_port(pg.dir / "port")
         # unix_socket_directories='': TCP only, so no socket path length limit, no stray /tmp socket.
         opts = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories=''"
         ctl = [_pg_bin("pg_ctl"), "start", "-D", str(pg.data), "-l", str(pg.log), "-o", opts]
@@ -245,9 +176,9 @@ def ensure_postgres(home: Path) -> str:
     """Start the embedded Postgres unless it runs already; return its URL (database "herd")."""
     pg = _Pg(home)
     pg.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with _locked(pg.dir / "lock"):
+    with file_lock(pg.dir / "lock"):
         port = pg.running()[1] or _pg_start(pg)
-        _wait(lambda: pg.ready(port), f"postgres on port {port} is not accepting connections", pg.log)
+        wait_until(lambda: pg.ready(port), f"postgres on port {port} is not accepting connections", pg.log)
         with psycopg.connect(pg.url(port, "postgres"), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone():
                 conn.execute(f'CREATE DATABASE "{DB_NAME}"')
@@ -258,13 +189,13 @@ def _stop_postgres(home: Path) -> None:
     pg = _Pg(home)
     if not pg.dir.exists():
         return
-    with _locked(pg.dir / "lock"):
+    with file_lock(pg.dir / "lock"):
         pid = pg.running()[0]
         if pid is not None:
             ctl = [_pg_bin("pg_ctl"), "stop", "-D", str(pg.data), "-m", "fast", "-w"]
             r = _run([*ctl, "-t", str(int(TIMEOUT_S))], pg.log, **_run_as(pg))
-            stopped = lambda: not _alive(pid, str(pg.data))  # noqa: E731
-            _wait(stopped, f"postgres (pid {pid}) did not stop: {r.stderr.strip()}", pg.log)
+            stopped = lambda: not alive(pid, str(pg.data))  # noqa: E731
+            wait_until(stopped, f"postgres (pid {pid}) did not stop: {r.stderr.strip()}", pg.log)
 
 
 # --- Redis ------------------------------------------------------------------------------------
@@ -278,8 +209,8 @@ class _Redis:
     def running(self) -> tuple[int | None, int | None]:
         """(pid or None, port): pid only if it is our live server, which retitles itself
         "redis-server 127.0.0.1:PORT"."""
-        pid, port = _read_int(self.pid_file), _read_int(self.dir / "port")
-        return (pid if _alive(pid, f"127.0.0.1:{port}") else None), port
+        pid, port = read_int(self.pid_file), read_int(self.dir / "port")
+        return (pid if alive(pid, f"127.0.0.1:{port}") else None), port
 
     def url(self, port: int) -> str:
         return f"redis://:{_secret(self.dir / 'password')}@127.0.0.1:{port}/0"
@@ -296,7 +227,7 @@ class _Redis:
 
 
 def _redis_start(rd: _Redis) -> int:
-    port = _port(rd.dir / "port")
+    port = remembered_port(rd.dir / "port")
     # The password goes in a 0600 file, not in argv, which every local user can read in `ps`.
     conf = rd.dir / "redis.conf"
     conf.touch(mode=0o600)
@@ -318,13 +249,13 @@ def ensure_redis(home: Path) -> str:
     """Start the embedded Redis unless it runs already; return redis://:PASSWORD@127.0.0.1:PORT/0."""
     rd = _Redis(home)
     rd.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with _locked(rd.dir / "lock"):
+    with file_lock(rd.dir / "lock"):
         pid, known = rd.running()
         port = known if pid is not None and known is not None else _redis_start(rd)
         # Wait for PING either way: a live server may still be loading its AOF. The daemon
         # writes its pid file once bound, so a pid file without a live server means it died.
         died = lambda: rd.pid_file.exists() and rd.running()[0] is None  # noqa: E731
-        _wait(lambda: rd.ready(port), f"redis on port {port} did not become ready", rd.log, died)
+        wait_until(lambda: rd.ready(port), f"redis on port {port} did not become ready", rd.log, died)
         return rd.url(port)
 
 
@@ -332,7 +263,7 @@ def _stop_redis(home: Path) -> None:
     rd = _Redis(home)
     if not rd.dir.exists():
         return
-    with _locked(rd.dir / "lock"):
+    with file_lock(rd.dir / "lock"):
         pid, port = rd.running()
         if pid is None or port is None:
             return
@@ -342,7 +273,7 @@ def _stop_redis(home: Path) -> None:
                 r.shutdown(nosave=True)
         except redis.RedisError:
             os.kill(pid, signal.SIGTERM)  # unreachable or refusing; SIGTERM flushes the AOF too
-        _wait(lambda: rd.running()[0] is None, f"redis (pid {pid}) did not stop", rd.log)
+        wait_until(lambda: rd.running()[0] is None, f"redis (pid {pid}) did not stop", rd.log)
 
 
 # --- public -----------------------------------------------------------------------------------
@@ -353,7 +284,7 @@ def status(home: Path) -> list[ServiceInfo]:
     pg, rd = _Pg(home), _Redis(home)
     pg_pid, pg_port = pg.running()
     pg_up = pg_port is not None and pg.ready(pg_port)
-    pg_port = pg_port or _read_int(pg.dir / "port")
+    pg_port = pg_port or read_int(pg.dir / "port")
     rd_pid, rd_port = rd.running()
     rd_up = rd_pid is not None and rd_port is not None and rd.ready(rd_port)
     return [

@@ -80,7 +80,9 @@ def load_prompt(conn: psycopg.Connection, prompt_id: int) -> PromptRow | None:
         return cur.fetchone()
 
 
-def find_attempt(conn: psycopg.Connection, prompt_id: int, model: str, stage: str, round_: int) -> AttemptRow | None:
+def find_attempt(
+    conn: psycopg.Connection, prompt_id: int, model: str, stage: str, round_: int
+) -> AttemptRow | None:
     with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
         cur.execute(
             f"""SELECT {_ATTEMPT_COLUMNS} FROM attempts
@@ -107,7 +109,9 @@ def insert_attempt(conn: psycopg.Connection, attempt: NewAttempt) -> AttemptRow:
         return row
     existing = find_attempt(conn, attempt.prompt_id, attempt.model, attempt.stage, attempt.round)
     if existing is None:
-        raise RuntimeError(f"attempt conflict without a row for prompt {attempt.prompt_id} on {attempt.model}")
+        raise RuntimeError(
+            f"attempt conflict without a row for prompt {attempt.prompt_id} on {attempt.model}"
+        )
     return existing
 
 
@@ -129,7 +133,8 @@ def finalize(conn: psycopg.Connection, prompt_id: int, attempt_id: int, model: s
         (prompt_id, attempt_id, model, answer),
     )
     conn.execute(
-        "UPDATE prompts SET state = 'done', finished_at = now(), error = NULL WHERE id = %s AND state <> 'done'",
+        """UPDATE prompts SET state = 'done', finished_at = now(), error = NULL
+           WHERE id = %s AND state <> 'done'""",
         (prompt_id,),
     )
     return cur.rowcount == 1

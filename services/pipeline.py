@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -47,7 +47,9 @@ class Pipeline:
         self.backends = backends
         self.connect = connect
 
-    def run(self, prompt_id: int, model: str, *, retries: int = 0, give_up: BackendError | None = None) -> Outcome:
+    def run(
+        self, prompt_id: int, model: str, *, retries: int = 0, give_up: BackendError | None = None
+    ) -> Outcome:
         """Answer `prompt_id` with `model`. Raises RetryableError for the caller to retry, unless
         `give_up` is set: then the retries are spent and that error is recorded as the attempt."""
         with self.connect() as conn:
@@ -72,25 +74,33 @@ class Pipeline:
             conn.commit()
         return outcome
 
-    def _attempt(self, prompt: PromptRow, step: Step, retries: int, give_up: BackendError | None) -> NewAttempt:
+    def _attempt(
+        self, prompt: PromptRow, step: Step, retries: int, give_up: BackendError | None
+    ) -> NewAttempt:
         config = self.herd.models[step.model]
         started = datetime.now(UTC)
-        base = {"prompt_id": prompt.id, "model": step.model, "stage": ANSWER, "round": 0, "retries": retries}
+        failed = NewAttempt(
+            prompt_id=prompt.id,
+            model=step.model,
+            stage=ANSWER,
+            round=0,
+            status="error",
+            retries=retries,
+            started_at=started,
+        )
         if give_up is not None:
-            return NewAttempt(**base, status="error", error=str(give_up), started_at=started)
+            return replace(failed, error=str(give_up))
         try:
             request = self._request(prompt, step, config)
             generation = self.backends[step.model].generate(request)
             scores = measure(generation.tokens)
         except RetryableError:
             raise  # the caller backs off and retries, or calls again with `give_up`
-        except BackendError as exc:
-            return NewAttempt(**base, status="error", error=str(exc), started_at=started)
-        except (RenderError, NoTokensError) as exc:
-            return NewAttempt(**base, status="error", error=str(exc), started_at=started)
+        except (BackendError, RenderError, NoTokensError) as exc:
+            return replace(failed, error=str(exc))
         gpu_seconds = _gpu_seconds(generation)
-        return NewAttempt(
-            **base,
+        return replace(
+            failed,
             status="ok",
             answer=generation.text.strip(),
             prompt_tokens=generation.prompt_tokens,
@@ -107,7 +117,6 @@ class Pipeline:
             compute_s=generation.timing.compute_s,
             gpu_seconds=gpu_seconds,
             cost_usd=_cost(config, gpu_seconds),
-            started_at=started,
         )
 
     def _request(self, prompt: PromptRow, step: Step, config: ModelConfig) -> GenerationRequest:
@@ -121,7 +130,9 @@ class Pipeline:
             top_logprobs=params.top_logprobs,
         )
 
-    def _decide(self, conn: psycopg.Connection, prompt: PromptRow, step: Step, attempt: AttemptRow) -> Outcome:
+    def _decide(
+        self, conn: psycopg.Connection, prompt: PromptRow, step: Step, attempt: AttemptRow
+    ) -> Outcome:
         if attempt.status == "error":
             ledger.fail(conn, prompt.id, f"{step.model}: {attempt.error}")
             return Outcome("failed", tuple(ledger.claim_pending(conn, 1)))

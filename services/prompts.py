@@ -76,7 +76,9 @@ def render(task: TaskConfig, mode: PromptMode, text: str, fields: Mapping[str, A
         body = template_for(task, mode).format(**values)
         if mode == "completion":
             return Prompt(mode=mode, text=body)
-        messages: tuple[tuple[str, str], ...] = ((("system", task.system.format(**values)),) if task.system else ())
+        messages: tuple[tuple[str, str], ...] = (
+            (("system", task.system.format(**values)),) if task.system else ()
+        )
         return Prompt(mode=mode, messages=messages + (("user", body),))
     except KeyError as exc:
         raise RenderError(f"the template needs field {exc.args[0]!r}, which the document lacks") from None

@@ -81,9 +81,14 @@ def status(conn: psycopg.Connection, name: str) -> JobStatus:
     ).fetchall()
     models = [
         ModelStats(
-            model=r[0], attempts=r[1], errors=r[2], escalated=r[3], finals=r[4],
+            model=r[0],
+            attempts=r[1],
+            errors=r[2],
+            escalated=r[3],
+            finals=r[4],
             mean_latency_s=float(r[5]) if r[5] is not None else None,
-            prompt_tokens=int(r[6]), generated_tokens=int(r[7]),
+            prompt_tokens=int(r[6]),
+            generated_tokens=int(r[7]),
         )
         for r in rows
     ]
@@ -115,13 +120,16 @@ def final_answers(conn: psycopg.Connection, name: str) -> Iterator[dict[str, obj
 
 
 def export(conn: psycopg.Connection, name: str, out: IO[str], fmt: str) -> int:
+    rows = final_answers(conn, name)
     count = 0
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
-        for count, row in enumerate(final_answers(conn, name), start=1):
+        for row in rows:
             writer.writerow(row)
+            count += 1
     else:
-        for count, row in enumerate(final_answers(conn, name), start=1):
+        for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
     return count

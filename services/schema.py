@@ -110,7 +110,9 @@ finals = Table(
     "finals",
     metadata,
     Column("prompt_id", BigInteger, ForeignKey("prompts.id", ondelete="CASCADE"), primary_key=True),
-    Column("attempt_id", BigInteger, ForeignKey("attempts.id", ondelete="CASCADE"), nullable=False, unique=True),
+    Column(
+        "attempt_id", BigInteger, ForeignKey("attempts.id", ondelete="CASCADE"), nullable=False, unique=True
+    ),
     Column("model", Text, nullable=False),
     Column("answer", Text, nullable=False),
     Column("created_at", TS, nullable=False, server_default=func.now()),

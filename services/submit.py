@@ -64,8 +64,14 @@ def submit(
             if missing:
                 raise InputError(f"{record.source}: task {task!r} needs field(s) {sorted(missing)}")
             copy.write_row(
-                (record.key, record.text, record.reference, json.dumps(record.fields), content_hash(record),
-                 record.source)
+                (
+                    record.key,
+                    record.text,
+                    record.reference,
+                    json.dumps(record.fields),
+                    content_hash(record),
+                    record.source,
+                )
             )
             read += 1
             if read % 1000 == 0:

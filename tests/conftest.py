@@ -126,8 +126,12 @@ class Herd:
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "services.cli", *args], env=self.env, cwd=REPO,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "-m", "services.cli", *args],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"herd {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
@@ -138,7 +142,11 @@ class Herd:
         handle = log.open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "worker", "--model", model, "--loglevel", "info"],
-            env=self.env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            env=self.env,
+            cwd=REPO,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs.append(proc)
         deadline = time.monotonic() + 60

@@ -49,9 +49,19 @@ def test_tgi_timing_headers_are_kept(double) -> None:
     assert out.timing.queue_s is not None and out.timing.queue_s < 10
 
 
-@pytest.mark.parametrize("protocol,suffix,prompt", [("tgi", "", TEXT), ("openai", "/v1", CHAT), ("openai", "/v1", TEXT)])
-@pytest.mark.parametrize("status,kind", [(429, RetryableError), (503, RetryableError), (500, RetryableError),
-                                         (422, PermanentError), (400, PermanentError)])
+@pytest.mark.parametrize(
+    "protocol,suffix,prompt", [("tgi", "", TEXT), ("openai", "/v1", CHAT), ("openai", "/v1", TEXT)]
+)
+@pytest.mark.parametrize(
+    "status,kind",
+    [
+        (429, RetryableError),
+        (503, RetryableError),
+        (500, RetryableError),
+        (422, PermanentError),
+        (400, PermanentError),
+    ],
+)
 def test_http_errors_map_to_named_exceptions(double, protocol, suffix, prompt, status, kind) -> None:
     double.script([{"match": "", "text": "x", "errors": [status]}])
     with pytest.raises(kind) as info:
@@ -73,7 +83,9 @@ def test_timeouts_and_refused_connections_are_retryable(double) -> None:
             backend("openai", f"http://127.0.0.1:{port}/v1").generate(request(TEXT))
 
 
-@pytest.mark.parametrize("protocol,suffix,prompt", [("tgi", "", TEXT), ("openai", "/v1", CHAT), ("openai", "/v1", TEXT)])
+@pytest.mark.parametrize(
+    "protocol,suffix,prompt", [("tgi", "", TEXT), ("openai", "/v1", CHAT), ("openai", "/v1", TEXT)]
+)
 def test_a_response_without_logprobs_is_an_error(double, protocol, suffix, prompt) -> None:
     double.script([{"match": "", "text": "x", "logprobs": False}])
     with pytest.raises(MissingLogprobsError):
@@ -82,7 +94,9 @@ def test_a_response_without_logprobs_is_an_error(double, protocol, suffix, promp
 
 def test_replicas_are_used_round_robin(double) -> None:
     double.script([], default={"text": "ok"})
-    config = ModelConfig(protocol="openai", endpoints=[double.model_url("a") + "/v1", double.model_url("b") + "/v1"])
+    config = ModelConfig(
+        protocol="openai", endpoints=[double.model_url("a") + "/v1", double.model_url("b") + "/v1"]
+    )
     chosen = [make_backend("m", config).generate(request(CHAT)).endpoint for _ in range(1)]
     multi = make_backend("m", config)
     chosen = [multi.generate(request(CHAT)).endpoint for _ in range(4)]

@@ -21,31 +21,39 @@ def jsonl(path: Path, records: list[dict[str, object]]) -> Path:
 
 
 def three_tier_script(double) -> None:  # type: ignore[no-untyped-def]
-    double.script([
-        {"model": "small", "match": "easy", "text": "small says", "first": CONFIDENT},
-        {"model": "small", "match": "", "text": "small unsure", "first": UNSURE},
-        {"model": "medium", "match": "medium", "text": "medium says", "first": CONFIDENT},
-        {"model": "medium", "match": "", "text": "medium unsure", "first": UNSURE},
-        {"model": "large", "match": "", "text": "large says", "first": [0.6, 0.3]},
-    ])
+    double.script(
+        [
+            {"model": "small", "match": "easy", "text": "small says", "first": CONFIDENT},
+            {"model": "small", "match": "", "text": "small unsure", "first": UNSURE},
+            {"model": "medium", "match": "medium", "text": "medium says", "first": CONFIDENT},
+            {"model": "medium", "match": "", "text": "medium unsure", "first": UNSURE},
+            {"model": "large", "match": "", "text": "large says", "first": [0.6, 0.3]},
+        ]
+    )
 
 
 def test_three_tier_chain_finalizes_each_prompt_at_its_tier(make_herd, db, double, tmp_path) -> None:
     three_tier_script(double)
     herd = make_herd()
-    docs = jsonl(tmp_path / "docs.jsonl", [
-        {"id": f"{kind}-{i}", "text": f"question {kind} {i}", "reference": kind}
-        for kind in ("easy", "medium", "hard") for i in range(3)
-    ])
+    docs = jsonl(
+        tmp_path / "docs.jsonl",
+        [
+            {"id": f"{kind}-{i}", "text": f"question {kind} {i}", "reference": kind}
+            for kind in ("easy", "medium", "hard")
+            for i in range(3)
+        ],
+    )
     for model in ("small", "medium", "large"):
         herd.start_worker(model)
     submitted = herd.cli("submit", str(docs), "--job", "night", "--task", "qa")
     assert "added 9 new prompts" in submitted.stderr
 
     assert wait_for(db, "night") == {"done": 9}
-    finals = dict(db.execute(
-        "SELECT p.doc_key, f.model || ':' || f.answer FROM finals f JOIN prompts p ON p.id = f.prompt_id"
-    ).fetchall())
+    finals = dict(
+        db.execute(
+            "SELECT p.doc_key, f.model || ':' || f.answer FROM finals f JOIN prompts p ON p.id = f.prompt_id"
+        ).fetchall()
+    )
     for i in range(3):
         assert finals[f"easy-{i}"] == "small:small says"
         assert finals[f"medium-{i}"] == "medium:medium says"
@@ -96,8 +104,10 @@ def test_resubmitting_the_same_job_adds_nothing(make_herd, db, double, tmp_path)
     again = herd.cli("submit", str(docs), "--job", "j", "--task", "qa")
     assert "added 0 new prompts" in again.stderr
     time.sleep(1.5)
-    counts = db.execute("SELECT (SELECT count(*) FROM prompts), (SELECT count(*) FROM attempts), "
-                        "(SELECT count(*) FROM finals)").fetchone()
+    counts = db.execute(
+        "SELECT (SELECT count(*) FROM prompts), (SELECT count(*) FROM attempts), "
+        "(SELECT count(*) FROM finals)"
+    ).fetchone()
     assert counts == (20, 20, 20)
 
     changed = jsonl(tmp_path / "changed.jsonl", [{"id": 0, "text": "q 0"}, {"id": 5, "text": "new text"}])
@@ -124,31 +134,55 @@ def test_bad_input_names_the_line_and_writes_nothing(make_herd, db, tmp_path) ->
 
 
 def test_retryable_errors_retry_then_succeed_or_fail(make_herd, db, double, tmp_path) -> None:
-    double.script([
-        {"model": "small", "match": "flaky", "text": "recovered", "first": CONFIDENT, "errors": [503, 429]},
-        {"model": "small", "match": "down", "text": "never", "errors": [503, 503, 503, 503]},
-        {"model": "small", "match": "invalid", "text": "never", "errors": [422]},
-        {"model": "small", "match": "nolog", "text": "no logprobs", "logprobs": False},
-    ])
+    double.script(
+        [
+            {
+                "model": "small",
+                "match": "flaky",
+                "text": "recovered",
+                "first": CONFIDENT,
+                "errors": [503, 429],
+            },
+            {"model": "small", "match": "down", "text": "never", "errors": [503, 503, 503, 503]},
+            {"model": "small", "match": "invalid", "text": "never", "errors": [422]},
+            {"model": "small", "match": "nolog", "text": "no logprobs", "logprobs": False},
+        ]
+    )
     herd = make_herd()
-    docs = jsonl(tmp_path / "d.jsonl", [
-        {"id": "flaky", "text": "flaky"}, {"id": "down", "text": "down"},
-        {"id": "invalid", "text": "invalid"}, {"id": "nolog", "text": "nolog"},
-    ])
+    docs = jsonl(
+        tmp_path / "d.jsonl",
+        [
+            {"id": "flaky", "text": "flaky"},
+            {"id": "down", "text": "down"},
+            {"id": "invalid", "text": "invalid"},
+            {"id": "nolog", "text": "nolog"},
+        ],
+    )
     herd.start_worker("small")
     herd.cli("submit", str(docs), "--job", "r", "--task", "qa")
     assert wait_for(db, "r") == {"done": 1, "failed": 3}
 
-    rows = {key: (state, error) for key, state, error in db.execute(
-        "SELECT doc_key, state, error FROM prompts").fetchall()}
+    rows = {
+        key: (state, error)
+        for key, state, error in db.execute("SELECT doc_key, state, error FROM prompts").fetchall()
+    }
     assert rows["flaky"][0] == "done"
     assert rows["down"][0] == "failed" and "HTTP 503" in rows["down"][1]
     assert rows["invalid"][0] == "failed" and "HTTP 422" in rows["invalid"][1]
     assert rows["nolog"][0] == "failed" and "without logprobs" in rows["nolog"][1]
 
-    attempts = {key: (status, retries) for key, status, retries in db.execute(
-        "SELECT p.doc_key, a.status, a.retries FROM attempts a JOIN prompts p ON p.id = a.prompt_id").fetchall()}
-    assert attempts == {"flaky": ("ok", 2), "down": ("error", 2), "invalid": ("error", 0), "nolog": ("error", 0)}
+    attempts = {
+        key: (status, retries)
+        for key, status, retries in db.execute(
+            "SELECT p.doc_key, a.status, a.retries FROM attempts a JOIN prompts p ON p.id = a.prompt_id"
+        ).fetchall()
+    }
+    assert attempts == {
+        "flaky": ("ok", 2),
+        "down": ("error", 2),
+        "invalid": ("error", 0),
+        "nolog": ("error", 0),
+    }
     calls = [c["prompt"] for c in double.calls() if c["model"] == "small"]
     assert sum("flaky" in p for p in calls) == 3  # two errors, then the answer
     assert sum("down" in p for p in calls) == 3  # first call plus retries.max = 2
@@ -156,11 +190,15 @@ def test_retryable_errors_retry_then_succeed_or_fail(make_herd, db, double, tmp_
 
 
 def test_worker_killed_mid_task_still_ends_the_prompt_exactly_once(make_herd, db, double, tmp_path) -> None:
-    double.script([{"model": "small", "match": "slow", "text": "late answer", "first": CONFIDENT, "delay": 4}],
-                  default={"text": "quick", "first": CONFIDENT})
+    double.script(
+        [{"model": "small", "match": "slow", "text": "late answer", "first": CONFIDENT, "delay": 4}],
+        default={"text": "quick", "first": CONFIDENT},
+    )
     # A short visibility timeout and stale window so redelivery happens within the test.
     herd = make_herd(HERD_VISIBILITY_TIMEOUT_S="3", HERD_STALE_AFTER_S="3")
-    docs = jsonl(tmp_path / "k.jsonl", [{"id": "slow", "text": "slow one"}, {"id": "fast", "text": "fast one"}])
+    docs = jsonl(
+        tmp_path / "k.jsonl", [{"id": "slow", "text": "slow one"}, {"id": "fast", "text": "fast one"}]
+    )
     victim = herd.start_worker("small")
     herd.cli("submit", str(docs), "--job", "k", "--task", "qa")
     deadline = time.monotonic() + 20

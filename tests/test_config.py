@@ -57,8 +57,10 @@ def test_unknown_next_model(tmp_path: Path) -> None:
 
 
 def test_cycle_is_rejected(tmp_path: Path) -> None:
-    text = GOOD.replace("    endpoints: http://127.0.0.1:3/v1\n",
-                        "    endpoints: http://127.0.0.1:3/v1\n    escalation: {next: small, threshold: 0.1}\n")
+    text = GOOD.replace(
+        "    endpoints: http://127.0.0.1:3/v1\n",
+        "    endpoints: http://127.0.0.1:3/v1\n    escalation: {next: small, threshold: 0.1}\n",
+    )
     text = text.replace("models:\n", "entry: small\nmodels:\n")
     with pytest.raises(ConfigError, match=r"escalation cycle: small -> medium -> large -> small"):
         load_herd(write(tmp_path, text))
@@ -74,7 +76,9 @@ def test_unknown_key_and_duplicate_key(tmp_path: Path) -> None:
 
 def test_completion_mode_needs_a_completion_template(tmp_path: Path) -> None:
     text = GOOD.replace('    completion: "Review: {text}\\nSentiment:"\n', "")
-    with pytest.raises(ConfigError, match=r"tasks.sentiment: model 'medium' runs this task in completion mode"):
+    with pytest.raises(
+        ConfigError, match=r"tasks.sentiment: model 'medium' runs this task in completion mode"
+    ):
         load_herd(write(tmp_path, text))
 
 

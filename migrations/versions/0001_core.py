@@ -83,7 +83,9 @@ def upgrade() -> None:
         sa.Column("started_at", TS),
         sa.Column("finished_at", TS, server_default=sa.func.now(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_attempts"),
-        sa.ForeignKeyConstraint(["prompt_id"], ["prompts.id"], name="fk_attempts_prompt_id", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["prompt_id"], ["prompts.id"], name="fk_attempts_prompt_id", ondelete="CASCADE"
+        ),
         sa.UniqueConstraint("prompt_id", "model", "stage", "round", name="uq_attempts_step"),
         sa.CheckConstraint("status IN ('ok', 'error')", name="ck_attempts_status"),
     )
@@ -96,7 +98,9 @@ def upgrade() -> None:
         sa.Column("answer", sa.Text(), nullable=False),
         sa.Column("created_at", TS, server_default=sa.func.now(), nullable=False),
         sa.PrimaryKeyConstraint("prompt_id", name="pk_finals"),
-        sa.ForeignKeyConstraint(["prompt_id"], ["prompts.id"], name="fk_finals_prompt_id", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["prompt_id"], ["prompts.id"], name="fk_finals_prompt_id", ondelete="CASCADE"
+        ),
         sa.ForeignKeyConstraint(
             ["attempt_id"], ["attempts.id"], name="fk_finals_attempt_id", ondelete="CASCADE"
         ),

@@ -15,7 +15,13 @@ from typing import Any
 from huggingface_hub import InferenceClient
 
 from services.backends import http
-from services.backends.types import Generation, GenerationRequest, MissingLogprobsError, PermanentError, Timing
+from services.backends.types import (
+    Generation,
+    GenerationRequest,
+    MissingLogprobsError,
+    PermanentError,
+    Timing,
+)
 from services.config import ModelConfig
 from services.uncertainty import TokenLogprob
 
@@ -27,7 +33,9 @@ class OpenAIBackend:
         self._timeout = config.timeout_s
         self._rotation = http.EndpointRotation(config.endpoints)
         # `base_url` gets `/chat/completions` appended (or `/v1/chat/completions` if it lacks /v1).
-        self._clients = {url: InferenceClient(base_url=url, timeout=config.timeout_s) for url in config.endpoints}
+        self._clients = {
+            url: InferenceClient(base_url=url, timeout=config.timeout_s) for url in config.endpoints
+        }
 
     def generate(self, request: GenerationRequest) -> Generation:
         endpoint = self._rotation.next()
@@ -110,7 +118,10 @@ def _tokens(logprobs: Any, endpoint: str) -> tuple[TokenLogprob, ...]:
             TokenLogprob(
                 token=_get(item, "token"),
                 logprob=float(_get(item, "logprob")),
-                top=tuple((_get(alt, "token"), float(_get(alt, "logprob"))) for alt in _get(item, "top_logprobs") or []),
+                top=tuple(
+                    (_get(alt, "token"), float(_get(alt, "logprob")))
+                    for alt in _get(item, "top_logprobs") or []
+                ),
             )
             for item in content
         )

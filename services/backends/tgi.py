@@ -20,7 +20,9 @@ class TgiBackend:
         self._rotation = http.EndpointRotation(config.endpoints)
         # A URL given as `model` is POSTed to as is (TGI's `/` route, same as `/generate`).
         # Always a timeout: InferenceClient waits forever by default.
-        self._clients = {url: InferenceClient(model=url, timeout=config.timeout_s) for url in config.endpoints}
+        self._clients = {
+            url: InferenceClient(model=url, timeout=config.timeout_s) for url in config.endpoints
+        }
 
     def generate(self, request: GenerationRequest) -> Generation:
         endpoint = self._rotation.next()
@@ -52,7 +54,9 @@ class TgiBackend:
         top_tokens = details.top_tokens
         if not top_tokens:
             raise MissingLogprobsError(f"{endpoint} answered without top_tokens", endpoint=endpoint)
-        tokens = tuple(_token(tok, alts, endpoint) for tok, alts in zip(details.tokens, top_tokens, strict=False))
+        tokens = tuple(
+            _token(tok, alts, endpoint) for tok, alts in zip(details.tokens, top_tokens, strict=False)
+        )
         prompt_tokens = http.header_float(headers, "x-prompt-tokens")
         return Generation(
             text=out.generated_text,

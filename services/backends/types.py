@@ -54,7 +54,7 @@ class BackendError(Exception):
 
 
 class RetryableError(BackendError):
-    """Worth trying again later: overloaded (429), unavailable (503), other 5xx, timeouts, refused connections."""
+    """Worth trying again later: overloaded (429), unavailable (503), 5xx, timeouts, refused connections."""
 
 
 class PermanentError(BackendError):

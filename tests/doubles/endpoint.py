@@ -355,11 +355,16 @@ class _Core:
         secs = time.perf_counter() - call.started
         ms, n = str(int(secs * 1000)), len(toks)
         headers = {  # as TGI's non-streaming /generate: x-compute-time in seconds, the other times in ms
-            "x-compute-type": "cpu", "x-compute-time": f"{secs:.6f}", "x-total-time": ms,
+            "x-compute-type": "cpu",
+            "x-compute-time": f"{secs:.6f}",
+            "x-total-time": ms,
             "x-compute-characters": str(len(call.prompt)),
-            "x-validation-time": "0", "x-queue-time": "0", "x-inference-time": ms,
+            "x-validation-time": "0",
+            "x-queue-time": "0",
+            "x-inference-time": ms,
             "x-time-per-token": str(int(secs * 1000 / max(n, 1))),
-            "x-prompt-tokens": str(call.prompt_tokens), "x-generated-tokens": str(n),
+            "x-prompt-tokens": str(call.prompt_tokens),
+            "x-generated-tokens": str(n),
         }
         return 200, body, headers
 
@@ -368,17 +373,26 @@ class _Core:
         logprobs = None
         if call.opts.logprobs and call.rule.logprobs:
             top = [[_chat_token(a, lp) for a, _, lp in t.top[: call.opts.k]] for t in toks]
-            logprobs = {"content": [
-                _chat_token(t.text, t.logprob) | {"top_logprobs": alts}
-                for t, alts in zip(toks, top, strict=True)
-            ]}
+            logprobs = {
+                "content": [
+                    _chat_token(t.text, t.logprob) | {"top_logprobs": alts}
+                    for t, alts in zip(toks, top, strict=True)
+                ]
+            }
         message = {"role": "assistant", "content": text}
-        return 200, {
-            "id": f"chatcmpl-{next(self._ids)}", "object": "chat.completion", "created": int(time.time()),
-            "model": call.model, "system_fingerprint": None,
-            "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}],
-            "usage": _usage(call.prompt_tokens, len(toks)),
-        }, {}
+        return (
+            200,
+            {
+                "id": f"chatcmpl-{next(self._ids)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": call.model,
+                "system_fingerprint": None,
+                "choices": [{"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}],
+                "usage": _usage(call.prompt_tokens, len(toks)),
+            },
+            {},
+        )
 
     def _completions(self, call: _Call) -> Reply:
         toks, text, finish = _openai_view(call.rule, call.opts)
@@ -395,12 +409,18 @@ class _Core:
                 "top_logprobs": tops,
                 "text_offset": [end - len(t.text) for t, end in zip(toks, ends, strict=True)],
             }
-        return 200, {
-            "id": f"cmpl-{next(self._ids)}", "object": "text_completion", "created": int(time.time()),
-            "model": call.model,
-            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
-            "usage": _usage(call.prompt_tokens, len(toks)),
-        }, {}
+        return (
+            200,
+            {
+                "id": f"cmpl-{next(self._ids)}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": call.model,
+                "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+                "usage": _usage(call.prompt_tokens, len(toks)),
+            },
+            {},
+        )
 
 
 _PromptOf = Callable[[Mapping[str, Any]], str]
@@ -422,11 +442,22 @@ _MODEL_ROUTES = {  # (method, path under /m/<model>) -> protocol
 
 def _info(model: str) -> dict[str, Any]:  # TGI GET /info
     return {
-        "model_id": model, "model_sha": None, "model_dtype": "float16", "model_device_type": "cpu",
-        "model_pipeline_tag": "text-generation", "max_concurrent_requests": 128, "max_best_of": 2,
-        "max_stop_sequences": MAX_STOP_SEQUENCES, "max_input_tokens": 4095, "max_total_tokens": 4096,
-        "validation_workers": 2, "max_client_batch_size": 4, "router": "text-generation-router",
-        "version": "endpoint-double", "sha": None, "docker_label": None,
+        "model_id": model,
+        "model_sha": None,
+        "model_dtype": "float16",
+        "model_device_type": "cpu",
+        "model_pipeline_tag": "text-generation",
+        "max_concurrent_requests": 128,
+        "max_best_of": 2,
+        "max_stop_sequences": MAX_STOP_SEQUENCES,
+        "max_input_tokens": 4095,
+        "max_total_tokens": 4096,
+        "validation_workers": 2,
+        "max_client_batch_size": 4,
+        "router": "text-generation-router",
+        "version": "endpoint-double",
+        "sha": None,
+        "docker_label": None,
     }
 
 

@@ -1,0 +1,68 @@
+"""The real local herd: SmolLM2-135M-Instruct and Gemma-3-270M from PyPI packages, served by
+llama.cpp, answering through real Herd workers. Slow (a minute or two on 2 cores): marked
+`realmodel`, deselect with `-m "not realmodel"`."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services import localherd
+from services.demo import JOBS, write_herd_file
+from tests.conftest import Services, wait_for
+
+pytestmark = pytest.mark.realmodel
+PER_TASK = 12
+
+
+@pytest.fixture(scope="module")
+def model_urls(services: Services) -> Iterator[dict[str, str]]:
+    urls = {name: localherd.ensure_server(services.home, name) for name in localherd.MODELS}
+    yield urls
+    localherd.stop(services.home)
+
+
+def sample(path: Path, out: Path, n: int) -> Path:
+    """Every k-th record, so the sample mixes easy and hard documents."""
+    lines = path.read_text().splitlines()
+    step = max(1, len(lines) // n)
+    out.write_text("\n".join(lines[::step][:n]) + "\n")
+    return out
+
+
+def test_real_herd_answers_measures_and_escalates(make_herd, db, services, model_urls, tmp_path) -> None:
+    herd_file = write_herd_file(services.home, model_urls)
+    herd = make_herd(herd_file.read_text())
+    for model in localherd.MODELS:
+        herd.start_worker(model)
+    for task, path in JOBS.items():
+        docs = sample(path, tmp_path / f"{task}.jsonl", PER_TASK)
+        herd.cli("submit", str(docs), "--job", f"real-{task}", "--task", task)
+    for task in JOBS:
+        assert wait_for(db, f"real-{task}", timeout=600) == {"done": PER_TASK}
+
+    rows = db.execute(
+        """SELECT a.model, a.answer, a.first_token_margin, a.mean_entropy, a.max_entropy, a.mean_nll,
+                  a.generated_tokens, a.escalated, a.latency_s
+           FROM attempts a WHERE a.status = 'ok' ORDER BY a.id"""
+    ).fetchall()
+    smollm2 = [r for r in rows if r[0] == "smollm2"]
+    assert len(smollm2) == 2 * PER_TASK  # the entry model answered every prompt
+    for model, answer, margin, mean_h, max_h, nll, generated, _, latency in rows:
+        assert answer.strip(), f"{model} gave an empty answer"
+        assert generated >= 1 and latency > 0
+        for value in (margin, mean_h, max_h, nll):
+            assert math.isfinite(value)
+        assert 0.0 <= margin <= 1.0 and 0.0 <= mean_h <= max_h
+    margins = {round(r[2], 6) for r in smollm2}
+    assert len(margins) > PER_TASK  # uncertainty really differs from prompt to prompt
+    escalated = sum(r[7] for r in smollm2)
+    assert 0 < escalated < len(smollm2)  # at the demo's threshold some escalate, some do not
+    assert sum(1 for r in rows if r[0] == "gemma3") == escalated
+    assert db.execute("SELECT count(*) FROM attempts WHERE status = 'error'").fetchone() == (0,)
+    exported = [json.loads(line) for line in herd.cli("export", "real-capitals").stdout.splitlines()]
+    assert {row["model"] for row in exported} <= set(localherd.MODELS) and len(exported) == PER_TASK
