@@ -58,6 +58,33 @@ class Escalation(_Strict):
     threshold: float
 
 
+DEFAULT_CRITIQUE = (
+    "Review your previous answer for mistakes, omissions and unclear parts. "
+    "If it needs no change, reply exactly: NO ISSUES. Otherwise list the problems briefly."
+)
+DEFAULT_REFINE = (
+    "Feedback on your previous answer:\n{critique}\n\n"
+    "Write an improved answer that fixes these problems. Reply with the answer only, in the same format."
+)
+
+
+class Refine(_Strict):
+    """Untargeted self-refinement (Shashidhar et al. 2023): the model critiques its own answer with a
+    generic prompt, no task-specific rubric, then rewrites it; it stops early on NO ISSUES."""
+
+    rounds: int = Field(ge=1, le=10)
+    max_new_tokens: int = Field(default=256, ge=1, le=32768)
+    critique: str = DEFAULT_CRITIQUE
+    refine: str = DEFAULT_REFINE
+
+    @field_validator("refine")
+    @classmethod
+    def _mentions_critique(cls, template: str) -> str:
+        if "{critique}" not in template:
+            raise ValueError("the refine prompt must include {critique}")
+        return template
+
+
 class ModelConfig(_Strict):
     protocol: Protocol
     endpoints: list[str] = Field(min_length=1)
@@ -70,6 +97,7 @@ class ModelConfig(_Strict):
     retries: Retries = Retries()
     gpus: Gpus = Gpus()
     escalation: Escalation | None = None
+    refine: Refine | None = None
 
     @field_validator("endpoints", mode="before")
     @classmethod

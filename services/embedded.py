@@ -27,6 +27,7 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,10 @@ def _secret(path: Path) -> str:
         with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
             f.write(secrets.token_urlsafe(24))
     return path.read_text().strip()
+
+
+def _wait(done: Callable[[], bool], failed: str, log: Path, give_up: Callable[[], bool] = bool) -> None:
+    wait_until(done, failed, log, give_up, timeout=TIMEOUT_S, error=EmbeddedServiceError)
 
 
 # --- Postgres ---------------------------------------------------------------------------------
@@ -178,7 +183,7 @@ def ensure_postgres(home: Path) -> str:
     pg.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with file_lock(pg.dir / "lock"):
         port = pg.running()[1] or _pg_start(pg)
-        wait_until(lambda: pg.ready(port), f"postgres on port {port} is not accepting connections", pg.log)
+        _wait(lambda: pg.ready(port), f"postgres on port {port} is not accepting connections", pg.log)
         with psycopg.connect(pg.url(port, "postgres"), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,)).fetchone():
                 conn.execute(f'CREATE DATABASE "{DB_NAME}"')
@@ -195,7 +200,7 @@ def _stop_postgres(home: Path) -> None:
             ctl = [_pg_bin("pg_ctl"), "stop", "-D", str(pg.data), "-m", "fast", "-w"]
             r = _run([*ctl, "-t", str(int(TIMEOUT_S))], pg.log, **_run_as(pg))
             stopped = lambda: not alive(pid, str(pg.data))  # noqa: E731
-            wait_until(stopped, f"postgres (pid {pid}) did not stop: {r.stderr.strip()}", pg.log)
+            _wait(stopped, f"postgres (pid {pid}) did not stop: {r.stderr.strip()}", pg.log)
 
 
 # --- Redis ------------------------------------------------------------------------------------
@@ -255,7 +260,7 @@ def ensure_redis(home: Path) -> str:
         # Wait for PING either way: a live server may still be loading its AOF. The daemon
         # writes its pid file once bound, so a pid file without a live server means it died.
         died = lambda: rd.pid_file.exists() and rd.running()[0] is None  # noqa: E731
-        wait_until(lambda: rd.ready(port), f"redis on port {port} did not become ready", rd.log, died)
+        _wait(lambda: rd.ready(port), f"redis on port {port} did not become ready", rd.log, died)
         return rd.url(port)
 
 
@@ -273,7 +278,7 @@ def _stop_redis(home: Path) -> None:
                 r.shutdown(nosave=True)
         except redis.RedisError:
             os.kill(pid, signal.SIGTERM)  # unreachable or refusing; SIGTERM flushes the AOF too
-        wait_until(lambda: rd.running()[0] is None, f"redis (pid {pid}) did not stop", rd.log)
+        _wait(lambda: rd.running()[0] is None, f"redis (pid {pid}) did not stop", rd.log)
 
 
 # --- public -----------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ class PromptRow:
     fields: dict[str, Any]
     state: str
     model: str
+    stage: str
+    round: int
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,14 @@ class AttemptRow:
     answer: str | None
     escalated: bool
     error: str | None
+    first_token_margin: float | None
+    mean_entropy: float | None
+    max_entropy: float | None
+    mean_nll: float | None
+
+    def uncertainty(self, measure: str) -> float | None:
+        value: float | None = getattr(self, measure)
+        return value
 
 
 @dataclass(frozen=True)
@@ -60,34 +70,60 @@ class NewAttempt:
     inference_s: float | None = None
     compute_s: float | None = None
     gpu_seconds: float | None = None
-    cost_usd: Decimal | None = None
+    gpu_count: int = 0
+    usd_per_gpu_hour: Decimal = Decimal(0)
     error: str | None = None
     started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
-Dispatch = tuple[int, str]  # (prompt id, model whose queue gets the message)
+@dataclass(frozen=True)
+class StepKey:
+    """Where a prompt is: which model, and which stage/round of that model's work."""
 
-_ATTEMPT_COLUMNS = "id, prompt_id, model, stage, round, status, answer, escalated, error"
+    model: str
+    stage: str = "answer"
+    round: int = 0
+
+
+# (prompt id, model whose queue gets the message, stage, round)
+Dispatch = tuple[int, str, str, int]
+
+_ATTEMPT_COLUMNS = (
+    "id, prompt_id, model, stage, round, status, answer, escalated, error,"
+    " first_token_margin, mean_entropy, max_entropy, mean_nll"
+)
 
 
 def load_prompt(conn: psycopg.Connection, prompt_id: int) -> PromptRow | None:
     with conn.cursor(row_factory=class_row(PromptRow)) as cur:
         cur.execute(
-            """SELECT p.id, p.job_id, j.task, p.text, p.reference, p.fields, p.state, p.model
+            """SELECT p.id, p.job_id, j.task, p.text, p.reference, p.fields, p.state,
+                      p.model, p.stage, p.round
                FROM prompts p JOIN jobs j ON j.id = p.job_id WHERE p.id = %s""",
             (prompt_id,),
         )
         return cur.fetchone()
 
 
-def find_attempt(
-    conn: psycopg.Connection, prompt_id: int, model: str, stage: str, round_: int
-) -> AttemptRow | None:
+def find_attempt(conn: psycopg.Connection, prompt_id: int, step: StepKey) -> AttemptRow | None:
     with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
         cur.execute(
             f"""SELECT {_ATTEMPT_COLUMNS} FROM attempts
                 WHERE prompt_id = %s AND model = %s AND stage = %s AND round = %s""",
-            (prompt_id, model, stage, round_),
+            (prompt_id, step.model, step.stage, step.round),
+        )
+        return cur.fetchone()
+
+
+def latest_answer(conn: psycopg.Connection, prompt_id: int, model: str) -> AttemptRow | None:
+    """The model's current answer to the prompt: its last refinement, else its first answer."""
+    with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
+        cur.execute(
+            f"""SELECT {_ATTEMPT_COLUMNS} FROM attempts
+                WHERE prompt_id = %s AND model = %s AND stage IN ('answer', 'refine') AND status = 'ok'
+                ORDER BY round DESC LIMIT 1""",
+            (prompt_id, model),
         )
         return cur.fetchone()
 
@@ -107,7 +143,7 @@ def insert_attempt(conn: psycopg.Connection, attempt: NewAttempt) -> AttemptRow:
         row = cur.fetchone()
     if row is not None:
         return row
-    existing = find_attempt(conn, attempt.prompt_id, attempt.model, attempt.stage, attempt.round)
+    existing = find_attempt(conn, attempt.prompt_id, StepKey(attempt.model, attempt.stage, attempt.round))
     if existing is None:
         raise RuntimeError(
             f"attempt conflict without a row for prompt {attempt.prompt_id} on {attempt.model}"
@@ -115,14 +151,18 @@ def insert_attempt(conn: psycopg.Connection, attempt: NewAttempt) -> AttemptRow:
     return existing
 
 
-def move_to(conn: psycopg.Connection, prompt_id: int, from_model: str, to_model: str) -> bool:
-    """Escalate: hand the prompt to the next model. False if another delivery already did."""
+def advance(conn: psycopg.Connection, prompt_id: int, src: StepKey, dst: StepKey) -> bool:
+    """Move the prompt to its next step (refinement or escalation). False if another delivery did."""
     cur = conn.execute(
-        """UPDATE prompts SET model = %s, state = 'queued', enqueued_at = now()
-           WHERE id = %s AND model = %s AND state = 'queued'""",
-        (to_model, prompt_id, from_model),
+        """UPDATE prompts SET model = %s, stage = %s, round = %s, state = 'queued', enqueued_at = now()
+           WHERE id = %s AND model = %s AND stage = %s AND round = %s AND state = 'queued'""",
+        (dst.model, dst.stage, dst.round, prompt_id, src.model, src.stage, src.round),
     )
     return cur.rowcount == 1
+
+
+def mark_escalated(conn: psycopg.Connection, attempt_id: int) -> None:
+    conn.execute("UPDATE attempts SET escalated = true WHERE id = %s", (attempt_id,))
 
 
 def finalize(conn: psycopg.Connection, prompt_id: int, attempt_id: int, model: str, answer: str) -> bool:
@@ -157,10 +197,10 @@ def claim_pending(conn: psycopg.Connection, limit: int) -> list[Dispatch]:
         """UPDATE prompts SET state = 'queued', enqueued_at = now()
            WHERE id IN (SELECT id FROM prompts WHERE state = 'pending'
                         ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
-           RETURNING id, model""",
+           RETURNING id, model, stage, round""",
         (limit,),
     ).fetchall()
-    return [(row[0], row[1]) for row in rows]
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
 def reclaim_stale(conn: psycopg.Connection, older_than_s: float, limit: int) -> list[Dispatch]:
@@ -170,10 +210,10 @@ def reclaim_stale(conn: psycopg.Connection, older_than_s: float, limit: int) -> 
            WHERE id IN (SELECT id FROM prompts
                         WHERE state = 'queued' AND enqueued_at < now() - make_interval(secs => %s)
                         ORDER BY enqueued_at LIMIT %s FOR UPDATE SKIP LOCKED)
-           RETURNING id, model""",
+           RETURNING id, model, stage, round""",
         (older_than_s, limit),
     ).fetchall()
-    return [(row[0], row[1]) for row in rows]
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
 def count_queued(conn: psycopg.Connection) -> int:

@@ -1,6 +1,12 @@
-"""One step of the cascade: answer a prompt with one model, record the attempt, then finalize the
-prompt or hand it to the next model. Plain code with its dependencies passed in; the Celery task in
-workers/tasks.py only adds delivery, retries and publishing.
+"""One step of the cascade: answer (or critique, or refine) a prompt with one model, record the
+attempt, then decide the prompt's next step. Plain code with its dependencies passed in; the Celery
+task in workers/tasks.py only adds delivery, retries and publishing.
+
+A prompt's steps on one model: `answer`, then, when the model has `refine: {rounds: N}`,
+`critique` 1 -> `refine` 1 -> ... -> `critique` N -> `refine` N (stopping early when a critique finds
+nothing to fix). The model's latest answer then decides: keep it (final) or escalate to the next
+model, which starts again at `answer`. Every step is its own message on the model's queue, so no
+task ever waits for another.
 
 Three short phases so no database connection is held during a slow inference call:
   1. read the prompt and any attempt already recorded for this step (a redelivery);
@@ -15,7 +21,7 @@ import logging
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -23,22 +29,27 @@ import psycopg
 from services import ledger
 from services.backends.types import Backend, BackendError, Generation, GenerationRequest, RetryableError
 from services.config import HerdConfig, ModelConfig, Step
-from services.ledger import AttemptRow, Dispatch, NewAttempt, PromptRow
-from services.prompts import RenderError, render
+from services.ledger import AttemptRow, Dispatch, NewAttempt, PromptRow, StepKey
+from services.prompts import Prompt, RenderError, followup, render
 from services.uncertainty import NoTokensError, measure
 
 log = logging.getLogger(__name__)
 
-ANSWER = "answer"
+ANSWER, CRITIQUE, REFINE = "answer", "critique", "refine"
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened, for logs and tests: `final`, `escalated`, `failed` or `skipped`."""
+    """What happened, for logs and tests: `final`, `escalated`, `refining`, `failed` or `skipped`."""
 
     kind: str
     dispatches: tuple[Dispatch, ...] = ()
+
+
+def no_issues(critique: str | None) -> bool:
+    """The generic critique prompt asks for exactly NO ISSUES when nothing needs fixing."""
+    return critique is not None and critique.strip().upper().startswith("NO ISSUES")
 
 
 class Pipeline:
@@ -48,57 +59,59 @@ class Pipeline:
         self.connect = connect
 
     def run(
-        self, prompt_id: int, model: str, *, retries: int = 0, give_up: BackendError | None = None
+        self, prompt_id: int, key: StepKey, *, retries: int = 0, give_up: BackendError | None = None
     ) -> Outcome:
-        """Answer `prompt_id` with `model`. Raises RetryableError for the caller to retry, unless
+        """Run step `key` of `prompt_id`. Raises RetryableError for the caller to retry, unless
         `give_up` is set: then the retries are spent and that error is recorded as the attempt."""
         with self.connect() as conn:
             prompt = ledger.load_prompt(conn, prompt_id)
-            existing = ledger.find_attempt(conn, prompt_id, model, ANSWER, 0) if prompt else None
+            existing = ledger.find_attempt(conn, prompt_id, key) if prompt else None
+            context = self._context(conn, prompt_id, key) if prompt and not existing else None
         if prompt is None:
             log.warning("prompt %s no longer exists; dropping its message", prompt_id)
             return Outcome("skipped")
-        if prompt.state in ("done", "failed") or prompt.model != model:
+        if prompt.state in ("done", "failed") or StepKey(prompt.model, prompt.stage, prompt.round) != key:
             return Outcome("skipped")  # a duplicate or stale delivery: the prompt has moved on
-        step = self.herd.step(prompt.task, model)
-        attempt = existing
-        new: NewAttempt | None = None
-        if attempt is None:
-            new = self._attempt(prompt, step, retries, give_up)
+        step = self.herd.step(prompt.task, key.model)
+        new = None if existing else self._attempt(prompt, step, key, context, retries, give_up)
         with self.connect() as conn:
-            if new is not None:
-                attempt = ledger.insert_attempt(conn, new)
-            if attempt is None:
-                raise RuntimeError(f"no attempt for prompt {prompt_id} on {model}")
-            outcome = self._decide(conn, prompt, step, attempt)
+            attempt = existing or ledger.insert_attempt(conn, new)  # type: ignore[arg-type]
+            outcome = self._decide(conn, prompt, step, key, attempt)
             conn.commit()
         return outcome
 
+    def _context(self, conn: psycopg.Connection, prompt_id: int, key: StepKey) -> tuple[str, str] | None:
+        """For self-refinement: the answer under review and, for `refine`, the critique of it."""
+        if key.stage == ANSWER:
+            return None
+        answer = ledger.latest_answer(conn, prompt_id, key.model)
+        critique = ledger.find_attempt(conn, prompt_id, StepKey(key.model, CRITIQUE, key.round))
+        return (answer.answer if answer else "") or "", (critique.answer if critique else "") or ""
+
     def _attempt(
-        self, prompt: PromptRow, step: Step, retries: int, give_up: BackendError | None
-    ) -> NewAttempt:
+        self, prompt: PromptRow, step: Step, key: StepKey, context: tuple[str, str] | None,
+        retries: int, give_up: BackendError | None,
+    ) -> NewAttempt:  # fmt: skip
         config = self.herd.models[step.model]
         started = datetime.now(UTC)
         failed = NewAttempt(
-            prompt_id=prompt.id,
-            model=step.model,
-            stage=ANSWER,
-            round=0,
-            status="error",
-            retries=retries,
-            started_at=started,
-        )
+            prompt_id=prompt.id, model=key.model, stage=key.stage, round=key.round, status="error",
+            retries=retries, gpu_count=config.gpus.count, usd_per_gpu_hour=_price(config),
+            started_at=started, finished_at=started,
+        )  # fmt: skip
         if give_up is not None:
-            return replace(failed, error=str(give_up))
+            return replace(failed, error=str(give_up), finished_at=datetime.now(UTC))
         try:
-            request = self._request(prompt, step, config)
+            request = self._request(prompt, step, key, config, context)
             generation = self.backends[step.model].generate(request)
             scores = measure(generation.tokens)
         except RetryableError:
             raise  # the caller backs off and retries, or calls again with `give_up`
         except (BackendError, RenderError, NoTokensError) as exc:
-            return replace(failed, error=str(exc))
-        gpu_seconds = _gpu_seconds(generation)
+            return replace(failed, error=str(exc), finished_at=datetime.now(UTC))
+        # A decision rests on this answer only if nothing else follows it on this model.
+        rounds = _rounds(config)
+        decides = (key.stage == ANSWER and not rounds) or (key.stage == REFINE and key.round == rounds)
         return replace(
             failed,
             status="ok",
@@ -109,50 +122,87 @@ class Pipeline:
             mean_entropy=scores.mean_entropy,
             max_entropy=scores.max_entropy,
             mean_nll=scores.mean_nll,
-            escalated=step.escalates(scores.value(step.measure)),
+            escalated=decides and step.escalates(scores.value(step.measure)),
             endpoint=generation.endpoint,
             latency_s=generation.timing.latency_s,
             queue_s=generation.timing.queue_s,
             inference_s=generation.timing.inference_s,
             compute_s=generation.timing.compute_s,
-            gpu_seconds=gpu_seconds,
-            cost_usd=_cost(config, gpu_seconds),
+            gpu_seconds=busy_seconds(generation),
+            finished_at=started + timedelta(seconds=generation.timing.latency_s),
         )
 
-    def _request(self, prompt: PromptRow, step: Step, config: ModelConfig) -> GenerationRequest:
+    def _request(
+        self,
+        prompt: PromptRow,
+        step: Step,
+        key: StepKey,
+        config: ModelConfig,
+        context: tuple[str, str] | None,
+    ) -> GenerationRequest:
         task = self.herd.tasks[prompt.task]
         params = config.generation
+        rendered: Prompt = render(task, step.prompt_mode, prompt.text, prompt.fields)
+        max_new_tokens = params.max_new_tokens
+        if key.stage != ANSWER and config.refine is not None and context is not None:
+            answer, critique = context
+            instruction = (
+                config.refine.critique
+                if key.stage == CRITIQUE
+                else config.refine.refine.format(critique=critique)
+            )
+            rendered = followup(rendered, answer, instruction)
+            if key.stage == CRITIQUE:
+                max_new_tokens = config.refine.max_new_tokens
         return GenerationRequest(
-            prompt=render(task, step.prompt_mode, prompt.text, prompt.fields),
-            max_new_tokens=params.max_new_tokens,
-            stop=tuple(params.stop),
+            prompt=rendered,
+            max_new_tokens=max_new_tokens,
+            stop=tuple(params.stop) if key.stage != CRITIQUE else (),
             temperature=params.temperature,
             top_logprobs=params.top_logprobs,
         )
 
     def _decide(
-        self, conn: psycopg.Connection, prompt: PromptRow, step: Step, attempt: AttemptRow
+        self, conn: psycopg.Connection, prompt: PromptRow, step: Step, key: StepKey, attempt: AttemptRow
     ) -> Outcome:
         if attempt.status == "error":
-            ledger.fail(conn, prompt.id, f"{step.model}: {attempt.error}")
+            ledger.fail(conn, prompt.id, f"{step.model} {key.stage}: {attempt.error}")
             return Outcome("failed", tuple(ledger.claim_pending(conn, 1)))
-        if attempt.escalated and step.next is not None:
-            moved = ledger.move_to(conn, prompt.id, step.model, step.next)
-            return Outcome("escalated", ((prompt.id, step.next),) if moved else ())
-        ledger.finalize(conn, prompt.id, attempt.id, step.model, attempt.answer or "")
+        rounds = _rounds(self.herd.models[step.model])
+        if key.stage == ANSWER and rounds:
+            return self._advance(conn, prompt.id, key, StepKey(key.model, CRITIQUE, 1))
+        if key.stage == CRITIQUE and not no_issues(attempt.answer):
+            return self._advance(conn, prompt.id, key, StepKey(key.model, REFINE, key.round))
+        if key.stage == REFINE and key.round < rounds:
+            return self._advance(conn, prompt.id, key, StepKey(key.model, CRITIQUE, key.round + 1))
+        answer = attempt if key.stage != CRITIQUE else ledger.latest_answer(conn, prompt.id, key.model)
+        if answer is None:
+            raise RuntimeError(f"prompt {prompt.id}: no answer from {key.model} to keep or escalate")
+        if key.stage == CRITIQUE and step.escalates(answer.uncertainty(step.measure)):
+            ledger.mark_escalated(conn, answer.id)  # the critique found nothing; the answer stays unsure
+            answer = replace(answer, escalated=True)
+        if answer.escalated and step.next is not None:
+            moved = ledger.advance(conn, prompt.id, key, StepKey(step.next))
+            return Outcome("escalated", ((prompt.id, step.next, ANSWER, 0),) if moved else ())
+        ledger.finalize(conn, prompt.id, answer.id, step.model, answer.answer or "")
         # One prompt left the window, let one more in: Redis holds a bounded number of messages.
         return Outcome("final", tuple(ledger.claim_pending(conn, 1)))
 
+    def _advance(self, conn: psycopg.Connection, prompt_id: int, src: StepKey, dst: StepKey) -> Outcome:
+        moved = ledger.advance(conn, prompt_id, src, dst)
+        return Outcome("refining", ((prompt_id, dst.model, dst.stage, dst.round),) if moved else ())
 
-def _gpu_seconds(generation: Generation) -> float:
-    """GPU time of one request: the server's own compute time when it reports one, else wall latency."""
+
+def _rounds(config: ModelConfig) -> int:
+    return config.refine.rounds if config.refine is not None else 0
+
+
+def _price(config: ModelConfig) -> Decimal:
+    return Decimal(str(config.gpus.usd_per_hour))
+
+
+def busy_seconds(generation: Generation) -> float:
+    """How long the request kept its endpoint busy: the server's own inference time when it
+    reports one (TGI headers, vLLM metrics), else the latency Herd measured."""
     timing = generation.timing
-    for value in (timing.compute_s, timing.inference_s):
-        if value is not None:
-            return value
-    return timing.latency_s
-
-
-def _cost(config: ModelConfig, gpu_seconds: float) -> Decimal:
-    usd_per_second = Decimal(str(config.gpus.usd_per_hour)) * config.gpus.count / 3600
-    return (usd_per_second * Decimal(str(gpu_seconds))).quantize(Decimal("1e-10"))
+    return timing.inference_s if timing.inference_s is not None else timing.latency_s

@@ -28,12 +28,13 @@ def wait_until(
     log: Path,
     give_up: Callable[[], bool] = bool,
     timeout: float = TIMEOUT_S,
+    error: type[ProcessError] = ProcessError,
 ) -> None:
     """Poll `done` for up to `timeout` s; raise, naming the log, on timeout or once `give_up()`."""
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline or give_up():
-            raise ProcessError(f"{failed}; see {log}")
+            raise error(f"{failed}; see {log}")
         time.sleep(0.02)
 
 

@@ -82,3 +82,10 @@ def render(task: TaskConfig, mode: PromptMode, text: str, fields: Mapping[str, A
         return Prompt(mode=mode, messages=messages + (("user", body),))
     except KeyError as exc:
         raise RenderError(f"the template needs field {exc.args[0]!r}, which the document lacks") from None
+
+
+def followup(prompt: Prompt, answer: str, instruction: str) -> Prompt:
+    """The same conversation continued: the model's answer, then a new instruction (self-refinement)."""
+    if prompt.mode == "completion":
+        return Prompt(mode="completion", text=f"{prompt.text} {answer.strip()}\n\n{instruction}\n")
+    return Prompt(mode="chat", messages=prompt.messages + (("assistant", answer), ("user", instruction)))

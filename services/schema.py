@@ -59,7 +59,10 @@ prompts = Table(
     Column("content_hash", Text, nullable=False),
     # pending: only in Postgres; queued: a message is in (or on its way to) `model`'s queue.
     Column("state", Text, nullable=False, server_default="pending"),
+    # The step the prompt is at: its model, and the stage/round within that model (refinement).
     Column("model", Text, nullable=False),
+    Column("stage", Text, nullable=False, server_default="answer"),
+    Column("round", Integer, nullable=False, server_default="0"),
     Column("enqueued_at", TS),
     Column("finished_at", TS),
     Column("error", Text),
@@ -95,15 +98,21 @@ attempts = Table(
     Column("queue_s", Float),
     Column("inference_s", Float),
     Column("compute_s", Float),
+    # Seconds the request kept its endpoint busy, before sharing with concurrent requests: the
+    # server's inference time when reported, else measured latency (docs/cost-model.md).
     Column("gpu_seconds", Float),
-    Column("cost_usd", Numeric(18, 10)),
+    # The model's price when the attempt ran, so later price changes do not rewrite history.
+    Column("gpu_count", Integer, nullable=False, server_default="0"),
+    Column("usd_per_gpu_hour", Numeric(12, 6), nullable=False, server_default="0"),
     Column("error", Text),
     Column("started_at", TS),
     Column("finished_at", TS, nullable=False, server_default=func.now()),
     # Redelivered or duplicate messages can never record the same step twice.
     UniqueConstraint("prompt_id", "model", "stage", "round", name="uq_attempts_step"),
     CheckConstraint("status IN ('ok', 'error')", name="status"),
+    CheckConstraint("stage IN ('answer', 'critique', 'refine')", name="stage"),
     Index("ix_attempts_model", "model"),
+    Index("ix_attempts_endpoint_finished_at", "endpoint", "finished_at"),
 )
 
 finals = Table(
@@ -116,4 +125,19 @@ finals = Table(
     Column("model", Text, nullable=False),
     Column("answer", Text, nullable=False),
     Column("created_at", TS, nullable=False, server_default=func.now()),
+)
+
+scores = Table(
+    "scores",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("attempt_id", BigInteger, ForeignKey("attempts.id", ondelete="CASCADE"), nullable=False),
+    Column("scorer", Text, nullable=False),
+    # Normalized to [0, 1] (a judge's 1-10 rating r is stored as (r - 1) / 9); `raw` keeps the original.
+    Column("score", Float, nullable=False),
+    Column("raw", Text),
+    Column("judge_model", Text),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    UniqueConstraint("attempt_id", "scorer", name="uq_scores_attempt_id_scorer"),
+    CheckConstraint("score >= 0 AND score <= 1", name="score_range"),
 )

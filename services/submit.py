@@ -27,7 +27,7 @@ class SubmitResult:
     job_id: int
     read: int
     added: int
-    dispatched: list[tuple[int, str]]
+    dispatched: list[ledger.Dispatch]
 
 
 def content_hash(record: Record) -> str:
@@ -91,7 +91,7 @@ def submit(
     return SubmitResult(job=job, job_id=job_id, read=read, added=added, dispatched=dispatched)
 
 
-def fill_window(conn: psycopg.Connection, window: int) -> list[tuple[int, str]]:
+def fill_window(conn: psycopg.Connection, window: int) -> list[ledger.Dispatch]:
     room = window - ledger.count_queued(conn)
     dispatched = ledger.claim_pending(conn, room)
     conn.commit()

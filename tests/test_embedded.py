@@ -201,7 +201,7 @@ def test_start_failure_names_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyP
     # A port bound by someone else makes redis-server exit; the error must point at its log.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
-        monkeypatch.setattr(embedded, "_port", lambda path: taken.getsockname()[1])
+        monkeypatch.setattr(embedded, "remembered_port", lambda path: taken.getsockname()[1])
         monkeypatch.setattr(embedded, "TIMEOUT_S", 2.0)
         with pytest.raises(embedded.EmbeddedServiceError, match=r"redis/redis\.log"):
             ensure_redis(tmp_path)

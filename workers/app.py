@@ -51,11 +51,16 @@ app = Celery("herd", include=["workers.tasks"])
 app.add_defaults(_config)
 
 
-def publish(dispatches: Iterable[tuple[int, str]]) -> int:
-    """Send one message per (prompt id, model) to that model's queue. Messages carry ids only."""
+def publish(dispatches: Iterable[tuple[int, str, str, int]]) -> int:
+    """Send one message per (prompt id, model, stage, round) to that model's queue: ids only."""
     sent = 0
     with app.producer_or_acquire() as producer:
-        for prompt_id, model in dispatches:
-            app.send_task(TASK_ATTEMPT, args=(prompt_id, model), queue=queue_for(model), producer=producer)
+        for prompt_id, model, stage, round_ in dispatches:
+            app.send_task(
+                TASK_ATTEMPT,
+                args=(prompt_id, model, stage, round_),
+                queue=queue_for(model),
+                producer=producer,
+            )
             sent += 1
     return sent

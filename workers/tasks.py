@@ -11,6 +11,7 @@ from celery.signals import worker_ready, worker_shutdown
 
 from services import ledger
 from services.backends.types import RetryableError
+from services.ledger import StepKey
 from services.settings import get_settings
 from workers.app import TASK_ATTEMPT, app, publish
 from workers.context import get_context
@@ -26,12 +27,13 @@ log = logging.getLogger(__name__)
     ignore_result=True,
     max_retries=None,  # bounded per model by the herd file's `retries.max`, below
 )
-def attempt(self: Task, prompt_id: int, model: str) -> str:
-    """Answer one prompt with one model; escalate or finalize. Safe to run twice for the same message."""
+def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round_: int = 0) -> str:
+    """Run one step of one prompt on one model, then move the prompt on. Safe to run twice."""
     context = get_context()
     retries = self.request.retries
+    key = StepKey(model, stage, round_)
     try:
-        outcome = context.pipeline.run(prompt_id, model, retries=retries)
+        outcome = context.pipeline.run(prompt_id, key, retries=retries)
     except RetryableError as exc:
         policy = context.herd.models[model].retries
         if retries < policy.max:
@@ -39,7 +41,7 @@ def attempt(self: Task, prompt_id: int, model: str) -> str:
             delay = random.uniform(0, min(policy.backoff_max_s, policy.backoff_s * 2**retries))
             log.warning("prompt %s on %s: %s; retry %d in %.1fs", prompt_id, model, exc, retries + 1, delay)
             raise self.retry(exc=exc, countdown=delay) from exc
-        outcome = context.pipeline.run(prompt_id, model, retries=retries, give_up=exc)
+        outcome = context.pipeline.run(prompt_id, key, retries=retries, give_up=exc)
     publish(outcome.dispatches)
     return outcome.kind
 
