@@ -6,7 +6,7 @@ Prints figures only (no asserts on speed):
 
 1. Services: HERD_DATABASE_URL / HERD_BROKER_URL when set, else an embedded Postgres / Redis under a
    temporary HERD_HOME, stopped at the end. Tables `finals, attempts, prompts, jobs` are truncated and
-   the Redis db flushed before each part.
+   the Redis db flushed before each part: never point it at a database or Redis whose data you need.
 2. Bare Celery: benchmarks/bare_celery.py, a no-op task that does one Redis INCR (that is how the
    benchmark knows N tasks are done without a result backend), worker as a subprocess with Herd's
    worker flags (`--pool threads --concurrency C --prefetch-multiplier 1`, acks_late); N tasks sent in
@@ -321,7 +321,13 @@ def run_bare(
         t0 = time.perf_counter()
         with app.producer_or_acquire() as producer:
             for i in range(n):
-                app.send_task(bare_celery.TASK, args=(i, "bare"), queue=bare_celery.QUEUE, producer=producer)
+                app.send_task(
+                    # Herd's message shape: (prompt id, model, stage, round).
+                    bare_celery.TASK,
+                    args=(i, "bare", "answer", 0),
+                    queue=bare_celery.QUEUE,
+                    producer=producer,
+                )
         t_pub = time.perf_counter() - t0
         deadline = time.monotonic() + max(120, n / 20)
         while int(counter.get(bare_celery.COUNTER) or 0) < n:

@@ -36,9 +36,13 @@ def upgrade() -> None:
         sa.Column("score", sa.Float(), nullable=False),
         sa.Column("raw", sa.Text()),
         sa.Column("judge_model", sa.Text()),
-        sa.Column("created_at", postgresql.TIMESTAMP(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column(
+            "created_at", postgresql.TIMESTAMP(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_scores"),
-        sa.ForeignKeyConstraint(["attempt_id"], ["attempts.id"], name="fk_scores_attempt_id", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["attempt_id"], ["attempts.id"], name="fk_scores_attempt_id", ondelete="CASCADE"
+        ),
         sa.UniqueConstraint("attempt_id", "scorer", name="uq_scores_attempt_id_scorer"),
         sa.CheckConstraint("score >= 0 AND score <= 1", name="ck_scores_score_range"),
     )

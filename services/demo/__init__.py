@@ -8,6 +8,7 @@ stops it. Ctrl-C only stops the watching: submits are transactional and the work
 
 from __future__ import annotations
 
+import os
 import string
 import time
 from dataclasses import dataclass
@@ -77,8 +78,6 @@ def start(settings: Settings, console: Console) -> tuple[HerdConfig, str]:
 
 
 def _inherited_env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("HERD_")}
 
 
@@ -106,8 +105,28 @@ def run(settings: Settings, console: Console, *, timeout_s: float = 3600.0) -> D
             raise
         wall = time.monotonic() - started
         print_summary(conn, herd, {job_name(t): t for t in JOBS}, console)
+        plots = [_cost_report(conn, db_url, herd, settings.home, task, console) for task in JOBS]
+    console.print(f"Pareto plots (quality against cost): {', '.join(str(p) for p in plots)}", highlight=False)
     console.print(f"wall time {wall:.0f}s. The local herd keeps running; `herd down` stops it.")
     return DemoResult(jobs=jobs, wall_s=wall, states=states)
+
+
+def _cost_report(
+    conn: psycopg.Connection, db_url: str, herd: HerdConfig, home: Path, task: str, console: Console
+) -> Path:
+    """Score the job's answers against the bundled references, then its cost and PeRFICS table."""
+    from services import report
+    from services.score_job import score_with_progress
+
+    job = job_name(task)
+    score_with_progress(console, db_url, herd, job)
+    conn.commit()  # a fresh snapshot that sees the scores just written
+    built = report.build(conn, job)
+    report.render_table(built, console)
+    path = home / "demo" / f"pareto-{task}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report.plot(built, path)
+    return path
 
 
 def _counts(conn: psycopg.Connection, jobs: list[str]) -> dict[str, int]:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.config import HerdConfig
-from services.scoring import correct
+from services.scorers import correct
 
 
 @dataclass
