@@ -90,6 +90,9 @@ class ModelConfig(_Strict):
     endpoints: list[str] = Field(min_length=1)
     # The OpenAI `model` field. TGI's Messages API treats anything but "tgi" as a LoRA adapter id.
     served_model: str | None = None
+    # Name of the environment variable holding the endpoints' API key (e.g. vLLM's --api-key), sent as
+    # `Authorization: Bearer`. Never the machine's Hugging Face token (see services/backends/http.py).
+    api_key_env: str | None = Field(default=None, min_length=1)
     prompt_mode: PromptMode = "chat"
     generation: GenerationParams = GenerationParams()
     max_in_flight: int = Field(default=4, ge=1, le=1024)

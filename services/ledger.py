@@ -1,5 +1,8 @@
 """Every SQL statement the pipeline runs, in one place. Functions take an open connection; the caller
-owns the transaction. Idempotency comes from the unique constraints, never from message counts."""
+owns the transaction. Idempotency comes from the unique constraints, never from message counts.
+
+Workers use autocommit connections: a single statement is its own transaction (no separate COMMIT
+round trip), and several statements that must commit together run inside `conn.transaction()`."""
 
 from __future__ import annotations
 
@@ -89,21 +92,57 @@ class StepKey:
 # (prompt id, model whose queue gets the message, stage, round)
 Dispatch = tuple[int, str, str, int]
 
-_ATTEMPT_COLUMNS = (
-    "id, prompt_id, model, stage, round, status, answer, escalated, error,"
-    " first_token_margin, mean_entropy, max_entropy, mean_nll"
-)
+_ATTEMPT_FIELDS = tuple(AttemptRow.__dataclass_fields__)
+_ATTEMPT_COLUMNS = ", ".join(_ATTEMPT_FIELDS)
+_PROMPT_WIDTH = len(PromptRow.__dataclass_fields__)
+_REVIEW_AT = _PROMPT_WIDTH + len(_ATTEMPT_FIELDS)
 
 
-def load_prompt(conn: psycopg.Connection, prompt_id: int) -> PromptRow | None:
-    with conn.cursor(row_factory=class_row(PromptRow)) as cur:
-        cur.execute(
-            """SELECT p.id, p.job_id, j.task, p.text, p.reference, p.fields, p.state,
-                      p.model, p.stage, p.round
-               FROM prompts p JOIN jobs j ON j.id = p.job_id WHERE p.id = %s""",
-            (prompt_id,),
-        )
-        return cur.fetchone()
+@dataclass(frozen=True)
+class StepState:
+    """Everything phase 1 of a step needs, read in one round trip (see `load_step`)."""
+
+    prompt: PromptRow
+    attempt: AttemptRow | None  # already recorded for this step: a redelivery replays it
+    review: tuple[str, str] | None  # critique/refine: (answer under review, critique of it)
+
+
+def load_step(conn: psycopg.Connection, prompt_id: int, step: StepKey) -> StepState | None:
+    """The prompt with its job's task, the attempt already recorded for `step` if any and, for a
+    critique or refine step not yet recorded, the model's latest answer and this round's critique.
+
+    One statement instead of three or four: on an autocommit connection that is one round trip, and a
+    worker runs it once per message. The review subqueries run only when their CASE needs them."""
+    row = conn.execute(
+        f"""SELECT p.id, p.job_id, j.task, p.text, p.reference, p.fields, p.state,
+                   p.model, p.stage, p.round,
+                   {", ".join(f"a.{name}" for name in _ATTEMPT_FIELDS)},
+                   CASE WHEN %(stage)s <> 'answer' AND a.id IS NULL THEN
+                       (SELECT l.answer FROM attempts l
+                        WHERE l.prompt_id = p.id AND l.model = %(model)s
+                          AND l.stage IN ('answer', 'refine') AND l.status = 'ok'
+                        ORDER BY l.round DESC LIMIT 1)
+                   END,
+                   CASE WHEN %(stage)s <> 'answer' AND a.id IS NULL THEN
+                       (SELECT c.answer FROM attempts c
+                        WHERE c.prompt_id = p.id AND c.model = %(model)s
+                          AND c.stage = 'critique' AND c.round = %(round)s)
+                   END
+            FROM prompts p JOIN jobs j ON j.id = p.job_id
+            LEFT JOIN attempts a ON a.prompt_id = p.id
+                 AND a.model = %(model)s AND a.stage = %(stage)s AND a.round = %(round)s
+            WHERE p.id = %(id)s""",
+        {"id": prompt_id, "model": step.model, "stage": step.stage, "round": step.round},
+    ).fetchone()
+    if row is None:
+        return None
+    prompt = PromptRow(*row[:_PROMPT_WIDTH])
+    attempt_at = _PROMPT_WIDTH
+    attempt = AttemptRow(*row[attempt_at:_REVIEW_AT]) if row[attempt_at] is not None else None
+    review = None
+    if step.stage != "answer" and attempt is None:
+        review = (row[_REVIEW_AT] or "", row[_REVIEW_AT + 1] or "")
+    return StepState(prompt, attempt, review)
 
 
 def find_attempt(conn: psycopg.Connection, prompt_id: int, step: StepKey) -> AttemptRow | None:
@@ -149,6 +188,45 @@ def insert_attempt(conn: psycopg.Connection, attempt: NewAttempt) -> AttemptRow:
             f"attempt conflict without a row for prompt {attempt.prompt_id} on {attempt.model}"
         )
     return existing
+
+
+def record_final(conn: psycopg.Connection, attempt: NewAttempt) -> list[Dispatch] | None:
+    """The common end of a step in ONE statement (so one round trip and, on an autocommit connection,
+    its own transaction): record `attempt`, keep its answer as the prompt's final one, mark the prompt
+    done and claim one pending prompt for the window. The caller has decided the attempt is final.
+
+    Returns the claimed refill (empty when nothing is pending), or None, having written nothing, when
+    the step's attempt already exists (a concurrent duplicate delivery): the caller then takes the
+    general path, which replays the stored attempt. Same statements as insert_attempt + finalize +
+    claim_pending(1), chained through the inserted row instead of three more round trips."""
+    values = attempt.__dict__
+    columns = ", ".join(values)
+    placeholders = ", ".join(f"%({name})s" for name in values)
+    rows = conn.execute(
+        f"""WITH attempt AS (
+                INSERT INTO attempts ({columns}) VALUES ({placeholders})
+                ON CONFLICT ON CONSTRAINT uq_attempts_step DO NOTHING
+                RETURNING id, prompt_id, model, answer),
+            final AS (
+                INSERT INTO finals (prompt_id, attempt_id, model, answer)
+                SELECT prompt_id, id, model, coalesce(answer, '') FROM attempt
+                ON CONFLICT (prompt_id) DO NOTHING),
+            done AS (
+                UPDATE prompts SET state = 'done', finished_at = now(), error = NULL
+                WHERE id = (SELECT prompt_id FROM attempt) AND state <> 'done'),
+            refill AS (
+                UPDATE prompts SET state = 'queued', enqueued_at = now()
+                WHERE id IN (SELECT id FROM prompts
+                             WHERE state = 'pending' AND EXISTS (SELECT FROM attempt)
+                             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                RETURNING id, model, stage, round)
+            SELECT (SELECT count(*) FROM attempt), refill.id, refill.model, refill.stage, refill.round
+            FROM (SELECT) AS one LEFT JOIN refill ON true""",
+        values,
+    ).fetchall()
+    if not rows or rows[0][0] == 0:
+        return None
+    return [(row[1], row[2], row[3], row[4]) for row in rows if row[1] is not None]
 
 
 def advance(conn: psycopg.Connection, prompt_id: int, src: StepKey, dst: StepKey) -> bool:

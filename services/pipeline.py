@@ -9,10 +9,16 @@ model, which starts again at `answer`. Every step is its own message on the mode
 task ever waits for another.
 
 Three short phases so no database connection is held during a slow inference call:
-  1. read the prompt and any attempt already recorded for this step (a redelivery);
+  1. read the prompt and any attempt already recorded for this step (a redelivery): one query;
   2. call the model, unless the attempt exists;
   3. in one transaction: record the attempt, decide, update the prompt, claim a refill.
 The caller publishes the returned dispatches after that commit.
+
+`connect` gives autocommit connections. A worker's CPU per message is what bounds its throughput, and
+every round trip to Postgres costs some, so the common step (a new, confident answer that needs no
+refinement: final) does phase 3 in one statement, `ledger.record_final`; every other case (errors,
+refinement, escalation, redeliveries, a concurrent duplicate) takes the general path, several
+statements inside `conn.transaction()`.
 """
 
 from __future__ import annotations
@@ -64,29 +70,32 @@ class Pipeline:
         """Run step `key` of `prompt_id`. Raises RetryableError for the caller to retry, unless
         `give_up` is set: then the retries are spent and that error is recorded as the attempt."""
         with self.connect() as conn:
-            prompt = ledger.load_prompt(conn, prompt_id)
-            existing = ledger.find_attempt(conn, prompt_id, key) if prompt else None
-            context = self._context(conn, prompt_id, key) if prompt and not existing else None
-        if prompt is None:
+            state = ledger.load_step(conn, prompt_id, key)
+        if state is None:
             log.warning("prompt %s no longer exists; dropping its message", prompt_id)
             return Outcome("skipped")
+        prompt, existing = state.prompt, state.attempt
         if prompt.state in ("done", "failed") or StepKey(prompt.model, prompt.stage, prompt.round) != key:
             return Outcome("skipped")  # a duplicate or stale delivery: the prompt has moved on
         step = self.herd.step(prompt.task, key.model)
-        new = None if existing else self._attempt(prompt, step, key, context, retries, give_up)
+        new = None if existing else self._attempt(prompt, step, key, state.review, retries, give_up)
         with self.connect() as conn:
-            attempt = existing or ledger.insert_attempt(conn, new)  # type: ignore[arg-type]
-            outcome = self._decide(conn, prompt, step, key, attempt)
-            conn.commit()
-        return outcome
+            if new is not None and self._is_final(step, key, new):
+                refill = ledger.record_final(conn, new)
+                if refill is not None:
+                    return Outcome("final", tuple(refill))
+                # The step's attempt exists already (a concurrent duplicate): replay it below.
+            with conn.transaction():
+                attempt = existing or ledger.insert_attempt(conn, new)  # type: ignore[arg-type]
+                return self._decide(conn, prompt, step, key, attempt)
 
-    def _context(self, conn: psycopg.Connection, prompt_id: int, key: StepKey) -> tuple[str, str] | None:
-        """For self-refinement: the answer under review and, for `refine`, the critique of it."""
-        if key.stage == ANSWER:
-            return None
-        answer = ledger.latest_answer(conn, prompt_id, key.model)
-        critique = ledger.find_attempt(conn, prompt_id, StepKey(key.model, CRITIQUE, key.round))
-        return (answer.answer if answer else "") or "", (critique.answer if critique else "") or ""
+    def _is_final(self, step: Step, key: StepKey, new: NewAttempt) -> bool:
+        """Whether `_decide` would keep this new attempt as the final answer without reading anything
+        else: a successful answer that ends this model's work (no refinement left) and is not escalated.
+        Must agree with `_decide`; anything else (critique, escalation, errors) takes the general path."""
+        rounds = _rounds(self.herd.models[step.model])
+        ends = (key.stage == ANSWER and not rounds) or (key.stage == REFINE and key.round == rounds)
+        return new.status == "ok" and ends and not (new.escalated and step.next is not None)
 
     def _attempt(
         self, prompt: PromptRow, step: Step, key: StepKey, context: tuple[str, str] | None,
@@ -107,7 +116,16 @@ class Pipeline:
             scores = measure(generation.tokens)
         except RetryableError:
             raise  # the caller backs off and retries, or calls again with `give_up`
-        except (BackendError, RenderError, NoTokensError) as exc:
+        except BackendError as exc:
+            ended = datetime.now(UTC)
+            elapsed = (ended - started).total_seconds()
+            # The server answered (an error status, or no logprobs): the call held the endpoint, so
+            # it is charged like any other request, at its measured latency.
+            return replace(
+                failed, error=str(exc), endpoint=exc.endpoint or None, latency_s=elapsed,
+                gpu_seconds=elapsed if exc.endpoint else None, finished_at=ended,
+            )  # fmt: skip
+        except (RenderError, NoTokensError) as exc:
             return replace(failed, error=str(exc), finished_at=datetime.now(UTC))
         # A decision rests on this answer only if nothing else follows it on this model.
         rounds = _rounds(config)
@@ -166,7 +184,9 @@ class Pipeline:
         self, conn: psycopg.Connection, prompt: PromptRow, step: Step, key: StepKey, attempt: AttemptRow
     ) -> Outcome:
         if attempt.status == "error":
-            ledger.fail(conn, prompt.id, f"{step.model} {key.stage}: {attempt.error}")
+            error = f"{step.model} {key.stage}: {attempt.error}"
+            log.warning("prompt %s failed: %s", prompt.id, error)
+            ledger.fail(conn, prompt.id, error)
             return Outcome("failed", tuple(ledger.claim_pending(conn, 1)))
         rounds = _rounds(self.herd.models[step.model])
         if key.stage == ANSWER and rounds:

@@ -9,7 +9,7 @@ import pytest
 
 from services.backends import make_backend
 from services.backends.types import GenerationRequest, MissingLogprobsError, PermanentError, RetryableError
-from services.config import ModelConfig
+from services.config import ConfigError, ModelConfig
 from services.prompts import Prompt
 from services.uncertainty import measure
 
@@ -17,8 +17,8 @@ CHAT = Prompt(mode="chat", messages=(("user", "What is the capital of France?"),
 TEXT = Prompt(mode="completion", text="Q: What is the capital of France?\nA:")
 
 
-def backend(protocol: str, url: str, timeout_s: float = 5.0):  # type: ignore[no-untyped-def]
-    return make_backend("m", ModelConfig(protocol=protocol, endpoints=[url], timeout_s=timeout_s))
+def backend(protocol: str, url: str, timeout_s: float = 5.0, **extra):  # type: ignore[no-untyped-def]
+    return make_backend("m", ModelConfig(protocol=protocol, endpoints=[url], timeout_s=timeout_s, **extra))
 
 
 def request(prompt: Prompt, k: int = 5) -> GenerationRequest:
@@ -102,3 +102,37 @@ def test_replicas_are_used_round_robin(double) -> None:
     chosen = [multi.generate(request(CHAT)).endpoint for _ in range(4)]
     assert chosen == [config.endpoints[0], config.endpoints[1]] * 2
     assert sorted(c["model"] for c in double.calls()) == ["a", "a", "a", "b", "b"]
+
+
+HF_TOKEN = "hf_machine_token_that_must_stay_home"
+EVERY_PATH = [("tgi", "", TEXT), ("openai", "/v1", CHAT), ("openai", "/v1", TEXT)]
+
+
+@pytest.mark.parametrize(("protocol", "suffix", "prompt"), EVERY_PATH)
+def test_the_machines_hugging_face_token_is_never_sent(double, monkeypatch, protocol, suffix, prompt) -> None:
+    # huggingface_hub reads HF_TOKEN on every call made without a key; a self-hosted endpoint
+    # must never receive it.
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    double.script([], default={"text": "ok"})
+    backend(protocol, double.model_url("m") + suffix).generate(request(prompt))
+    (call,) = double.calls()
+    assert HF_TOKEN not in (call["authorization"] or "")
+
+
+@pytest.mark.parametrize(("protocol", "suffix", "prompt"), EVERY_PATH)
+def test_the_models_own_key_is_sent_as_bearer(double, monkeypatch, protocol, suffix, prompt) -> None:
+    monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    monkeypatch.setenv("HERD_TEST_ENDPOINT_KEY", "sk-local-vllm")
+    double.script([], default={"text": "ok"})
+    url = double.model_url("m") + suffix
+    backend(protocol, url, api_key_env="HERD_TEST_ENDPOINT_KEY").generate(request(prompt))
+    assert [c["authorization"] for c in double.calls()] == ["Bearer sk-local-vllm"]
+
+
+@pytest.mark.parametrize("protocol", ["tgi", "openai"])
+def test_a_missing_key_variable_names_the_model_and_the_variable(monkeypatch, protocol) -> None:
+    monkeypatch.delenv("HERD_TEST_ENDPOINT_KEY", raising=False)
+    with pytest.raises(
+        ConfigError, match=r"models\.m\.api_key_env: environment variable HERD_TEST_ENDPOINT_KEY"
+    ):
+        backend(protocol, "http://127.0.0.1:9", api_key_env="HERD_TEST_ENDPOINT_KEY")

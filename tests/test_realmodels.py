@@ -66,3 +66,15 @@ def test_real_herd_answers_measures_and_escalates(make_herd, db, services, model
     assert db.execute("SELECT count(*) FROM attempts WHERE status = 'error'").fetchone() == (0,)
     exported = [json.loads(line) for line in herd.cli("export", "real-capitals").stdout.splitlines()]
     assert {row["model"] for row in exported} <= set(localherd.MODELS) and len(exported) == PER_TASK
+
+    # The real job scored against its references, then costed and ranked from the SQL views.
+    herd.cli("score", "real-sentiment")
+    report = json.loads(herd.cli("report", "real-sentiment", "--format", "json").stdout)
+    assert report["scorer"] == "label"
+    rows = {row["policy"]: row for row in report["rows"]}
+    assert {"smollm2", "gemma3", "cascade", "smollm2-only"} <= set(rows)
+    assert float(report["job"]["cost_usd"]) > 0
+    for row in rows.values():
+        assert 0.0 <= row["quality_refined"] <= 1.0 and row["perfics"] is not None and row["rank"] >= 1
+    # The cascade pays for every call, the entry model alone only for its own.
+    assert float(rows["cascade"]["cost_usd"]) > float(rows["smollm2-only"]["cost_usd"])

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from functools import lru_cache
 
 import psycopg
@@ -22,10 +21,10 @@ class WorkerContext:
         self.pool = pool
         self.pipeline = Pipeline(herd, make_backends(herd), self.connection)
 
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
-        with self.pool.connection() as conn:
-            yield conn
+    def connection(self) -> AbstractContextManager[psycopg.Connection]:
+        """An autocommit connection from the pool: wrap writes that belong together in
+        `conn.transaction()`; a lone statement commits by itself, with no extra round trip."""
+        return self.pool.connection()
 
 
 @lru_cache(maxsize=1)
@@ -34,5 +33,12 @@ def get_context() -> WorkerContext:
     herd = load_herd(settings.herd_file)
     # One connection per concurrent task, plus one for the pump thread.
     size = max(model.max_in_flight for model in herd.models.values()) + 1
-    pool = ConnectionPool(runtime.database_url(settings), min_size=1, max_size=size, open=True)
+    pool = ConnectionPool(
+        runtime.database_url(settings),
+        min_size=1,
+        max_size=size,
+        # Autocommit: reads need no COMMIT round trip; see services/ledger.py.
+        kwargs={"autocommit": True},
+        open=True,
+    )
     return WorkerContext(herd, pool)

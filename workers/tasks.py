@@ -7,6 +7,7 @@ import random
 import threading
 
 from celery import Task
+from celery.exceptions import WorkerShutdown
 from celery.signals import worker_ready, worker_shutdown
 
 from services import ledger
@@ -42,7 +43,8 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
             log.warning("prompt %s on %s: %s; retry %d in %.1fs", prompt_id, model, exc, retries + 1, delay)
             raise self.retry(exc=exc, countdown=delay) from exc
         outcome = context.pipeline.run(prompt_id, key, retries=retries, give_up=exc)
-    publish(outcome.dispatches)
+    if outcome.dispatches:  # most steps send nothing: skip acquiring a producer
+        publish(outcome.dispatches)
     return outcome.kind
 
 
@@ -74,11 +76,10 @@ class Pump:
     def tick(self) -> int:
         settings = get_settings()
         context = get_context()
-        with context.connection() as conn:
+        with context.connection() as conn, conn.transaction():  # an autocommit connection
             stale = ledger.reclaim_stale(conn, settings.stale_after_s, settings.dispatch_window)
             room = settings.dispatch_window - ledger.count_queued(conn)
             fresh = ledger.claim_pending(conn, room)
-            conn.commit()
         return publish(stale + fresh)
 
 
@@ -87,7 +88,12 @@ _pump = Pump()
 
 @worker_ready.connect
 def _start_pump(**_: object) -> None:
-    get_context()  # fail at start, not on the first message, if the herd file or database is bad
+    try:
+        get_context()  # fail at start, not on the first message, if the herd file or a model's key is bad
+    except Exception as exc:
+        # Celery only logs what a signal handler raises and would go on consuming; stop instead.
+        log.critical("worker cannot start: %s", exc)
+        raise WorkerShutdown(1) from exc
     _pump.start()
 
 

@@ -6,11 +6,17 @@ one shared httpx client made by a replaceable factory; we install a factory that
 hook copying the headers into a thread-local slot. A backend clears the slot, makes its call and
 reads the slot back in the same thread (Celery's thread pool runs one task per thread), so no
 request can see another's headers.
+
+Credentials: InferenceClient given no key looks up the machine's Hugging Face token (reading the token
+file on every call) and sends it to whatever URL it calls: a self-hosted endpoint would receive it.
+Backends therefore always pass a key, the model's own (`api_key_env`) or a placeholder.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
+import os
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -19,6 +25,11 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import _http as hf_http
 
 from services.backends.types import BackendError, PermanentError, RetryableError
+from services.config import ConfigError, ModelConfig
+
+# Sent as the key when the herd file names none. Any explicit key stops huggingface_hub from reading and
+# sending the Hugging Face token; servers started without a key ignore it ("EMPTY" is vLLM's convention).
+PLACEHOLDER_KEY = "EMPTY"
 
 _local = threading.local()
 _install_lock = threading.Lock()
@@ -26,7 +37,7 @@ _installed = False
 
 
 def _remember_headers(response: httpx2.Response) -> None:
-    _local.headers = dict(response.headers)
+    _local.headers = response.headers  # case-insensitive; no copy, most calls never read it
 
 
 def _client_with_header_hook() -> httpx2.Client:
@@ -42,7 +53,31 @@ def install_header_capture() -> None:
     with _install_lock:
         if not _installed:
             hf_http.set_client_factory(_client_with_header_hook)
+            # httpx logs every request at INFO (a line per attempt, the worker's largest log cost).
+            # Failures are not lost: backends turn them into errors that Herd logs and stores.
+            quiet = logging.getLogger("httpx2")
+            if quiet.level == logging.NOTSET:  # unless configured explicitly
+                quiet.setLevel(logging.WARNING)
             _installed = True
+
+
+def api_key(name: str, config: ModelConfig) -> str | None:
+    """The model's API key from the environment variable its `api_key_env` names, or None.
+    Called when the worker builds its backends, so a missing variable stops it at start."""
+    if config.api_key_env is None:
+        return None
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        raise ConfigError(
+            f"models.{name}.api_key_env: environment variable {config.api_key_env} is not set "
+            f"(it should hold the API key of model {name!r})"
+        )
+    return key
+
+
+def auth_headers(key: str | None) -> dict[str, str]:
+    """For raw calls through the shared client, which never adds credentials by itself."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def clear_headers() -> None:

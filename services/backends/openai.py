@@ -32,9 +32,13 @@ class OpenAIBackend:
         self._served_model = config.served_model or name
         self._timeout = config.timeout_s
         self._rotation = http.EndpointRotation(config.endpoints)
+        key = http.api_key(name, config)
+        self._headers = http.auth_headers(key)  # the raw /v1/completions call
         # `base_url` gets `/chat/completions` appended (or `/v1/chat/completions` if it lacks /v1).
+        # Always a key: without one, InferenceClient would send the machine's Hugging Face token.
         self._clients = {
-            url: InferenceClient(base_url=url, timeout=config.timeout_s) for url in config.endpoints
+            url: InferenceClient(base_url=url, timeout=config.timeout_s, api_key=key or http.PLACEHOLDER_KEY)
+            for url in config.endpoints
         }
 
     def generate(self, request: GenerationRequest) -> Generation:
@@ -75,7 +79,7 @@ class OpenAIBackend:
             "temperature": request.temperature,
             "stop": list(request.stop) or None,
         }
-        response = http.session().post(url, json=payload, timeout=self._timeout)
+        response = http.session().post(url, json=payload, headers=self._headers, timeout=self._timeout)
         if response.status_code >= 400:
             raise http.from_status(response.status_code, response.text[:300], endpoint)
         return response.json()

@@ -19,9 +19,11 @@ class TgiBackend:
         self.name = name
         self._rotation = http.EndpointRotation(config.endpoints)
         # A URL given as `model` is POSTed to as is (TGI's `/` route, same as `/generate`).
-        # Always a timeout: InferenceClient waits forever by default.
+        # Always a timeout: InferenceClient waits forever by default. Always a key: without one,
+        # InferenceClient would send the machine's Hugging Face token to this endpoint.
+        key = http.api_key(name, config) or http.PLACEHOLDER_KEY
         self._clients = {
-            url: InferenceClient(model=url, timeout=config.timeout_s) for url in config.endpoints
+            url: InferenceClient(model=url, timeout=config.timeout_s, api_key=key) for url in config.endpoints
         }
 
     def generate(self, request: GenerationRequest) -> Generation:

@@ -14,7 +14,8 @@ URLs to configure (model names are one path segment; ``model_url()`` percent-enc
 * OpenAI legacy completions: ``POST /m/<model>/v1/completions``. As in vLLM, ``max_tokens`` defaults to 16.
 * ``GET /m/<model>/health``, ``GET /m/<model>/info``.
 * Control: ``POST /_script`` ``{"rules": [...], "default": {...}}``, ``POST /_reset``,
-  ``GET /_calls`` -> ``{"calls": [...], "total": n}``, ``GET /_health``.
+  ``GET /_calls`` -> ``{"calls": [...], "total": n}``, ``GET /_health``. Each call records the
+  ``Authorization`` header it carried (or None), so tests can check which credentials were sent.
 
 Stand-ins: prompt tokens = whitespace-separated words of the prompt text (chat: message contents joined
 with a newline) unless a rule sets ``prompt_tokens``. Answer tokens = ``re.findall(r"\\s*\\S+|\\s+", text)``,
@@ -295,14 +296,21 @@ class _Core:
         with self._lock:
             return [dict(c) for c in self._calls], self._total
 
-    def _record(self, model: str, protocol: str, prompt: str, status: int) -> None:
+    def _record(self, model: str, protocol: str, prompt: str, status: int, auth: str | None) -> None:
         # Caller holds the lock. Logged on arrival, so in-flight (delayed) calls are already visible.
         self._calls.append(
-            {"model": model, "protocol": protocol, "prompt": prompt, "status": status, "time": time.time()}
+            {
+                "model": model,
+                "protocol": protocol,
+                "prompt": prompt,
+                "status": status,
+                "time": time.time(),
+                "authorization": auth,
+            }
         )
         self._total += 1
 
-    def _admit(self, model: str, protocol: str, prompt: str) -> tuple[Rule, int]:
+    def _admit(self, model: str, protocol: str, prompt: str, auth: str | None) -> tuple[Rule, int]:
         with self._lock:
             rules = enumerate(self._rules)
             hits = ((i, r) for i, r in rules if r.model in (None, model) and r.match in prompt)
@@ -312,10 +320,10 @@ class _Core:
                 seen = self._seen.get((idx, model, prompt), 0)
                 if seen < len(rule.errors):
                     status, self._seen[(idx, model, prompt)] = rule.errors[seen], seen + 1
-            self._record(model, protocol, prompt, status)
+            self._record(model, protocol, prompt, status, auth)
         return rule, status
 
-    def serve(self, model: str, protocol: str, req: Any) -> Reply:
+    def serve(self, model: str, protocol: str, req: Any, auth: str | None = None) -> Reply:
         started = time.perf_counter()
         prompt_of, opts_of, render = _PROTOCOLS[protocol]
         prompt = ""
@@ -327,9 +335,9 @@ class _Core:
         except _Invalid as exc:
             status = 422 if protocol == "tgi" else 400
             with self._lock:
-                self._record(model, protocol, prompt, status)
+                self._record(model, protocol, prompt, status, auth)
             return _error(status, str(exc))
-        rule, status = self._admit(model, protocol, prompt)
+        rule, status = self._admit(model, protocol, prompt, auth)
         if rule.delay:
             time.sleep(rule.delay)  # outside the lock: other requests keep flowing
         if status != 200:
@@ -514,7 +522,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not model or route is None:
                 return not_found
             if route in _PROTOCOLS:
-                return core.serve(unquote(model), route, body)
+                return core.serve(unquote(model), route, body, self.headers.get("Authorization"))
             return 200, ({"status": "ok"} if route == "health" else _info(unquote(model))), {}
         if (method, path) == ("POST", "/_script"):
             try:
