@@ -130,7 +130,11 @@ def worker(ctx: click.Context, model: str, loglevel: str) -> None:
     if model not in herd.models:
         raise ConfigError(f"unknown model {model!r}; the herd file defines: {', '.join(herd.models)}")
     database()
-    app.worker_main(
+    from workers.context import get_context
+
+    get_context()  # a bad herd file, key or database fails here, with exit status 2, before consuming
+    # app.start rather than worker_main: it returns the worker's exit code, which must reach the shell.
+    code = app.start(
         [
             "worker",
             "--queues",
@@ -151,6 +155,7 @@ def worker(ctx: click.Context, model: str, loglevel: str) -> None:
             loglevel,
         ]
     )
+    sys.exit(code or 0)
 
 
 @main.command()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import herd_yaml, wait_for
 
 CONFIDENT = [0.95, 0.03]
 UNSURE = [0.40, 0.35]  # margin 0.05, below every tier's threshold of 0.5
@@ -234,3 +234,13 @@ def test_window_bounds_the_broker_and_workers_let_the_rest_in(make_herd, db, dou
     assert states == {"queued": 5, "pending": 35}
     herd.start_worker("small")
     assert wait_for(db, "w") == {"done": 40}
+
+
+def test_worker_refuses_to_start_without_its_models_key(make_herd, double) -> None:
+    text = herd_yaml(double).replace(
+        "    max_in_flight: 4\n", "    api_key_env: HERD_TEST_UNSET_KEY\n    max_in_flight: 4\n", 1
+    )
+    herd = make_herd(text)
+    result = herd.cli("worker", "--model", "small", check=False, timeout=60)
+    assert result.returncode == 2
+    assert "models.small.api_key_env: environment variable HERD_TEST_UNSET_KEY is not set" in result.stderr
