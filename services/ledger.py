@@ -13,7 +13,6 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import class_row
-from psycopg.types.json import Jsonb
 
 
 @dataclass(frozen=True)
@@ -297,7 +296,3 @@ def reclaim_stale(conn: psycopg.Connection, older_than_s: float, limit: int) -> 
 def count_queued(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT count(*) FROM prompts WHERE state = 'queued'").fetchone()
     return int(row[0]) if row else 0
-
-
-def jsonb(value: dict[str, Any]) -> Jsonb:
-    return Jsonb(value)
