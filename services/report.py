@@ -228,7 +228,10 @@ def _headline(report: Report) -> list[str]:
 def render_table(report: Report, console: Console) -> None:
     for line in _headline(report):
         console.print(line, markup=False, soft_wrap=True)
-    table = Table(*TABLE_COLUMNS)
+    table = Table()
+    for name in TABLE_COLUMNS:
+        # Fold rather than truncate: on a narrow terminal a figure wraps, it never loses digits.
+        table.add_column(name, overflow="fold", justify="left" if name == "policy" else "right")
     for row in report.rows:
         table.add_row(*(Text(cell) for cell in _cells(row)))  # Text: a '[' in a model name is not markup
     console.print(table)
