@@ -8,12 +8,12 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from services.config import ConfigError, HerdConfig, load_herd
 from services.documents import InputError
+from services.progress import counting_bar
 from services.reports import UnknownJobError
 from services.settings import get_settings
 
@@ -89,15 +89,7 @@ def submit(ctx: click.Context, paths: tuple[str, ...], job: str, task: str, text
     herd = herd_config(ctx)
     files = documents.expand(list(paths))
     url = database()
-    with Progress(
-        TextColumn("reading"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("records"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with counting_bar(console, "reading", "records") as bar:
         task_id = bar.add_task("read", total=None)
         with psycopg.connect(url) as conn:
             result = do_submit(

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import psycopg
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.config import ConfigError, HerdConfig, TaskConfig
+from services.progress import counting_bar
 from services.reports import job_id
 from services.scorers import SCORERS, Item, Judge, JudgeError, Score, question_for
 
@@ -217,15 +217,7 @@ def score_with_progress(
 ) -> ScoreSummary:
     """score_job with a progress bar on `console` (transient: only the summary stays on screen)."""
     judge = make_judge(herd, judge_model, scorer)  # a bad choice fails before the bar appears
-    with Progress(
-        TextColumn("scoring"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("answers"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with counting_bar(console, "scoring", "answers") as bar:
         task_id = bar.add_task("score", total=None)
         return score_job(
             url,

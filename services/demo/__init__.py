@@ -16,12 +16,12 @@ from pathlib import Path
 
 import psycopg
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services import documents, localherd
 from services.config import HerdConfig, load_herd
 from services.db import migrate
 from services.demo.summary import print_summary
+from services.progress import counting_bar
 from services.runtime import broker_url, database_url
 from services.settings import Settings
 from services.submit import submit
@@ -141,8 +141,7 @@ def _counts(conn: psycopg.Connection, jobs: list[str]) -> dict[str, int]:
 
 def _watch(conn: psycopg.Connection, jobs: list[str], console: Console, timeout_s: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout_s
-    columns = (TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as bar:
+    with counting_bar(console, "answering", "prompts", transient=False) as bar:
         counts = _counts(conn, jobs)
         task = bar.add_task("prompts", total=sum(counts.values()))
         while True:
