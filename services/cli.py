@@ -13,8 +13,8 @@ from rich.text import Text
 
 from services.config import ConfigError, HerdConfig, load_herd
 from services.documents import InputError
+from services.jobs import UnknownJobError
 from services.progress import counting_bar
-from services.reports import UnknownJobError
 from services.settings import get_settings
 
 console = Console(stderr=True)
@@ -156,7 +156,7 @@ def status(job: str) -> None:
     """Counts per state and per model, escalation rate and throughput of a job."""
     import psycopg
 
-    from services.reports import status as job_status
+    from services.jobs import status as job_status
     from services.runtime import database_url
 
     with psycopg.connect(database_url()) as conn:
@@ -201,7 +201,7 @@ def export(job: str, fmt: str, output: Path | None) -> None:
     """Final answers of a job, with the model that produced each."""
     import psycopg
 
-    from services.reports import export as do_export
+    from services.jobs import export as do_export
     from services.runtime import database_url
 
     with psycopg.connect(database_url()) as conn:

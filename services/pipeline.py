@@ -93,8 +93,7 @@ class Pipeline:
         """Whether `_decide` would keep this new attempt as the final answer without reading anything
         else: a successful answer that ends this model's work (no refinement left) and is not escalated.
         Must agree with `_decide`; anything else (critique, escalation, errors) takes the general path."""
-        rounds = _rounds(self.herd.models[step.model])
-        ends = (key.stage == ANSWER and not rounds) or (key.stage == REFINE and key.round == rounds)
+        ends = _ends_model_work(self.herd.models[step.model], key)
         return new.status == "ok" and ends and not (new.escalated and step.next is not None)
 
     def _attempt(
@@ -128,8 +127,7 @@ class Pipeline:
         except (RenderError, NoTokensError) as exc:
             return replace(failed, error=str(exc), finished_at=datetime.now(UTC))
         # A decision rests on this answer only if nothing else follows it on this model.
-        rounds = _rounds(config)
-        decides = (key.stage == ANSWER and not rounds) or (key.stage == REFINE and key.round == rounds)
+        decides = _ends_model_work(config, key)
         return replace(
             failed,
             status="ok",
@@ -215,6 +213,13 @@ class Pipeline:
 
 def _rounds(config: ModelConfig) -> int:
     return config.refine.rounds if config.refine is not None else 0
+
+
+def _ends_model_work(config: ModelConfig, key: StepKey) -> bool:
+    """No further step of this model follows `key`: its answer is the one that is kept or escalated
+    (a critique may still stop the rounds earlier; `_decide` handles that case)."""
+    rounds = _rounds(config)
+    return (key.stage == ANSWER and not rounds) or (key.stage == REFINE and key.round == rounds)
 
 
 def _price(config: ModelConfig) -> Decimal:

@@ -24,8 +24,8 @@ from rich.table import Table
 from rich.text import Text
 
 from services import perfics
+from services.jobs import UnknownJobError
 from services.perfics import PolicyInput, Weights
-from services.reports import UnknownJobError
 
 FORMATS = ("table", "csv", "json", "html")
 _KIND_ORDER = {"model": 0, "cascade": 1, "counterfactual": 2}

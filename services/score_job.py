@@ -17,8 +17,8 @@ import psycopg
 from rich.console import Console
 
 from services.config import ConfigError, HerdConfig, TaskConfig
+from services.jobs import job_id
 from services.progress import counting_bar
-from services.reports import job_id
 from services.scorers import SCORERS, Item, Judge, JudgeError, Score, question_for
 
 AUTO = "auto"

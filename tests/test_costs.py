@@ -22,8 +22,8 @@ import psycopg
 import pytest
 
 from services import report
+from services.jobs import UnknownJobError
 from services.perfics import PolicyInput, Weights, cost_penalty, score
-from services.reports import UnknownJobError
 from tests.conftest import REPO, Services
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

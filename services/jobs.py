@@ -1,4 +1,4 @@
-"""`herd status` and `herd export`: read-only views of a job from the ledger."""
+"""Read-only views of one job: lookup, `herd status` and `herd export`."""
 
 from __future__ import annotations
 
