@@ -1,7 +1,7 @@
 """The bare Celery baseline of benchmarks/throughput.py: a minimal app with one task that does nothing but
 count itself (one Redis INCR, so the benchmark knows when N tasks are done without a result backend).
 
-Configured like Herd's workers (workers/app.py): JSON, no results, acks_late + reject_on_worker_lost,
+Configured like Herd's workers (herd/queues.py): JSON, no results, acks_late + reject_on_worker_lost,
 prefetch 1, same visibility timeout; the worker runs with the same `--pool threads --concurrency C
 --prefetch-multiplier 1 --without-gossip --without-mingle` flags. Task events (Herd's `--task-events`,
 `task_send_sent_event`, `task_track_started`) are off unless BENCH_BARE_EVENTS=1, which turns on exactly

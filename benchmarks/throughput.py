@@ -16,7 +16,7 @@ Prints figures only (no asserts on speed):
    chat, max_in_flight C, no escalation, task `qa`), one `herd worker`, `herd submit` of N prompts;
    attempts/s = N / (last attempts.finished_at - first attempts.started_at), plus wall clock from the
    start of `herd submit` to the last attempt, and the ratio to bare Celery.
-4. Submit: `services.submit.submit()` in a child process (as the CLI calls it, records from
+4. Submit: `herd.jobs.submit.submit()` in a child process (as the CLI calls it, records from
    `documents.read`) on 10k and M JSONL records (~200 characters of text each), window 1000, no worker;
    prompts/s and the child's peak RSS during submit() (psutil, sampled every 10ms) for both sizes.
 5. One summary line.
@@ -145,7 +145,7 @@ def service_pids(svc: Services) -> dict[str, int]:
     if not svc.embedded:
         return {}
     try:
-        from services.embedded import status
+        from herd.local.embedded import status
 
         return {info.name: info.pid for info in status(svc.home) if info.pid}
     except Exception:  # noqa: BLE001 - CPU figures are a bonus
@@ -213,14 +213,14 @@ class Services:
 
 @contextmanager
 def services(home: Path) -> Iterator[Services]:
-    from services.db import migrate
+    from herd.ledger.db import migrate
 
     db_url = os.environ.get("HERD_DATABASE_URL")
     broker = os.environ.get("HERD_BROKER_URL")
     embedded = not (db_url and broker)
     try:
         if embedded:
-            from services.embedded import ensure_postgres, ensure_redis
+            from herd.local.embedded import ensure_postgres, ensure_redis
 
             t0 = time.perf_counter()
             db_url = db_url or ensure_postgres(home)
@@ -231,7 +231,7 @@ def services(home: Path) -> Iterator[Services]:
         yield Services(db_url, broker, home, embedded)
     finally:
         if embedded:
-            from services.embedded import stop_all
+            from herd.local.embedded import stop_all
 
             stop_all(home)
 
@@ -367,7 +367,7 @@ tasks:
 def start_double(procs: Procs, work: Path) -> tuple[subprocess.Popen[Any], str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = procs.start(
-        [sys.executable, "-m", "tests.doubles.endpoint", "--port", "0"], env=env, stdout=subprocess.PIPE
+        [sys.executable, "-m", "tests.support.endpoint", "--port", "0"], env=env, stdout=subprocess.PIPE
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode().strip()  # blocks until READY (or EOF if it died)
@@ -411,7 +411,7 @@ def run_herd(
     write_questions(questions, n)
     log = work / "herd-worker.log"
     worker = procs.start(
-        [sys.executable, "-m", "services.cli", "worker", "--model", MODEL, "--loglevel", loglevel],
+        [sys.executable, "-m", "herd", "worker", "--model", MODEL, "--loglevel", loglevel],
         env=env,
         log=log,
     )
@@ -428,7 +428,7 @@ def run_herd(
             [
                 sys.executable,
                 "-m",
-                "services.cli",
+                "herd",
                 "submit",
                 str(questions),
                 "--job",
@@ -548,11 +548,11 @@ def start_py_spy(procs: Procs, pid: int, out_dir: Path, work: Path) -> subproces
 
 # Where the worker's GIL time goes: the first category (in this order) whose marker is in a sample's stack.
 PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("herd publish (refill messages)", ("publish (workers/app.py",)),
+    ("herd publish (refill messages)", ("publish (herd/queues.py",)),
     ("celery task events", ("celery/events/dispatcher.py",)),
-    ("inference HTTP call + parsing", ("Backend.generate (services/backends/",)),
-    ("SQL (ledger, psycopg, pool)", ("services/ledger.py", "psycopg", "WorkerContext.connection")),
-    ("pipeline, other Python", ("Pipeline.run (services/pipeline.py",)),
+    ("inference HTTP call + parsing", ("Backend.generate (services/herd/backends/",)),
+    ("SQL (ledger, psycopg, pool)", ("herd/ledger/steps.py", "psycopg", "WorkerContext.connection")),
+    ("pipeline, other Python", ("Pipeline.run (herd/cascade/pipeline.py",)),
     ("herd pump thread", ("Pump.",)),
     ("logging", ("logging/__init__.py",)),
     ("celery ack (acks_late bookkeeping)", ("Message.ack (kombu/", "QoS.ack (kombu/")),
@@ -608,12 +608,12 @@ def submit_child(path: str, job: str) -> None:
     import psutil
     import psycopg
 
-    from services import documents
-    from services.config import load_herd
-    from services.runtime import database_url
-    from services.settings import get_settings
-    from services.submit import submit
-    from workers.app import publish
+    from herd.herdfile.model import load_herd
+    from herd.jobs import documents
+    from herd.jobs.submit import submit
+    from herd.queues import publish
+    from herd.settings import get_settings
+    from herd.urls import database_url
 
     settings = get_settings()
     herd = load_herd(settings.herd_file)
@@ -799,7 +799,7 @@ def main() -> int:
         submit_child(args.submit_child, args.job)
         return 0
 
-    from services.settings import Settings
+    from herd.settings import Settings
 
     window = args.window or Settings().dispatch_window
     n, c = args.prompts, args.concurrency
@@ -836,7 +836,7 @@ def main() -> int:
                 print_herd(herd, n, bare, args.profile)
             if "submit" not in args.skip:
                 print(
-                    f"\n== submit: services.submit.submit() in a child process, window {SUBMIT_WINDOW}, ",
+                    f"\n== submit: herd.jobs.submit.submit() in a child process, window {SUBMIT_WINDOW}, ",
                     end="",
                 )
                 print("no worker ==")

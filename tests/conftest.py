@@ -1,7 +1,7 @@
 """Shared fixtures: real Postgres, real Redis, real worker processes, an endpoint double.
 
 With HERD_DATABASE_URL / HERD_BROKER_URL set, tests use those servers. Otherwise the session starts
-its own throwaway Postgres and Redis from the PyPI wheels (services/embedded.py) under a temporary
+its own throwaway Postgres and Redis from the PyPI wheels (herd/local/embedded.py) under a temporary
 HERD_HOME, and stops them at the end: a fresh machine needs nothing running beforehand.
 """
 
@@ -22,8 +22,8 @@ import psycopg
 import pytest
 import redis
 
-from services.db import migrate
-from tests.doubles.endpoint import EndpointDouble
+from herd.ledger.db import migrate
+from tests.support.endpoint import EndpointDouble
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = "finals, attempts, prompts, jobs"
@@ -45,14 +45,14 @@ def services() -> Iterator[Services]:
     broker = os.environ.get("HERD_BROKER_URL")
     started = not (db_url and broker)
     if not db_url or not broker:
-        from services.embedded import ensure_postgres, ensure_redis
+        from herd.local.embedded import ensure_postgres, ensure_redis
 
         db_url = db_url or ensure_postgres(home)
         broker = broker or ensure_redis(home)
     migrate(db_url)
     yield Services(db_url, broker, home)
     if started:
-        from services.embedded import stop_all
+        from herd.local.embedded import stop_all
 
         stop_all(home)
     shutil.rmtree(home, ignore_errors=True)
@@ -126,9 +126,9 @@ class Herd:
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "services.cli", *args],
+            [sys.executable, "-m", "herd", *args],
             env=self.env,
-            cwd=REPO,
+            cwd=self.path.parent,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -141,9 +141,9 @@ class Herd:
         log = self.path.parent / f"worker-{model}-{len(self.procs)}.log"
         handle = log.open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "worker", "--model", model, "--loglevel", "info"],
+            [sys.executable, "-m", "herd", "worker", "--model", model, "--loglevel", "info"],
             env=self.env,
-            cwd=REPO,
+            cwd=self.path.parent,
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -7,11 +7,11 @@ import socket
 
 import pytest
 
-from services.backends import make_backend
-from services.backends.types import GenerationRequest, MissingLogprobsError, PermanentError, RetryableError
-from services.config import ConfigError, ModelConfig
-from services.prompts import Prompt
-from services.uncertainty import measure
+from herd.backends.base import GenerationRequest, MissingLogprobsError, PermanentError, RetryableError
+from herd.backends.registry import make_backend
+from herd.cascade.prompts import Prompt
+from herd.cascade.uncertainty import measure
+from herd.herdfile.model import ConfigError, ModelConfig
 
 CHAT = Prompt(mode="chat", messages=(("user", "What is the capital of France?"),))
 TEXT = Prompt(mode="completion", text="Q: What is the capital of France?\nA:")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from services.config import ConfigError, load_herd
+from herd.herdfile.model import ConfigError, load_herd
 
 GOOD = """\
 models:

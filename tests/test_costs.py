@@ -21,9 +21,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services import report
-from services.jobs import UnknownJobError
-from services.perfics import PolicyInput, Weights, cost_penalty, score
+from herd.jobs.status import UnknownJobError
+from herd.reporting import report
+from herd.reporting.perfics import PolicyInput, Weights, cost_penalty, score
 from tests.conftest import REPO, Services
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -514,9 +514,9 @@ def herd(services: Services, *args: str) -> subprocess.CompletedProcess[str]:
         "PYTHONPATH": str(REPO),
     }
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "herd", *args],
         env=env,
-        cwd=REPO,
+        cwd=services.home,
         capture_output=True,
         text=True,
         timeout=120,

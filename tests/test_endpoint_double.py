@@ -1,4 +1,4 @@
-"""Drive tests/doubles/endpoint.py with the real huggingface_hub client, raw httpx and its own CLI.
+"""Drive tests/support/endpoint.py with the real huggingface_hub client, raw httpx and its own CLI.
 
 Observed with huggingface_hub 2.4 (asserted below):
 * text_generation(details=True): ``details.tokens`` are ``TextGenerationOutputToken`` objects but
@@ -43,7 +43,7 @@ from huggingface_hub.inference._generated.types import (
     TextGenerationOutputToken,
 )
 
-from tests.doubles.endpoint import DEFAULT_TEXT, EndpointDouble, Rule
+from tests.support.endpoint import DEFAULT_TEXT, EndpointDouble, Rule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -335,7 +335,7 @@ def test_error_counters_are_thread_safe(double: EndpointDouble) -> None:
 def test_runs_out_of_process(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text(json.dumps({"rules": [{"match": "ping", "text": " pong"}]}))
-    cmd = [sys.executable, "-m", "tests.doubles.endpoint", "--port", "0", "--script", str(script)]
+    cmd = [sys.executable, "-m", "tests.support.endpoint", "--port", "0", "--script", str(script)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(20, proc.kill)  # never hang the suite on a missing READY line
     watchdog.start()

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from alembic import command
 
-from services.db import alembic_config, migrate
+from herd.ledger.db import alembic_config, migrate
 from tests.conftest import Services
 
 
@@ -36,7 +36,7 @@ def tables(url: str) -> set[str]:
 def test_upgrade_check_downgrade_upgrade(empty_db: str) -> None:
     migrate(empty_db)
     assert {"jobs", "prompts", "attempts", "finals", "scores", "alembic_version"} <= tables(empty_db)
-    command.check(alembic_config(empty_db))  # raises if the migrations and services/schema.py differ
+    command.check(alembic_config(empty_db))  # raises if the migrations and herd/ledger/schema.py differ
     command.downgrade(alembic_config(empty_db), "base")
     assert tables(empty_db) == {"alembic_version"}
     migrate(empty_db)

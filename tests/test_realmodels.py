@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from services import localherd
-from services.demo import JOBS, write_herd_file
+from herd.local import localherd
+from herd.local.demo.run import JOBS, write_herd_file
 from tests.conftest import Services, wait_for
 
 pytestmark = pytest.mark.realmodel

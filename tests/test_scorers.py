@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from services.backends.types import (
+from herd.backends.base import (
     Generation,
     GenerationRequest,
     PermanentError,
     RetryableError,
     Timing,
 )
-from services.config import GenerationParams, ModelConfig, Retries, TaskConfig
-from services.score_job import plan
-from services.scorers import (
+from herd.herdfile.model import GenerationParams, ModelConfig, Retries, TaskConfig
+from herd.quality.scorers import (
     JUDGE_SYSTEM,
     SCORERS,
     Item,
@@ -30,6 +29,7 @@ from services.scorers import (
     rating_score,
     tokens,
 )
+from herd.quality.scoring import plan
 
 QA = TaskConfig(kind="qa")
 SENTIMENT = TaskConfig(

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from services.uncertainty import NoTokensError, TokenLogprob, entropy, margin, measure
+from herd.cascade.uncertainty import NoTokensError, TokenLogprob, entropy, margin, measure
 
 ln = math.log
 

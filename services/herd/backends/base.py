@@ -1,0 +1,65 @@
+"""The one result every backend returns, and the errors it may raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from herd.cascade.prompts import Prompt
+from herd.cascade.uncertainty import TokenLogprob
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds. `latency_s` is measured by Herd; the rest come from the server when it reports them."""
+
+    latency_s: float
+    queue_s: float | None = None
+    inference_s: float | None = None
+    compute_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: tuple[TokenLogprob, ...]
+    prompt_tokens: int | None
+    generated_tokens: int
+    finish_reason: str | None
+    timing: Timing
+    endpoint: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: Prompt
+    max_new_tokens: int
+    stop: tuple[str, ...] = ()
+    temperature: float = 0.0
+    top_logprobs: int = 5
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    def generate(self, request: GenerationRequest) -> Generation: ...
+
+
+class BackendError(Exception):
+    """An inference call failed. `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.endpoint = endpoint
+
+
+class RetryableError(BackendError):
+    """Worth trying again later: overloaded (429), unavailable (503), 5xx, timeouts, refused connections."""
+
+
+class PermanentError(BackendError):
+    """Will fail the same way again: bad request (400/422, e.g. prompt too long), malformed response."""
+
+
+class MissingLogprobsError(PermanentError):
+    """The server answered without logprobs, so the cascade cannot judge the answer."""

@@ -1,0 +1,150 @@
+"""HTTP glue shared by the backends: response headers, error mapping, endpoint rotation.
+
+InferenceClient returns only the response body, but TGI reports its timings in response headers
+(`x-inference-time`, ...), which the cost ledger needs. huggingface_hub sends every request through
+one shared httpx client made by a replaceable factory; we install a factory that adds a response
+hook copying the headers into a thread-local slot. A backend clears the slot, makes its call and
+reads the slot back in the same thread (Celery's thread pool runs one task per thread), so no
+request can see another's headers.
+
+Credentials: InferenceClient given no key looks up the machine's Hugging Face token (reading the token
+file on every call) and sends it to whatever URL it calls: a self-hosted endpoint would receive it.
+Backends therefore always pass a key, the model's own (`api_key_env`) or a placeholder.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+
+import httpx2
+from huggingface_hub import errors as hf_errors
+from huggingface_hub.utils import _http as hf_http
+
+from herd.backends.base import BackendError, PermanentError, RetryableError
+from herd.herdfile.model import ConfigError, ModelConfig
+
+# Sent as the key when the herd file names none. Any explicit key stops huggingface_hub from reading and
+# sending the Hugging Face token; servers started without a key ignore it ("EMPTY" is vLLM's convention).
+PLACEHOLDER_KEY = "EMPTY"
+
+_local = threading.local()
+_install_lock = threading.Lock()
+_installed = False
+
+
+def _remember_headers(response: httpx2.Response) -> None:
+    _local.headers = response.headers  # case-insensitive; no copy, most calls never read it
+
+
+def _client_with_header_hook() -> httpx2.Client:
+    client = hf_http.default_client_factory()
+    hooks = client.event_hooks
+    hooks["response"] = [*hooks.get("response", []), _remember_headers]
+    client.event_hooks = hooks
+    return client
+
+
+def install_header_capture() -> None:
+    global _installed
+    with _install_lock:
+        if not _installed:
+            hf_http.set_client_factory(_client_with_header_hook)
+            # httpx logs every request at INFO (a line per attempt, the worker's largest log cost).
+            # Failures are not lost: backends turn them into errors that Herd logs and stores.
+            quiet = logging.getLogger("httpx2")
+            if quiet.level == logging.NOTSET:  # unless configured explicitly
+                quiet.setLevel(logging.WARNING)
+            _installed = True
+
+
+def api_key(name: str, config: ModelConfig) -> str | None:
+    """The model's API key from the environment variable its `api_key_env` names, or None.
+    Called when the worker builds its backends, so a missing variable stops it at start."""
+    if config.api_key_env is None:
+        return None
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        raise ConfigError(
+            f"models.{name}.api_key_env: environment variable {config.api_key_env} is not set "
+            f"(it should hold the API key of model {name!r})"
+        )
+    return key
+
+
+def auth_headers(key: str | None) -> dict[str, str]:
+    """For raw calls through the shared client, which never adds credentials by itself."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def clear_headers() -> None:
+    _local.headers = {}
+
+
+def last_headers() -> Mapping[str, str]:
+    return getattr(_local, "headers", {})
+
+
+def session() -> httpx2.Client:
+    """huggingface_hub's shared client: raw calls (OpenAI /v1/completions) go through the same pool."""
+    install_header_capture()
+    return hf_http.get_session()
+
+
+def is_retryable_status(status: int) -> bool:
+    return status == 429 or status == 408 or status >= 500
+
+
+def from_status(status: int, message: str, endpoint: str) -> BackendError:
+    kind = RetryableError if is_retryable_status(status) else PermanentError
+    return kind(f"HTTP {status} from {endpoint}: {message}", status=status, endpoint=endpoint)
+
+
+def map_exception(exc: BaseException, endpoint: str) -> BackendError:
+    """Name the failure: retryable (overload, unavailability, timeouts) or permanent (bad request)."""
+    if isinstance(exc, BackendError):
+        return exc
+    if isinstance(exc, (hf_errors.InferenceTimeoutError, httpx2.TimeoutException)):
+        return RetryableError(f"timed out calling {endpoint}: {exc}", endpoint=endpoint)
+    if isinstance(exc, httpx2.TransportError):
+        return RetryableError(f"cannot reach {endpoint}: {exc!r}", endpoint=endpoint)
+    response = getattr(exc, "response", None)
+    if response is None and exc.__cause__ is not None:
+        # TGI-typed errors (OverloadedError, ValidationError...) are raised `from` the HTTP error.
+        response = getattr(exc.__cause__, "response", None)
+    if response is not None:
+        return from_status(response.status_code, _short(exc), endpoint)
+    if isinstance(exc, hf_errors.OverloadedError):
+        return RetryableError(f"overloaded: {_short(exc)}", status=429, endpoint=endpoint)
+    if isinstance(exc, hf_errors.ValidationError):
+        return PermanentError(f"rejected: {_short(exc)}", status=422, endpoint=endpoint)
+    return PermanentError(f"unexpected error from {endpoint}: {exc!r}", endpoint=endpoint)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+class EndpointRotation:
+    """Round-robin over a model's replicas; a retry naturally lands on the next one."""
+
+    def __init__(self, endpoints: Sequence[str]) -> None:
+        self._cycle = itertools.cycle(list(endpoints))
+        self._lock = threading.Lock()
+
+    def next(self) -> str:
+        with self._lock:
+            return next(self._cycle)
+
+
+def header_float(headers: Mapping[str, str], name: str, scale: float = 1.0) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw) * scale
+    except ValueError:
+        return None

@@ -1,0 +1,9 @@
+"""The `herd` command: one click group (app.py), one module per group of commands.
+
+Importing a command module registers its commands on the group.
+"""
+
+from herd.cli import jobs, local, quality, workers  # noqa: F401 - registers the commands
+from herd.cli.app import main
+
+__all__ = ["main"]

@@ -1,0 +1,118 @@
+"""`herd submit`, `herd status`, `herd export`: a job's documents in, its progress, its answers out."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from herd.cli.app import console, database, herd_config, main
+from herd.cli.output import counting_bar
+from herd.settings import get_settings
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--job", required=True, help="Job name; submitting the same job again adds only new documents.")
+@click.option("--task", required=True, help="Task template from the herd file.")
+@click.option("--text-column", default="text", show_default=True, help="CSV column holding the text.")
+@click.pass_context
+def submit(ctx: click.Context, paths: tuple[str, ...], job: str, task: str, text_column: str) -> None:
+    """Store a document set (folders/globs of .txt/.md, JSONL, CSV) and start its prompts."""
+    import psycopg
+
+    from herd.jobs import documents
+    from herd.jobs.submit import submit as do_submit
+    from herd.queues import publish
+
+    herd = herd_config(ctx)
+    files = documents.expand(list(paths))
+    url = database()
+    with counting_bar(console, "reading", "records") as bar:
+        task_id = bar.add_task("read", total=None)
+        with psycopg.connect(url) as conn:
+            result = do_submit(
+                conn,
+                herd,
+                job=job,
+                task=task,
+                records=documents.read(files, text_column=text_column),
+                window=get_settings().dispatch_window,
+                progress=lambda n: bar.advance(task_id, n),
+            )
+    publish(result.dispatched)
+    console.print(
+        f"job {result.job}: read {result.read} documents, added {result.added} new prompts, "
+        f"sent {len(result.dispatched)} to the queues",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@main.command()
+@click.argument("job")
+def status(job: str) -> None:
+    """Counts per state and per model, escalation rate and throughput of a job."""
+    import psycopg
+
+    from herd.jobs.status import status as job_status
+    from herd.urls import database_url
+
+    with psycopg.connect(database_url()) as conn:
+        st = job_status(conn, job)
+    out = Console()
+    states = "  ".join(f"{k}: {v}" for k, v in st.states.items())
+    out.print(f"job {st.job} (task {st.task}): {st.total} prompts  {states}", markup=False, soft_wrap=True)
+    table = Table(
+        "model",
+        "attempts",
+        "errors",
+        "escalated",
+        "escalation rate",
+        "finals",
+        "mean latency",
+        "tokens in/out",
+    )
+    for m in st.models:
+        latency = f"{m.mean_latency_s:.3f}s" if m.mean_latency_s is not None else "-"
+        table.add_row(
+            m.model,
+            str(m.attempts),
+            str(m.errors),
+            str(m.escalated),
+            f"{m.escalation_rate:.1%}",
+            str(m.finals),
+            latency,
+            f"{m.prompt_tokens}/{m.generated_tokens}",
+        )
+    out.print(table)
+    if st.throughput is not None:
+        out.print(f"throughput: {st.throughput:.1f} prompts/s over {st.elapsed_s:.1f}s")
+
+
+@main.command()
+@click.argument("job")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File (default stdout)."
+)
+def export(job: str, fmt: str, output: Path | None) -> None:
+    """Final answers of a job, with the model that produced each."""
+    import psycopg
+
+    from herd.jobs.status import export as do_export
+    from herd.urls import database_url
+
+    with psycopg.connect(database_url()) as conn:
+        if output is None:
+            count = do_export(conn, job, sys.stdout, fmt)
+        else:
+            # Write beside the target and rename, so a failed export never leaves half a file.
+            partial = output.with_name(output.name + ".partial")
+            with partial.open("w", encoding="utf-8", newline="") as handle:
+                count = do_export(conn, job, handle, fmt)
+            partial.replace(output)
+    console.print(f"exported {count} final answers")

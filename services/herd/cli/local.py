@@ -1,0 +1,62 @@
+"""`herd up`, `herd down`, `herd ps`, `herd demo`: the one-machine runtime under HERD_HOME."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from herd.cli.app import console, main
+from herd.cli.output import masked
+from herd.settings import get_settings
+
+
+@main.command()
+def up() -> None:
+    """Start the embedded Postgres and Redis (when no URLs are configured)."""
+    from herd.urls import broker_url, database_url
+
+    console.print(f"postgres: {masked(database_url())}\nredis: {masked(broker_url())}")
+
+
+@main.command()
+def down() -> None:
+    """Stop the local herd (workers, model servers) and the embedded services under HERD_HOME."""
+    from herd.local import localherd
+    from herd.local.embedded import stop_all
+
+    home = get_settings().home
+    localherd.stop(home)
+    stop_all(home)
+    console.print("stopped")
+
+
+@main.command()
+def ps() -> None:
+    """List the embedded services and the local herd's processes under HERD_HOME."""
+    from herd.local import localherd
+    from herd.local.embedded import status as service_status
+
+    home = get_settings().home
+    table = Table("process", "running", "pid", "url / log")
+    for info in service_status(home):
+        table.add_row(info.name, "yes" if info.running else "no", str(info.pid or "-"), masked(info.url))
+    for proc in localherd.status(home):
+        table.add_row(
+            f"{proc.kind} {proc.name}", "yes" if proc.pid else "no", str(proc.pid or "-"), str(proc.log)
+        )
+    Console().print(table)
+
+
+@main.command()
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the demo jobs.")
+def demo(timeout: float) -> None:
+    """Run the whole system locally: embedded Postgres/Redis, two real models, workers, a sample job."""
+    from herd.local.demo import run as local_demo
+
+    try:
+        local_demo.run(get_settings(), Console(), timeout_s=timeout)
+    except KeyboardInterrupt:
+        sys.exit(130)

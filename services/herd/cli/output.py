@@ -1,0 +1,29 @@
+"""The one progress bar style of the CLI: `verb ━━━━ n/total unit 0:01:23`."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def counting_bar(console: Console, verb: str, unit: str, *, transient: bool = True) -> Progress:
+    """A bar counting `unit`s; transient ones vanish when done, leaving only the summary on screen."""
+    return Progress(
+        TextColumn(verb),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        console=console,
+        transient=transient,
+    )
+
+
+def masked(url: str) -> str:
+    """The URL without its password, for output that may end up in a terminal log."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url

@@ -1,0 +1,106 @@
+"""`herd score` and `herd report`: quality of the answers, cost and PeRFICS."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from herd.cli.app import console, herd_config, main
+
+
+@main.command()
+@click.argument("job")
+@click.option(
+    "--scorer",
+    type=click.Choice(["auto", "exact", "f1", "label", "judge"]),
+    default="auto",
+    show_default=True,
+    help="auto: label for classify, f1 + exact with a reference, else the judge (when given).",
+)
+@click.option("--judge", "judge_model", help="Herd model that rates answers 1-10 (LLM-as-judge).")
+@click.option("--rescore", is_flag=True, help="Score again answers that already have a score.")
+@click.pass_context
+def score(ctx: click.Context, job: str, scorer: str, judge_model: str | None, rescore: bool) -> None:
+    """Score the answers (and refinements) of a job; one stored score per attempt and scorer."""
+    from herd.quality.scoring import score_with_progress
+    from herd.urls import database_url
+
+    herd = herd_config(ctx)
+    summary = score_with_progress(
+        console, database_url(), herd, job, scorer=scorer, judge_model=judge_model, rescore=rescore
+    )
+    out = Console()
+    written = ", ".join(f"{name}: {n}" for name, n in sorted(summary.scored.items())) or "none"
+    out.print(
+        f"job {summary.job}: {summary.attempts} answers; scores written: {written}; "
+        f"already scored: {summary.already}; skipped (nothing to score with): {summary.skipped}; "
+        f"judge failures: {summary.failures}",
+        markup=False,
+        soft_wrap=True,
+    )
+    for example in summary.failure_examples:
+        console.print(f"judge failure: {example}", markup=False, soft_wrap=True)
+    if summary.skipped and scorer == "auto" and judge_model is None:
+        console.print("a judge (--judge MODEL) can rate the answers that have no reference", markup=False)
+    if summary.means:
+        table = Table("scorer", "model", "stage", "answers", "mean score", title="stored scores of the job")
+        for m in summary.means:
+            table.add_row(m.scorer, m.model, m.stage, str(m.count), f"{m.mean:.3f}")
+        out.print(table)
+
+
+@main.command()
+@click.argument("job")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File (default stdout)."
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw refined quality against cost per 1k prompts, with the Pareto front (PNG).",
+)
+@click.option("--scorer", help="Scorer behind quality and PeRFICS (default: the job's first by name).")
+@click.option(
+    "--weights",
+    default="p=1,r=0.5,c=0.05",
+    show_default=True,
+    help="PeRFICS weights: p refined quality, r refinement gain, c per doubling of cost.",
+)
+def report(
+    job: str, fmt: str, output: Path | None, plot_file: Path | None, scorer: str | None, weights: str
+) -> None:
+    """Cost (attributed and provisioned), quality and PeRFICS of a job, per model and per policy."""
+    import psycopg
+
+    from herd.reporting import report as job_report
+    from herd.reporting.perfics import Weights
+    from herd.urls import database_url
+
+    try:
+        parsed = Weights.parse(weights)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--weights") from exc
+    with psycopg.connect(database_url()) as conn:
+        try:
+            built = job_report.build(conn, job, scorer=scorer, weights=parsed)
+        except job_report.UnknownScorerError as exc:
+            raise click.BadParameter(str(exc), param_hint="--scorer") from exc
+        except psycopg.errors.UndefinedTable as exc:
+            raise click.ClickException("the reporting views are missing: run `herd migrate`") from exc
+    if output is None:
+        job_report.render(built, fmt, sys.stdout)
+    else:
+        # Write beside the target and rename, so a failed report never leaves half a file.
+        partial = output.with_name(output.name + ".partial")
+        with partial.open("w", encoding="utf-8", newline="") as handle:
+            job_report.render(built, fmt, handle)
+        partial.replace(output)
+    if plot_file is not None:
+        job_report.plot(built, plot_file)
+        console.print(f"plot written to {plot_file}", markup=False, soft_wrap=True)

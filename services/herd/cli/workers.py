@@ -1,0 +1,68 @@
+"""`herd migrate`, `herd worker`, `herd flower`.
+
+The composition root: the only module of the `herd` package that imports `herd_workers`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from herd.cli.app import console, database, herd_config, main
+from herd.herdfile.model import ConfigError
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database schema to the latest revision."""
+    database()
+    console.print("database schema is up to date")
+
+
+@main.command()
+@click.option("--model", required=True, help="The herd model whose queue this worker consumes.")
+@click.option("--loglevel", default="info", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, model: str, loglevel: str) -> None:
+    """Run a Celery worker for one model's queue (herd.<model>)."""
+    from herd.queues import app, queue_for
+
+    herd = herd_config(ctx)
+    if model not in herd.models:
+        raise ConfigError(f"unknown model {model!r}; the herd file defines: {', '.join(herd.models)}")
+    database()
+    from herd_workers.context import get_context
+
+    get_context()  # a bad herd file, key or database fails here, with exit status 2, before consuming
+    # app.start rather than worker_main: it returns the worker's exit code, which must reach the shell.
+    code = app.start(
+        [
+            "worker",
+            "--queues",
+            queue_for(model),
+            "--hostname",
+            f"{model}@%h",
+            # Inference calls are I/O-bound HTTP: threads, one per request the endpoint may have in flight.
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(herd.models[model].max_in_flight),
+            "--prefetch-multiplier",
+            "1",
+            "--task-events",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            loglevel,
+        ]
+    )
+    sys.exit(code or 0)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def flower(args: tuple[str, ...]) -> None:
+    """Run Flower on the herd's broker (extra arguments go to Flower)."""
+    from herd.queues import app
+
+    app.start(["flower", *args])

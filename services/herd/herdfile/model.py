@@ -1,0 +1,281 @@
+"""The herd file: models, their endpoints and costs, escalation graph and task templates.
+
+A bad file fails at start with `file:line: key.path: what is wrong`, never in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from herd.herdfile.yamllines import YamlError, line_of, load_with_lines
+
+Protocol = Literal["tgi", "openai"]
+PromptMode = Literal["chat", "completion"]
+Measure = Literal["first_token_margin", "mean_entropy", "max_entropy", "mean_nll"]
+TaskKind = Literal["summarize", "classify", "extract", "qa", "template"]
+
+# A margin is a confidence (escalate when it is LOW); the others are uncertainties (escalate when HIGH).
+CONFIDENCE_MEASURES: frozenset[str] = frozenset({"first_token_margin"})
+
+
+class ConfigError(ValueError):
+    """The herd file is invalid; the message names file, line and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GenerationParams(_Strict):
+    max_new_tokens: int = Field(default=64, ge=1, le=32768)
+    stop: list[str] = Field(default_factory=list)
+    # Greedy by default: TGI computes logprobs after temperature/top_p, which would distort uncertainty.
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    # Alternatives per token; TGI caps top_n_tokens at 5 unless launched with --max-top-n-tokens.
+    top_logprobs: int = Field(default=5, ge=2, le=20)
+
+
+class Gpus(_Strict):
+    type: str = "cpu"
+    count: int = Field(default=1, ge=0)
+    usd_per_hour: float = Field(default=0.0, ge=0.0)
+
+
+class Retries(_Strict):
+    max: int = Field(default=3, ge=0, le=50)
+    backoff_s: float = Field(default=1.0, ge=0.0)
+    backoff_max_s: float = Field(default=60.0, ge=0.0)
+
+
+class Escalation(_Strict):
+    next: str | None = None
+    measure: Measure = "first_token_margin"
+    threshold: float
+
+
+DEFAULT_CRITIQUE = (
+    "Review your previous answer for mistakes, omissions and unclear parts. "
+    "If it needs no change, reply exactly: NO ISSUES. Otherwise list the problems briefly."
+)
+DEFAULT_REFINE = (
+    "Feedback on your previous answer:\n{critique}\n\n"
+    "Write an improved answer that fixes these problems. Reply with the answer only, in the same format."
+)
+
+
+class Refine(_Strict):
+    """Untargeted self-refinement (Shashidhar et al. 2023): the model critiques its own answer with a
+    generic prompt, no task-specific rubric, then rewrites it; it stops early on NO ISSUES."""
+
+    rounds: int = Field(ge=1, le=10)
+    max_new_tokens: int = Field(default=256, ge=1, le=32768)
+    critique: str = DEFAULT_CRITIQUE
+    refine: str = DEFAULT_REFINE
+
+    @field_validator("refine")
+    @classmethod
+    def _mentions_critique(cls, template: str) -> str:
+        if "{critique}" not in template:
+            raise ValueError("the refine prompt must include {critique}")
+        return template
+
+
+class ModelConfig(_Strict):
+    protocol: Protocol
+    endpoints: list[str] = Field(min_length=1)
+    # The OpenAI `model` field. TGI's Messages API treats anything but "tgi" as a LoRA adapter id.
+    served_model: str | None = None
+    # Name of the environment variable holding the endpoints' API key (e.g. vLLM's --api-key), sent as
+    # `Authorization: Bearer`. Never the machine's Hugging Face token (see herd/backends/http.py).
+    api_key_env: str | None = Field(default=None, min_length=1)
+    prompt_mode: PromptMode = "chat"
+    generation: GenerationParams = GenerationParams()
+    max_in_flight: int = Field(default=4, ge=1, le=1024)
+    timeout_s: float = Field(default=60.0, gt=0)
+    retries: Retries = Retries()
+    gpus: Gpus = Gpus()
+    escalation: Escalation | None = None
+    refine: Refine | None = None
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint {url!r} must be an http(s) URL")
+        return [url.rstrip("/") for url in urls]
+
+
+class TaskModelOverride(_Strict):
+    """Per task and model: prompt mode and escalation can differ from the model's defaults."""
+
+    prompt_mode: PromptMode | None = None
+    next: str | None = None
+    measure: Measure | None = None
+    threshold: float | None = None
+
+
+class TaskConfig(_Strict):
+    kind: TaskKind
+    labels: list[str] = Field(default_factory=list)
+    # Other spellings a model may answer with, per label (used when scoring classification).
+    aliases: dict[str, list[str]] = Field(default_factory=dict)
+    fields: list[str] = Field(default_factory=list)
+    instruction: str | None = None
+    system: str | None = None
+    chat: str | None = None
+    completion: str | None = None
+    entry: str | None = None
+    models: dict[str, TaskModelOverride] = Field(default_factory=dict)
+
+
+class HerdConfig(_Strict):
+    models: dict[str, ModelConfig] = Field(min_length=1)
+    tasks: dict[str, TaskConfig] = Field(min_length=1)
+    entry: str | None = None
+
+    def step(self, task: str, model: str) -> Step:
+        """How `model` runs `task`: its prompt mode and where an uncertain answer goes next."""
+        cfg = self.models[model]
+        override = self.tasks[task].models.get(model, TaskModelOverride())
+        esc = cfg.escalation
+        next_model = override.next if "next" in override.model_fields_set else (esc.next if esc else None)
+        threshold = override.threshold if override.threshold is not None else (esc.threshold if esc else None)
+        measure = override.measure or (esc.measure if esc else "first_token_margin")
+        return Step(
+            model=model,
+            prompt_mode=override.prompt_mode or cfg.prompt_mode,
+            next=next_model,
+            measure=measure,
+            threshold=threshold,
+        )
+
+    def entry_for(self, task: str) -> str:
+        entry = self.tasks[task].entry or self.entry
+        if entry is not None:
+            return entry
+        targets = {m.escalation.next for m in self.models.values() if m.escalation and m.escalation.next}
+        roots = [name for name in self.models if name not in targets]
+        return roots[0]
+
+    def route(self, task: str) -> list[Step]:
+        """The chain of steps a prompt of `task` may take, entry first."""
+        steps: list[Step] = []
+        model: str | None = self.entry_for(task)
+        while model is not None:
+            step = self.step(task, model)
+            steps.append(step)
+            model = step.next
+        return steps
+
+
+@dataclass(frozen=True)
+class Step:
+    model: str
+    prompt_mode: PromptMode
+    next: str | None
+    measure: Measure
+    threshold: float | None
+
+    def escalates(self, value: float | None) -> bool:
+        """True when the answer is too uncertain to keep and there is a larger model to ask."""
+        if self.next is None or self.threshold is None or value is None:
+            return False
+        if self.measure in CONFIDENCE_MEASURES:
+            return value < self.threshold
+        return value > self.threshold
+
+
+def load_herd(path: Path) -> HerdConfig:
+    try:
+        data, lines = load_with_lines(path)
+    except YamlError as exc:
+        raise ConfigError(str(exc)) from exc
+
+    def fail(at: tuple[str | int, ...], message: str) -> ConfigError:
+        line = line_of(lines, at)
+        where = f"{path}:{line}" if line else str(path)
+        key = ".".join(str(p) for p in at) or "(top level)"
+        return ConfigError(f"{where}: {key}: {message}")
+
+    if not isinstance(data, dict):
+        raise fail((), "the herd file must be a mapping with `models` and `tasks`")
+    try:
+        herd = HerdConfig.model_validate(data)
+    except ValidationError as exc:
+        # One line per problem, in file order, so a user fixes them all in one pass.
+        problems = sorted(
+            (line_of(lines, tuple(err["loc"])) or 0, str(fail(tuple(err["loc"]), err["msg"])))
+            for err in exc.errors()
+        )
+        raise ConfigError("\n".join(message for _, message in problems)) from None
+    _check_graph(herd, fail)
+    return herd
+
+
+def _check_graph(herd: HerdConfig, fail: Any) -> None:
+    names = set(herd.models)
+    for name, model in herd.models.items():
+        if model.escalation and model.escalation.next is not None and model.escalation.next not in names:
+            raise fail(("models", name, "escalation", "next"), f"unknown model {model.escalation.next!r}")
+    if herd.entry is not None and herd.entry not in names:
+        raise fail(("entry",), f"unknown model {herd.entry!r}")
+    targets = {m.escalation.next for m in herd.models.values() if m.escalation and m.escalation.next}
+    roots = [n for n in herd.models if n not in targets]
+    for task_name, task in herd.tasks.items():
+        at = ("tasks", task_name)
+        if task.entry is not None and task.entry not in names:
+            raise fail(at + ("entry",), f"unknown model {task.entry!r}")
+        if task.entry is None and herd.entry is None and len(roots) != 1:
+            raise fail(at, f"cannot tell the entry model (candidates: {sorted(roots)}); set `entry`")
+        for model_name, override in task.models.items():
+            if model_name not in names:
+                raise fail(at + ("models", model_name), f"unknown model {model_name!r}")
+            if override.next is not None and override.next not in names:
+                raise fail(at + ("models", model_name, "next"), f"unknown model {override.next!r}")
+        _check_task(herd, task_name, task, fail)
+
+
+def _check_task(herd: HerdConfig, task_name: str, task: TaskConfig, fail: Any) -> None:
+    at = ("tasks", task_name)
+    if task.kind == "classify" and len(task.labels) < 2:
+        raise fail(at + ("labels",), "a classify task needs at least two labels")
+    if task.kind == "extract" and not task.fields:
+        raise fail(at + ("fields",), "an extract task needs the `fields` to extract")
+    for key in ("chat", "completion", "system", "instruction"):
+        template = getattr(task, key)
+        if template is not None:
+            try:
+                list(string.Formatter().parse(template))
+            except ValueError as exc:
+                raise fail(at + (key,), f"bad template: {exc}") from None
+    seen: list[str] = []
+    model: str | None = task.entry or herd.entry_for(task_name)
+    while model is not None:
+        if model in seen:
+            raise fail(at, f"escalation cycle: {' -> '.join(seen + [model])}")
+        seen.append(model)
+        step = herd.step(task_name, model)
+        if step.next is not None and step.threshold is None:
+            raise fail(("models", model, "escalation"), "escalation needs a `threshold`")
+        if step.prompt_mode == "chat" and herd.models[model].protocol == "tgi":
+            raise fail(
+                ("models", model, "prompt_mode"),
+                "TGI's /generate takes plain text: use prompt_mode `completion` here, "
+                "or protocol `openai` (TGI's Messages API) for chat",
+            )
+        if step.prompt_mode == "completion" and task.completion is None:
+            raise fail(at, f"model {model!r} runs this task in completion mode: give a `completion` template")
+        if step.prompt_mode == "chat" and task.kind == "template" and task.chat is None:
+            raise fail(at, f"model {model!r} runs this task in chat mode: give a `chat` template")
+        model = step.next

@@ -1,0 +1,130 @@
+"""`herd submit`: stream a document set into Postgres in one transaction, then fill the dispatch window.
+
+Records are COPYed into a temporary table as they are read (flat memory for any size), checked there
+(duplicate ids, changed content), and merged with ON CONFLICT DO NOTHING, so submitting the same job
+again adds nothing. Any bad record aborts the whole submit: nothing half-written. Messages are sent
+only after the commit, and only as many as the window allows; workers let the rest in as they finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import psycopg
+
+from herd.cascade.prompts import required_fields
+from herd.herdfile.model import HerdConfig
+from herd.jobs.documents import InputError, Record
+from herd.ledger import steps as ledger
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    job: str
+    job_id: int
+    read: int
+    added: int
+    dispatched: list[ledger.Dispatch]
+
+
+def content_hash(record: Record) -> str:
+    payload = json.dumps([record.text, record.reference, record.fields], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def submit(
+    conn: psycopg.Connection,
+    herd: HerdConfig,
+    *,
+    job: str,
+    task: str,
+    records: Iterable[Record],
+    window: int,
+    progress: Callable[[int], None] = lambda n: None,
+) -> SubmitResult:
+    """Store the records of `job` and claim the first dispatches. The caller publishes them."""
+    if task not in herd.tasks:
+        raise InputError(f"unknown task {task!r}; the herd file defines: {', '.join(sorted(herd.tasks))}")
+    entry = herd.entry_for(task)
+    needed = required_fields(herd.tasks[task], {step.prompt_mode for step in herd.route(task)})
+    job_id = _job(conn, job, task, entry)
+    conn.execute(
+        """CREATE TEMP TABLE staging (doc_key text, text text, reference text, fields jsonb,
+                                      content_hash text, source text) ON COMMIT DROP"""
+    )
+    read = 0
+    with conn.cursor().copy(
+        "COPY staging (doc_key, text, reference, fields, content_hash, source) FROM STDIN"
+    ) as copy:
+        for record in records:
+            missing = needed - record.fields.keys()
+            if missing:
+                raise InputError(f"{record.source}: task {task!r} needs field(s) {sorted(missing)}")
+            copy.write_row(
+                (
+                    record.key,
+                    record.text,
+                    record.reference,
+                    json.dumps(record.fields),
+                    content_hash(record),
+                    record.source,
+                )
+            )
+            read += 1
+            if read % 1000 == 0:
+                progress(1000)
+    progress(read % 1000)
+    if read == 0:
+        raise InputError("the document set is empty")
+    _check_staging(conn, job_id)
+    added = conn.execute(
+        """INSERT INTO prompts (job_id, doc_key, text, reference, fields, content_hash, model)
+           SELECT %s, doc_key, text, reference, fields, content_hash, %s FROM staging
+           ON CONFLICT (job_id, doc_key) DO NOTHING""",
+        (job_id, entry),
+    ).rowcount
+    conn.commit()
+    dispatched = fill_window(conn, window)
+    return SubmitResult(job=job, job_id=job_id, read=read, added=added, dispatched=dispatched)
+
+
+def fill_window(conn: psycopg.Connection, window: int) -> list[ledger.Dispatch]:
+    room = window - ledger.count_queued(conn)
+    dispatched = ledger.claim_pending(conn, room)
+    conn.commit()
+    return dispatched
+
+
+def _job(conn: psycopg.Connection, name: str, task: str, entry: str) -> int:
+    conn.execute(
+        "INSERT INTO jobs (name, task, entry_model) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
+        (name, task, entry),
+    )
+    row = conn.execute("SELECT id, task FROM jobs WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise RuntimeError(f"job {name!r} vanished while submitting")
+    if row[1] != task:
+        raise InputError(f"job {name!r} already exists with task {row[1]!r}, not {task!r}; use another --job")
+    return int(row[0])
+
+
+def _check_staging(conn: psycopg.Connection, job_id: int) -> None:
+    dup = conn.execute(
+        """SELECT doc_key, array_agg(source ORDER BY source) FROM staging
+           GROUP BY doc_key HAVING count(*) > 1 LIMIT 3"""
+    ).fetchall()
+    if dup:
+        detail = "; ".join(f"id {key!r} at {', '.join(sources[:3])}" for key, sources in dup)
+        raise InputError(f"duplicate document ids: {detail}")
+    changed = conn.execute(
+        """SELECT s.doc_key, s.source FROM staging s
+           JOIN prompts p ON p.job_id = %s AND p.doc_key = s.doc_key
+           WHERE p.content_hash <> s.content_hash LIMIT 3""",
+        (job_id,),
+    ).fetchall()
+    if changed:
+        detail = "; ".join(f"{source}: id {key!r}" for key, source in changed)
+        raise InputError(f"documents already in this job with different content (use a new --job): {detail}")

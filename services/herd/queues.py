@@ -1,0 +1,66 @@
+"""The Celery application: configuration, per-model queues and publishing, in one place.
+
+`celery -A herd.queues flower` and `herd worker` load this module. Configuration is a promise
+evaluated on first use, so importing it (or `herd --help`) connects to nothing and starts nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from celery import Celery
+
+from herd.settings import get_settings
+
+TASK_ATTEMPT = "herd.attempt"
+
+
+def queue_for(model: str) -> str:
+    return f"herd.{model}"
+
+
+def _config() -> dict[str, Any]:
+    from herd.urls import broker_url
+
+    settings = get_settings()
+    return {
+        "broker_url": broker_url(settings),
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Answers live in Postgres; Celery keeps no results, so Redis stays small.
+        "task_ignore_result": True,
+        # Ack after the work is recorded. A worker that dies mid-task leaves its message to be
+        # redelivered; the ledger's unique constraints make the second run harmless.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_connection_retry_on_startup": True,
+        # Flower sees every task from the moment it is published.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "task_default_queue": "herd.default",
+        "worker_hijack_root_logger": False,
+    }
+
+
+app = Celery("herd", include=["herd_workers.tasks"])
+app.add_defaults(_config)
+
+
+def publish(dispatches: Iterable[tuple[int, str, str, int]]) -> int:
+    """Send one message per (prompt id, model, stage, round) to that model's queue: ids only."""
+    sent = 0
+    with app.producer_or_acquire() as producer:
+        for prompt_id, model, stage, round_ in dispatches:
+            app.send_task(
+                TASK_ATTEMPT,
+                args=(prompt_id, model, stage, round_),
+                queue=queue_for(model),
+                producer=producer,
+            )
+            sent += 1
+    return sent

@@ -1,0 +1,41 @@
+"""Process settings, read once from the environment (``HERD_*``) and validated up front.
+
+The herd itself (models, tasks, thresholds) lives in the YAML herd file; this holds only what
+differs between machines: where the services are and how the plumbing is tuned.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERD_", extra="ignore")
+
+    # Unset URLs mean "use the embedded Postgres / Redis under `home`" (herd/local/embedded.py).
+    database_url: str | None = None
+    broker_url: str | None = None
+    herd_file: Path = Path("herd.yaml")
+    home: Path = Field(default_factory=lambda: platformdirs.user_data_path("herd"))
+
+    # How many prompts may sit in Redis (queued, not yet finished) at once, across all jobs.
+    # The rest wait in Postgres as `pending`, so a million-prompt job never lives in the broker.
+    dispatch_window: int = Field(default=2000, ge=1)
+    # A prompt `queued` for longer than this without finishing is sent again (a message lost to a
+    # crash between commit and publish). Duplicates are harmless: attempts are unique per stage.
+    stale_after_s: float = Field(default=900.0, gt=0)
+    # Redis redelivers an unacked message after this long. Must exceed the longest task plus its
+    # wait in the worker's prefetch, or a long generation would run twice.
+    visibility_timeout_s: int = Field(default=3600, ge=1)
+    # How often each worker tops the window up and re-sends stale prompts.
+    pump_interval_s: float = Field(default=10.0, gt=0)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

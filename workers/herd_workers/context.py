@@ -1,0 +1,44 @@
+"""What a worker process needs, built once on first use: herd config, connection pool, backends."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from functools import lru_cache
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from herd import urls
+from herd.backends.registry import make_backends
+from herd.cascade.pipeline import Pipeline
+from herd.herdfile.model import HerdConfig, load_herd
+from herd.settings import get_settings
+
+
+class WorkerContext:
+    def __init__(self, herd: HerdConfig, pool: ConnectionPool) -> None:
+        self.herd = herd
+        self.pool = pool
+        self.pipeline = Pipeline(herd, make_backends(herd), self.connection)
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection]:
+        """An autocommit connection from the pool: wrap writes that belong together in
+        `conn.transaction()`; a lone statement commits by itself, with no extra round trip."""
+        return self.pool.connection()
+
+
+@lru_cache(maxsize=1)
+def get_context() -> WorkerContext:
+    settings = get_settings()
+    herd = load_herd(settings.herd_file)
+    # One connection per concurrent task, plus one for the pump thread.
+    size = max(model.max_in_flight for model in herd.models.values()) + 1
+    pool = ConnectionPool(
+        urls.database_url(settings),
+        min_size=1,
+        max_size=size,
+        # Autocommit: reads need no COMMIT round trip; see herd/ledger/steps.py.
+        kwargs={"autocommit": True},
+        open=True,
+    )
+    return WorkerContext(herd, pool)

@@ -1,0 +1,102 @@
+"""Celery tasks: delivery contract, retries and publishing around herd.cascade.pipeline."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from celery import Task
+from celery.exceptions import WorkerShutdown
+from celery.signals import worker_ready, worker_shutdown
+
+from herd.backends.base import RetryableError
+from herd.ledger import steps as ledger
+from herd.ledger.steps import StepKey
+from herd.queues import TASK_ATTEMPT, app, publish
+from herd.settings import get_settings
+from herd_workers.context import get_context
+
+log = logging.getLogger(__name__)
+
+
+@app.task(
+    name=TASK_ATTEMPT,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    max_retries=None,  # bounded per model by the herd file's `retries.max`, below
+)
+def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round_: int = 0) -> str:
+    """Run one step of one prompt on one model, then move the prompt on. Safe to run twice."""
+    context = get_context()
+    retries = self.request.retries
+    key = StepKey(model, stage, round_)
+    try:
+        outcome = context.pipeline.run(prompt_id, key, retries=retries)
+    except RetryableError as exc:
+        policy = context.herd.models[model].retries
+        if retries < policy.max:
+            # Exponential backoff with full jitter, far below the broker's visibility timeout.
+            delay = random.uniform(0, min(policy.backoff_max_s, policy.backoff_s * 2**retries))
+            log.warning("prompt %s on %s: %s; retry %d in %.1fs", prompt_id, model, exc, retries + 1, delay)
+            raise self.retry(exc=exc, countdown=delay) from exc
+        outcome = context.pipeline.run(prompt_id, key, retries=retries, give_up=exc)
+    if outcome.dispatches:  # most steps send nothing: skip acquiring a producer
+        publish(outcome.dispatches)
+    return outcome.kind
+
+
+class Pump:
+    """Per worker process: keep the dispatch window full and re-send prompts whose message was lost.
+
+    Submitting fills the window once; each finished prompt lets one more in. This loop repairs what
+    a crash between commit and publish could leave behind, so no prompt waits forever.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="herd-pump", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        settings = get_settings()
+        while not self._stop.wait(settings.pump_interval_s):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the pump must outlive a database or broker hiccup
+                log.exception("dispatch pump failed; retrying in %.0fs", settings.pump_interval_s)
+
+    def tick(self) -> int:
+        settings = get_settings()
+        context = get_context()
+        with context.connection() as conn, conn.transaction():  # an autocommit connection
+            stale = ledger.reclaim_stale(conn, settings.stale_after_s, settings.dispatch_window)
+            room = settings.dispatch_window - ledger.count_queued(conn)
+            fresh = ledger.claim_pending(conn, room)
+        return publish(stale + fresh)
+
+
+_pump = Pump()
+
+
+@worker_ready.connect
+def _start_pump(**_: object) -> None:
+    try:
+        get_context()  # fail at start, not on the first message, if the herd file or a model's key is bad
+    except Exception as exc:
+        # Celery only logs what a signal handler raises and would go on consuming; stop instead.
+        log.critical("worker cannot start: %s", exc)
+        raise WorkerShutdown(1) from exc
+    _pump.start()
+
+
+@worker_shutdown.connect
+def _stop_pump(**_: object) -> None:
+    _pump.stop()
