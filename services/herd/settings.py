@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     # Redis redelivers an unacked message after this long. Must exceed the longest task plus its
     # wait in the worker's prefetch, or a long generation would run twice.
     visibility_timeout_s: int = Field(default=3600, ge=1)
+    # Set by `herd worker --model M` for its own process: sizes the pool for M, not the herd's largest.
+    worker_model: str | None = None
     # How often each worker tops the window up and re-sends stale prompts.
     pump_interval_s: float = Field(default=10.0, gt=0)
 

@@ -31,8 +31,11 @@ class WorkerContext:
 def get_context() -> WorkerContext:
     settings = get_settings()
     herd = load_herd(settings.herd_file)
-    # One connection per concurrent task, plus one for the pump thread.
-    size = max(model.max_in_flight for model in herd.models.values()) + 1
+    # One connection per concurrent task of this worker's model, plus one for the pump thread.
+    # (Outside `herd worker`, e.g. `celery -A` by hand, size for the herd's busiest model.)
+    model = herd.models.get(settings.worker_model or "")
+    in_flight = model.max_in_flight if model else max(m.max_in_flight for m in herd.models.values())
+    size = in_flight + 1
     pool = ConnectionPool(
         urls.database_url(settings),
         min_size=1,

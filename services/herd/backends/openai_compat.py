@@ -16,6 +16,7 @@ from huggingface_hub import InferenceClient
 
 from herd.backends import transport
 from herd.backends.base import (
+    BackendError,
     Generation,
     GenerationRequest,
     MissingLogprobsError,
@@ -51,8 +52,8 @@ class OpenAIBackend:
                 body = self._chat(endpoint, request)
             else:
                 body = self._completion(endpoint, request)
-        except PermanentError:
-            raise
+        except BackendError:
+            raise  # already named (an error status from our own HTTP call): keep its kind and message
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to a named error
             raise transport.map_exception(exc, endpoint) from exc
         latency = time.perf_counter() - started

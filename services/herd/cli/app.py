@@ -15,10 +15,11 @@ from rich.text import Text
 from herd.herdfile.model import ConfigError, HerdConfig, load_herd
 from herd.jobs.documents import InputError
 from herd.jobs.status import UnknownJobError
+from herd.ledger.db import SchemaError
 from herd.settings import get_settings
 
 console = Console(stderr=True)
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, InputError, UnknownJobError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, InputError, UnknownJobError, SchemaError)
 
 
 class HerdGroup(click.Group):

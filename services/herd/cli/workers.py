@@ -4,12 +4,14 @@ The composition root: the only module of the `herd` package that imports `herd_w
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from herd.cli.app import console, database, herd_config, main
 from herd.herdfile.model import ConfigError
+from herd.settings import get_settings
 
 
 @main.command()
@@ -22,15 +24,29 @@ def migrate() -> None:
 @main.command()
 @click.option("--model", required=True, help="The herd model whose queue this worker consumes.")
 @click.option("--loglevel", default="info", show_default=True)
+@click.option(
+    "--wait-for-schema",
+    "wait_s",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for `herd migrate` (run elsewhere) to bring the schema up to date.",
+)
 @click.pass_context
-def worker(ctx: click.Context, model: str, loglevel: str) -> None:
+def worker(ctx: click.Context, model: str, loglevel: str, wait_s: float) -> None:
     """Run a Celery worker for one model's queue (herd.<model>)."""
     from herd.queues import app, queue_for
 
     herd = herd_config(ctx)
     if model not in herd.models:
         raise ConfigError(f"unknown model {model!r}; the herd file defines: {', '.join(herd.models)}")
-    database()
+    from herd.ledger.db import ensure_current
+    from herd.urls import database_url
+
+    # Workers never migrate: many starting at once would race, and a deploy migrates once, first.
+    ensure_current(database_url(), wait_s=wait_s)
+    # The worker's own model sizes its connection pool (herd_workers.context).
+    os.environ["HERD_WORKER_MODEL"] = model
+    get_settings.cache_clear()
     from herd_workers.context import get_context
 
     get_context()  # a bad herd file, key or database fails here, with exit status 2, before consuming

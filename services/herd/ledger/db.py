@@ -44,3 +44,48 @@ def migrate(url: str, revision: str = "head") -> None:
 
 def connect(url: str, **kwargs: object) -> psycopg.Connection:
     return psycopg.connect(url, **kwargs)  # type: ignore[arg-type]  # kwargs are connection options
+
+
+class SchemaError(RuntimeError):
+    """The database's schema is not the one this version of Herd needs."""
+
+
+def head_revision() -> str:
+    """The newest migration this installation ships (e.g. '0003')."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    if head is None:
+        raise SchemaError("no migrations are installed with herd")
+    return head
+
+
+def current_revision(url: str) -> str | None:
+    """The revision the database is at; None for a database Herd never migrated."""
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        exists = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return None
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        return str(row[0]) if row else None
+
+
+def ensure_current(url: str, *, wait_s: float = 0.0, poll_s: float = 1.0) -> None:
+    """Return once the schema is at this installation's head, waiting up to `wait_s` seconds for a
+    migration step running elsewhere (compose's `migrate` service, a Kubernetes Job).
+
+    Workers call this instead of migrating: schema changes are one deliberate step, never a race
+    between many worker starts. Raises SchemaError naming both revisions and the command to run.
+    """
+    import time
+
+    head = head_revision()
+    deadline = time.monotonic() + wait_s
+    while True:
+        current = current_revision(url)
+        if current == head:
+            return
+        if time.monotonic() >= deadline:
+            at = f"revision {current}" if current else "an empty schema"
+            raise SchemaError(f"the database is at {at}, this Herd needs revision {head}: run `herd migrate`")
+        time.sleep(poll_s)

@@ -12,11 +12,10 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from herd.local.daemons import ProcessError, alive, file_lock, read_int, remembered_port, wait_until
 
@@ -153,9 +152,12 @@ def _worker(home: Path, model: str) -> Daemon:
 
 
 def _answers(url: str) -> bool:
+    # The standard library, not httpx: only the test extra installs httpx, and `herd ps`/`herd down`
+    # must work in the production image too.
     try:
-        return httpx.get(f"{url}/models", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
+        with urllib.request.urlopen(f"{url}/models", timeout=2.0) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):  # URLError and HTTPError are OSErrors
         return False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -9,8 +10,15 @@ import psycopg
 import pytest
 from alembic import command
 
-from herd.ledger.db import alembic_config, migrate
-from tests.conftest import Services
+from herd.ledger.db import (
+    SchemaError,
+    alembic_config,
+    current_revision,
+    ensure_current,
+    head_revision,
+    migrate,
+)
+from tests.support.harness import Services
 
 
 @pytest.fixture
@@ -41,3 +49,17 @@ def test_upgrade_check_downgrade_upgrade(empty_db: str) -> None:
     assert tables(empty_db) == {"alembic_version"}
     migrate(empty_db)
     assert "attempts" in tables(empty_db)
+
+
+def test_ensure_current_names_both_revisions_and_waits_for_a_migration(empty_db: str) -> None:
+    with pytest.raises(
+        SchemaError, match=rf"empty schema, this Herd needs revision {head_revision()}: run `herd migrate`"
+    ):
+        ensure_current(empty_db)
+    assert current_revision(empty_db) is None
+    # A worker started beside the migration step waits for it rather than failing.
+    migrating = threading.Timer(0.5, migrate, args=(empty_db,))
+    migrating.start()
+    ensure_current(empty_db, wait_s=60, poll_s=0.1)
+    migrating.join()
+    assert current_revision(empty_db) == head_revision()
