@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -24,16 +19,7 @@ import redis
 
 from herd.ledger.db import migrate
 from tests.support.endpoint import EndpointDouble
-
-REPO = Path(__file__).resolve().parents[1]
-TABLES = "finals, attempts, prompts, jobs"
-
-
-@dataclass
-class Services:
-    database_url: str
-    broker_url: str
-    home: Path
+from tests.support.harness import REPO, TABLES, Herd, Services, herd_yaml
 
 
 @pytest.fixture(scope="session")
@@ -79,99 +65,6 @@ def double(double_server: EndpointDouble) -> EndpointDouble:
     return double_server
 
 
-def herd_yaml(double: EndpointDouble, *, retries: int = 2, timeout_s: float = 5.0) -> str:
-    """A three-tier herd on the double: small (OpenAI chat) -> medium (TGI) -> large (OpenAI completions)."""
-    return f"""\
-models:
-  small:
-    protocol: openai
-    endpoints: {double.model_url("small")}/v1
-    max_in_flight: 4
-    timeout_s: {timeout_s}
-    retries: {{max: {retries}, backoff_s: 0.05, backoff_max_s: 0.2}}
-    gpus: {{type: L4, count: 1, usd_per_hour: 0.8}}
-    escalation: {{next: medium, measure: first_token_margin, threshold: 0.5}}
-  medium:
-    protocol: tgi
-    endpoints: {double.model_url("medium")}
-    prompt_mode: completion
-    max_in_flight: 4
-    timeout_s: {timeout_s}
-    retries: {{max: {retries}, backoff_s: 0.05, backoff_max_s: 0.2}}
-    gpus: {{type: A10G, count: 1, usd_per_hour: 1.2}}
-    escalation: {{next: large, measure: first_token_margin, threshold: 0.5}}
-  large:
-    protocol: openai
-    endpoints: {double.model_url("large")}/v1
-    prompt_mode: completion
-    max_in_flight: 4
-    timeout_s: {timeout_s}
-    retries: {{max: {retries}, backoff_s: 0.05, backoff_max_s: 0.2}}
-    gpus: {{type: A100, count: 2, usd_per_hour: 3.0}}
-tasks:
-  qa:
-    kind: qa
-    completion: "Q: {{text}}\\nA:"
-"""
-
-
-@dataclass
-class Herd:
-    """A herd file plus the environment its CLI commands and workers run with."""
-
-    services: Services
-    path: Path
-    env: dict[str, str]
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "herd", *args],
-            env=self.env,
-            cwd=self.path.parent,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"herd {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-        return result
-
-    def start_worker(self, model: str) -> subprocess.Popen[bytes]:
-        log = self.path.parent / f"worker-{model}-{len(self.procs)}.log"
-        handle = log.open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "herd", "worker", "--model", model, "--loglevel", "info"],
-            env=self.env,
-            cwd=self.path.parent,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if " ready." in log.read_text(errors="replace"):
-                return proc
-            if proc.poll() is not None:
-                raise AssertionError(f"worker {model} exited:\n{log.read_text(errors='replace')}")
-            time.sleep(0.1)
-        raise AssertionError(f"worker {model} not ready in 60s:\n{log.read_text(errors='replace')}")
-
-    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            self.stop(proc)
-
-
 @pytest.fixture
 def make_herd(
     services: Services, db: psycopg.Connection, double: EndpointDouble, tmp_path: Path
@@ -200,18 +93,12 @@ def make_herd(
         herd.stop_all()
 
 
-def wait_for(conn: psycopg.Connection, job: str, *, timeout: float = 60) -> dict[str, int]:
-    """Wait until every prompt of `job` is done or failed; return the counts per state."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = conn.execute(
-            "SELECT p.state, count(*) FROM prompts p JOIN jobs j ON j.id = p.job_id "
-            "WHERE j.name = %s GROUP BY p.state",
-            (job,),
-        ).fetchall()
-        states = {state: int(n) for state, n in rows}
-        if states and set(states) <= {"done", "failed"}:
-            return states
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job} did not finish in {timeout}s: {states}")
-        time.sleep(0.2)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark by folder, so `pytest -m "not integration and not realmodel"` is the fast in-process subset.
+    A unit-folder test that drives the CLI or workers through `make_herd` is integration too."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "realmodel" in parts:
+            item.add_marker(pytest.mark.realmodel)
+        elif "integration" in parts or "make_herd" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)

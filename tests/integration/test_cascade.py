@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import herd_yaml, wait_for
+from tests.support.harness import herd_yaml, wait_for
 
 CONFIDENT = [0.95, 0.03]
 UNSURE = [0.40, 0.35]  # margin 0.05, below every tier's threshold of 0.5

@@ -28,7 +28,7 @@ import redis
 from herd.local import embedded
 from herd.local.embedded import ServiceInfo, ensure_postgres, ensure_redis, status, stop_all
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Prints both URLs and the pids `status` sees, from a fresh interpreter (another process).
 CHILD = (
     "import json, sys; from herd.local.embedded import ensure_postgres, ensure_redis, status\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import herd_yaml, wait_for
+from tests.support.harness import herd_yaml, wait_for
 
 CONFIDENT = [0.95, 0.03]
 UNSURE = [0.40, 0.35]

@@ -13,7 +13,7 @@ import pytest
 
 from herd.local import localherd
 from herd.local.demo.run import JOBS, write_herd_file
-from tests.conftest import Services, wait_for
+from tests.support.harness import Services, wait_for
 
 pytestmark = pytest.mark.realmodel
 PER_TASK = 12

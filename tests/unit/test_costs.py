@@ -24,7 +24,7 @@ import pytest
 from herd.jobs.status import UnknownJobError
 from herd.reporting import report
 from herd.reporting.perfics import PolicyInput, Weights, cost_penalty, score
-from tests.conftest import REPO, Services
+from tests.support.harness import REPO, Services
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EPS = Decimal("1e-15")

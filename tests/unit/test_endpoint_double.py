@@ -45,7 +45,7 @@ from huggingface_hub.inference._generated.types import (
 
 from tests.support.endpoint import DEFAULT_TEXT, EndpointDouble, Rule
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
