@@ -148,6 +148,19 @@ class Policy(_Strict):
     def models(self) -> list[str]:
         return [t.model for t in self.tiers]
 
+    def summary(self) -> str:
+        """One line, e.g. `smollm2 (first_token_margin < 0.42) -> gemma3+refine` or `gemma3 alone`."""
+        if len(self.tiers) == 1:
+            return f"{_label(self.tiers[0])} alone"
+        parts = []
+        for tier in self.tiers:
+            rule = ""
+            if tier.threshold is not None:
+                sign = "<" if is_confidence(str(tier.measure)) else ">"
+                rule = f" ({tier.measure} {sign} {tier.threshold:g})"
+            parts.append(_label(tier) + rule)
+        return " -> ".join(parts)
+
     def to_text(self) -> str:
         """Stable YAML text; see the module docstring for the layout."""
         doc: dict[str, Any] = {"task": self.task, "entry": self.entry, "tiers": []}
@@ -181,6 +194,10 @@ class Policy(_Strict):
             return cls.model_validate(doc)
         except ValidationError as exc:
             raise PolicyError(_describe(exc)) from None
+
+
+def _label(tier: Tier) -> str:
+    return tier.model + ("+refine" if tier.refine else "")
 
 
 def _describe(exc: ValidationError) -> str:
