@@ -39,6 +39,7 @@ class ModelArrays:
     measures: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def take(self, index: np.ndarray) -> ModelArrays:
+        """The rows `index` (int array or boolean mask) of every array."""
         return ModelArrays(
             self.score[index], self.cost_usd[index], self.ok[index],
             {name: values[index] for name, values in self.measures.items()},

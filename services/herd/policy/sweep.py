@@ -34,7 +34,7 @@ from typing import cast
 
 import numpy as np
 
-from herd.policy.data import CalibrationData
+from herd.policy.data import CalibrationData, CalibrationDataError
 from herd.policy.spec import RAW_MEASURES, CalibrationMap, Measure, Policy, Tier, is_confidence
 
 
@@ -177,7 +177,7 @@ def sweep(
     the policies that use a `p_correct` data array (see herd.policy.confidence.add_p_correct).
 
     Exact: point i equals `replay(data, result.policy(i), scorer_cut)`. Raises CalibrationDataError
-    for models missing from the data or an empty route.
+    for models missing from the data, an empty route, or p_correct values without their maps.
     """
     data.check_route(route)
     n = data.n
@@ -192,6 +192,10 @@ def sweep(
     keys = {
         (m, r, name): a.key(name) for (m, r), a in variants.items() for name in measures if name in a.measures
     }
+    maps = dict(calibration or {})
+    unmapped = sorted({(m, r) for (m, r, name) in keys if name == "p_correct"} - set(maps))
+    if unmapped:
+        raise CalibrationDataError(f"p_correct values without their calibration maps for {unmapped}")
     buckets: dict[tuple[str, bool, str, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def bucketed(opt: Option, t: int) -> tuple[np.ndarray, np.ndarray]:
@@ -251,7 +255,7 @@ def sweep(
                 offset += family.size
     return SweepResult(
         data.task, tuple(route), tuple(families), np.concatenate(quality), np.concatenate(cost),
-        np.concatenate(rates), np.concatenate(tiers), dict(calibration or {}),
+        np.concatenate(rates), np.concatenate(tiers), maps,
     )  # fmt: skip
 
 
