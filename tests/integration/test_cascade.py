@@ -61,7 +61,7 @@ def test_three_tier_chain_finalizes_each_prompt_at_its_tier(make_herd, db, doubl
 
     attempts = db.execute(
         """SELECT p.doc_key, a.model, a.escalated, a.first_token_margin, a.mean_entropy, a.mean_nll,
-                  a.prompt_tokens, a.generated_tokens, a.compute_s, a.gpu_seconds,
+                  a.prompt_tokens, a.generated_tokens, a.compute_s, a.busy_s,
                   a.gpu_count * a.usd_per_gpu_hour
            FROM attempts a JOIN prompts p ON p.id = a.prompt_id ORDER BY p.doc_key, a.id"""
     ).fetchall()
@@ -186,7 +186,7 @@ def test_retryable_errors_retry_then_succeed_or_fail(make_herd, db, double, tmp_
     }
     # A call the server answered with an error held the endpoint: it is charged like any other.
     charged = dict(db.execute(
-        """SELECT p.doc_key, a.endpoint IS NOT NULL AND a.gpu_seconds > 0
+        """SELECT p.doc_key, a.endpoint IS NOT NULL AND a.busy_s > 0
            FROM attempts a JOIN prompts p ON p.id = a.prompt_id"""
     ).fetchall())  # fmt: skip
     assert charged["invalid"] and charged["nolog"] and charged["flaky"]

@@ -40,7 +40,7 @@ def test_refinement_rounds_are_stored_then_the_refined_answer_decides(make_herd,
     assert wait_for(db, "ref") == {"done": 2}
 
     steps = db.execute(
-        """SELECT p.doc_key, a.model, a.stage, a.round, a.answer, a.escalated, a.gpu_seconds IS NOT NULL,
+        """SELECT p.doc_key, a.model, a.stage, a.round, a.answer, a.escalated, a.busy_s IS NOT NULL,
                   a.gpu_count, a.usd_per_gpu_hour
            FROM attempts a JOIN prompts p ON p.id = a.prompt_id ORDER BY p.doc_key, a.id"""
     ).fetchall()

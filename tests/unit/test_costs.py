@@ -69,7 +69,7 @@ def add_attempt(
     """An attempt busy over [start, end] seconds after T0 (no endpoint: an error before the call)."""
     row = db.execute(
         """INSERT INTO attempts (prompt_id, model, stage, round, status, answer, escalated, endpoint,
-                                 gpu_seconds, gpu_count, usd_per_gpu_hour, latency_s, started_at,
+                                 busy_s, gpu_count, usd_per_gpu_hour, latency_s, started_at,
                                  finished_at, prompt_tokens, generated_tokens)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 10, 5) RETURNING id""",
         (
@@ -154,7 +154,7 @@ def test_endpoints_and_errors(db: psycopg.Connection) -> None:
     failed = add_attempt(db, add_prompt(db, one, "d", "failed"), "small", 0, 1, endpoint=None, status="error")
     # A nonsense busy time (NaN) is not charged, and does not break the views for everyone else.
     nan = add_attempt(db, add_prompt(db, one, "e"), "small", 0, 1, endpoint="http://gpu-1")
-    db.execute("UPDATE attempts SET gpu_seconds = 'NaN' WHERE id = %s", (nan,))
+    db.execute("UPDATE attempts SET busy_s = 'NaN' WHERE id = %s", (nan,))
     got = shares(db)
     assert got[nan] == 0
     assert (got[a], got[b], got[c]) == (Decimal("1.5"), 2, Decimal("0.5"))

@@ -122,7 +122,7 @@ class Pipeline:
             # it is charged like any other request, at its measured latency.
             return replace(
                 failed, error=str(exc), endpoint=exc.endpoint or None, latency_s=elapsed,
-                gpu_seconds=elapsed if exc.endpoint else None, finished_at=ended,
+                busy_s=elapsed if exc.endpoint else None, finished_at=ended,
             )  # fmt: skip
         except (RenderError, NoTokensError) as exc:
             return replace(failed, error=str(exc), finished_at=datetime.now(UTC))
@@ -144,7 +144,7 @@ class Pipeline:
             queue_s=generation.timing.queue_s,
             inference_s=generation.timing.inference_s,
             compute_s=generation.timing.compute_s,
-            gpu_seconds=busy_seconds(generation),
+            busy_s=busy_seconds(generation),
             finished_at=started + timedelta(seconds=generation.timing.latency_s),
         )
 

@@ -100,7 +100,7 @@ attempts = Table(
     Column("compute_s", Float),
     # Seconds the request kept its endpoint busy, before sharing with concurrent requests: the
     # server's inference time when reported, else measured latency (docs/cost-model.md).
-    Column("gpu_seconds", Float),
+    Column("busy_s", Float),
     # The model's price when the attempt ran, so later price changes do not rewrite history.
     Column("gpu_count", Integer, nullable=False, server_default="0"),
     Column("usd_per_gpu_hour", Numeric(12, 6), nullable=False, server_default="0"),

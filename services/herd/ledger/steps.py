@@ -71,7 +71,7 @@ class NewAttempt:
     queue_s: float | None = None
     inference_s: float | None = None
     compute_s: float | None = None
-    gpu_seconds: float | None = None
+    busy_s: float | None = None
     gpu_count: int = 0
     usd_per_gpu_hour: Decimal = Decimal(0)
     error: str | None = None
