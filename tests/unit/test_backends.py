@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import socket
+from typing import Literal
 
 import pytest
 
@@ -17,7 +18,7 @@ CHAT = Prompt(mode="chat", messages=(("user", "What is the capital of France?"),
 TEXT = Prompt(mode="completion", text="Q: What is the capital of France?\nA:")
 
 
-def backend(protocol: str, url: str, timeout_s: float = 5.0, **extra):  # type: ignore[no-untyped-def]
+def backend(protocol: Literal["tgi", "openai"], url: str, timeout_s: float = 5.0, **extra):  # type: ignore[no-untyped-def]
     return make_backend("m", ModelConfig(protocol=protocol, endpoints=[url], timeout_s=timeout_s, **extra))
 
 
