@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 
 from celery import Task
@@ -38,8 +37,8 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
     except RetryableError as exc:
         policy = context.herd.models[model].retries
         if retries < policy.max:
-            # Exponential backoff with full jitter, far below the broker's visibility timeout.
-            delay = random.uniform(0, min(policy.backoff_max_s, policy.backoff_s * 2**retries))
+            # Far below the broker's visibility timeout (backoff_max_s), so a retry never runs twice.
+            delay = policy.delay_s(retries)
             log.warning("prompt %s on %s: %s; retry %d in %.1fs", prompt_id, model, exc, retries + 1, delay)
             raise self.retry(exc=exc, countdown=delay) from exc
         outcome = context.pipeline.run(prompt_id, key, retries=retries, give_up=exc)

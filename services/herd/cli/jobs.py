@@ -11,6 +11,7 @@ from rich.table import Table
 
 from herd.cli.app import console, database, herd_config, main
 from herd.cli.output import counting_bar
+from herd.files import atomic_text
 from herd.settings import get_settings
 
 
@@ -110,9 +111,6 @@ def export(job: str, fmt: str, output: Path | None) -> None:
         if output is None:
             count = do_export(conn, job, sys.stdout, fmt)
         else:
-            # Write beside the target and rename, so a failed export never leaves half a file.
-            partial = output.with_name(output.name + ".partial")
-            with partial.open("w", encoding="utf-8", newline="") as handle:
+            with atomic_text(output) as handle:
                 count = do_export(conn, job, handle, fmt)
-            partial.replace(output)
     console.print(f"exported {count} final answers")

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from herd.cli.app import console, herd_config, main
+from herd.files import atomic_text
 
 
 @main.command()
@@ -96,11 +97,8 @@ def report(
     if output is None:
         job_report.render(built, fmt, sys.stdout)
     else:
-        # Write beside the target and rename, so a failed report never leaves half a file.
-        partial = output.with_name(output.name + ".partial")
-        with partial.open("w", encoding="utf-8", newline="") as handle:
+        with atomic_text(output) as handle:
             job_report.render(built, fmt, handle)
-        partial.replace(output)
     if plot_file is not None:
         job_report.plot(built, plot_file)
         console.print(f"plot written to {plot_file}", markup=False, soft_wrap=True)

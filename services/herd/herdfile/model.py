@@ -5,6 +5,7 @@ A bad file fails at start with `file:line: key.path: what is wrong`, never in th
 
 from __future__ import annotations
 
+import random
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,12 @@ class Retries(_Strict):
     max: int = Field(default=3, ge=0, le=50)
     backoff_s: float = Field(default=1.0, ge=0.0)
     backoff_max_s: float = Field(default=60.0, ge=0.0)
+
+    def delay_s(self, tries: int) -> float:
+        """Seconds to wait before try `tries + 1`: exponential backoff with full jitter, uniform in
+        [0, min(backoff_max_s, backoff_s * 2**tries)] (the AWS Architecture Blog's "full jitter":
+        retries from many workers spread out instead of arriving together)."""
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**tries))
 
 
 class Escalation(_Strict):

@@ -10,7 +10,6 @@ JudgeError, so the caller can count failures apart from what was never scorable.
 from __future__ import annotations
 
 import itertools
-import random
 import re
 import string
 import time
@@ -194,7 +193,7 @@ class Judge:
                 if tries >= policy.max:
                     raise JudgeError(f"{self.name}: gave up after {tries + 1} tries: {exc}") from exc
                 # Full jitter, as the workers do: many judge threads must not retry in lockstep.
-                self._sleep(random.uniform(0, min(policy.backoff_max_s, policy.backoff_s * 2**tries)))
+                self._sleep(policy.delay_s(tries))
             except BackendError as exc:
                 raise JudgeError(f"{self.name}: {exc}") from exc
         raise AssertionError("unreachable")

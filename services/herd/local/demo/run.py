@@ -18,6 +18,7 @@ import psycopg
 from rich.console import Console
 
 from herd.cli.output import counting_bar
+from herd.files import atomic_text
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.jobs import documents
 from herd.jobs.submit import submit
@@ -51,9 +52,8 @@ def write_herd_file(home: Path, urls: dict[str, str]) -> Path:
     template = string.Template((HERE / "herd.yaml").read_text())
     path = localherd.herd_file(home)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    partial.write_text(template.substitute({f"{name}_url": url for name, url in urls.items()}))
-    partial.replace(path)
+    with atomic_text(path) as handle:
+        handle.write(template.substitute({f"{name}_url": url for name, url in urls.items()}))
     return path
 
 

@@ -1,0 +1,31 @@
+"""Files Herd writes for people (exports, reports, plots, generated herd files): whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A path beside `path` to write to; renamed over `path` when the block succeeds, removed when
+    it raises. A reader never sees half a file, and a failed write leaves the old file in place.
+
+    The temporary name ends in `.partial` in the same folder, so the rename is atomic (same
+    filesystem) and an interrupted run leaves a file that says what it is."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_text(path: Path) -> Iterator[IO[str]]:
+    """`atomic_path` opened for UTF-8 text, newline translation off (CSV writes its own line ends)."""
+    with atomic_path(path) as partial, partial.open("w", encoding="utf-8", newline="") as handle:
+        yield handle
