@@ -1,7 +1,7 @@
 """Time of a replay sweep (100 thresholds × every tier, every entry model) over a synthetic
 calibration job of 10,000 prompts × 3 models, beside baselines measured in the same run.
 
-    PYTHONPATH=services python benchmarks/replay_sweep.py [--prompts N] [--thresholds T] [--repeat R]
+    python benchmarks/replay_sweep.py [--prompts N] [--thresholds T] [--repeat R]
 
 Prints figures only (no asserts on speed). Goal (issue 8): the sweep in under 5 s on this machine.
 
@@ -22,13 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "services"))
 
 from herd.policy.calibrate import MinQuality, choose  # noqa: E402
 from herd.policy.data import CalibrationData  # noqa: E402

@@ -46,13 +46,15 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/throughput.py`: sys.path[0] is benchmarks/
     sys.path.insert(0, str(REPO))
+
+from tests.support.processes import Procs  # noqa: E402 - after the path fix above
 
 TABLES = "finals, attempts, prompts, jobs"
 MODEL = "small"
@@ -65,55 +67,6 @@ FILLER = (
 
 
 # ---------------------------------------------------------------------------------------------- processes
-
-
-@dataclass
-class Procs:
-    """Every subprocess we start, each in its own session, so stop_all() takes its whole group down."""
-
-    procs: list[subprocess.Popen[Any]] = field(default_factory=list)
-
-    def start(
-        self, cmd: list[str], *, env: dict[str, str], log: Path | None = None, stdout: int | None = None
-    ) -> subprocess.Popen[Any]:
-        out: Any = stdout
-        if log is not None:
-            out = log.open("wb")
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT if log else None,
-            start_new_session=True,
-        )
-        if log is not None:
-            out.close()  # the child holds its own descriptor
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 20) -> None:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=timeout)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.procs)):
-            try:
-                self.stop(proc)
-            except Exception as exc:  # noqa: BLE001 - keep stopping the others
-                print(f"warning: could not stop pid {proc.pid}: {exc}", file=sys.stderr)
 
 
 def wait_worker_ready(
@@ -810,7 +763,7 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="herd-bench-"))
-    procs = Procs()
+    procs = Procs(cwd=REPO)
     bare: dict[str, Any] | None = None
     bare_ev: dict[str, Any] | None = None
     herd: dict[str, Any] | None = None

@@ -3,7 +3,6 @@ file on the endpoint double, CLI and worker processes started the way a user sta
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import psycopg
 
 from tests.support.endpoint import EndpointDouble
+from tests.support.processes import Procs, wait_for_log
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = "finals, attempts, prompts, jobs"
@@ -69,7 +69,10 @@ class Herd:
     services: Services
     path: Path
     env: dict[str, str]
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: Procs = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.procs = Procs(cwd=self.path.parent)
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -85,38 +88,20 @@ class Herd:
         return result
 
     def start_worker(self, model: str) -> subprocess.Popen[bytes]:
-        log = self.path.parent / f"worker-{model}-{len(self.procs)}.log"
-        handle = log.open("wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "herd", "worker", "--model", model, "--loglevel", "info"],
-            env=self.env,
-            cwd=self.path.parent,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if " ready." in log.read_text(errors="replace"):
-                return proc
-            if proc.poll() is not None:
-                raise AssertionError(f"worker {model} exited:\n{log.read_text(errors='replace')}")
-            time.sleep(0.1)
-        raise AssertionError(f"worker {model} not ready in 60s:\n{log.read_text(errors='replace')}")
+        log = self.path.parent / f"worker-{model}-{len(self.procs.procs)}.log"
+        cmd = [sys.executable, "-m", "herd", "worker", "--model", model, "--loglevel", "info"]
+        proc = self.procs.start(cmd, env=self.env, log=log)
+        try:
+            wait_for_log(proc, log, " ready.", f"worker {model}")
+        except RuntimeError as exc:
+            raise AssertionError(str(exc)) from exc
+        return proc
 
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        self.procs.stop(proc, sig)
 
     def stop_all(self) -> None:
-        for proc in self.procs:
-            self.stop(proc)
+        self.procs.stop_all()
 
 
 def wait_for(conn: psycopg.Connection, job: str, *, timeout: float = 60) -> dict[str, int]:
