@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from herd.jobs.status import UnknownJobError
-from herd.reporting import report
+from herd.reporting import build, plot, render
 from herd.reporting.perfics import PolicyInput, Weights, cost_penalty, score
 from tests.support.harness import REPO, Services
 
@@ -212,7 +212,7 @@ def close(got: Decimal | None, want: float | Decimal) -> bool:
 
 def test_hand_computed_job(db: psycopg.Connection) -> None:
     hand_job(db)
-    built = report.build(db, "hand")
+    built = build.build(db, "hand")
     assert built.scorer == "exact" and built.scorers == ["exact", "judge"]
     s = built.summary
     assert (s.prompts, s.done, s.failed) == (3, 3, 0)
@@ -252,7 +252,7 @@ def test_hand_computed_job(db: psycopg.Connection) -> None:
     assert cascade.perfics == pytest.approx(1 + 0.5 * (2 / 3) - 0.05 * math.log2(3.5))
     assert (cascade.rank, large.rank, small.rank, only.rank) == (1, 2, 3, 3)
 
-    judged = report.build(db, "hand", scorer="judge", weights=Weights(p=1, r=0, c=0))
+    judged = build.build(db, "hand", scorer="judge", weights=Weights(p=1, r=0, c=0))
     assert {r.policy: r.perfics for r in judged.rows} == pytest.approx(
         {
             "small": (0.8 + 0.7 + 0.2) / 3,
@@ -271,15 +271,15 @@ def test_hand_computed_job(db: psycopg.Connection) -> None:
 def test_unknown_job_and_scorer(db: psycopg.Connection) -> None:
     hand_job(db)
     with pytest.raises(UnknownJobError):
-        report.build(db, "nope")
-    with pytest.raises(report.UnknownScorerError, match="exact, judge"):
-        report.build(db, "hand", scorer="f1")
+        build.build(db, "nope")
+    with pytest.raises(build.UnknownScorerError, match="exact, judge"):
+        build.build(db, "hand", scorer="f1")
 
 
 def test_job_without_scores_still_reports_costs(db: psycopg.Connection) -> None:
     job = add_job(db, "unscored")
     add_final(db, p := add_prompt(db, job, "a"), add_attempt(db, p, "small", 0, 1), "small")
-    built = report.build(db, "unscored")
+    built = build.build(db, "unscored")
     assert built.scorer is None and [r.policy for r in built.rows] == ["small", "cascade", "small-only"]
     assert all(r.perfics is None and r.rank is None for r in built.rows)
     assert close(built.rows[0].cost_usd, Decimal("0.8") / 3600)
@@ -367,7 +367,7 @@ def test_sweep_matches_the_reference_and_views_agree_with_the_report(
         assert float(got[attempt_id]) == pytest.approx(want, abs=1e-9)
     assert all(got[a] == 0 for a in set(got) - set(busy))
 
-    built = report.build(db, "random")
+    built = build.build(db, "random")
     # A user in psql: a separate connection, the views, nothing else.
     with psycopg.connect(services.database_url) as user:
         job = user.execute(
@@ -485,7 +485,7 @@ def test_weights_parse() -> None:
 
 
 def test_money_and_html_escaping(db: psycopg.Connection) -> None:
-    assert [report.money(Decimal(v)) for v in ("12.3456", "0.000444444", "1234.5", "0")] == [
+    assert [render.money(Decimal(v)) for v in ("12.3456", "0.000444444", "1234.5", "0")] == [
         "12.35",
         "0.0004444",
         "1234.50",
@@ -493,7 +493,7 @@ def test_money_and_html_escaping(db: psycopg.Connection) -> None:
     ]
     hand_job(db, name="<b>night & day</b>")
     out = io.StringIO()
-    report.render(report.build(db, "<b>night & day</b>"), "html", out)
+    render.render(build.build(db, "<b>night & day</b>"), "html", out)
     page = out.getvalue()
     assert "&lt;b&gt;night &amp; day&lt;/b&gt;" in page and "<b>" not in page
     assert page.startswith("<!doctype html>") and page.count("<tr>") == 5
@@ -501,7 +501,7 @@ def test_money_and_html_escaping(db: psycopg.Connection) -> None:
 
 def test_pareto_front() -> None:
     points = [(1.0, 0.5, "a"), (2.0, 0.4, "b"), (2.0, 0.7, "c"), (3.0, 0.7, "d"), (5.0, 0.9, "e")]
-    assert [p[2] for p in report.pareto_front(points)] == ["a", "c", "e"]
+    assert [p[2] for p in plot.pareto_front(points)] == ["a", "c", "e"]
 
 
 def herd(services: Services, *args: str) -> subprocess.CompletedProcess[str]:
@@ -524,7 +524,7 @@ def herd(services: Services, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_cli_report(db: psycopg.Connection, services: Services, tmp_path: Path) -> None:
     hand_job(db)
-    built = report.build(db, "hand")
+    built = build.build(db, "hand")
     done = herd(services, "report", "hand", "--format", "json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from herd.cli.app import console, database, herd_config, main
 from herd.cli.output import counting_bar
 from herd.files import atomic_text
+from herd.reporting.tables import Column, print_table
 from herd.settings import get_settings
 
 
@@ -53,6 +53,19 @@ def submit(ctx: click.Context, paths: tuple[str, ...], job: str, task: str, text
     )
 
 
+# Short headers so the table fits 80 columns (the escalation rate shares the escalated column); the
+# long labels name the figures when it still does not fit and prints a block per model instead.
+STATUS_COLUMNS = (
+    Column("model", numeric=False),
+    Column("attempts"),
+    Column("errors"),
+    Column("escalated", "escalated (rate)"),
+    Column("finals"),
+    Column("latency", "mean latency"),
+    Column("tokens in/out"),
+)
+
+
 @main.command()
 @click.argument("job")
 def status(job: str) -> None:
@@ -67,29 +80,19 @@ def status(job: str) -> None:
     out = Console()
     states = "  ".join(f"{k}: {v}" for k, v in st.states.items())
     out.print(f"job {st.job} (task {st.task}): {st.total} prompts  {states}", markup=False, soft_wrap=True)
-    table = Table(
-        "model",
-        "attempts",
-        "errors",
-        "escalated",
-        "escalation rate",
-        "finals",
-        "mean latency",
-        "tokens in/out",
-    )
-    for m in st.models:
-        latency = f"{m.mean_latency_s:.3f}s" if m.mean_latency_s is not None else "-"
-        table.add_row(
+    rows = [
+        [
             m.model,
             str(m.attempts),
             str(m.errors),
-            str(m.escalated),
-            f"{m.escalation_rate:.1%}",
+            f"{m.escalated} ({m.escalation_rate:.1%})",
             str(m.finals),
-            latency,
+            f"{m.mean_latency_s:.3f}s" if m.mean_latency_s is not None else "-",
             f"{m.prompt_tokens}/{m.generated_tokens}",
-        )
-    out.print(table)
+        ]
+        for m in st.models
+    ]
+    print_table(out, STATUS_COLUMNS, rows)
     if st.throughput is not None:
         out.print(f"throughput: {st.throughput:.1f} prompts/s over {st.elapsed_s:.1f}s")
 

@@ -56,7 +56,9 @@ def score(ctx: click.Context, job: str, scorer: str, judge_model: str | None, re
 
 @main.command()
 @click.argument("job")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table", show_default=True
+)
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File (default stdout)."
 )
@@ -68,19 +70,32 @@ def score(ctx: click.Context, job: str, scorer: str, judge_model: str | None, re
 )
 @click.option("--scorer", help="Scorer behind quality and PeRFICS (default: the job's first by name).")
 @click.option(
+    "--wide",
+    is_flag=True,
+    help="Table: every column (escalations, refinements, base quality, cost, GPU-hours, latency).",
+)
+@click.option(
     "--weights",
     default="p=1,r=0.5,c=0.05",
     show_default=True,
     help="PeRFICS weights: p refined quality, r refinement gain, c per doubling of cost.",
 )
 def report(
-    job: str, fmt: str, output: Path | None, plot_file: Path | None, scorer: str | None, weights: str
+    job: str,
+    fmt: str,
+    output: Path | None,
+    plot_file: Path | None,
+    scorer: str | None,
+    wide: bool,
+    weights: str,
 ) -> None:
     """Cost (attributed and provisioned), quality and PeRFICS of a job, per model and per policy."""
     import psycopg
 
-    from herd.reporting import report as job_report
+    from herd.reporting.build import UnknownScorerError, build
     from herd.reporting.perfics import Weights
+    from herd.reporting.plot import plot
+    from herd.reporting.render import render
     from herd.urls import database_url
 
     try:
@@ -89,16 +104,16 @@ def report(
         raise click.BadParameter(str(exc), param_hint="--weights") from exc
     with psycopg.connect(database_url()) as conn:
         try:
-            built = job_report.build(conn, job, scorer=scorer, weights=parsed)
-        except job_report.UnknownScorerError as exc:
+            built = build(conn, job, scorer=scorer, weights=parsed)
+        except UnknownScorerError as exc:
             raise click.BadParameter(str(exc), param_hint="--scorer") from exc
         except psycopg.errors.UndefinedTable as exc:
             raise click.ClickException("the reporting views are missing: run `herd migrate`") from exc
     if output is None:
-        job_report.render(built, fmt, sys.stdout)
+        render(built, fmt, sys.stdout, wide=wide)
     else:
         with atomic_text(output) as handle:
-            job_report.render(built, fmt, handle)
+            render(built, fmt, handle, wide=wide)
     if plot_file is not None:
-        job_report.plot(built, plot_file)
+        plot(built, plot_file)
         console.print(f"plot written to {plot_file}", markup=False, soft_wrap=True)

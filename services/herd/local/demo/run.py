@@ -117,16 +117,18 @@ def _cost_report(
 ) -> Path:
     """Score the job's answers against the bundled references, then its cost and PeRFICS table."""
     from herd.quality.scoring import score_with_progress
-    from herd.reporting import report
+    from herd.reporting.build import build
+    from herd.reporting.plot import plot
+    from herd.reporting.render import render_table
 
     job = job_name(task)
     score_with_progress(console, db_url, herd, job)
     conn.commit()  # a fresh snapshot that sees the scores just written
-    built = report.build(conn, job)
-    report.render_table(built, console)
+    built = build(conn, job)
+    render_table(built, console)  # compact: `herd report JOB --wide` has every column
     path = home / "demo" / f"pareto-{task}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    report.plot(built, path)
+    plot(built, path)
     return path
 
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import psycopg
 from rich.console import Console
-from rich.table import Table
 
 from herd.herdfile.model import HerdConfig
 from herd.quality.scorers import correct
+from herd.reporting.tables import Column, print_table
 
 
 @dataclass
@@ -69,26 +69,46 @@ def _pct(values: list[bool]) -> str:
     return f"{sum(values) / len(values):.1%}" if values else "-"
 
 
+# Short headers so both tables fit 80 columns; the long labels name the figures when a table
+# does not fit and prints one block per row instead (herd/reporting/tables.py).
+PER_MODEL = (
+    Column("model", numeric=False),
+    Column("answered"),
+    Column("escalated", "escalated onward"),
+    Column("final", "kept as final"),
+    Column("latency", "mean latency"),
+    Column("tokens in/out"),
+)
+PER_TASK = (
+    Column("task", numeric=False),
+    Column("model", numeric=False),
+    Column("answered"),
+    Column("accuracy", "accuracy on those"),
+    Column("finals", "final answers"),
+    Column("final acc.", "final accuracy"),
+)
+
+
 def print_summary(conn: psycopg.Connection, herd: HerdConfig, jobs: dict[str, str], console: Console) -> None:
     models, tasks = collect(conn, herd, jobs)
-    per_model = Table("model", "answered", "escalated onward", "kept as final", "mean latency",
-                      "tokens in/out", title="per model")  # fmt: skip
+    per_model = []
     for name, line in models.items():
         mean = f"{line.latency_s / line.answered:.2f}s" if line.answered else "-"
         rate = line.escalated / max(line.answered, 1)
-        per_model.add_row(name, str(line.answered), f"{line.escalated} ({rate:.0%})", str(line.kept), mean,
-                          f"{line.tokens_in}/{line.tokens_out}")  # fmt: skip
-    console.print(per_model)
-    per_task = Table("task", "model", "answered", "accuracy on those", "final answers", "final accuracy",
-                     title="per task (accuracy against the bundled references)")  # fmt: skip
+        per_model.append([name, str(line.answered), f"{line.escalated} ({rate:.0%})", str(line.kept), mean,
+                          f"{line.tokens_in}/{line.tokens_out}"])  # fmt: skip
+    print_table(console, PER_MODEL, per_model, title="per model")
+    per_task = []
     for task_name, task_line in tasks.items():
         for i, (model, verdicts) in enumerate(task_line.answered.items()):
-            per_task.add_row(
+            per_task.append([
                 task_name if i == 0 else "", model, str(len(verdicts)), _pct(verdicts),
                 str(task_line.final_models.get(model, 0)), _pct(task_line.finals) if i == 0 else "",
-            )  # fmt: skip
-    console.print(per_task)
+            ])  # fmt: skip
+    print_table(console, PER_TASK, per_task, title="per task (accuracy against the bundled references)",
+                key_columns=2)  # fmt: skip
     console.print(
         "A model's accuracy is measured on the prompts it answered: the entry model answers every "
-        "prompt, so compare its accuracy with the final accuracy to see what escalation bought."
+        "prompt, so compare its accuracy with the final accuracy (of the answers kept as final) to see "
+        "what escalation bought."
     )

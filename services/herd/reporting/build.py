@@ -1,0 +1,153 @@
+"""`herd report JOB`, step one: read the reporting views into a Report (render.py and plot.py show it).
+
+Every number comes from the reporting views of migration 0003 (job_costs, job_model_costs,
+perfics_inputs), never from the tables: a user in psql and `herd report` see the same numbers.
+Money stays Decimal end to end here; render.py decides how to round it for each format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from herd.jobs.status import UnknownJobError
+from herd.reporting import perfics
+from herd.reporting.perfics import PolicyInput, Weights
+
+_KIND_ORDER = {"model": 0, "cascade": 1, "counterfactual": 2}
+
+
+class UnknownScorerError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    job: str
+    task: str
+    prompts: int
+    done: int
+    failed: int
+    window_start: datetime | None
+    window_end: datetime | None
+    attributed_gpu_hours: Decimal
+    cost_usd: Decimal
+    provisioned_gpu_hours: Decimal
+    provisioned_cost_usd: Decimal
+    cost_per_1k_prompts_usd: Decimal | None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model or policy. kind: 'model', 'cascade' or 'counterfactual' ('<entry model>-only')."""
+
+    policy: str
+    kind: str
+    prompts: int
+    escalations: int
+    refinements: int
+    refinement_rounds: Decimal
+    quality_base: float | None
+    quality_refined: float | None
+    cost_usd: Decimal
+    gpu_hours: Decimal
+    cost_per_1k_prompts_usd: Decimal
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    provisioned_gpu_hours: Decimal | None
+    provisioned_cost_usd: Decimal | None
+    perfics: float | None
+    rank: int | None
+
+
+@dataclass(frozen=True)
+class Report:
+    summary: JobSummary
+    scorer: str | None  # the scorer the qualities and PeRFICS use; None when the job has no scores
+    scorers: list[str]  # every scorer with scores in the job
+    weights: Weights
+    rows: list[Row]
+
+
+def _query(conn: psycopg.Connection, sql: str, job: str) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql, (job,))
+        return cur.fetchall()
+
+
+def build(
+    conn: psycopg.Connection, job: str, *, scorer: str | None = None, weights: Weights | None = None
+) -> Report:
+    weights = weights or Weights()
+    idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    with conn.transaction():
+        if idle:
+            # One snapshot for the three views: workers may record attempts between the queries.
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        found = _query(conn, "SELECT * FROM job_costs WHERE job = %s", job)
+        if not found:
+            raise UnknownJobError(f"no job named {job!r}")
+        models = {r["model"]: r for r in _query(conn, "SELECT * FROM job_model_costs WHERE job = %s", job)}
+        inputs = _query(conn, "SELECT * FROM perfics_inputs WHERE job = %s", job)
+    summary = JobSummary(**{f.name: found[0][f.name] for f in fields(JobSummary)})
+    scorers = sorted({r["scorer"] for r in inputs if r["scorer"] is not None})
+    if scorer is not None and scorer not in scorers:
+        have = ", ".join(scorers) or "none (run `herd score` first)"
+        raise UnknownScorerError(f"job {job!r} has no scores from {scorer!r}; its scorers: {have}")
+    # Default: the only scorer, or the first by name (the report names the others).
+    chosen = scorer if scorer is not None else (scorers[0] if scorers else None)
+    inputs = [r for r in inputs if r["scorer"] == chosen]
+    # Models by how many prompts they saw (the entry tier first), then the cascade, then the
+    # counterfactual.
+    inputs.sort(key=lambda r: (_KIND_ORDER.get(r["kind"], 3), -r["prompts"], r["policy"]))
+    scores = perfics.score(
+        [PolicyInput(**{f.name: r[f.name] for f in fields(PolicyInput)}) for r in inputs], weights
+    )
+    rows = [
+        Row(
+            **{name: r[name] for name in _FROM_INPUTS},
+            **_model_figures(r, models, summary),
+            perfics=score.perfics,
+            rank=score.rank,
+        )
+        for r, score in zip(inputs, scores, strict=True)
+    ]
+    return Report(summary, chosen, scorers, weights, rows)
+
+
+# Row fields read from perfics_inputs as they are, and from job_model_costs (see _model_figures).
+_FROM_INPUTS = tuple(
+    """policy kind prompts refinement_rounds quality_base quality_refined
+       cost_usd gpu_hours cost_per_1k_prompts_usd""".split()
+)
+_FROM_MODELS = tuple(
+    "escalations refinements latency_p50_s latency_p95_s provisioned_gpu_hours provisioned_cost_usd".split()
+)
+
+
+def _model_figures(
+    r: dict[str, Any], models: dict[str, dict[str, Any]], summary: JobSummary
+) -> dict[str, Any]:
+    """The job_model_costs figures that apply to a perfics_inputs row's policy."""
+    if r["kind"] == "cascade":
+        return {
+            "escalations": sum(m["escalations"] for m in models.values()),
+            "refinements": sum(m["refinements"] for m in models.values()),
+            "latency_p50_s": None,
+            "latency_p95_s": None,
+            "provisioned_gpu_hours": summary.provisioned_gpu_hours,
+            "provisioned_cost_usd": summary.provisioned_cost_usd,
+        }
+    model = r["policy"] if r["kind"] == "model" else r["policy"].removesuffix("-only")
+    figures = {name: models.get(model, {}).get(name) for name in _FROM_MODELS}
+    figures["escalations"] = figures["escalations"] or 0
+    figures["refinements"] = figures["refinements"] or 0
+    if r["kind"] == "counterfactual":
+        # '<entry>-only' never escalates, and nobody provisioned a herd of one for it.
+        figures.update(escalations=0, provisioned_gpu_hours=None, provisioned_cost_usd=None)
+    return figures

@@ -1,0 +1,176 @@
+"""`herd report JOB`, step two: a Report (build.py) as a table, csv, json or html.
+
+The table answers "what did each policy cost and what did it buy" in six columns that fit an
+80-column terminal (policy, prompts, quality, USD/1k, PeRFICS, rank); `--wide` adds the other
+seven (escalations, refinements, base quality, cost, GPU-hours, latency). We chose a compact
+default over always printing blocks because a table compares policies at a glance, which is the
+report's point; any table that still does not fit the terminal (--wide at 80 columns, very long
+model names) prints one block per policy instead of folding cells (reporting/tables.py).
+
+csv and json keep full precision: Decimal as fixed-point text.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, fields
+from datetime import datetime
+from decimal import Decimal
+from typing import IO, Any
+
+from rich.console import Console
+from rich.text import Text
+
+from herd.reporting.build import Report, Row
+from herd.reporting.tables import Column, print_table
+
+FORMATS = ("table", "csv", "json", "html")
+# Width of a file or pipe, unless COLUMNS says otherwise: room for the wide table on one line.
+_FILE_WIDTH = 200
+
+
+def money(value: Decimal | None) -> str:
+    """4 significant digits, at least 2 decimals: 12.35, 0.0004444, 1234.50; '-' when unknown."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0.00"
+    decimals = max(2, 3 - math.floor(math.log10(abs(float(value)))))
+    return f"{value:.{decimals}f}"
+
+
+def _num(value: float | Decimal | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+# Every column of the table: its header, its label in a block, and how a Row shows in it.
+TABLE_COLUMNS: dict[str, tuple[Column, Callable[[Row], str]]] = {
+    "policy": (Column("policy", numeric=False), lambda r: r.policy),
+    "prompts": (Column("prompts"), lambda r: str(r.prompts)),
+    "escal.": (Column("escal.", "escalations"), lambda r: str(r.escalations)),
+    "refine": (Column("refine", "refinements"), lambda r: str(r.refinements)),
+    "q base": (Column("q base", "quality base"), lambda r: _num(r.quality_base, ".3f")),
+    "q refined": (Column("q refined", "quality refined"), lambda r: _num(r.quality_refined, ".3f")),
+    # Compact: "quality" is the refined quality, the quality of the answers the policy ends with.
+    "quality": (Column("quality", "quality refined"), lambda r: _num(r.quality_refined, ".3f")),
+    "cost USD": (Column("cost USD"), lambda r: money(r.cost_usd)),
+    "GPU-h": (Column("GPU-h"), lambda r: _num(r.gpu_hours, ".4g")),
+    "USD/1k": (Column("USD/1k", "USD/1k prompts"), lambda r: money(r.cost_per_1k_prompts_usd)),
+    "p50 s": (Column("p50 s", "latency p50 s"), lambda r: _num(r.latency_p50_s, ".3f")),
+    "p95 s": (Column("p95 s", "latency p95 s"), lambda r: _num(r.latency_p95_s, ".3f")),
+    "PeRFICS": (Column("PeRFICS"), lambda r: _num(r.perfics, ".4f")),
+    "rank": (Column("rank"), lambda r: _num(r.rank, "d")),
+}
+COMPACT_COLUMNS = ("policy", "prompts", "quality", "USD/1k", "PeRFICS", "rank")
+WIDE_COLUMNS = (
+    *("policy", "prompts", "escal.", "refine", "q base", "q refined"),
+    *("cost USD", "GPU-h", "USD/1k", "p50 s", "p95 s", "PeRFICS", "rank"),
+)
+
+
+def columns(names: tuple[str, ...]) -> list[Column]:
+    return [TABLE_COLUMNS[name][0] for name in names]
+
+
+def cells(row: Row, names: tuple[str, ...]) -> list[str]:
+    return [TABLE_COLUMNS[name][1](row) for name in names]
+
+
+def _headline(report: Report) -> list[str]:
+    """The job in a few lines, each short enough for 80 columns in the usual case (rich wraps words)."""
+    s = report.summary
+    others = [name for name in report.scorers if name != report.scorer]
+    scorer = report.scorer or "none (no scores: run `herd score`)"
+    if others:
+        scorer += f" (also: {', '.join(others)}; choose with --scorer)"
+    lines = [f"job {s.job} (task {s.task}): {s.prompts} prompts, {s.done} done, {s.failed} failed"]
+    if s.window_start:
+        lines.append(f"active {s.window_start:%Y-%m-%d %H:%M:%S%z} to {s.window_end:%Y-%m-%d %H:%M:%S%z}")
+    lines += [
+        f"attributed: {money(s.cost_usd)} USD, {_num(s.attributed_gpu_hours, '.4g')} GPU-h, "
+        f"{money(s.cost_per_1k_prompts_usd)} USD/1k prompts",
+        f"provisioned: {money(s.provisioned_cost_usd)} USD, {_num(s.provisioned_gpu_hours, '.4g')} GPU-h",
+        f"quality (refined) scorer: {scorer}",
+        f"PeRFICS weights {report.weights}",
+    ]
+    return lines
+
+
+def render_table(report: Report, console: Console, *, wide: bool = False) -> None:
+    """The headline, then the compact (or with `wide`, the full) table; blocks when it does not fit."""
+    for line in _headline(report):
+        console.print(Text(line))  # Text: no markup; rich wraps a long line between words
+    names = WIDE_COLUMNS if wide else COMPACT_COLUMNS
+    print_table(console, columns(names), [cells(row, names) for row in report.rows])
+
+
+def _console(out: IO[str]) -> Console:
+    # A terminal sets its own width, and so does COLUMNS when set (rich reads it); a file or pipe
+    # otherwise gets room for every column on one line.
+    if out.isatty() or "COLUMNS" in os.environ:
+        return Console(file=out)
+    return Console(file=out, width=_FILE_WIDTH)
+
+
+def _plain(value: Any) -> Any:
+    """csv/json-ready: Decimal as fixed-point text at full precision (never 1E-7), datetime as ISO 8601."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+CSV_COLUMNS = ("job", "task", "scorer", *(f.name for f in fields(Row)))
+
+
+def render(report: Report, fmt: str, out: IO[str], *, wide: bool = False) -> None:
+    """One of FORMATS to `out`; `wide` is for the table (html always has every column)."""
+    s = report.summary
+    if fmt == "table":
+        render_table(report, _console(out), wide=wide)
+    elif fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in report.rows:
+            plain = {k: _plain(v) for k, v in asdict(row).items()}
+            writer.writerow({"job": s.job, "task": s.task, "scorer": report.scorer, **plain})
+    elif fmt == "json":
+        doc = {
+            "job": {k: _plain(v) for k, v in asdict(s).items()},
+            "scorer": report.scorer,
+            "scorers": report.scorers,
+            "weights": asdict(report.weights),
+            "rows": [{k: _plain(v) for k, v in asdict(row).items()} for row in report.rows],
+        }
+        json.dump(doc, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    elif fmt == "html":
+        out.write(_html(report))
+    else:
+        raise ValueError(f"unknown report format {fmt!r}")
+
+
+def _html(report: Report) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(column.header)}</th>" for column in columns(WIDE_COLUMNS))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in cells(row, WIDE_COLUMNS)) + "</tr>\n"
+        for row in report.rows
+    )
+    lines = "".join(f"<p>{esc(line)}</p>\n" for line in _headline(report))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Herd report: {esc(report.summary.job)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+th:first-child,td:first-child{{text-align:left}} th{{background:#f4f4f4}}</style></head>
+<body><h1>Herd report: {esc(report.summary.job)}</h1>
+{lines}<table><thead><tr>{head}</tr></thead>
+<tbody>
+{body}</tbody></table></body></html>
+"""
