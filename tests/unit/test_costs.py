@@ -529,7 +529,16 @@ def test_cli_report(db: psycopg.Connection, services: Services, tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert doc["scorer"] == "exact" and doc["weights"] == {"p": 1.0, "r": 0.5, "c": 0.05}
-    assert Decimal(doc["job"]["cost_usd"]) == built.summary.cost_usd  # full precision survives
+    # Numbers a program can use: Decimal figures rounded to decimal_places, unknowns null.
+    assert doc["decimal_places"] == render.DECIMAL_PLACES == 6
+    assert doc["job"]["cost_usd"] == 0.004667  # 16.8 / 3600 = 0.0046666...
+    assert doc["job"]["cost_per_1k_prompts_usd"] == 1.555556
+    cascade = doc["rows"][2]
+    assert cascade["policy"] == "cascade" and cascade["latency_p50_s"] is None
+    assert cascade["refinement_rounds"] == 0.333333 and cascade["rank"] == 1
+    texts = {"job", "task", "window_start", "window_end", "policy", "kind"}
+    figures = [v for d in (doc["job"], *doc["rows"]) for k, v in d.items() if k not in texts]
+    assert figures and all(v is None or type(v) in (int, float) for v in figures)
     assert [(r["policy"], r["rank"]) for r in doc["rows"]] == [(r.policy, r.rank) for r in built.rows]
 
     done = herd(services, "report", "hand", "--format", "csv", "--scorer", "judge", "--weights", "c=0.1")
@@ -537,7 +546,8 @@ def test_cli_report(db: psycopg.Connection, services: Services, tmp_path: Path) 
     rows = list(csv.DictReader(io.StringIO(done.stdout)))
     assert [r["policy"] for r in rows] == ["small", "large", "cascade", "small-only"]
     assert {r["scorer"] for r in rows} == {"judge"}
-    assert Decimal(rows[0]["cost_usd"]) == built.rows[0].cost_usd
+    assert rows[0]["cost_usd"] == "0.001333"  # 4.8 / 3600, rounded to 6 places, fixed-point
+    assert rows[2]["latency_p50_s"] == "" and rows[3]["provisioned_cost_usd"] == ""
 
     png = tmp_path / "out.png"
     table = tmp_path / "report.txt"

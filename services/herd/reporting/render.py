@@ -7,7 +7,10 @@ default over always printing blocks because a table compares policies at a glanc
 report's point; any table that still does not fit the terminal (--wide at 80 columns, very long
 model names) prints one block per policy instead of folding cells (reporting/tables.py).
 
-csv and json keep full precision: Decimal as fixed-point text.
+csv and json are for programs: every figure is a number. Decimal figures (USD, GPU-hours,
+refinement rounds) are rounded half-even to DECIMAL_PLACES = 6 places, a millionth of a dollar
+and 3.6 ms of a GPU-hour; the views keep full precision for anyone who needs it (docs/sql.md).
+Floats (quality, latency, PeRFICS) are as computed; unknown values are null (json) or empty (csv).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, fields
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import IO, Any
 
 from rich.console import Console
@@ -30,6 +33,8 @@ from herd.reporting.build import Report, Row
 from herd.reporting.tables import Column, print_table
 
 FORMATS = ("table", "csv", "json", "html")
+DECIMAL_PLACES = 6
+_QUANTUM = Decimal(1).scaleb(-DECIMAL_PLACES)
 # Width of a file or pipe, unless COLUMNS says otherwise: room for the wide table on one line.
 _FILE_WIDTH = 200
 
@@ -117,13 +122,22 @@ def _console(out: IO[str]) -> Console:
     return Console(file=out, width=_FILE_WIDTH)
 
 
-def _plain(value: Any) -> Any:
-    """csv/json-ready: Decimal as fixed-point text at full precision (never 1E-7), datetime as ISO 8601."""
+def _number(value: Any) -> Any:
+    """json-ready: Decimal rounded to DECIMAL_PLACES as a number, non-finite float as null, ISO 8601."""
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return float(value.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN))
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def _csv_cell(value: Any) -> Any:
+    """csv-ready: as _number, but Decimal as fixed-point text (0.000001, never 1e-06)."""
+    if isinstance(value, Decimal):
+        return format(value.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN), "f")
+    return _number(value)
 
 
 CSV_COLUMNS = ("job", "task", "scorer", *(f.name for f in fields(Row)))
@@ -138,17 +152,18 @@ def render(report: Report, fmt: str, out: IO[str], *, wide: bool = False) -> Non
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for row in report.rows:
-            plain = {k: _plain(v) for k, v in asdict(row).items()}
+            plain = {k: _csv_cell(v) for k, v in asdict(row).items()}
             writer.writerow({"job": s.job, "task": s.task, "scorer": report.scorer, **plain})
     elif fmt == "json":
         doc = {
-            "job": {k: _plain(v) for k, v in asdict(s).items()},
+            "job": {k: _number(v) for k, v in asdict(s).items()},
             "scorer": report.scorer,
             "scorers": report.scorers,
             "weights": asdict(report.weights),
-            "rows": [{k: _plain(v) for k, v in asdict(row).items()} for row in report.rows],
+            "decimal_places": DECIMAL_PLACES,  # of the Decimal figures: USD, GPU-hours, refinement rounds
+            "rows": [{k: _number(v) for k, v in asdict(row).items()} for row in report.rows],
         }
-        json.dump(doc, out, indent=2, ensure_ascii=False)
+        json.dump(doc, out, indent=2, ensure_ascii=False, allow_nan=False)
         out.write("\n")
     elif fmt == "html":
         out.write(_html(report))
