@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.padding import Padding
 from rich.table import Table
@@ -67,28 +68,32 @@ def print_table(
         return
     if title:
         console.print(Text(title, style="italic"), justify="center")
+    blocks: list[tuple[str, list[tuple[str, str]]]] = []
     keys = [""] * key_columns
     for row in rows:
         keys = [cell or keys[i] for i, cell in enumerate(row[:key_columns])]
         pairs = [
             (c.name, cell) for c, cell in zip(columns[key_columns:], row[key_columns:], strict=True) if cell
         ]
-        console.print(_block(console, " · ".join(k for k in keys if k), pairs))
+        blocks.append((" · ".join(k for k in keys if k), pairs))
+    # One layout for every block, so the same figure sits in the same place in each.
+    label_width = max((cell_len(label) for _, pairs in blocks for label, _ in pairs), default=0)
+    value_width = max((cell_len(value) for _, pairs in blocks for _, value in pairs), default=0)
+    # As many pairs per line as fit (2 for the padding around the value, 2 for the gap); 1 to 3.
+    per_line = max(1, min(3, (console.width - 2) // (label_width + value_width + 4)))
+    for heading, pairs in blocks:
+        console.print(_block(heading, pairs, per_line, label_width, value_width))
 
 
-def _block(console: Console, heading: str, pairs: list[tuple[str, str]]) -> Group:
-    # As many `label value` pairs per line as fit in aligned columns (each as wide as the widest
-    # label plus the widest value, plus padding and a gap); at least one, at most three.
-    pair_width = max((len(label) for label, _ in pairs), default=0) + max(
-        (len(value) for _, value in pairs), default=0
-    )
-    per_line = max(1, min(3, (console.width - 2) // (pair_width + 4)))
+def _block(
+    heading: str, pairs: list[tuple[str, str]], per_line: int, label_width: int, value_width: int
+) -> Group:
     grid = Table.grid(padding=(0, 1))
     for i in range(per_line):
         if i:
             grid.add_column(width=1)  # a gap between pairs
-        grid.add_column(style="dim", no_wrap=True)
-        grid.add_column(justify="right", no_wrap=True)
+        grid.add_column(style="dim", no_wrap=True, min_width=label_width)
+        grid.add_column(justify="right", no_wrap=True, min_width=value_width)
     for start in range(0, len(pairs), per_line):
         line = pairs[start : start + per_line]
         cells: list[Text] = []
