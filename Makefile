@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The three import roots, for tools that read the source tree rather than the installed package.
 IMPORT_ROOTS := services:workers:migrations
-TYPED := services/herd workers/herd_workers migrations/herd_migrations
+TYPED := services/herd workers/herd_workers migrations/herd_migrations tests benchmarks
 
 .DEFAULT_GOAL := help
 .PHONY: help install hooks fmt lint typecheck check test test-fast bench demo migrate
@@ -31,7 +31,7 @@ lint: ## ruff check, ruff format --check and the import contracts (lint-imports)
 	$(BIN)/ruff format --check .
 	PYTHONPATH=$(IMPORT_ROOTS) $(BIN)/lint-imports
 
-typecheck: ## mypy on the three import roots
+typecheck: ## mypy on the three import roots, the tests and the benchmarks
 	$(BIN)/mypy $(TYPED)
 
 check: lint typecheck test-fast ## lint, typecheck and the fast tests: run before pushing

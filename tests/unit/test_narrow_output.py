@@ -27,7 +27,7 @@ from herd.local.demo.summary import PER_MODEL, PER_TASK, print_summary
 from herd.reporting import build, render
 from herd.reporting.tables import Column, print_table
 from tests.support.harness import REPO, Services
-from tests.test_costs import add_attempt, add_final, add_job, add_prompt, hand_job
+from tests.unit.test_costs import add_attempt, add_final, add_job, add_prompt, hand_job
 
 # Names as long as real ones; the counterfactual '<entry>-only' is then the longest policy name.
 SMALL, LARGE = "smollm2-135m-instruct", "qwen2.5-7b-instruct"
