@@ -1,0 +1,28 @@
+"""The Herd router (issue 10), pure core: features, training, the routing rule, JSON, evaluation.
+
+Imports nothing from the project but herd.policy. See docs in each module; the public names:
+"""
+
+from herd.policy.router.compose import RoutedReplay, replay_routed
+from herd.policy.router.evaluate import (
+    Curve,
+    HerdFigure,
+    RouterEval,
+    apgr,
+    cpt,
+    curve,
+    evaluate,
+    herd_figure,
+    oracle_choice,
+    outcome,
+    strong_weak,
+)
+from herd.policy.router.model import Router, RouterError, route_rule
+from herd.policy.router.tfidf import Tfidf, fit_tfidf
+from herd.policy.router.train import FEATURES, good_labels, train_held_out, train_router
+
+__all__ = [
+    "FEATURES", "Curve", "HerdFigure", "RoutedReplay", "Router", "RouterError", "RouterEval", "Tfidf",
+    "apgr", "cpt", "curve", "evaluate", "fit_tfidf", "good_labels", "herd_figure", "oracle_choice",
+    "outcome", "replay_routed", "route_rule", "strong_weak", "train_held_out", "train_router",
+]  # fmt: skip
