@@ -23,7 +23,9 @@ which concatenate back to the text; ids are ``crc32(token) % 50000`` (stable acr
 chosen with probability ``first[0]`` and alternatives ``<alt1>``, ``<alt2>``... get ``first[1:]``; later
 tokens get ``rest_p`` and ``<alt1>`` gets ``(1 - rest_p) / 2``. Stop sequences: TGI keeps the stop text in
 the output (as TGI does), the OpenAI routes cut it off. Validation (e.g. ``top_n_tokens`` > 5 -> 422) runs
-before rule errors/delay, so a rejected request never consumes a scripted error.
+before rule errors/delay, so a rejected request never consumes a scripted error. A rule's ``quirk`` sends a
+malformed answer real servers produce (``QUIRKS``: null or NaN logprob of the first token, null content,
+alternatives sharing the first token's text).
 
 Out of process: ``python -m tests.support.endpoint --port N [--script FILE.json]`` prints
 ``READY http://127.0.0.1:N`` once listening; the script file uses the ``/_script`` body format.
@@ -104,6 +106,7 @@ class Rule:
     delay: float = 0.0
     logprobs: bool = True  # False: answer without logprobs even when asked
     prompt_tokens: int | None = None
+    quirk: str | None = None  # a malformed answer real servers send, one of QUIRKS
     toks: tuple[_Tok, ...] = field(init=False, repr=False, compare=False)  # precomputed: no per-request work
 
     def __post_init__(self) -> None:
@@ -118,6 +121,8 @@ class Rule:
             raise ValueError("errors must be HTTP statuses 400..599 and delay >= 0")
         if not isinstance(self.text, str) or not isinstance(self.match, str):
             raise ValueError("text and match must be strings")
+        if self.quirk is not None and self.quirk not in QUIRKS:
+            raise ValueError(f"quirk must be one of {sorted(QUIRKS)}: {self.quirk!r}")
         object.__setattr__(self, "first", first)
         object.__setattr__(self, "errors", errors)
         object.__setattr__(self, "toks", _tokenize(self.text, first, float(self.rest_p)))
@@ -343,7 +348,10 @@ class _Core:
         if status != 200:
             return _error(status)
         prompt_tokens = rule.prompt_tokens if rule.prompt_tokens is not None else len(prompt.split())
-        return render(self, _Call(model, prompt, rule, opts, prompt_tokens, started))
+        reply = render(self, _Call(model, prompt, rule, opts, prompt_tokens, started))
+        if rule.quirk is not None:
+            QUIRKS[rule.quirk](protocol, reply[1])
+        return reply
 
     def _tgi(self, call: _Call) -> Reply:
         rule, opts = call.rule, call.opts
@@ -430,6 +438,66 @@ class _Core:
             {},
         )
 
+
+def _first_tokens(protocol: str, body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The first generated token's entry and its alternatives, in the body's own shape (chat, TGI)."""
+    if protocol == "tgi" and body.get("details"):
+        return body["details"]["tokens"][0], (body["details"].get("top_tokens") or [[]])[0]
+    if protocol == "chat" and body["choices"][0]["logprobs"]:
+        first = body["choices"][0]["logprobs"]["content"][0]
+        return first, first["top_logprobs"]
+    return None
+
+
+def _chosen_logprob(value: float | None) -> Callable[[str, dict[str, Any]], None]:
+    """The first token's logprob (and its own entry among the alternatives) replaced by `value`."""
+
+    def apply(protocol: str, body: dict[str, Any]) -> None:
+        if protocol == "completions":
+            logprobs = body["choices"][0]["logprobs"]
+            if logprobs:
+                first = logprobs["tokens"][0]
+                logprobs["token_logprobs"][0] = value
+                logprobs["top_logprobs"][0][first] = value
+            return
+        found = _first_tokens(protocol, body)
+        if found is not None:
+            chosen, alternatives = found
+            text_key = "text" if protocol == "tgi" else "token"
+            for alt in alternatives:
+                if alt[text_key] == chosen[text_key]:
+                    alt["logprob"] = value
+            chosen["logprob"] = value
+
+    return apply
+
+
+def _null_content(protocol: str, body: dict[str, Any]) -> None:
+    """vLLM with a reasoning parser cut off at max_tokens: the logprobs cover the reasoning, no content."""
+    if protocol == "tgi":
+        body["generated_text"] = ""
+    elif protocol == "chat":
+        body["choices"][0]["message"]["content"] = None
+    else:
+        body["choices"][0]["text"] = None
+
+
+def _same_text_alternatives(protocol: str, body: dict[str, Any]) -> None:
+    """Byte-fallback tokens: distinct alternatives all rendered as the chosen token's text (U+FFFD)."""
+    found = _first_tokens(protocol, body)
+    if found is not None:
+        chosen, alternatives = found
+        text_key = "text" if protocol == "tgi" else "token"
+        for alt in alternatives:
+            alt[text_key] = chosen[text_key]
+
+
+QUIRKS: dict[str, Callable[[str, dict[str, Any]], None]] = {
+    "null_logprob": _chosen_logprob(None),  # vLLM: a NaN logprob is sent as null
+    "nan_logprob": _chosen_logprob(math.nan),  # Python servers: a bare NaN in the JSON
+    "null_content": _null_content,
+    "same_text_alternatives": _same_text_alternatives,
+}
 
 _PromptOf = Callable[[Mapping[str, Any]], str]
 _OptsOf = Callable[[Mapping[str, Any]], _Opts]

@@ -7,7 +7,6 @@ call uses huggingface_hub's shared HTTP client directly, with the same timeout a
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +22,7 @@ from herd.backends.base import (
     PermanentError,
     Timing,
 )
+from herd.backends.logprobs import alternatives, chosen_logprob
 from herd.cascade.uncertainty import TokenLogprob
 from herd.herdfile.model import ModelConfig
 
@@ -57,7 +57,12 @@ class OpenAIBackend:
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to a named error
             raise transport.map_exception(exc, endpoint) from exc
         latency = time.perf_counter() - started
-        return _parse(body, endpoint, latency)
+        try:
+            return _parse(body, endpoint, latency)
+        except PermanentError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a body of the wrong shape is the server's error, named
+            raise transport.malformed(exc, endpoint) from exc
 
     def _chat(self, endpoint: str, request: GenerationRequest) -> Mapping[str, Any]:
         out = self._clients[endpoint].chat_completion(
@@ -123,11 +128,10 @@ def _tokens(logprobs: Any, endpoint: str) -> tuple[TokenLogprob, ...]:
     if content:  # chat shape: [{token, logprob, top_logprobs: [{token, logprob}]}]
         return tuple(
             TokenLogprob(
-                token=_get(item, "token"),
-                logprob=float(_get(item, "logprob")),
-                top=tuple(
-                    (_get(alt, "token"), float(_get(alt, "logprob")))
-                    for alt in _get(item, "top_logprobs") or []
+                token=str(_get(item, "token") or ""),
+                logprob=chosen_logprob(_get(item, "logprob"), endpoint),
+                top=alternatives(
+                    (_get(alt, "token"), _get(alt, "logprob")) for alt in _get(item, "top_logprobs") or []
                 ),
             )
             for item in content
@@ -141,10 +145,8 @@ def _tokens(logprobs: Any, endpoint: str) -> tuple[TokenLogprob, ...]:
         raise MissingLogprobsError(f"{endpoint} answered with empty or malformed logprobs", endpoint=endpoint)
     tokens = []
     for text, value, top in zip(texts, values, tops, strict=False):
-        if value is None or not math.isfinite(float(value)):
-            raise MissingLogprobsError(f"{endpoint} returned a token without logprob", endpoint=endpoint)
-        alts = tuple((str(k), float(v)) for k, v in (top or {}).items())
-        tokens.append(TokenLogprob(token=text, logprob=float(value), top=alts))
+        alts = alternatives((top or {}).items()) if isinstance(top, Mapping) else ()
+        tokens.append(TokenLogprob(token=str(text), logprob=chosen_logprob(value, endpoint), top=alts))
     return tuple(tokens)
 
 

@@ -8,7 +8,14 @@ from typing import Any
 from huggingface_hub import InferenceClient
 
 from herd.backends import transport
-from herd.backends.base import Generation, GenerationRequest, MissingLogprobsError, Timing
+from herd.backends.base import (
+    Generation,
+    GenerationRequest,
+    MissingLogprobsError,
+    PermanentError,
+    Timing,
+)
+from herd.backends.logprobs import alternatives, chosen_logprob
 from herd.cascade.uncertainty import TokenLogprob
 from herd.herdfile.model import ModelConfig
 
@@ -48,50 +55,51 @@ class TgiBackend:
         except Exception as exc:  # noqa: BLE001 - every failure is mapped to a named error
             raise transport.map_exception(exc, endpoint) from exc
         latency = time.perf_counter() - started
-        headers = transport.last_headers()
-        details = out.details
-        if details is None or not details.tokens:
-            # InferenceClient silently drops `details` when the server is not TGI-compatible.
-            raise MissingLogprobsError(f"{endpoint} answered without token details", endpoint=endpoint)
-        top_tokens = details.top_tokens
-        if not top_tokens:
-            raise MissingLogprobsError(f"{endpoint} answered without top_tokens", endpoint=endpoint)
-        tokens = tuple(
-            _token(tok, alts, endpoint) for tok, alts in zip(details.tokens, top_tokens, strict=False)
-        )
-        prompt_tokens = transport.header_float(headers, "x-prompt-tokens")
-        return Generation(
-            text=out.generated_text,
-            tokens=tokens,
-            prompt_tokens=int(prompt_tokens) if prompt_tokens is not None else None,
-            generated_tokens=int(details.generated_tokens),
-            finish_reason=str(details.finish_reason),
-            timing=Timing(
-                latency_s=latency,
-                queue_s=transport.header_float(headers, "x-queue-time", 1e-3),  # milliseconds
-                inference_s=transport.header_float(headers, "x-inference-time", 1e-3),  # milliseconds
-                compute_s=transport.header_float(headers, "x-compute-time"),  # seconds
-            ),
-            endpoint=endpoint,
-        )
+        try:
+            return _generation(out, endpoint, latency)
+        except PermanentError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a body of the wrong shape is the server's error, named
+            raise transport.malformed(exc, endpoint) from exc
+
+
+def _generation(out: Any, endpoint: str, latency: float) -> Generation:
+    """The normalized result of a /generate response; PermanentError when it cannot be judged."""
+    headers = transport.last_headers()
+    details = out.details
+    if details is None or not details.tokens:
+        # InferenceClient silently drops `details` when the server is not TGI-compatible.
+        raise MissingLogprobsError(f"{endpoint} answered without token details", endpoint=endpoint)
+    top_tokens = details.top_tokens
+    if not top_tokens:
+        raise MissingLogprobsError(f"{endpoint} answered without top_tokens", endpoint=endpoint)
+    tokens = tuple(_token(tok, alts, endpoint) for tok, alts in zip(details.tokens, top_tokens, strict=False))
+    prompt_tokens = transport.header_float(headers, "x-prompt-tokens")
+    return Generation(
+        text=out.generated_text,
+        tokens=tokens,
+        prompt_tokens=int(prompt_tokens) if prompt_tokens is not None else None,
+        generated_tokens=int(details.generated_tokens),
+        finish_reason=str(details.finish_reason),
+        timing=Timing(
+            latency_s=latency,
+            queue_s=transport.header_float(headers, "x-queue-time", 1e-3),  # milliseconds
+            inference_s=transport.header_float(headers, "x-inference-time", 1e-3),  # milliseconds
+            compute_s=transport.header_float(headers, "x-compute-time"),  # seconds
+        ),
+        endpoint=endpoint,
+    )
 
 
 def _field(obj: Any, key: str) -> Any:
     # huggingface_hub 2.4 parses `details.tokens` into objects but leaves `top_tokens` as dicts.
-    return obj[key] if isinstance(obj, dict) else getattr(obj, key)
+    return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 
 
-def _token(token: Any, alternatives: list[Any], endpoint: str) -> TokenLogprob:
-    logprob = _field(token, "logprob")
-    if logprob is None:
-        raise MissingLogprobsError(f"{endpoint} returned a token without logprob", endpoint=endpoint)
+def _token(token: Any, top: list[Any], endpoint: str) -> TokenLogprob:
     return TokenLogprob(
-        token=_field(token, "text"),
-        logprob=float(logprob),
-        top=tuple(
-            (_field(alt, "text"), float(_field(alt, "logprob")))
-            for alt in alternatives
-            if _field(alt, "logprob") is not None
-        ),
+        token=str(_field(token, "text") or ""),
+        logprob=chosen_logprob(_field(token, "logprob"), endpoint),
+        top=alternatives((_field(alt, "text"), _field(alt, "logprob")) for alt in top or []),
         special=bool(_field(token, "special")),
     )

@@ -94,8 +94,15 @@ def session() -> httpx2.Client:
     return hf_http.get_session()
 
 
+# 408 request timeout, 429 overloaded, and 424: TGI's router answers every generation failure of a shard
+# (CUDA out of memory under load, NCCL or kernel errors) with 424 Failed Dependency; the same request
+# succeeds when sent again. Validation errors are 422 there, and stay permanent.
+RETRYABLE_STATUSES = frozenset({408, 424, 429})
+
+
 def is_retryable_status(status: int) -> bool:
-    return status == 429 or status == 408 or status >= 500
+    """Whether an HTTP error status is worth retrying: the ones above and every 5xx."""
+    return status in RETRYABLE_STATUSES or status >= 500
 
 
 def from_status(status: int, message: str, endpoint: str) -> BackendError:
@@ -121,7 +128,22 @@ def map_exception(exc: BaseException, endpoint: str) -> BackendError:
         return RetryableError(f"overloaded: {_short(exc)}", status=429, endpoint=endpoint)
     if isinstance(exc, hf_errors.ValidationError):
         return PermanentError(f"rejected: {_short(exc)}", status=422, endpoint=endpoint)
+    if isinstance(exc, RecursionError):
+        # huggingface_hub's response classes recurse forever on a NaN value (NaN != NaN), which
+        # Python-based servers write as a bare `NaN` where a logprob could not be computed.
+        return PermanentError(
+            f"malformed response from {endpoint}: a NaN value in the JSON body, "
+            "which huggingface_hub cannot parse",
+            endpoint=endpoint,
+        )
     return PermanentError(f"unexpected error from {endpoint}: {exc!r}", endpoint=endpoint)
+
+
+def malformed(exc: Exception, endpoint: str) -> PermanentError:
+    """A 200 response whose body does not have the shape the protocol promises."""
+    return PermanentError(
+        f"malformed response from {endpoint}: {type(exc).__name__}: {_short(exc)}", endpoint=endpoint
+    )
 
 
 def _short(exc: BaseException) -> str:

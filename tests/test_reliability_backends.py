@@ -1,0 +1,63 @@
+"""Malformed and transient answers real servers send, through the real backend code and the double:
+each becomes a named error (retryable or permanent), never an exception the pipeline cannot record."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from services.backends import make_backend
+from services.backends.logprobs import alternatives, chosen_logprob, number
+from services.backends.types import GenerationRequest, MissingLogprobsError, PermanentError, RetryableError
+from services.config import ModelConfig
+from services.prompts import Prompt
+
+CHAT = Prompt(mode="chat", messages=(("user", "What is the capital of France?"),))
+TEXT = Prompt(mode="completion", text="Q: What is the capital of France?\nA:")
+EVERY_PATH = [("tgi", "", TEXT), ("openai", "/v1", CHAT), ("openai", "/v1", TEXT)]
+
+
+def backend(protocol: str, url: str):  # type: ignore[no-untyped-def]
+    return make_backend("m", ModelConfig(protocol=protocol, endpoints=[url], timeout_s=5.0))
+
+
+def request(prompt: Prompt, stop: tuple[str, ...] = ()) -> GenerationRequest:
+    return GenerationRequest(prompt=prompt, max_new_tokens=16, top_logprobs=5, stop=stop)
+
+
+@pytest.mark.parametrize(("protocol", "suffix", "prompt"), EVERY_PATH)
+@pytest.mark.parametrize("quirk", ["null_logprob", "nan_logprob"])
+def test_a_null_or_nan_logprob_is_a_permanent_error_with_a_reason(
+    double, protocol, suffix, prompt, quirk
+) -> None:
+    double.script([{"match": "", "text": " Paris", "quirk": quirk}])
+    with pytest.raises(PermanentError) as info:
+        backend(protocol, double.model_url("m") + suffix).generate(request(prompt))
+    assert not isinstance(info.value, RetryableError)
+    message = str(info.value)
+    assert "logprob" in message or "NaN" in message, message
+    assert "RecursionError" not in message and "TypeError" not in message
+
+
+@pytest.mark.parametrize(("protocol", "suffix", "prompt"), EVERY_PATH)
+@pytest.mark.parametrize("status", [424, 408, 429, 500, 502, 503])
+def test_transient_statuses_including_tgi_424_are_retryable(double, protocol, suffix, prompt, status) -> None:
+    # TGI answers 424 when a shard fails mid-generation (CUDA out of memory under load).
+    double.script([{"match": "", "text": "x", "errors": [status]}])
+    with pytest.raises(RetryableError) as info:
+        backend(protocol, double.model_url("m") + suffix).generate(request(prompt))
+    assert info.value.status == status
+
+
+def test_logprob_values_from_the_wire() -> None:
+    assert number(None) is None and number(math.nan) is None and number("NaN") is None
+    assert number(True) is None and number([1.0]) is None and number("-0.5") == -0.5
+    assert chosen_logprob(-0.25, "e") == -0.25
+    for bad in (None, math.nan, math.inf, -math.inf, "x"):
+        with pytest.raises(MissingLogprobsError, match="without a usable logprob"):
+            chosen_logprob(bad, "http://e")
+    kept = alternatives(
+        [("a", -0.1), ("b", None), ("c", math.nan), ("d", -math.inf), ("e", math.inf), (None, -2)]
+    )
+    assert kept == (("a", -0.1), ("d", -math.inf), ("", -2.0))
