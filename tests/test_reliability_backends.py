@@ -12,6 +12,7 @@ from services.backends.logprobs import alternatives, chosen_logprob, number
 from services.backends.types import GenerationRequest, MissingLogprobsError, PermanentError, RetryableError
 from services.config import ModelConfig
 from services.prompts import Prompt
+from services.uncertainty import entropy, margin
 
 CHAT = Prompt(mode="chat", messages=(("user", "What is the capital of France?"),))
 TEXT = Prompt(mode="completion", text="Q: What is the capital of France?\nA:")
@@ -48,6 +49,21 @@ def test_transient_statuses_including_tgi_424_are_retryable(double, protocol, su
     with pytest.raises(RetryableError) as info:
         backend(protocol, double.model_url("m") + suffix).generate(request(prompt))
     assert info.value.status == status
+
+
+@pytest.mark.parametrize(("protocol", "suffix", "prompt"), [("tgi", "", TEXT), ("openai", "/v1", CHAT)])
+def test_alternatives_sharing_the_chosen_tokens_text_keep_their_own_probability(
+    double, protocol, suffix, prompt
+) -> None:
+    # Byte-fallback tokens all decode to U+FFFD: three distinct tokens with one text.
+    double.script(
+        [{"match": "", "text": "\ufffd ok", "first": [0.90, 0.06, 0.02], "quirk": "same_text_alternatives"}]
+    )
+    out = backend(protocol, double.model_url("m") + suffix).generate(request(prompt))
+    assert [t for t, _ in out.tokens[0].top] == ["\ufffd"] * 3
+    assert margin(out.tokens[0]) == pytest.approx(0.90 - 0.06)
+    p = [0.90, 0.06, 0.02]
+    assert entropy(out.tokens[0]) == pytest.approx(-sum(q / sum(p) * math.log(q / sum(p)) for q in p))
 
 
 def test_logprob_values_from_the_wire() -> None:

@@ -53,3 +53,20 @@ def test_measure_aggregates_and_skips_special_tokens() -> None:
 def test_no_scorable_tokens_is_an_error() -> None:
     with pytest.raises(NoTokensError):
         measure([tok("</s>", 0.9, special=True)])
+
+
+def test_alternatives_sharing_one_text_are_distinct_tokens() -> None:
+    # Byte-fallback tokens (emoji, CJK, curly quotes) all decode to U+FFFD: the chosen one is listed
+    # first, as servers send it; a later, lower entry with the same text must not replace it.
+    token = TokenLogprob("\ufffd", ln(0.90), (("\ufffd", ln(0.90)), ("\ufffd", ln(0.06)), ("x", ln(0.02))))
+    assert margin(token) == pytest.approx(0.84)
+    p = [0.90, 0.06, 0.02]
+    assert entropy(token) == pytest.approx(-sum(q / sum(p) * ln(q / sum(p)) for q in p))
+    # The chosen token left out of the list while a same-text alternative is there: both count.
+    missing = TokenLogprob("\ufffd", ln(0.50), (("\ufffd", ln(0.30)), ("x", ln(0.10))))
+    assert margin(missing) == pytest.approx(0.20)
+
+
+def test_the_chosen_token_listed_again_with_a_rounded_logprob_counts_once() -> None:
+    token = TokenLogprob("Yes", ln(0.8), (("Yes", ln(0.8) + 1e-7), ("No", ln(0.15))))
+    assert margin(token) == pytest.approx(0.65)

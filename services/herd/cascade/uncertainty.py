@@ -36,15 +36,31 @@ class NoTokensError(ValueError):
     """A generation without any scorable token: uncertainty cannot be computed."""
 
 
+# How close an alternative's logprob must be to the chosen token's to be that same token listed again:
+# servers compute both from one float, but some round them separately (float32 vs float64, JSON).
+SAME_LOGPROB = 1e-4
+
+
 def candidates(token: TokenLogprob) -> list[float]:
     """Logprobs of the alternatives at this position, best first, the chosen token always among them.
 
-    Servers differ: TGI may omit the chosen token from `top_tokens` (ties, top_p) and OpenAI-style
-    servers may list it twice; merge by token text so neither case skews the margin.
+    Each entry of the server's top list is a distinct token, even when two share one text: byte-fallback
+    tokens of an emoji, a CJK character or a curly quote all decode to U+FFFD (or to "" in some vLLM
+    versions). They are different choices the model weighed, so they are neither merged by text (a later,
+    lower entry would overwrite the top one) nor summed (two different byte sequences are not one answer).
+    The only entry that may repeat is the chosen token itself, which most servers list in the top list
+    and TGI sometimes leaves out (ties, top_p): it is added unless an entry with its text and its logprob
+    is already there. The legacy completions format is a {text: logprob} object, so same-text
+    alternatives are already merged by the server's JSON there; nothing here can recover them.
     """
-    by_token: dict[str, float] = {text: lp for text, lp in token.top}
-    by_token.setdefault(token.token, token.logprob)
-    return sorted(by_token.values(), reverse=True)
+    logprobs = [lp for _, lp in token.top]
+    listed = any(
+        text == token.token and math.isclose(lp, token.logprob, rel_tol=0.0, abs_tol=SAME_LOGPROB)
+        for text, lp in token.top
+    )
+    if not listed:
+        logprobs.append(token.logprob)
+    return sorted(logprobs, reverse=True)
 
 
 def margin(token: TokenLogprob) -> float:
