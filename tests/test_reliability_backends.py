@@ -9,10 +9,18 @@ import pytest
 
 from services.backends import make_backend
 from services.backends.logprobs import alternatives, chosen_logprob, number
-from services.backends.types import GenerationRequest, MissingLogprobsError, PermanentError, RetryableError
+from services.backends.stops import without_stop
+from services.backends.types import (
+    Generation,
+    GenerationRequest,
+    MissingLogprobsError,
+    PermanentError,
+    RetryableError,
+    Timing,
+)
 from services.config import ModelConfig
 from services.prompts import Prompt
-from services.uncertainty import entropy, margin
+from services.uncertainty import TokenLogprob, entropy, margin
 
 CHAT = Prompt(mode="chat", messages=(("user", "What is the capital of France?"),))
 TEXT = Prompt(mode="completion", text="Q: What is the capital of France?\nA:")
@@ -64,6 +72,33 @@ def test_alternatives_sharing_the_chosen_tokens_text_keep_their_own_probability(
     assert margin(out.tokens[0]) == pytest.approx(0.90 - 0.06)
     p = [0.90, 0.06, 0.02]
     assert entropy(out.tokens[0]) == pytest.approx(-sum(q / sum(p) * math.log(q / sum(p)) for q in p))
+
+
+@pytest.mark.parametrize(("protocol", "suffix", "prompt"), EVERY_PATH)
+def test_the_stop_sequence_is_never_part_of_the_answer(double, protocol, suffix, prompt) -> None:
+    # TGI keeps the stop text in generated_text (the double does too); OpenAI servers cut it off.
+    double.script([{"match": "", "text": " Paris\nQ: and Spain?\nA: Madrid"}])
+    out = backend(protocol, double.model_url("m") + suffix).generate(request(prompt, stop=("\nQ:",)))
+    assert out.text == " Paris"
+    assert "".join(t.token for t in out.tokens) == " Paris"
+
+
+def generation(text: str, *pieces: str) -> Generation:
+    tokens = tuple(TokenLogprob(p, math.log(0.9)) for p in pieces)
+    return Generation(text, tokens, None, len(tokens), "stop_sequence", Timing(latency_s=0.1))
+
+
+def test_without_stop_removes_only_a_trailing_stop_and_the_tokens_inside_it() -> None:
+    out = without_stop(generation(" Paris\nQ:", " Paris", "\n", "Q", ":"), ("\nQ:", "###"))
+    assert out.text == " Paris" and [t.token for t in out.tokens] == [" Paris"]
+    assert out.generated_tokens == 4  # the server generated the stop; its cost counts
+    # A token straddling answer and stop is kept; a stop in the middle is content, left alone.
+    straddle = without_stop(generation("Paris.\n\n", "Paris", ".\n", "\n"), ("\n\n",))
+    assert straddle.text == "Paris." and [t.token for t in straddle.tokens] == ["Paris", ".\n"]
+    same = generation("a ### b", "a", " ###", " b")
+    assert without_stop(same, ("###",)) is same
+    # The longest matching stop wins.
+    assert without_stop(generation("x</a>", "x", "</a>"), ("a>", "</a>")).text == "x"
 
 
 def test_logprob_values_from_the_wire() -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from herd.backends.base import Backend
 from herd.backends.openai_compat import OpenAIBackend
+from herd.backends.stops import without_stop
 from herd.backends.tgi import TgiBackend
+from herd.backends.base import Backend, Generation, GenerationRequest
 from herd.herdfile.model import HerdConfig, ModelConfig
 
 REGISTRY: dict[str, type[TgiBackend] | type[OpenAIBackend]] = {
@@ -13,8 +14,18 @@ REGISTRY: dict[str, type[TgiBackend] | type[OpenAIBackend]] = {
 }
 
 
+class WithoutStop:
+    """A backend whose answers never end on a stop sequence, whichever protocol it speaks."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        return without_stop(self.backend.generate(request), request.stop)
+
+
 def make_backend(name: str, config: ModelConfig) -> Backend:
-    return REGISTRY[config.protocol](name, config)
+    return WithoutStop(REGISTRY[config.protocol](name, config))
 
 
 def make_backends(herd: HerdConfig) -> dict[str, Backend]:
