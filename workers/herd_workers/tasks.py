@@ -77,8 +77,7 @@ class Pump:
         context = get_context()
         with context.connection() as conn, conn.transaction():  # an autocommit connection
             stale = ledger.reclaim_stale(conn, settings.stale_after_s, settings.dispatch_window)
-            room = settings.dispatch_window - ledger.count_queued(conn)
-            fresh = ledger.claim_pending(conn, room)
+            fresh = ledger.top_up(conn, settings.dispatch_window)
         return publish(stale + fresh)
 
 

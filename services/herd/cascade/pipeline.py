@@ -184,8 +184,8 @@ class Pipeline:
         if attempt.status == "error":
             error = f"{step.model} {key.stage}: {attempt.error}"
             log.warning("prompt %s failed: %s", prompt.id, error)
-            ledger.fail(conn, prompt.id, error)
-            return Outcome("failed", tuple(ledger.claim_pending(conn, 1)))
+            freed = ledger.fail(conn, prompt.id, error)
+            return Outcome("failed", tuple(ledger.refill(conn, freed)))
         rounds = _rounds(self.herd.models[step.model])
         if key.stage == ANSWER and rounds:
             return self._advance(conn, prompt.id, key, StepKey(key.model, CRITIQUE, 1))
@@ -202,9 +202,9 @@ class Pipeline:
         if answer.escalated and step.next is not None:
             moved = ledger.advance(conn, prompt.id, key, StepKey(step.next))
             return Outcome("escalated", ((prompt.id, step.next, ANSWER, 0),) if moved else ())
-        ledger.finalize(conn, prompt.id, answer.id, step.model, answer.answer or "")
+        freed = ledger.finalize(conn, prompt.id, answer.id, step.model, answer.answer or "")
         # One prompt left the window, let one more in: Redis holds a bounded number of messages.
-        return Outcome("final", tuple(ledger.claim_pending(conn, 1)))
+        return Outcome("final", tuple(ledger.refill(conn, freed)))
 
     def _advance(self, conn: psycopg.Connection, prompt_id: int, src: StepKey, dst: StepKey) -> Outcome:
         moved = ledger.advance(conn, prompt_id, src, dst)

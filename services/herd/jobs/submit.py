@@ -92,8 +92,7 @@ def submit(
 
 
 def fill_window(conn: psycopg.Connection, window: int) -> list[ledger.Dispatch]:
-    room = window - ledger.count_queued(conn)
-    dispatched = ledger.claim_pending(conn, room)
+    dispatched = ledger.top_up(conn, window)  # in a transaction of its own, ended here
     conn.commit()
     return dispatched
 

@@ -197,7 +197,7 @@ def record_final(conn: psycopg.Connection, attempt: NewAttempt) -> list[Dispatch
     Returns the claimed refill (empty when nothing is pending), or None, having written nothing, when
     the step's attempt already exists (a concurrent duplicate delivery): the caller then takes the
     general path, which replays the stored attempt. Same statements as insert_attempt + finalize +
-    claim_pending(1), chained through the inserted row instead of three more round trips."""
+    refill, chained through the inserted row instead of three more round trips."""
     values = attempt.__dict__
     columns = ", ".join(values)
     placeholders = ", ".join(f"%({name})s" for name in values)
@@ -212,11 +212,16 @@ def record_final(conn: psycopg.Connection, attempt: NewAttempt) -> list[Dispatch
                 ON CONFLICT (prompt_id) DO NOTHING),
             done AS (
                 UPDATE prompts SET state = 'done', finished_at = now(), error = NULL
-                WHERE id = (SELECT prompt_id FROM attempt) AND state <> 'done'),
+                WHERE id = (SELECT prompt_id FROM attempt) AND state <> 'done'
+                RETURNING id),
+            -- Every statement of the WITH sees the rows as they were before it: `freed` is the
+            -- prompt's state before `done`, so a slot is handed on only if the prompt held one.
+            freed AS (
+                SELECT FROM done JOIN prompts before ON before.id = done.id AND before.state = 'queued'),
             refill AS (
                 UPDATE prompts SET state = 'queued', enqueued_at = now()
                 WHERE id IN (SELECT id FROM prompts
-                             WHERE state = 'pending' AND EXISTS (SELECT FROM attempt)
+                             WHERE state = 'pending' AND EXISTS (SELECT FROM freed)
                              ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
                 RETURNING id, model, stage, round)
             SELECT (SELECT count(*) FROM attempt), refill.id, refill.model, refill.stage, refill.round
@@ -243,31 +248,68 @@ def mark_escalated(conn: psycopg.Connection, attempt_id: int) -> None:
 
 
 def finalize(conn: psycopg.Connection, prompt_id: int, attempt_id: int, model: str, answer: str) -> bool:
-    """Store the one final answer. False if the prompt already had one."""
-    cur = conn.execute(
+    """Store the one final answer and mark the prompt done. True if this freed a slot of the dispatch
+    window (the prompt was `queued`); False for a duplicate delivery, which must not refill."""
+    conn.execute(
         """INSERT INTO finals (prompt_id, attempt_id, model, answer) VALUES (%s, %s, %s, %s)
            ON CONFLICT (prompt_id) DO NOTHING""",
         (prompt_id, attempt_id, model, answer),
     )
-    conn.execute(
-        """UPDATE prompts SET state = 'done', finished_at = now(), error = NULL
-           WHERE id = %s AND state <> 'done'""",
-        (prompt_id,),
-    )
-    return cur.rowcount == 1
+    return _leave(conn, prompt_id, "done", None, unless=("done",)) == "queued"
 
 
 def fail(conn: psycopg.Connection, prompt_id: int, error: str) -> bool:
-    cur = conn.execute(
-        """UPDATE prompts SET state = 'failed', finished_at = now(), error = %s
-           WHERE id = %s AND state NOT IN ('done', 'failed')""",
-        (error, prompt_id),
-    )
-    return cur.rowcount == 1
+    """Mark the prompt failed with `error`, unless it is already done or failed. True if this freed a
+    slot of the dispatch window (the prompt was `queued`)."""
+    return _leave(conn, prompt_id, "failed", error, unless=("done", "failed")) == "queued"
+
+
+def _leave(
+    conn: psycopg.Connection, prompt_id: int, state: str, error: str | None, *, unless: tuple[str, ...]
+) -> str | None:
+    """Move the prompt to the finished `state` unless it is in one of `unless`; returns the state it
+    left, or None if it did not move. (An UPDATE's RETURNING shows the new row; the locked read in
+    the WITH gives the old one.)"""
+    row = conn.execute(
+        """WITH before AS (SELECT id, state FROM prompts WHERE id = %(id)s FOR UPDATE)
+           UPDATE prompts p SET state = %(state)s, finished_at = now(), error = %(error)s
+           FROM before WHERE p.id = before.id AND before.state <> ALL(%(unless)s)
+           RETURNING before.state""",
+        {"id": prompt_id, "state": state, "error": error, "unless": list(unless)},
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+# Key of the transaction-level advisory lock that serializes window top-ups (any constant will do;
+# this one spells "herdwind").
+WINDOW_LOCK = 0x6865726477696E64
+
+
+def refill(conn: psycopg.Connection, freed: bool) -> list[Dispatch]:
+    """A finished prompt's slot of the dispatch window goes to the oldest pending prompt: one out, one
+    in, so the count of `queued` prompts cannot grow, and no lock or count is needed on this path.
+    Only when `freed` (see `finalize`/`fail`): a duplicate delivery of a finished step frees nothing,
+    and refilling for it would widen the window by one for the rest of the job."""
+    return claim_pending(conn, 1) if freed else []
+
+
+def top_up(conn: psycopg.Connection, window: int) -> list[Dispatch]:
+    """Fill the dispatch window: claim pending prompts until `window` are `queued`. The caller publishes
+    the returned dispatches after its commit.
+
+    Every worker's pump and every submit tops up; counting and claiming without a lock, two of them
+    would each see the same room and both fill it. A transaction-level advisory lock makes them take
+    turns, so this must run inside a transaction (the lock is released at its end). Refills
+    (`refill`) need no lock: they never change the count."""
+    if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError("ledger.top_up must run inside a transaction: its lock lasts until the commit")
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WINDOW_LOCK,))
+    return claim_pending(conn, window - count_queued(conn))
 
 
 def claim_pending(conn: psycopg.Connection, limit: int) -> list[Dispatch]:
-    """Move up to `limit` pending prompts (oldest first) to `queued`; the caller sends them after commit."""
+    """Move up to `limit` pending prompts (oldest first) to `queued`; the caller sends them after commit.
+    Only through `refill` or `top_up`, which keep the dispatch window bounded."""
     if limit <= 0:
         return []
     rows = conn.execute(
