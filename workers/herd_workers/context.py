@@ -42,6 +42,9 @@ def get_context() -> WorkerContext:
         max_size=size,
         # Autocommit: reads need no COMMIT round trip; see herd/ledger/steps.py.
         kwargs={"autocommit": True},
+        # After a Postgres restart, failover or idle timeout the pooled connections are dead; checking
+        # each before handing it out (one round trip) replaces them instead of failing a step.
+        check=ConnectionPool.check_connection,
         open=True,
     )
     return WorkerContext(herd, pool)

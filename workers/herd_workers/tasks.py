@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 
+import psycopg
 from celery import Task
-from celery.exceptions import WorkerShutdown
+from celery.exceptions import Retry, WorkerShutdown
 from celery.signals import worker_ready, worker_shutdown
 
 from herd.backends.base import RetryableError
+from herd.herdfile.model import Retries
 from herd.ledger import steps as ledger
 from herd.ledger.steps import StepKey
 from herd.queues import TASK_ATTEMPT, app, publish
@@ -28,23 +30,66 @@ log = logging.getLogger(__name__)
     max_retries=None,  # bounded per model by the herd file's `retries.max`, below
 )
 def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round_: int = 0) -> str:
-    """Run one step of one prompt on one model, then move the prompt on. Safe to run twice."""
+    """Run one step of one prompt on one model, then move the prompt on. Safe to run twice.
+
+    No exception leaves the prompt without an outcome: endpoint errors are retried within the model's
+    `retries` and then recorded (services/pipeline.py records everything that goes wrong after the
+    call); a lost database connection is retried the same way; anything else fails the step with
+    the reason. Otherwise the message would be acked with nothing recorded, and the stale sweep would
+    call the model again every stale period, forever."""
     context = get_context()
     retries = self.request.retries
     key = StepKey(model, stage, round_)
     try:
-        outcome = context.pipeline.run(prompt_id, key, retries=retries)
-    except RetryableError as exc:
-        policy = context.herd.models[model].retries
-        if retries < policy.max:
-            # Far below the broker's visibility timeout (backoff_max_s), so a retry never runs twice.
-            delay = policy.delay_s(retries)
-            log.warning("prompt %s on %s: %s; retry %d in %.1fs", prompt_id, model, exc, retries + 1, delay)
+        try:
+            outcome = context.pipeline.run(prompt_id, key, retries=retries)
+        except RetryableError as exc:
+            if retries < _policy(model).max:
+                delay = _backoff(model, retries)
+                log.warning(
+                    "prompt %s on %s: %s; retry %d in %.1fs", prompt_id, model, exc, retries + 1, delay
+                )
+                raise self.retry(exc=exc, countdown=delay) from exc
+            outcome = context.pipeline.run(prompt_id, key, retries=retries, give_up=exc)
+    except Retry:
+        raise
+    except psycopg.OperationalError as exc:
+        # The database is unreachable (restart, failover, a dropped idle connection). Nothing is wrong
+        # with the step: retry it soon, on a connection the pool has checked, rather than let the
+        # prompt wait a whole stale period for the pump to re-send it.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        if retries < _policy(model).max:
+            delay = _backoff(model, retries)
+            log.warning(
+                "prompt %s on %s: database: %s; retry %d in %.1fs",
+                prompt_id,
+                model,
+                reason,
+                retries + 1,
+                delay,
+            )
             raise self.retry(exc=exc, countdown=delay) from exc
-        outcome = context.pipeline.run(prompt_id, key, retries=retries, give_up=exc)
+        # Without a database nothing can be recorded; the pump re-sends the prompt once it is back.
+        log.error(
+            "prompt %s on %s: database unavailable (%s); left to the stale sweep", prompt_id, model, reason
+        )
+        return "deferred"
+    except Exception as exc:  # noqa: BLE001 - no exception may leave a prompt without an outcome
+        log.exception("prompt %s on %s %s: unexpected error; failing the step", prompt_id, model, stage)
+        outcome = context.pipeline.fail_step(prompt_id, key, f"internal error: {exc!r}", retries=retries)
     if outcome.dispatches:  # most steps send nothing: skip acquiring a producer
         publish(outcome.dispatches)
     return outcome.kind
+
+
+def _policy(model: str) -> Retries:
+    models = get_context().herd.models
+    return models[model].retries if model in models else Retries()
+
+
+def _backoff(model: str, retries: int) -> float:
+    """The model's retry delay (full jitter), far below the broker's visibility timeout."""
+    return _policy(model).delay_s(retries)
 
 
 class Pump:

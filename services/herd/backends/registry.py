@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from herd.backends.base import Backend, Generation, GenerationRequest
 from herd.backends.openai_compat import OpenAIBackend
 from herd.backends.stops import without_stop
 from herd.backends.tgi import TgiBackend
-from herd.backends.base import Backend, Generation, GenerationRequest
 from herd.herdfile.model import HerdConfig, ModelConfig
 
 REGISTRY: dict[str, type[TgiBackend] | type[OpenAIBackend]] = {

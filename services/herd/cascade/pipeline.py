@@ -1,6 +1,6 @@
 """One step of the cascade: answer (or critique, or refine) a prompt with one model, record the
 attempt, then decide the prompt's next step. Plain code with its dependencies passed in; the Celery
-task in workers/herd_workers/tasks.py only adds delivery, retries and publishing.
+task in workers/tasks.py only adds delivery, retries and publishing.
 
 A prompt's steps on one model: `answer`, then, when the model has `refine: {rounds: N}`,
 `critique` 1 -> `refine` 1 -> ... -> `critique` N -> `refine` N (stopping early when a critique finds
@@ -24,6 +24,7 @@ statements inside `conn.transaction()`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -68,7 +69,12 @@ class Pipeline:
         self, prompt_id: int, key: StepKey, *, retries: int = 0, give_up: BackendError | None = None
     ) -> Outcome:
         """Run step `key` of `prompt_id`. Raises RetryableError for the caller to retry, unless
-        `give_up` is set: then the retries are spent and that error is recorded as the attempt."""
+        `give_up` is set: then the retries are spent and that error is recorded as the attempt.
+
+        Whatever goes wrong after the model call is recorded as an error attempt with a readable
+        reason (a malformed answer, one the measures or Postgres cannot take), so the model is never
+        called again for a step that has an outcome. Raises psycopg.OperationalError when the database
+        is unreachable (the caller retries the step); anything else is a bug for `fail_step`."""
         with self.connect() as conn:
             state = ledger.load_step(conn, prompt_id, key)
         if state is None:
@@ -79,15 +85,69 @@ class Pipeline:
             return Outcome("skipped")  # a duplicate or stale delivery: the prompt has moved on
         step = self.herd.step(prompt.task, key.model)
         new = None if existing else self._attempt(prompt, step, key, state.review, retries, give_up)
+        try:
+            return self._record(prompt, step, key, existing, new)
+        except psycopg.OperationalError as exc:
+            # The connection died under us (Postgres restarted, failed over, an idle timeout). The
+            # model's answer is in hand: record it on a fresh connection (the pool checks it) rather
+            # than make the caller retry the step and call the model again.
+            log.warning(
+                "prompt %s: recording %s %s failed (%s); trying again", prompt.id, key.model, key.stage, exc
+            )
+            return self._record(prompt, step, key, existing, new)
+        except (psycopg.DataError, psycopg.IntegrityError, UnicodeError) as exc:
+            if new is None or new.status != "ok":
+                raise
+            # Postgres refused the answer itself: keep a readable reason, not a prompt stuck queued.
+            log.warning("prompt %s: cannot record the answer of %s: %s", prompt.id, key.model, exc)
+            refused = replace(
+                new, status="error", answer=None, escalated=False, error=f"cannot record the answer: {exc}"
+            )
+            return self._record(prompt, step, key, existing, refused)
+
+    def _record(
+        self, prompt: PromptRow, step: Step, key: StepKey, existing: AttemptRow | None, new: NewAttempt | None
+    ) -> Outcome:
+        """Phase 3: record the new attempt (or replay the existing one), decide, move the prompt on."""
         with self.connect() as conn:
             if new is not None and self._is_final(step, key, new):
-                refill = ledger.record_final(conn, new)
+                refill = ledger.record_final(conn, storable(new))
                 if refill is not None:
                     return Outcome("final", tuple(refill))
                 # The step's attempt exists already (a concurrent duplicate): replay it below.
             with conn.transaction():
-                attempt = existing or ledger.insert_attempt(conn, new)  # type: ignore[arg-type]
+                attempt = existing or ledger.insert_attempt(conn, storable(new))  # type: ignore[arg-type]
                 return self._decide(conn, prompt, step, key, attempt)
+
+    def fail_step(self, prompt_id: int, key: StepKey, reason: str, *, retries: int = 0) -> Outcome:
+        """The last resort when running step `key` raised something no other rule covers (a bug, a
+        herd file changed under a running job): record an error attempt for the step, unless one is
+        recorded already, and fail the prompt with `reason`. The prompt then has an outcome; without
+        one it would stay queued and the stale sweep would call the model again, forever."""
+        reason = clean_text(reason)
+        with self.connect() as conn, conn.transaction():
+            state = ledger.load_step(conn, prompt_id, key)
+            if state is None:
+                return Outcome("skipped")
+            prompt = state.prompt
+            if prompt.state in ("done", "failed") or StepKey(prompt.model, prompt.stage, prompt.round) != key:
+                return Outcome("skipped")
+            config = self.herd.models.get(key.model)
+            now = datetime.now(UTC)
+            if state.attempt is None:
+                ledger.insert_attempt(
+                    conn,
+                    NewAttempt(
+                        prompt_id=prompt_id, model=key.model, stage=key.stage, round=key.round,
+                        status="error", retries=retries, gpu_count=config.gpus.count if config else 0,
+                        usd_per_gpu_hour=_price(config) if config else Decimal(0), error=reason,
+                        started_at=now, finished_at=now,
+                    ),
+                )  # fmt: skip
+            error = f"{key.model} {key.stage}: {reason}"
+            log.warning("prompt %s failed: %s", prompt_id, error)
+            freed = ledger.fail(conn, prompt_id, error)
+            return Outcome("failed", tuple(ledger.refill(conn, freed)))
 
     def _is_final(self, step: Step, key: StepKey, new: NewAttempt) -> bool:
         """Whether `_decide` would keep this new attempt as the final answer without reading anything
@@ -111,8 +171,10 @@ class Pipeline:
             return replace(failed, error=str(give_up), finished_at=datetime.now(UTC))
         try:
             request = self._request(prompt, step, key, config, context)
+        except RenderError as exc:
+            return replace(failed, error=str(exc), finished_at=datetime.now(UTC))
+        try:
             generation = self.backends[step.model].generate(request)
-            scores = measure(generation.tokens)
         except RetryableError:
             raise  # the caller backs off and retries, or calls again with `give_up`
         except BackendError as exc:
@@ -124,28 +186,66 @@ class Pipeline:
                 failed, error=str(exc), endpoint=exc.endpoint or None, latency_s=elapsed,
                 busy_s=elapsed if exc.endpoint else None, finished_at=ended,
             )  # fmt: skip
-        except (RenderError, NoTokensError) as exc:
-            return replace(failed, error=str(exc), finished_at=datetime.now(UTC))
-        # A decision rests on this answer only if nothing else follows it on this model.
-        decides = _ends_model_work(config, key)
-        return replace(
+        except Exception as exc:  # noqa: BLE001 - backends name their errors; anything else is a bug, recorded
+            log.exception("prompt %s: the %s backend raised an unexpected error", prompt.id, step.model)
+            return replace(failed, error=f"unexpected error: {exc!r}", finished_at=datetime.now(UTC))
+        # The call happened: whatever is wrong with its result, the attempt is charged for it.
+        charged = replace(
             failed,
-            status="ok",
-            answer=generation.text.strip(),
             prompt_tokens=generation.prompt_tokens,
             generated_tokens=generation.generated_tokens,
-            first_token_margin=scores.first_token_margin,
-            mean_entropy=scores.mean_entropy,
-            max_entropy=scores.max_entropy,
-            mean_nll=scores.mean_nll,
-            escalated=decides and step.escalates(scores.value(step.measure)),
-            endpoint=generation.endpoint,
+            endpoint=generation.endpoint or None,
             latency_s=generation.timing.latency_s,
             queue_s=generation.timing.queue_s,
             inference_s=generation.timing.inference_s,
             compute_s=generation.timing.compute_s,
             busy_s=busy_seconds(generation),
+            finish_reason=generation.finish_reason,
             finished_at=started + timedelta(seconds=generation.timing.latency_s),
+        )
+        try:
+            return self._judge(charged, generation, request, step, key)
+        except NoTokensError as exc:
+            return replace(charged, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - an answer that breaks the measures is recorded, not lost
+            log.exception("prompt %s: cannot judge the answer of %s", prompt.id, step.model)
+            return replace(charged, error=f"cannot judge the answer: {exc!r}")
+
+    def _judge(
+        self,
+        charged: NewAttempt,
+        generation: Generation,
+        request: GenerationRequest,
+        step: Step,
+        key: StepKey,
+    ) -> NewAttempt:
+        """The attempt for a generation the server returned: its uncertainty and whether it escalates.
+
+        An answer that is not an answer is never kept as confident:
+        - empty (no text once the stop sequence and whitespace are gone; e.g. `content: null` from a
+          reasoning model cut off before its answer): an error attempt, "empty answer", so the prompt
+          fails with that reason instead of keeping "" as a final answer;
+        - cut off at max_new_tokens (finish_reason `length`): the answer may be incomplete, so it
+          escalates when there is a next model, whatever its uncertainty; a last tier keeps it, and
+          the attempt's `finish_reason` shows it was cut off."""
+        truncated = generation.finish_reason == "length"
+        answer = clean_text(generation.text).strip()
+        if not answer:
+            cut = f" (cut off at max_new_tokens={request.max_new_tokens})" if truncated else ""
+            return replace(charged, error=f"empty answer{cut}, finish_reason={generation.finish_reason}")
+        scores = measure(generation.tokens)
+        # A decision rests on this answer only if nothing else follows it on this model.
+        decides = _ends_model_work(self.herd.models[step.model], key)
+        unsure = step.escalates(scores.value(step.measure)) or (truncated and step.next is not None)
+        return replace(
+            charged,
+            status="ok",
+            answer=answer,
+            first_token_margin=scores.first_token_margin,
+            mean_entropy=scores.mean_entropy,
+            max_entropy=scores.max_entropy,
+            mean_nll=scores.mean_nll,
+            escalated=decides and unsure,
         )
 
     def _request(
@@ -224,6 +324,25 @@ def _ends_model_work(config: ModelConfig, key: StepKey) -> bool:
 
 def _price(config: ModelConfig) -> Decimal:
     return Decimal(str(config.gpus.usd_per_hour))
+
+
+def clean_text(text: str) -> str:
+    """`text` as Postgres and UTF-8 can hold it: without U+0000 (a byte-fallback <0x00> token; text
+    columns cannot store it) and with lone surrogates (half an emoji) replaced by U+FFFD. Neither is
+    ever meaningful in an answer or an error message."""
+    return _SURROGATE.sub("\ufffd", text.replace("\x00", ""))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable(attempt: NewAttempt) -> NewAttempt:
+    """The attempt with its texts cleaned (`clean_text`), ready for the ledger."""
+    answer = clean_text(attempt.answer) if attempt.answer is not None else None
+    error = clean_text(attempt.error) if attempt.error is not None else None
+    if answer == attempt.answer and error == attempt.error:
+        return attempt
+    return replace(attempt, answer=answer, error=error)
 
 
 def busy_seconds(generation: Generation) -> float:

@@ -107,6 +107,8 @@ attempts = Table(
     Column("error", Text),
     Column("started_at", TS),
     Column("finished_at", TS, nullable=False, server_default=func.now()),
+    # The server's reason for ending the generation; "length" means cut off at max_new_tokens.
+    Column("finish_reason", Text),
     # Redelivered or duplicate messages can never record the same step twice.
     UniqueConstraint("prompt_id", "model", "stage", "round", name="uq_attempts_step"),
     CheckConstraint("status IN ('ok', 'error')", name="status"),

@@ -77,6 +77,8 @@ class NewAttempt:
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # As the server reported it ("length": cut off at max_new_tokens), for answers and errors alike.
+    finish_reason: str | None = None
 
 
 @dataclass(frozen=True)
