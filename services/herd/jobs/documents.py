@@ -1,15 +1,28 @@
 """Read a document set as a stream of records: folders or globs of .txt/.md, JSONL, CSV.
 
-Every record remembers where it came from, so bad input is reported as `file:line: what is wrong`.
+Every record remembers where it came from, so bad input is reported as `file:line: what is wrong`:
+a CSV row with more or fewer fields than its header (an unquoted comma), text that is not UTF-8,
+NUL characters (Postgres text cannot hold them) and unpaired surrogates (half an emoji, from a JSON
+escape; UTF-8 cannot encode them) are refused before anything is written, never a traceback.
+
+A .txt/.md document's key is `<folder>/<path inside it>`, the folder being the one given (for a
+folder argument), the literal folder a glob starts from, or the file's own folder (for a file
+argument), after resolving it. So `docs`, `./docs/`, `/abs/docs`, `.` inside `docs` and
+`docs/*.txt` all give `docs/a.txt`, from any working directory, and submitting the same files to a
+job again adds nothing. Keys change only if the files move to a folder of another name, or are
+given through a different folder (`docs/sub/*.txt` gives `sub/x.txt`, `docs` gives `docs/sub/x.txt`).
 """
 
 from __future__ import annotations
 
 import csv
 import glob
+import itertools
 import json
+import os
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,50 +44,81 @@ class Record:
     source: str = ""
 
 
-def expand(paths: list[str]) -> list[Path]:
+@dataclass(frozen=True)
+class InputFile:
+    """A file to read: `path` as the user spelled it (for messages), `base` the folder its documents'
+    keys are relative to (.txt/.md only; see the module docstring)."""
+
+    path: Path
+    base: Path
+
+    @property
+    def key(self) -> str:
+        # Absolute, with `.` and `..` folded, but symlinks kept as named: a link inside the folder
+        # stays inside it, and a folder reached through a link keeps the link's name.
+        root = Path(os.path.abspath(self.base))
+        inside = Path(os.path.abspath(self.path)).relative_to(root)
+        return (Path(root.name) / inside).as_posix() if root.name else inside.as_posix()
+
+
+def expand(paths: list[str]) -> list[InputFile]:
     """Files named by the arguments: files as given, folders searched for .txt/.md, globs expanded."""
-    files: list[Path] = []
+    files: list[InputFile] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
             if not found:
                 raise InputError(f"{path}: folder has no .txt or .md files")
-            files.extend(found)
+            files.extend(InputFile(p, path) for p in found)
         elif path.is_file():
-            files.append(path)
+            files.append(InputFile(path, path.parent))
         elif glob.has_magic(raw):
             matched = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
             if not matched:
                 raise InputError(f"{raw}: pattern matches no files")
-            files.extend(matched)
+            files.extend(InputFile(p, _literal_folder(raw)) for p in matched)
         else:
             raise InputError(f"{raw}: no such file or folder")
-    for path in files:
-        if path.suffix.lower() not in (*TEXT_SUFFIXES, ".jsonl", ".csv"):
-            raise InputError(f"{path}: unsupported file type (use .txt, .md, .jsonl or .csv)")
+    for file in files:
+        if file.path.suffix.lower() not in (*TEXT_SUFFIXES, ".jsonl", ".csv"):
+            raise InputError(f"{file.path}: unsupported file type (use .txt, .md, .jsonl or .csv)")
     return files
 
 
-def read(files: list[Path], *, text_column: str = "text") -> Iterator[Record]:
-    for path in files:
-        suffix = path.suffix.lower()
+def _literal_folder(pattern: str) -> Path:
+    """The folder a glob starts from: its leading parts without wildcards (`docs` for `docs/*.txt`)."""
+    parts = Path(pattern).parts
+    literal = [part for part in itertools.takewhile(lambda part: not glob.has_magic(part), parts)]
+    return Path(*literal) if literal else Path(".")
+
+
+def read(files: Sequence[InputFile | Path], *, text_column: str = "text") -> Iterator[Record]:
+    """The records of `files`; a bare Path is keyed like a file argument (relative to its folder)."""
+    for file in files:
+        if isinstance(file, Path):
+            file = InputFile(file, file.parent)
+        suffix = file.path.suffix.lower()
         if suffix == ".jsonl":
-            yield from _jsonl(path)
+            yield from _jsonl(file.path)
         elif suffix == ".csv":
-            yield from _csv(path, text_column)
+            yield from _csv(file.path, text_column)
         else:
-            yield _text_file(path)
+            yield _text_file(file)
 
 
-def _text_file(path: Path) -> Record:
+def _text_file(file: InputFile) -> Record:
+    path = file.path
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise InputError(f"{path}:{_line_at(path, exc.start)}: not UTF-8 text (byte {_byte(exc)})") from None
     if not text.strip():
         raise InputError(f"{path}: empty document")
-    return Record(key=str(path), text=text, reference=None, source=str(path))
+    found = _UNSTORABLE.search(text)
+    if found is not None:
+        _check_text(text, f"{path}:{text.count(chr(10), 0, found.start()) + 1}", "text")
+    return Record(key=file.key, text=text, reference=None, source=str(path))
 
 
 def _jsonl(path: Path) -> Iterator[Record]:
@@ -84,31 +128,108 @@ def _jsonl(path: Path) -> Iterator[Record]:
                 continue
             where = f"{path}:{lineno}"
             try:
-                item = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{where}: not UTF-8 text (byte {_byte(exc)})") from None
+            try:
+                item = json.loads(line, parse_constant=_no_constant)
+            except ValueError as exc:  # json.JSONDecodeError, or NaN/Infinity
                 raise InputError(f"{where}: invalid JSON: {exc}") from None
             if not isinstance(item, dict):
                 raise InputError(f"{where}: each line must be a JSON object")
             yield _record(item, where)
 
 
+def _no_constant(name: str) -> object:
+    # json.loads accepts NaN and Infinity, which are not JSON and which Postgres jsonb refuses.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _csv(path: Path, text_column: str) -> Iterator[Record]:
     csv.field_size_limit(sys.maxsize)  # long documents are the point, not an error
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None or text_column not in reader.fieldnames:
-            raise InputError(f"{path}:1: no {text_column!r} column (columns: {reader.fieldnames})")
-        for row in reader:
-            where = f"{path}:{reader.line_num}"
-            item: dict[str, Any] = dict(row)
-            item["text"] = item.pop(text_column)
-            item.setdefault("id", f"row-{reader.line_num}")
-            if item.get("reference") == "":
-                item["reference"] = None
-            yield _record(item, where)
+    # utf-8-sig: spreadsheets start their CSV with a byte order mark. surrogateescape: a byte that is
+    # not UTF-8 becomes a stand-in character, found below with the line it is on.
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = next(reader, None)
+            if header is None or text_column not in header:
+                raise InputError(f"{path}:1: no {text_column!r} column (columns: {header})")
+            _check_csv_row(header, f"{path}:1", "the header")
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                raise InputError(f"{path}:1: column(s) {repeated} appear more than once in the header")
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                if not row:
+                    continue  # a blank line
+                if len(row) != len(header):
+                    raise InputError(
+                        f"{where}: row has {len(row)} fields, the header has {len(header)} "
+                        "(an unquoted comma or quote in the text?)"
+                    )
+                _check_csv_row(row, where, "the row")
+                item: dict[str, Any] = dict(zip(header, row, strict=True))
+                item["text"] = item.pop(text_column)
+                item.setdefault("id", f"row-{reader.line_num}")
+                if item.get("reference") == "":
+                    item["reference"] = None
+                yield _record(item, where)
+        except csv.Error as exc:
+            raise InputError(f"{path}:{reader.line_num}: not valid CSV: {exc}") from None
+
+
+def _check_csv_row(values: list[str], where: str, what: str) -> None:
+    for value in values:
+        escaped = _ESCAPED_BYTE.search(value)
+        if escaped:
+            raise InputError(
+                f"{where}: not UTF-8 text (byte 0x{ord(escaped.group()) - 0xDC00:02x} in {what})"
+            )
+
+
+# What errors="surrogateescape" turns an undecodable byte 0xNN into: U+DCNN.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _check_text(value: str, where: str, what: str) -> None:
+    """Refuse a character Postgres or UTF-8 cannot hold, naming where it is."""
+    found = _UNSTORABLE.search(value)
+    if found is None:
+        return
+    char = found.group()
+    if char == "\x00":
+        raise InputError(f"{where}: {what} contains a NUL character (U+0000)")
+    raise InputError(f"{where}: {what} contains an unpaired surrogate \\u{ord(char):04x} (half a character)")
+
+
+def _check_value(value: Any, where: str, what: str) -> None:
+    """`_check_text` on every string in a JSON value, keys included."""
+    if isinstance(value, str):
+        _check_text(value, where, what)
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            _check_text(str(key), where, f"{what} key {str(key)!r}")
+            _check_value(inner, where, f"{what}.{key}")
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            _check_value(inner, where, f"{what}[{index}]")
+
+
+def _byte(exc: UnicodeDecodeError) -> str:
+    return f"0x{exc.object[exc.start]:02x}"
+
+
+def _line_at(path: Path, offset: int) -> int:
+    with path.open("rb") as handle:
+        return handle.read(offset).count(b"\n") + 1
 
 
 def _record(item: dict[str, Any], where: str) -> Record:
+    for name, value in item.items():
+        _check_text(name, where, f"field name {name!r}")
+        _check_value(value, where, name if name in RESERVED else f"field {name!r}")
     key = item.get("id")
     if key is None or (isinstance(key, str) and not key.strip()) or isinstance(key, (dict, list, bool)):
         raise InputError(f"{where}: missing or invalid `id`")

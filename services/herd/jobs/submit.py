@@ -56,26 +56,33 @@ def submit(
                                       content_hash text, source text) ON COMMIT DROP"""
     )
     read = 0
-    with conn.cursor().copy(
-        "COPY staging (doc_key, text, reference, fields, content_hash, source) FROM STDIN"
-    ) as copy:
-        for record in records:
-            missing = needed - record.fields.keys()
-            if missing:
-                raise InputError(f"{record.source}: task {task!r} needs field(s) {sorted(missing)}")
-            copy.write_row(
-                (
-                    record.key,
-                    record.text,
-                    record.reference,
-                    json.dumps(record.fields),
-                    content_hash(record),
-                    record.source,
+    source = ""
+    try:
+        with conn.cursor().copy(
+            "COPY staging (doc_key, text, reference, fields, content_hash, source) FROM STDIN"
+        ) as copy:
+            for record in records:
+                source = record.source
+                missing = needed - record.fields.keys()
+                if missing:
+                    raise InputError(f"{record.source}: task {task!r} needs field(s) {sorted(missing)}")
+                copy.write_row(
+                    (
+                        record.key,
+                        record.text,
+                        record.reference,
+                        json.dumps(record.fields),
+                        content_hash(record),
+                        record.source,
+                    )
                 )
-            )
-            read += 1
-            if read % 1000 == 0:
-                progress(1000)
+                read += 1
+                if read % 1000 == 0:
+                    progress(1000)
+    except (psycopg.DataError, UnicodeError) as exc:
+        # services/documents.py refuses what Postgres cannot store; should a value slip through, the
+        # user still gets one line naming the place (COPY buffers rows, so it is approximate).
+        raise InputError(f"{source or 'the document set'}: cannot be stored: {exc}") from None
     progress(read % 1000)
     if read == 0:
         raise InputError("the document set is empty")
