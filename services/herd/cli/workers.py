@@ -76,9 +76,24 @@ def worker(ctx: click.Context, model: str, loglevel: str, wait_s: float) -> None
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--allow-unauthenticated",
+    is_flag=True,
+    help="Let Flower listen on a non-loopback address without FLOWER_BASIC_AUTH (a trusted network).",
+)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def flower(args: tuple[str, ...]) -> None:
-    """Run Flower on the herd's broker (extra arguments go to Flower)."""
-    from herd.queues import app
+@click.pass_context
+def flower(ctx: click.Context, allow_unauthenticated: bool, args: tuple[str, ...]) -> None:
+    """Run Flower on the herd's broker, listing every model's queue (extra arguments go to Flower).
 
-    app.start(["flower", *args])
+    It listens on 127.0.0.1 unless --address says otherwise; any other address needs credentials in
+    FLOWER_BASIC_AUTH=user:password (or Flower's --auth)."""
+    from herd.monitor import FlowerConfigError, flower_args, show_every_queue
+    from herd.queues import app, queue_for
+
+    try:
+        flower_argv = flower_args(args, allow_unauthenticated=allow_unauthenticated)
+    except FlowerConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    show_every_queue(app, [queue_for(model) for model in herd_config(ctx).models])
+    app.start(["flower", *flower_argv])
