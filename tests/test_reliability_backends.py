@@ -7,10 +7,7 @@ import math
 
 import pytest
 
-from services.backends import make_backend
-from services.backends.logprobs import alternatives, chosen_logprob, number
-from services.backends.stops import without_stop
-from services.backends.types import (
+from herd.backends.base import (
     Generation,
     GenerationRequest,
     MissingLogprobsError,
@@ -18,9 +15,12 @@ from services.backends.types import (
     RetryableError,
     Timing,
 )
-from services.config import ModelConfig
-from services.prompts import Prompt
-from services.uncertainty import TokenLogprob, entropy, margin
+from herd.backends.logprobs import alternatives, chosen_logprob, number
+from herd.backends.registry import make_backend
+from herd.backends.stops import without_stop
+from herd.cascade.prompts import Prompt
+from herd.cascade.uncertainty import TokenLogprob, entropy, margin
+from herd.herdfile.model import ModelConfig
 
 CHAT = Prompt(mode="chat", messages=(("user", "What is the capital of France?"),))
 TEXT = Prompt(mode="completion", text="Q: What is the capital of France?\nA:")

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from services.monitor import FlowerConfigError, flower_args, is_loopback
+from herd.monitor import FlowerConfigError, flower_args, is_loopback
 from tests.conftest import REPO, wait_for
 from tests.test_cascade import CONFIDENT, UNSURE, jsonl
 
@@ -77,7 +77,7 @@ def test_flower_lists_the_queue_no_worker_consumes(make_herd, db, double, tmp_pa
     log = (tmp_path / "flower.log").open("wb")
     env = {**herd.env, "FLOWER_UNAUTHENTICATED_API": "1"}  # only so the test can read the JSON API
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "flower", f"--port={port}"],
+        [sys.executable, "-m", "herd.cli", "flower", f"--port={port}"],
         env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.documents import InputError, InputFile, expand, read
+from herd.jobs.documents import InputError, InputFile, expand, read
 from tests.conftest import REPO
 
 
@@ -127,7 +127,7 @@ def test_resubmitting_a_folder_by_another_spelling_adds_nothing(make_herd, db, t
 
     def submit(cwd: Path, path: str) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "services.cli", "submit", path, "--job", "nightly", "--task", "qa"],
+            [sys.executable, "-m", "herd.cli", "submit", path, "--job", "nightly", "--task", "qa"],
             env={**herd.env, "PYTHONPATH": str(REPO)}, cwd=cwd, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr

@@ -13,14 +13,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services import ledger
-from services.backends.types import Generation, GenerationRequest, PermanentError, Timing
-from services.config import HerdConfig, load_herd
-from services.documents import Record
-from services.ledger import StepKey
-from services.pipeline import Pipeline, clean_text
-from services.submit import submit
-from services.uncertainty import TokenLogprob
+from herd.backends.base import Generation, GenerationRequest, PermanentError, Timing
+from herd.cascade.pipeline import Pipeline, clean_text
+from herd.cascade.uncertainty import TokenLogprob
+from herd.herdfile.model import HerdConfig, load_herd
+from herd.jobs.documents import Record
+from herd.jobs.submit import submit
+from herd.ledger import steps as ledger
+from herd.ledger.steps import StepKey
 from tests.conftest import Services
 
 HERD = """\

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 
+from herd import redact
 from herd.settings import get_settings
 
 TASK_ATTEMPT = "herd.attempt"
@@ -47,6 +48,8 @@ def _config() -> dict[str, Any]:
     }
 
 
+# Worker, Flower and CLI alike: no credentials in any log line or traceback (herd/redact.py).
+redact.install_log_redaction()
 app = Celery("herd", include=["herd_workers.tasks"])
 app.add_defaults(_config)
 

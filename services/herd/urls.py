@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from herd import redact
 from herd.settings import Settings, get_settings
 
 
 def database_url(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     if settings.database_url:
-        return settings.database_url
+        return _secret_url(settings.database_url)
     from herd.local.embedded import ensure_postgres
 
-    return ensure_postgres(settings.home)
+    return _secret_url(ensure_postgres(settings.home))
 
 
 def broker_url(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     if settings.broker_url:
-        return settings.broker_url
+        return _secret_url(settings.broker_url)
     from herd.local.embedded import ensure_redis
 
-    return ensure_redis(settings.home)
+    return _secret_url(ensure_redis(settings.home))
+
+
+def _secret_url(url: str) -> str:
+    # Its password is hidden from every log line and error Herd writes from now on (herd/redact.py).
+    redact.register_url(url)
+    return url

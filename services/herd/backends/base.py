@@ -7,6 +7,7 @@ from typing import Protocol
 
 from herd.cascade.prompts import Prompt
 from herd.cascade.uncertainty import TokenLogprob
+from herd.redact import mask_url, redact
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,10 @@ class BackendError(Exception):
     """An inference call failed. `status` is the HTTP status when there was one."""
 
     def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:
-        super().__init__(message)
+        # Logged and stored with the attempt: no credentials, even from an endpoint URL that has them.
+        super().__init__(redact(message))
         self.status = status
-        self.endpoint = endpoint
+        self.endpoint = mask_url(endpoint) if endpoint else endpoint
 
 
 class RetryableError(BackendError):

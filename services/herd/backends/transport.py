@@ -24,6 +24,7 @@ import httpx2
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import _http as hf_http
 
+from herd import redact
 from herd.backends.base import BackendError, PermanentError, RetryableError
 from herd.herdfile.model import ConfigError, ModelConfig
 
@@ -72,6 +73,7 @@ def api_key(name: str, config: ModelConfig) -> str | None:
             f"models.{name}.api_key_env: environment variable {config.api_key_env} is not set "
             f"(it should hold the API key of model {name!r})"
         )
+    redact.register(key)  # a server echoing it back never puts it in a log or a stored error
     return key
 
 

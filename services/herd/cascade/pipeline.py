@@ -39,6 +39,7 @@ from herd.cascade.uncertainty import NoTokensError, measure
 from herd.herdfile.model import HerdConfig, ModelConfig, Step
 from herd.ledger import steps as ledger
 from herd.ledger.steps import AttemptRow, Dispatch, NewAttempt, PromptRow, StepKey
+from herd.redact import mask_url, redact
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class Pipeline:
         herd file changed under a running job): record an error attempt for the step, unless one is
         recorded already, and fail the prompt with `reason`. The prompt then has an outcome; without
         one it would stay queued and the stale sweep would call the model again, forever."""
-        reason = clean_text(reason)
+        reason = redact(clean_text(reason))
         with self.connect() as conn, conn.transaction():
             state = ledger.load_step(conn, prompt_id, key)
             if state is None:
@@ -194,7 +195,7 @@ class Pipeline:
             failed,
             prompt_tokens=generation.prompt_tokens,
             generated_tokens=generation.generated_tokens,
-            endpoint=generation.endpoint or None,
+            endpoint=mask_url(generation.endpoint) if generation.endpoint else None,
             latency_s=generation.timing.latency_s,
             queue_s=generation.timing.queue_s,
             inference_s=generation.timing.inference_s,
@@ -337,9 +338,10 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def storable(attempt: NewAttempt) -> NewAttempt:
-    """The attempt with its texts cleaned (`clean_text`), ready for the ledger."""
+    """The attempt with its texts cleaned (`clean_text`) and no credentials in its error, ready for
+    the ledger."""
     answer = clean_text(attempt.answer) if attempt.answer is not None else None
-    error = clean_text(attempt.error) if attempt.error is not None else None
+    error = redact(clean_text(attempt.error)) if attempt.error is not None else None
     if answer == attempt.answer and error == attempt.error:
         return attempt
     return replace(attempt, answer=answer, error=error)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ from herd.herdfile.model import ConfigError, HerdConfig, load_herd
 from herd.jobs.documents import InputError
 from herd.jobs.status import UnknownJobError
 from herd.ledger.db import SchemaError
+from herd.redact import install_log_redaction, redact
 from herd.settings import get_settings
 
 console = Console(stderr=True)
@@ -32,8 +34,15 @@ class HerdGroup(click.Group):
             return super().invoke(ctx)
         except USER_ERRORS + (ProcessError,) as exc:
             # soft_wrap: a long path must stay on one line, so the message can be grepped and clicked.
-            console.print(Text.assemble(("error: ", "bold red"), str(exc)), soft_wrap=True)
+            console.print(Text.assemble(("error: ", "bold red"), redact(str(exc))), soft_wrap=True)
             sys.exit(2)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click reports these itself
+        except Exception:
+            # Anything else is a bug or an environment problem: its traceback, but never a credential
+            # (psycopg and SQLAlchemy quote a malformed database URL back, password and all).
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
+            sys.exit(1)
 
 
 @click.group(cls=HerdGroup)
@@ -46,6 +55,7 @@ class HerdGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context, herd_file: Path | None) -> None:
     """Herd: run a herd of open LLMs as one system for bulk work."""
+    install_log_redaction()
     if herd_file is not None:
         # Settings are the one source of configuration, also for the worker code Celery runs.
         os.environ["HERD_HERD_FILE"] = str(herd_file.resolve())

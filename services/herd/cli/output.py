@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from herd.redact import mask_url
+
 
 def counting_bar(console: Console, verb: str, unit: str, *, transient: bool = True) -> Progress:
     """A bar counting `unit`s; transient ones vanish when done, leaving only the summary on screen."""
@@ -21,9 +23,4 @@ def counting_bar(console: Console, verb: str, unit: str, *, transient: bool = Tr
 
 def masked(url: str) -> str:
     """The URL without its password, for output that may end up in a terminal log."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@", 1)
-    return url
+    return mask_url(url)

@@ -10,6 +10,8 @@ from typing import IO
 
 import psycopg
 
+from herd.jobs.spreadsheet import safe_row
+
 
 class UnknownJobError(LookupError):
     pass
@@ -126,7 +128,7 @@ def export(conn: psycopg.Connection, name: str, out: IO[str], fmt: str) -> int:
         writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow(row)
+            writer.writerow(safe_row(row))  # answers are model output: no formulas (services/spreadsheet.py)
             count += 1
     else:
         for row in rows:

@@ -29,6 +29,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.text import Text
 
+from herd.jobs.spreadsheet import safe_row
 from herd.reporting.build import Report, Row
 from herd.reporting.tables import Column, print_table
 
@@ -153,7 +154,7 @@ def render(report: Report, fmt: str, out: IO[str], *, wide: bool = False) -> Non
         writer.writeheader()
         for row in report.rows:
             plain = {k: _csv_cell(v) for k, v in asdict(row).items()}
-            writer.writerow({"job": s.job, "task": s.task, "scorer": report.scorer, **plain})
+            writer.writerow(safe_row({"job": s.job, "task": s.task, "scorer": report.scorer, **plain}))
     elif fmt == "json":
         doc = {
             "job": {k: _number(v) for k, v in asdict(s).items()},
