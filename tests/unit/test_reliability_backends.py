@@ -4,6 +4,7 @@ each becomes a named error (retryable or permanent), never an exception the pipe
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import pytest
 
@@ -27,7 +28,7 @@ TEXT = Prompt(mode="completion", text="Q: What is the capital of France?\nA:")
 EVERY_PATH = [("tgi", "", TEXT), ("openai", "/v1", CHAT), ("openai", "/v1", TEXT)]
 
 
-def backend(protocol: str, url: str):  # type: ignore[no-untyped-def]
+def backend(protocol: Literal["tgi", "openai"], url: str):  # type: ignore[no-untyped-def]
     return make_backend("m", ModelConfig(protocol=protocol, endpoints=[url], timeout_s=5.0))
 
 

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import herd_yaml, wait_for
-from tests.test_cascade import CONFIDENT, UNSURE, jsonl
+from tests.support.harness import herd_yaml, wait_for
+from tests.integration.test_cascade import CONFIDENT, UNSURE, jsonl
 
 
 def calls_for(double, word: str, model: str | None = None) -> int:  # type: ignore[no-untyped-def]
     return sum(word in c["prompt"] and model in (None, c["model"]) for c in double.calls())
 
 
-def prompt_rows(db) -> dict[str, tuple[str, str | None]]:  # type: ignore[no-untyped-def]
-    return {
-        key: (state, error) for key, state, error in db.execute("SELECT doc_key, state, error FROM prompts")
-    }
+def prompt_rows(db) -> dict[str, tuple[str, str]]:  # type: ignore[no-untyped-def]
+    """doc_key -> (state, error), the error '' when there is none."""
+    rows = db.execute("SELECT doc_key, state, coalesce(error, '') FROM prompts")
+    return {key: (state, error) for key, state, error in rows}
 
 
 def test_malformed_logprobs_fail_the_prompt_with_a_reason_and_one_call(

@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 
 from herd.monitor import FlowerConfigError, flower_args, is_loopback
-from tests.conftest import REPO, wait_for
-from tests.test_cascade import CONFIDENT, UNSURE, jsonl
+from tests.support.harness import wait_for
+from tests.integration.test_cascade import CONFIDENT, UNSURE, jsonl
 
 
 def test_flower_defaults_to_loopback() -> None:
@@ -77,8 +77,8 @@ def test_flower_lists_the_queue_no_worker_consumes(make_herd, db, double, tmp_pa
     log = (tmp_path / "flower.log").open("wb")
     env = {**herd.env, "FLOWER_UNAUTHENTICATED_API": "1"}  # only so the test can read the JSON API
     proc = subprocess.Popen(
-        [sys.executable, "-m", "herd.cli", "flower", f"--port={port}"],
-        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "herd", "flower", f"--port={port}"],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
         queues: dict[str, int] = {}

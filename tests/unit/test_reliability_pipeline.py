@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import psycopg
@@ -21,7 +21,7 @@ from herd.jobs.documents import Record
 from herd.jobs.submit import submit
 from herd.ledger import steps as ledger
 from herd.ledger.steps import StepKey
-from tests.conftest import Services
+from tests.support.harness import Services
 
 HERD = """\
 models:
@@ -66,13 +66,13 @@ def herd(tmp_path: Path) -> HerdConfig:
     return load_herd(path)
 
 
-def connector(services: Services) -> Callable[[], Iterator[psycopg.Connection]]:
+def connector(services: Services) -> Callable[[], AbstractContextManager[psycopg.Connection]]:
     @contextmanager
     def connect() -> Iterator[psycopg.Connection]:
         with psycopg.connect(services.database_url, autocommit=True) as conn:
             yield conn
 
-    return connect  # type: ignore[return-value]
+    return connect
 
 
 def submitted(services: Services, herd: HerdConfig, n: int, window: int) -> list[ledger.Dispatch]:
@@ -107,8 +107,13 @@ def run_one(services: Services, herd: HerdConfig, small: Fake, large: Fake | Non
         (lambda r: Generation("ok", (), 5, 0, "stop", Timing(latency_s=0.01)), "no scorable tokens"),
         (
             lambda r: Generation(
-                "ok", (TokenLogprob("ok", 0.0, (("ok", "x"),)),), 5, 1, "stop", Timing(0.01)
-            ),  # type: ignore[arg-type]
+                "ok",
+                (TokenLogprob("ok", 0.0, (("ok", "x"),)),),  # type: ignore[arg-type] # a non-float on purpose
+                5,
+                1,
+                "stop",
+                Timing(0.01),
+            ),
             "cannot judge the answer",
         ),
     ],

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from herd.jobs.documents import InputError, InputFile, expand, read
-from tests.conftest import REPO
+from tests.support.harness import REPO
 
 
 def records(path: Path, **kwargs: str) -> list:  # type: ignore[type-arg]
@@ -127,7 +127,7 @@ def test_resubmitting_a_folder_by_another_spelling_adds_nothing(make_herd, db, t
 
     def submit(cwd: Path, path: str) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "herd.cli", "submit", path, "--job", "nightly", "--task", "qa"],
+            [sys.executable, "-m", "herd", "submit", path, "--job", "nightly", "--task", "qa"],
             env={**herd.env, "PYTHONPATH": str(REPO)}, cwd=cwd, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
