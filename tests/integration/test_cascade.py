@@ -86,7 +86,7 @@ def test_three_tier_chain_finalizes_each_prompt_at_its_tier(make_herd, db, doubl
     assert rows["hard-1"]["model"] == "large" and rows["easy-2"]["answer"] == "small says"
     csv_out = tmp_path / "night.csv"
     herd.cli("export", "night", "--format", "csv", "-o", str(csv_out))
-    assert csv_out.read_text().splitlines()[0] == "id,answer,model,reference,margin"
+    assert csv_out.read_text().splitlines()[0] == "id,answer,model,reference,margin,note"
     assert len(csv_out.read_text().splitlines()) == 10
 
     status = herd.cli("status", "night").stdout

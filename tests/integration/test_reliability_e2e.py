@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import time
 
-from tests.support.harness import herd_yaml, wait_for
 from tests.integration.test_cascade import CONFIDENT, UNSURE, jsonl
+from tests.support.harness import herd_yaml, wait_for
 
 
 def calls_for(double, word: str, model: str | None = None) -> int:  # type: ignore[no-untyped-def]

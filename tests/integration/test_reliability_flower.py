@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 
 from herd.monitor import FlowerConfigError, flower_args, is_loopback
-from tests.support.harness import wait_for
 from tests.integration.test_cascade import CONFIDENT, UNSURE, jsonl
+from tests.support.harness import wait_for
 
 
 def test_flower_defaults_to_loopback() -> None:

@@ -21,8 +21,8 @@ from herd.jobs.status import export
 from herd.jobs.submit import submit
 from herd.ledger import steps as ledger
 from herd.redact import install_log_redaction, mask_url, redact, register, register_url
-from tests.support.harness import herd_yaml, wait_for
 from tests.integration.test_cascade import jsonl
+from tests.support.harness import herd_yaml, wait_for
 
 
 def test_urls_lose_their_password_and_secret_parameters() -> None:

@@ -123,7 +123,9 @@ class Pump:
         with context.connection() as conn, conn.transaction():  # an autocommit connection
             stale = ledger.reclaim_stale(conn, settings.stale_after_s, settings.dispatch_window)
             fresh = ledger.top_up(conn, settings.dispatch_window)
-        return publish(stale + fresh)
+            # Budget jobs whose last steps ran concurrently (neither saw the job idle) release here.
+            released = context.pipeline.release_budgets(conn)
+        return publish(stale + fresh + released)
 
 
 _pump = Pump()

@@ -19,6 +19,13 @@ every round trip to Postgres costs some, so the common step (a new, confident an
 refinement: final) does phase 3 in one statement, `ledger.record_final`; every other case (errors,
 refinement, escalation, redeliveries, a concurrent duplicate) takes the general path, several
 statements inside `conn.transaction()`.
+
+Who decides: the task's active policy version when there is one (herd/cascade/active.py, cached
+per worker), else the herd file. Two kinds of job change what happens after a model's work ends:
+a calibration job (`jobs.kind = 'calibration'`) sends every prompt on to the next model of the
+herd file's route whatever the decision (recorded in `attempts.escalated` for reference), so every
+model answers every prompt; a job with a budget parks an escalating prompt as 'held' and
+herd/jobs/budget.py releases the held candidates least confident first when the job is otherwise idle.
 """
 
 from __future__ import annotations
@@ -30,10 +37,12 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 
 import psycopg
 
 from herd.backends.base import Backend, BackendError, Generation, GenerationRequest, RetryableError
+from herd.cascade.active import ActivePolicies, Rule, herd_rounds
 from herd.cascade.prompts import Prompt, RenderError, followup, render
 from herd.cascade.uncertainty import NoTokensError, measure
 from herd.herdfile.model import HerdConfig, ModelConfig, Step
@@ -61,10 +70,15 @@ def no_issues(critique: str | None) -> bool:
 
 
 class Pipeline:
-    def __init__(self, herd: HerdConfig, backends: Mapping[str, Backend], connect: Connect) -> None:
+    def __init__(
+        self, herd: HerdConfig, backends: Mapping[str, Backend], connect: Connect,
+        policies: ActivePolicies | None = None, window: int | None = None,
+    ) -> None:  # fmt: skip
         self.herd = herd
         self.backends = backends
         self.connect = connect
+        self.policies = policies if policies is not None else ActivePolicies(connect)
+        self._window = window
 
     def run(
         self, prompt_id: int, key: StepKey, *, retries: int = 0, give_up: BackendError | None = None
@@ -85,9 +99,10 @@ class Pipeline:
         if prompt.state in ("done", "failed") or StepKey(prompt.model, prompt.stage, prompt.round) != key:
             return Outcome("skipped")  # a duplicate or stale delivery: the prompt has moved on
         step = self.herd.step(prompt.task, key.model)
-        new = None if existing else self._attempt(prompt, step, key, state.review, retries, give_up)
+        rule = self.rule(prompt, key.model)
+        new = None if existing else self._attempt(prompt, step, rule, key, state.review, retries, give_up)
         try:
-            return self._record(prompt, step, key, existing, new)
+            return self._record(prompt, step, rule, key, existing, new)
         except psycopg.OperationalError as exc:
             # The connection died under us (Postgres restarted, failed over, an idle timeout). The
             # model's answer is in hand: record it on a fresh connection (the pool checks it) rather
@@ -95,7 +110,7 @@ class Pipeline:
             log.warning(
                 "prompt %s: recording %s %s failed (%s); trying again", prompt.id, key.model, key.stage, exc
             )
-            return self._record(prompt, step, key, existing, new)
+            return self._record(prompt, step, rule, key, existing, new)
         except (psycopg.DataError, psycopg.IntegrityError, UnicodeError) as exc:
             if new is None or new.status != "ok":
                 raise
@@ -104,21 +119,22 @@ class Pipeline:
             refused = replace(
                 new, status="error", answer=None, escalated=False, error=f"cannot record the answer: {exc}"
             )
-            return self._record(prompt, step, key, existing, refused)
+            return self._record(prompt, step, rule, key, existing, refused)
 
     def _record(
-        self, prompt: PromptRow, step: Step, key: StepKey, existing: AttemptRow | None, new: NewAttempt | None
-    ) -> Outcome:
+        self, prompt: PromptRow, step: Step, rule: Rule, key: StepKey, existing: AttemptRow | None,
+        new: NewAttempt | None,
+    ) -> Outcome:  # fmt: skip
         """Phase 3: record the new attempt (or replay the existing one), decide, move the prompt on."""
         with self.connect() as conn:
-            if new is not None and self._is_final(step, key, new):
-                refill = ledger.record_final(conn, storable(new))
+            if new is not None and self._is_final(prompt, rule, key, new):
+                refill = ledger.record_final(conn, storable(new), rule.version)
                 if refill is not None:
                     return Outcome("final", tuple(refill))
                 # The step's attempt exists already (a concurrent duplicate): replay it below.
             with conn.transaction():
                 attempt = existing or ledger.insert_attempt(conn, storable(new))  # type: ignore[arg-type]
-                return self._decide(conn, prompt, step, key, attempt)
+                return self._decide(conn, prompt, step, rule, key, attempt)
 
     def fail_step(self, prompt_id: int, key: StepKey, reason: str, *, retries: int = 0) -> Outcome:
         """The last resort when running step `key` raised something no other rule covers (a bug, a
@@ -148,17 +164,40 @@ class Pipeline:
             error = f"{key.model} {key.stage}: {reason}"
             log.warning("prompt %s failed: %s", prompt_id, error)
             freed = ledger.fail(conn, prompt_id, error)
-            return Outcome("failed", tuple(ledger.refill(conn, freed)))
+            return Outcome("failed", self._refill(conn, prompt, freed))
 
-    def _is_final(self, step: Step, key: StepKey, new: NewAttempt) -> bool:
+    def rule(self, prompt: PromptRow, model: str) -> Rule:
+        """The decision rule for `model` on `prompt`. A calibration job runs the herd file's refinement
+        rounds (so both variants are recorded) and is decided by no policy version."""
+        rule = self.policies.rule(self.herd, prompt.task, model)
+        if prompt.kind == "calibration":
+            return replace(rule, rounds=herd_rounds(self.herd, model), version=None)
+        return rule
+
+    def _calibration_next(self, prompt: PromptRow, model: str) -> str | None:
+        """In a calibration job, the model after `model` on the herd file's route (None: the last)."""
+        return self.herd.step(prompt.task, model).next if prompt.kind == "calibration" else None
+
+    @property
+    def window(self) -> int:
+        if self._window is None:
+            from herd.settings import get_settings
+
+            self._window = get_settings().dispatch_window
+        return self._window
+
+    def _is_final(self, prompt: PromptRow, rule: Rule, key: StepKey, new: NewAttempt) -> bool:
         """Whether `_decide` would keep this new attempt as the final answer without reading anything
         else: a successful answer that ends this model's work (no refinement left) and is not escalated.
-        Must agree with `_decide`; anything else (critique, escalation, errors) takes the general path."""
-        ends = _ends_model_work(self.herd.models[step.model], key)
-        return new.status == "ok" and ends and not (new.escalated and step.next is not None)
+        Must agree with `_decide`; anything else (critique, escalation, errors) takes the general path.
+        Budget jobs always take it: their steps may release held candidates."""
+        if prompt.budget_usd is not None or self._calibration_next(prompt, key.model) is not None:
+            return False
+        ends = _ends(rule.rounds, key)
+        return new.status == "ok" and ends and not (new.escalated and rule.next is not None)
 
     def _attempt(
-        self, prompt: PromptRow, step: Step, key: StepKey, context: tuple[str, str] | None,
+        self, prompt: PromptRow, step: Step, rule: Rule, key: StepKey, context: tuple[str, str] | None,
         retries: int, give_up: BackendError | None,
     ) -> NewAttempt:  # fmt: skip
         config = self.herd.models[step.model]
@@ -205,7 +244,7 @@ class Pipeline:
             finished_at=started + timedelta(seconds=generation.timing.latency_s),
         )
         try:
-            return self._judge(charged, generation, request, step, key)
+            return self._judge(charged, generation, request, rule, key)
         except NoTokensError as exc:
             return replace(charged, error=str(exc))
         except Exception as exc:  # noqa: BLE001 - an answer that breaks the measures is recorded, not lost
@@ -217,7 +256,7 @@ class Pipeline:
         charged: NewAttempt,
         generation: Generation,
         request: GenerationRequest,
-        step: Step,
+        rule: Rule,
         key: StepKey,
     ) -> NewAttempt:
         """The attempt for a generation the server returned: its uncertainty and whether it escalates.
@@ -236,8 +275,8 @@ class Pipeline:
             return replace(charged, error=f"empty answer{cut}, finish_reason={generation.finish_reason}")
         scores = measure(generation.tokens)
         # A decision rests on this answer only if nothing else follows it on this model.
-        decides = _ends_model_work(self.herd.models[step.model], key)
-        unsure = step.escalates(scores.value(step.measure)) or (truncated and step.next is not None)
+        decides = _ends(rule.rounds, key)
+        unsure = rule.escalates(scores.value) or (truncated and rule.next is not None)
         return replace(
             charged,
             status="ok",
@@ -280,14 +319,18 @@ class Pipeline:
         )
 
     def _decide(
-        self, conn: psycopg.Connection, prompt: PromptRow, step: Step, key: StepKey, attempt: AttemptRow
-    ) -> Outcome:
+        self, conn: psycopg.Connection, prompt: PromptRow, step: Step, rule: Rule, key: StepKey,
+        attempt: AttemptRow,
+    ) -> Outcome:  # fmt: skip
+        calibration_next = self._calibration_next(prompt, key.model)
         if attempt.status == "error":
+            if calibration_next is not None:  # calibration: the other models still answer
+                return self._escalate(conn, prompt.id, key, calibration_next)
             error = f"{step.model} {key.stage}: {attempt.error}"
             log.warning("prompt %s failed: %s", prompt.id, error)
             freed = ledger.fail(conn, prompt.id, error)
-            return Outcome("failed", tuple(ledger.refill(conn, freed)))
-        rounds = _rounds(self.herd.models[step.model])
+            return Outcome("failed", self._refill(conn, prompt, freed))
+        rounds = rule.rounds
         if key.stage == ANSWER and rounds:
             return self._advance(conn, prompt.id, key, StepKey(key.model, CRITIQUE, 1))
         if key.stage == CRITIQUE and not no_issues(attempt.answer):
@@ -297,29 +340,59 @@ class Pipeline:
         answer = attempt if key.stage != CRITIQUE else ledger.latest_answer(conn, prompt.id, key.model)
         if answer is None:
             raise RuntimeError(f"prompt {prompt.id}: no answer from {key.model} to keep or escalate")
-        if key.stage == CRITIQUE and step.escalates(answer.uncertainty(step.measure)):
+        if key.stage == CRITIQUE and rule.escalates(answer.uncertainty):
             ledger.mark_escalated(conn, answer.id)  # the critique found nothing; the answer stays unsure
             answer = replace(answer, escalated=True)
-        if answer.escalated and step.next is not None:
-            moved = ledger.advance(conn, prompt.id, key, StepKey(step.next))
-            return Outcome("escalated", ((prompt.id, step.next, ANSWER, 0),) if moved else ())
+        if calibration_next is not None:
+            return self._escalate(conn, prompt.id, key, calibration_next)
+        if rule.version is not None:
+            ledger.set_policy_version(conn, prompt.id, rule.version)
+        if answer.escalated and rule.next is not None:
+            if prompt.budget_usd is None:
+                return self._escalate(conn, prompt.id, key, rule.next)
+            held = ledger.hold(conn, prompt.id, key, rule.confidence(answer.uncertainty))
+            return Outcome("held", self._refill(conn, prompt, held))
         freed = ledger.finalize(conn, prompt.id, answer.id, step.model, answer.answer or "")
-        # One prompt left the window, let one more in: Redis holds a bounded number of messages.
-        return Outcome("final", tuple(ledger.refill(conn, freed)))
+        return Outcome("final", self._refill(conn, prompt, freed))
+
+    def _escalate(self, conn: psycopg.Connection, prompt_id: int, src: StepKey, model: str) -> Outcome:
+        moved = ledger.advance(conn, prompt_id, src, StepKey(model))
+        return Outcome("escalated", ((prompt_id, model, ANSWER, 0),) if moved else ())
+
+    def _refill(self, conn: psycopg.Connection, prompt: PromptRow, freed: bool) -> tuple[Dispatch, ...]:
+        """If this step took the prompt out of the window (`freed`: not a redelivered, already finished
+        step), let one more in: Redis holds a bounded number of messages. In a budget job, then
+        release its held candidates if nothing else of the job is in flight."""
+        refill = ledger.refill(conn, freed)
+        if prompt.budget_usd is not None:
+            from herd.jobs.budget import release
+
+            refill += release(conn, prompt.job_id, partial(self._next_model, prompt), self.window)
+        return tuple(refill)
+
+    def _next_model(self, prompt: PromptRow, model: str) -> str | None:
+        return self.rule(prompt, model).next
+
+    def release_budgets(self, conn: psycopg.Connection) -> list[Dispatch]:
+        """For the pump: release the held candidates of every idle budget job (see herd/jobs/budget.py).
+        Needed when the job's last two steps ran concurrently and neither saw the job idle."""
+        from herd.jobs.budget import idle_budget_jobs, release
+
+        dispatches: list[Dispatch] = []
+        for job_id, task in idle_budget_jobs(conn):
+            held = PromptRow(0, job_id, task, "", None, {}, "held", "", ANSWER, 0)
+            dispatches += release(conn, job_id, partial(self._next_model, held), self.window)
+        return dispatches
 
     def _advance(self, conn: psycopg.Connection, prompt_id: int, src: StepKey, dst: StepKey) -> Outcome:
         moved = ledger.advance(conn, prompt_id, src, dst)
         return Outcome("refining", ((prompt_id, dst.model, dst.stage, dst.round),) if moved else ())
 
 
-def _rounds(config: ModelConfig) -> int:
-    return config.refine.rounds if config.refine is not None else 0
-
-
-def _ends_model_work(config: ModelConfig, key: StepKey) -> bool:
-    """No further step of this model follows `key`: its answer is the one that is kept or escalated
-    (a critique may still stop the rounds earlier; `_decide` handles that case)."""
-    rounds = _rounds(config)
+def _ends(rounds: int, key: StepKey) -> bool:
+    """No further step of this model follows `key` when it runs `rounds` refinement rounds: its answer
+    is the one that is kept or escalated (a critique may still stop the rounds earlier; `_decide`
+    handles that case)."""
     return (key.stage == ANSWER and not rounds) or (key.stage == REFINE and key.round == rounds)
 
 

@@ -20,18 +20,44 @@ from herd.settings import get_settings
 @click.option("--job", required=True, help="Job name; submitting the same job again adds only new documents.")
 @click.option("--task", required=True, help="Task template from the herd file.")
 @click.option("--text-column", default="text", show_default=True, help="CSV column holding the text.")
+@click.option(
+    "--calibration",
+    is_flag=True,
+    help="Every model of the task's route answers every prompt (docs/policy.md).",
+)
+@click.option("--sample", type=int, help="With --calibration: a seeded random sample of N documents.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--budget-usd", type=float, help="Cap on the job's attributed cost; uncertain answers wait.")
 @click.pass_context
-def submit(ctx: click.Context, paths: tuple[str, ...], job: str, task: str, text_column: str) -> None:
+def submit(
+    ctx: click.Context, paths: tuple[str, ...], job: str, task: str, text_column: str,
+    calibration: bool, sample: int | None, seed: int, budget_usd: float | None,
+) -> None:  # fmt: skip
     """Store a document set (folders/globs of .txt/.md, JSONL, CSV) and start its prompts."""
+    from decimal import Decimal
+
     import psycopg
 
     from herd.jobs import documents
+    from herd.jobs.documents import InputError
+    from herd.jobs.sampling import sample as draw
     from herd.jobs.submit import submit as do_submit
     from herd.queues import publish
 
     herd = herd_config(ctx)
+    if sample is not None and not calibration:
+        raise InputError("--sample needs --calibration (a sample is for calibrating a policy)")
+    if sample is not None and sample < 1:
+        raise InputError(f"--sample must be at least 1 (got {sample}): an empty sample calibrates nothing")
+    if calibration and budget_usd is not None:
+        raise InputError("a calibration job runs every model on every prompt: it takes no --budget-usd")
+    if budget_usd is not None and budget_usd < 0:
+        raise InputError(f"--budget-usd must be >= 0 (got {budget_usd})")
     files = documents.expand(list(paths))
     url = database()
+    records = documents.read(files, text_column=text_column)
+    if sample is not None:
+        records = draw(records, sample, seed)
     with counting_bar(console, "reading", "records") as bar:
         task_id = bar.add_task("read", total=None)
         with psycopg.connect(url) as conn:
@@ -40,9 +66,11 @@ def submit(ctx: click.Context, paths: tuple[str, ...], job: str, task: str, text
                 herd,
                 job=job,
                 task=task,
-                records=documents.read(files, text_column=text_column),
+                records=records,
                 window=get_settings().dispatch_window,
                 progress=lambda n: bar.advance(task_id, n),
+                kind="calibration" if calibration else "live",
+                budget_usd=Decimal(str(budget_usd)) if budget_usd is not None else None,
             )
     publish(result.dispatched)
     console.print(
@@ -93,6 +121,17 @@ def status(job: str) -> None:
         for m in st.models
     ]
     print_table(out, STATUS_COLUMNS, rows)
+    if st.budget_usd is not None:
+        spent = st.spent_usd or 0
+        share = float(spent) / float(st.budget_usd) if st.budget_usd else 0.0
+        out.print(
+            f"budget: spent {spent:.6g} of {st.budget_usd:.6g} USD ({share:.0%}); "
+            f"candidates held: {st.states.get('held', 0)}; kept for lack of budget: {st.kept_for_budget}",
+            markup=False,
+            soft_wrap=True,
+        )
+    if st.kind == "calibration":
+        out.print("calibration job: every model of the route answers every prompt", markup=False)
     if st.throughput is not None:
         out.print(f"throughput: {st.throughput:.1f} prompts/s over {st.elapsed_s:.1f}s")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from typing import IO
 
 import psycopg
@@ -41,6 +42,10 @@ class JobStatus:
     states: dict[str, int]
     models: list[ModelStats] = field(default_factory=list)
     elapsed_s: float | None = None
+    kind: str = "live"
+    budget_usd: Decimal | None = None
+    spent_usd: Decimal | None = None  # attributed cost so far; read only for a budget job
+    kept_for_budget: int = 0  # answers kept at their model because the budget ran out
 
     @property
     def total(self) -> int:
@@ -67,7 +72,7 @@ def job_id(conn: psycopg.Connection, name: str) -> tuple[int, str]:
 
 def status(conn: psycopg.Connection, name: str) -> JobStatus:
     jid, task = job_id(conn, name)
-    states = {state: 0 for state in ("pending", "queued", "done", "failed")}
+    states = {state: 0 for state in ("pending", "queued", "held", "done", "failed")}
     for state, count in conn.execute(
         "SELECT state, count(*) FROM prompts WHERE job_id = %s GROUP BY state", (jid,)
     ).fetchall():
@@ -100,10 +105,31 @@ def status(conn: psycopg.Connection, name: str) -> JobStatus:
         (jid,),
     ).fetchone()
     elapsed = float(span[0]) if span and span[0] is not None else None
-    return JobStatus(job=name, task=task, states=states, models=models, elapsed_s=elapsed)
+    if not states["held"]:
+        del states["held"]  # only budget jobs hold candidates; keep the usual line short
+    st = JobStatus(job=name, task=task, states=states, models=models, elapsed_s=elapsed)
+    return _with_budget(conn, jid, st)
 
 
-EXPORT_COLUMNS = ("id", "answer", "model", "reference", "margin")
+def _with_budget(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus:
+    """Kind, budget, attributed spend and answers kept for lack of budget (migration 0005)."""
+    row = conn.execute(
+        """SELECT j.kind, j.budget_usd, count(p.id) FILTER (WHERE p.note = 'budget')
+           FROM jobs j LEFT JOIN prompts p ON p.job_id = j.id WHERE j.id = %s GROUP BY j.id""",
+        (jid,),
+    ).fetchone()
+    if row is None:
+        return st
+    spent = None
+    if row[1] is not None:
+        from herd.jobs.budget import spent_usd
+
+        spent = spent_usd(conn, jid)
+    return replace(st, kind=str(row[0]), budget_usd=row[1], spent_usd=spent, kept_for_budget=int(row[2]))
+
+
+# note: 'budget' when the answer was kept because the job's budget ran out (herd/jobs/budget.py).
+EXPORT_COLUMNS = ("id", "answer", "model", "reference", "margin", "note")
 
 
 def final_answers(conn: psycopg.Connection, name: str) -> Iterator[dict[str, object]]:
@@ -112,7 +138,7 @@ def final_answers(conn: psycopg.Connection, name: str) -> Iterator[dict[str, obj
     with conn.cursor(name="herd_export") as cur:
         cur.itersize = 5000
         cur.execute(
-            """SELECT p.doc_key, f.answer, f.model, p.reference, a.first_token_margin
+            """SELECT p.doc_key, f.answer, f.model, p.reference, a.first_token_margin, p.note
                FROM finals f JOIN prompts p ON p.id = f.prompt_id JOIN attempts a ON a.id = f.attempt_id
                WHERE p.job_id = %s ORDER BY p.id""",
             (jid,),

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 
 import psycopg
 
@@ -44,13 +45,28 @@ def submit(
     records: Iterable[Record],
     window: int,
     progress: Callable[[int], None] = lambda n: None,
+    kind: str = "live",
+    budget_usd: Decimal | None = None,
+    entry: str | None = None,
 ) -> SubmitResult:
-    """Store the records of `job` and claim the first dispatches. The caller publishes them."""
+    """Store the records of `job` and claim the first dispatches. The caller publishes them.
+
+    `kind`: 'live' or 'calibration' (every model of the route answers every prompt, herd/cascade/
+    pipeline.py); `budget_usd`: cap on the job's attributed cost (herd/jobs/budget.py); `entry`: the
+    first model (default: the task's active policy version's entry for a live job, else the herd file's
+    route entry; a calibration job always starts at the route's first model)."""
     if task not in herd.tasks:
         raise InputError(f"unknown task {task!r}; the herd file defines: {', '.join(sorted(herd.tasks))}")
-    entry = herd.entry_for(task)
+    if entry is None and kind == "live":
+        from herd.cascade.active import load_active
+
+        active = load_active(conn, task)
+        entry = active[1].entry if active is not None else None
+    if entry is not None and entry not in herd.models:
+        raise InputError(f"the entry model {entry!r} is not in the herd file")
+    entry = entry or herd.entry_for(task)
     needed = required_fields(herd.tasks[task], {step.prompt_mode for step in herd.route(task)})
-    job_id = _job(conn, job, task, entry)
+    job_id = _job(conn, job, task, entry, kind, budget_usd)
     conn.execute(
         """CREATE TEMP TABLE staging (doc_key text, text text, reference text, fields jsonb,
                                       content_hash text, source text) ON COMMIT DROP"""
@@ -104,16 +120,22 @@ def fill_window(conn: psycopg.Connection, window: int) -> list[ledger.Dispatch]:
     return dispatched
 
 
-def _job(conn: psycopg.Connection, name: str, task: str, entry: str) -> int:
+def _job(
+    conn: psycopg.Connection, name: str, task: str, entry: str, kind: str = "live",
+    budget_usd: Decimal | None = None,
+) -> int:  # fmt: skip
     conn.execute(
-        "INSERT INTO jobs (name, task, entry_model) VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING",
-        (name, task, entry),
+        """INSERT INTO jobs (name, task, entry_model, kind, budget_usd) VALUES (%s, %s, %s, %s, %s)
+           ON CONFLICT (name) DO NOTHING""",
+        (name, task, entry, kind, budget_usd),
     )
-    row = conn.execute("SELECT id, task FROM jobs WHERE name = %s", (name,)).fetchone()
+    row = conn.execute("SELECT id, task, kind FROM jobs WHERE name = %s", (name,)).fetchone()
     if row is None:
         raise RuntimeError(f"job {name!r} vanished while submitting")
     if row[1] != task:
         raise InputError(f"job {name!r} already exists with task {row[1]!r}, not {task!r}; use another --job")
+    if row[2] != kind:
+        raise InputError(f"job {name!r} already exists as a {row[2]} job, not {kind}; use another --job")
     return int(row[0])
 
 

@@ -45,6 +45,11 @@ jobs = Table(
     Column("task", Text, nullable=False),
     Column("entry_model", Text, nullable=False),
     Column("created_at", TS, nullable=False, server_default=func.now()),
+    # live: the cascade decides; calibration: every model of the route answers every prompt (0005).
+    Column("kind", Text, nullable=False, server_default="live"),
+    # Cap on the job's attributed cost; escalations wait as 'held' candidates (herd/jobs/budget.py).
+    Column("budget_usd", Numeric(18, 10)),
+    CheckConstraint("kind IN ('live', 'calibration')", name="kind"),
 )
 
 prompts = Table(
@@ -67,12 +72,19 @@ prompts = Table(
     Column("finished_at", TS),
     Column("error", Text),
     Column("created_at", TS, nullable=False, server_default=func.now()),
+    # The policy version that decided the prompt; NULL when the herd file did (0005).
+    Column("policy_version", Integer),
+    # 'budget': the entry answer was kept because the job's budget ran out.
+    Column("note", Text),
+    # A held escalation candidate's confidence (lower: escalated first when the budget is released).
+    Column("held_confidence", Float),
     UniqueConstraint("job_id", "doc_key", name="uq_prompts_job_id_doc_key"),
-    CheckConstraint("state IN ('pending', 'queued', 'done', 'failed')", name="state"),
+    CheckConstraint("state IN ('pending', 'queued', 'held', 'done', 'failed')", name="state"),
     Index("ix_prompts_job_id_state", "job_id", "state"),
     # The dispatcher scans these two small slices of a possibly huge table.
     Index("ix_prompts_pending", "id", postgresql_where=text("state = 'pending'")),
     Index("ix_prompts_queued", "enqueued_at", postgresql_where=text("state = 'queued'")),
+    Index("ix_prompts_held", "job_id", postgresql_where=text("state = 'held'")),
 )
 
 attempts = Table(
@@ -142,4 +154,28 @@ scores = Table(
     Column("created_at", TS, nullable=False, server_default=func.now()),
     UniqueConstraint("attempt_id", "scorer", name="uq_scores_attempt_id_scorer"),
     CheckConstraint("score >= 0 AND score <= 1", name="score_range"),
+)
+
+# Chosen policies as text (herd/policy/spec.py's YAML), one version sequence per task (0005).
+policies = Table(
+    "policies",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("task", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("source_job_id", BigInteger, ForeignKey("jobs.id", ondelete="SET NULL")),
+    # Train and held-out estimates with their intervals, the target, the ECE: what `herd calibrate` saw.
+    Column("estimates", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    UniqueConstraint("task", "version", name="uq_policies_task"),
+)
+
+# Per task, the version workers run; rolling back points it at an earlier version.
+active_policies = Table(
+    "active_policies",
+    metadata,
+    Column("task", Text, primary_key=True),
+    Column("policy_id", BigInteger, ForeignKey("policies.id", ondelete="CASCADE"), nullable=False),
+    Column("activated_at", TS, nullable=False, server_default=func.now()),
 )

@@ -27,6 +27,8 @@ class PromptRow:
     model: str
     stage: str
     round: int
+    kind: str = "live"  # the job's kind: 'live' or 'calibration'
+    budget_usd: Decimal | None = None  # the job's budget, None: no cap
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def load_step(conn: psycopg.Connection, prompt_id: int, step: StepKey) -> StepSt
     worker runs it once per message. The review subqueries run only when their CASE needs them."""
     row = conn.execute(
         f"""SELECT p.id, p.job_id, j.task, p.text, p.reference, p.fields, p.state,
-                   p.model, p.stage, p.round,
+                   p.model, p.stage, p.round, j.kind, j.budget_usd,
                    {", ".join(f"a.{name}" for name in _ATTEMPT_FIELDS)},
                    CASE WHEN %(stage)s <> 'answer' AND a.id IS NULL THEN
                        (SELECT l.answer FROM attempts l
@@ -191,7 +193,9 @@ def insert_attempt(conn: psycopg.Connection, attempt: NewAttempt) -> AttemptRow:
     return existing
 
 
-def record_final(conn: psycopg.Connection, attempt: NewAttempt) -> list[Dispatch] | None:
+def record_final(
+    conn: psycopg.Connection, attempt: NewAttempt, policy_version: int | None = None
+) -> list[Dispatch] | None:
     """The common end of a step in ONE statement (so one round trip and, on an autocommit connection,
     its own transaction): record `attempt`, keep its answer as the prompt's final one, mark the prompt
     done and claim one pending prompt for the window. The caller has decided the attempt is final.
@@ -199,7 +203,8 @@ def record_final(conn: psycopg.Connection, attempt: NewAttempt) -> list[Dispatch
     Returns the claimed refill (empty when nothing is pending), or None, having written nothing, when
     the step's attempt already exists (a concurrent duplicate delivery): the caller then takes the
     general path, which replays the stored attempt. Same statements as insert_attempt + finalize +
-    refill, chained through the inserted row instead of three more round trips."""
+    refill, chained through the inserted row instead of three more round trips.
+    `policy_version`: the policy version that decided (None: the herd file), stored on the prompt."""
     values = attempt.__dict__
     columns = ", ".join(values)
     placeholders = ", ".join(f"%({name})s" for name in values)
@@ -213,7 +218,8 @@ def record_final(conn: psycopg.Connection, attempt: NewAttempt) -> list[Dispatch
                 SELECT prompt_id, id, model, coalesce(answer, '') FROM attempt
                 ON CONFLICT (prompt_id) DO NOTHING),
             done AS (
-                UPDATE prompts SET state = 'done', finished_at = now(), error = NULL
+                UPDATE prompts SET state = 'done', finished_at = now(), error = NULL,
+                                   policy_version = %(policy_version_)s
                 WHERE id = (SELECT prompt_id FROM attempt) AND state <> 'done'
                 RETURNING id),
             -- Every statement of the WITH sees the rows as they were before it: `freed` is the
@@ -228,7 +234,7 @@ def record_final(conn: psycopg.Connection, attempt: NewAttempt) -> list[Dispatch
                 RETURNING id, model, stage, round)
             SELECT (SELECT count(*) FROM attempt), refill.id, refill.model, refill.stage, refill.round
             FROM (SELECT) AS one LEFT JOIN refill ON true""",
-        values,
+        {**values, "policy_version_": policy_version},
     ).fetchall()
     if not rows or rows[0][0] == 0:
         return None
@@ -243,6 +249,22 @@ def advance(conn: psycopg.Connection, prompt_id: int, src: StepKey, dst: StepKey
         (dst.model, dst.stage, dst.round, prompt_id, src.model, src.stage, src.round),
     )
     return cur.rowcount == 1
+
+
+def hold(conn: psycopg.Connection, prompt_id: int, at: StepKey, confidence: float | None) -> bool:
+    """Park a budget job's escalation candidate as 'held' at step `at` (herd/jobs/budget.py releases
+    it or keeps its answer). False if another delivery moved the prompt already."""
+    cur = conn.execute(
+        """UPDATE prompts SET state = 'held', held_confidence = %s
+           WHERE id = %s AND model = %s AND stage = %s AND round = %s AND state = 'queued'""",
+        (confidence, prompt_id, at.model, at.stage, at.round),
+    )
+    return cur.rowcount == 1
+
+
+def set_policy_version(conn: psycopg.Connection, prompt_id: int, version: int | None) -> None:
+    """Record which policy version decided the prompt's latest step (None: the herd file)."""
+    conn.execute("UPDATE prompts SET policy_version = %s WHERE id = %s", (version, prompt_id))
 
 
 def mark_escalated(conn: psycopg.Connection, attempt_id: int) -> None:

@@ -1,0 +1,173 @@
+"""A calibration job's attempts as herd.policy CalibrationData arrays: no model call, the ledger only.
+
+Per prompt and model on the task's route (herd file order):
+- plain (refinement off): the `answer` attempt: its measures, its score under the scorer, its
+  attributed cost (view `attempt_costs`), ok = the attempt succeeded;
+- refined (refinement on, for models whose herd file enables `refine`): the deciding attempt, i.e.
+  the model's latest successful answer or refinement (a critique answering NO ISSUES stops early):
+  its measures and score; cost = every attempt of the model on the prompt (answer, critiques,
+  refinements); ok = none of them is an error.
+
+A prompt is left out while unfinished, when a model of the route never answered it, or when a
+successful deciding attempt has no score from the scorer (e.g. no reference); `Loaded.left_out` says
+how many. Errors are one-line user errors (InputError, UnknownJobError) raised before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from herd.cascade.active import herd_rounds
+from herd.herdfile.model import HerdConfig
+from herd.jobs.documents import InputError
+from herd.jobs.status import UnknownJobError
+from herd.policy.data import CalibrationData, ModelArrays
+from herd.policy.spec import RAW_MEASURES
+
+_ATTEMPTS = f"""
+    SELECT c.prompt_id, c.model, c.stage, c.round, c.status, {", ".join(f"a.{m}" for m in RAW_MEASURES)},
+           s.score, c.cost_usd
+    FROM attempt_costs c
+    JOIN attempts a ON a.id = c.attempt_id
+    JOIN prompts p ON p.id = c.prompt_id
+    LEFT JOIN scores s ON s.attempt_id = c.attempt_id AND s.scorer = %s
+    WHERE c.job_id = %s AND p.state IN ('done', 'failed') AND c.model = ANY(%s)
+    ORDER BY c.prompt_id, c.model, c.round, c.stage"""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    data: CalibrationData
+    job_id: int
+    route: list[str]
+    scorer: str
+    scorers: list[str]
+    left_out: int
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    stage: str
+    round: int
+    ok: bool
+    measures: dict[str, float]
+    score: float | None
+    cost: float
+
+
+def calibration_job(conn: psycopg.Connection, herd: HerdConfig, job: str, task: str) -> int:
+    """The id of calibration job `job` for `task`; one-line errors otherwise."""
+    if task not in herd.tasks:
+        raise InputError(f"unknown task {task!r}; the herd file defines: {', '.join(sorted(herd.tasks))}")
+    row = conn.execute("SELECT id, task, kind FROM jobs WHERE name = %s", (job,)).fetchone()
+    if row is None:
+        raise UnknownJobError(f"no job named {job!r}")
+    if row[2] != "calibration":
+        raise InputError(
+            f"job {job!r} is not a calibration job; submit one with `herd submit FILES --job NAME "
+            f"--task {task} --calibration`"
+        )
+    if row[1] != task:
+        raise InputError(f"job {job!r} calibrated task {row[1]!r}, not {task!r}")
+    return int(row[0])
+
+
+def job_scorers(conn: psycopg.Connection, job_id: int) -> list[str]:
+    rows = conn.execute(
+        """SELECT DISTINCT s.scorer FROM scores s JOIN attempts a ON a.id = s.attempt_id
+           JOIN prompts p ON p.id = a.prompt_id WHERE p.job_id = %s ORDER BY 1""",
+        (job_id,),
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def load(
+    conn: psycopg.Connection, herd: HerdConfig, job: str, task: str, scorer: str | None = None
+) -> Loaded:
+    """CalibrationData of calibration job `job` for `task` under `scorer` (default: the job's only or
+    first scorer by name). Raises UnknownJobError / InputError with one line for: unknown job or task,
+    not a calibration job, no scores, an unknown scorer, no complete scored prompt."""
+    job_id = calibration_job(conn, herd, job, task)
+    scorers = job_scorers(conn, job_id)
+    if not scorers:
+        raise InputError(f"job {job!r} has no scores: run `herd score {job}` first")
+    if scorer is not None and scorer not in scorers:
+        raise InputError(f"job {job!r} has no scores from {scorer!r}; its scorers: {', '.join(scorers)}")
+    chosen = scorer or scorers[0]
+    route = [step.model for step in herd.route(task)]
+    per_prompt: dict[int, dict[str, list[_Attempt]]] = defaultdict(lambda: defaultdict(list))
+    for row in conn.execute(_ATTEMPTS, (chosen, job_id, route)):
+        per_prompt[int(row[0])][str(row[1])].append(_parse(row))
+    ids: list[int] = []
+    plain: dict[str, list[tuple[float, float, bool, dict[str, float]]]] = {m: [] for m in route}
+    refined: dict[str, list[tuple[float, float, bool, dict[str, float]]]] = {
+        m: [] for m in route if herd_rounds(herd, m) > 0
+    }
+    left_out = 0
+    for prompt_id, models in sorted(per_prompt.items()):
+        rows = {m: _plain(models.get(m, [])) for m in route}
+        rows_refined = {m: _refined(models.get(m, [])) for m in refined}
+        if any(r is None for r in (*rows.values(), *rows_refined.values())):
+            left_out += 1
+            continue
+        ids.append(prompt_id)
+        for m, r in rows.items():
+            plain[m].append(r)  # type: ignore[arg-type]
+        for m, r in rows_refined.items():
+            refined[m].append(r)  # type: ignore[arg-type]
+    total = conn.execute("SELECT count(*) FROM prompts WHERE job_id = %s", (job_id,)).fetchone()
+    left_out += int(total[0]) - len(per_prompt) if total else 0
+    if not ids:
+        raise InputError(
+            f"calibration job {job!r} has no finished prompt answered by every model of {route} and scored "
+            f"by {chosen!r} ({left_out} left out): wait for the job, or run `herd score {job}`"
+        )
+    data = CalibrationData(
+        task, np.array(ids, dtype=np.int64),
+        {m: _arrays(v) for m, v in plain.items()}, {m: _arrays(v) for m, v in refined.items()},
+    )  # fmt: skip
+    return Loaded(data, job_id, route, chosen, scorers, left_out)
+
+
+def _parse(row: tuple[Any, ...]) -> _Attempt:
+    measures = {
+        m: (float(v) if v is not None else np.nan) for m, v in zip(RAW_MEASURES, row[5:9], strict=True)
+    }
+    score = float(row[9]) if row[9] is not None else None
+    return _Attempt(str(row[2]), int(row[3]), row[4] == "ok", measures, score, float(row[10] or 0))
+
+
+def _plain(attempts: list[_Attempt]) -> tuple[float, float, bool, dict[str, float]] | None:
+    answer = next((a for a in attempts if a.stage == "answer"), None)
+    if answer is None or (answer.ok and answer.score is None):
+        return None
+    return (answer.score if answer.ok else np.nan), answer.cost, answer.ok, answer.measures  # type: ignore[return-value]
+
+
+def _refined(attempts: list[_Attempt]) -> tuple[float, float, bool, dict[str, float]] | None:
+    if not any(a.stage == "answer" for a in attempts):
+        return None
+    ok = all(a.ok for a in attempts)
+    cost = sum(a.cost for a in attempts)
+    answers = [a for a in attempts if a.ok and a.stage in ("answer", "refine")]
+    deciding = max(answers, key=lambda a: (a.round, a.stage == "refine")) if answers else None
+    if not ok or deciding is None:
+        nan = {m: np.nan for m in RAW_MEASURES}
+        return np.nan, cost, False, nan
+    if deciding.score is None:
+        return None
+    return deciding.score, cost, True, deciding.measures
+
+
+def _arrays(rows: list[tuple[float, float, bool, dict[str, float]]]) -> ModelArrays:
+    return ModelArrays(
+        np.array([r[0] for r in rows], dtype=float),
+        np.array([r[1] for r in rows], dtype=float),
+        np.array([r[2] for r in rows], dtype=bool),
+        {m: np.array([r[3][m] for r in rows], dtype=float) for m in RAW_MEASURES},
+    )

@@ -1,0 +1,120 @@
+"""In-process cascade runs for the policy tests: a two-model herd, fake backends scripted per prompt,
+a driver that runs every dispatched step (and the pump's budget release) until the herd is idle."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+
+from herd.backends.base import GenerationRequest
+from herd.cascade.active import ActivePolicies
+from herd.cascade.pipeline import Pipeline
+from herd.herdfile.model import HerdConfig, load_herd
+from herd.jobs.documents import Record
+from herd.jobs.submit import submit
+from herd.ledger.steps import Dispatch, StepKey
+from herd.quality.scoring import score_job
+from tests.support.fakes import FakeBackend, generation
+
+HERD = """\
+models:
+  small:
+    protocol: openai
+    endpoints: http://127.0.0.1:9/v1
+    gpus: {type: L4, count: 1, usd_per_hour: 0.8}
+    escalation: {next: large, measure: first_token_margin, threshold: 0.5}
+  large:
+    protocol: openai
+    endpoints: http://127.0.0.1:9/v1
+    gpus: {type: A100, count: 2, usd_per_hour: 3.0}
+    %(refine)s
+tasks:
+  qa:
+    kind: qa
+"""
+
+# Seconds each call keeps its endpoint busy: short enough that sequential calls never overlap, so
+# every attempt is charged exactly latency × GPUs × price.
+LATENCY = {"small": 0.001, "large": 0.002}
+Script = Mapping[str, Mapping[str, tuple[str, float]]]  # model -> prompt key -> (answer, p(top token))
+
+
+def load(tmp_path: Path, refine: str = "") -> HerdConfig:
+    path = tmp_path / "herd.yaml"
+    path.write_text(HERD % {"refine": refine})
+    return load_herd(path)
+
+
+def scripted(script: Script) -> dict[str, FakeBackend]:
+    """One fake backend per model answering each prompt (found by its key `qNN` in the prompt text)
+    with the scripted answer and first-token probability (margin = 2p - 1)."""
+
+    def reply(model: str) -> Callable[[GenerationRequest], object]:
+        def answer(request: GenerationRequest) -> object:
+            text = request.prompt.text + " ".join(c for _, c in request.prompt.messages)
+            key = re.findall(r"\bq\d+\b", text)[0]
+            said, p = script[model][key]
+            gen = generation(said, p_first=p, latency_s=LATENCY[model])
+            return replace(gen, endpoint=f"http://{model}")
+
+        return answer
+
+    return {m: FakeBackend(default=reply(m)) for m in script}  # type: ignore[arg-type]
+
+
+def connector(url: str) -> Callable[[], AbstractContextManager[psycopg.Connection]]:
+    @contextmanager
+    def open_conn() -> Iterator[psycopg.Connection]:
+        with psycopg.connect(url, autocommit=True) as conn:
+            yield conn
+
+    return open_conn
+
+
+def pipeline(url: str, herd: HerdConfig, script: Script) -> Pipeline:
+    connect = connector(url)
+    return Pipeline(herd, scripted(script), connect, ActivePolicies(connect, ttl_s=0.0), window=1000)
+
+
+def run_job(
+    url: str, herd: HerdConfig, script: Script, job: str, references: Mapping[str, str], *,
+    kind: str = "live", budget_usd: Decimal | None = None,
+) -> None:  # fmt: skip
+    """Submit one record per reference key (text 'question qNN') and run it to the end in process."""
+    records = [
+        Record(key, f"question {key}", ref, {}, f"t:{i}") for i, (key, ref) in enumerate(references.items())
+    ]
+    with psycopg.connect(url) as conn:
+        result = submit(
+            conn, herd, job=job, task="qa", records=records, window=1000, kind=kind, budget_usd=budget_usd
+        )
+    drive(pipeline(url, herd, script), result.dispatched, connector(url))
+
+
+def drive(
+    pipe: Pipeline,
+    dispatches: list[Dispatch],
+    connect: Callable[[], AbstractContextManager[psycopg.Connection]],
+) -> None:
+    """Run dispatched steps in order until none is left, then what the pump would release."""
+    queue = deque(dispatches)
+    while True:
+        while queue:
+            pid, model, stage, round_ = queue.popleft()
+            queue.extend(pipe.run(pid, StepKey(model, stage, round_)).dispatches)
+        with connect() as conn, conn.transaction():
+            released = pipe.release_budgets(conn)
+        if not released:
+            return
+        queue.extend(released)
+
+
+def score(url: str, herd: HerdConfig, job: str) -> None:
+    score_job(url, herd, job, scorer="exact")
