@@ -243,3 +243,23 @@ def test_a_budget_is_never_exceeded_by_more_than_one_attempt(tmp_path: Path, url
     assert "budget: spent" in status and f"kept for lack of budget: {N - len(escalated)}" in status
     export = cli(tmp_path / "herd.yaml", url, "export", "b").output
     assert export.count('"note": "budget"') == N - len(escalated)
+
+
+def test_report_groups_by_version_labels_partial_rows_and_shows_each_model_alone(
+    tmp_path: Path, url: str, db
+) -> None:  # type: ignore[no-untyped-def]
+    herd = load(tmp_path)
+    path = tmp_path / "herd.yaml"
+    calibrated(url, herd, script_cascade_pays())
+    assert cli(path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "1").exit_code == 0
+    run_job(url, herd, script_cascade_pays(), "live", REFS)
+    score(url, herd, "live")
+    report = cli(path, url, "report", "live", "--scorer", "exact").output
+    escalated = db.execute(
+        "SELECT count(*) FROM attempts a JOIN prompts p ON p.id = a.prompt_id JOIN jobs j ON j.id = p.job_id "
+        "WHERE j.name = 'live' AND a.model = 'large'"
+    ).fetchone()[0]
+    assert f"large ({escalated} escalated prompts)" in report
+    assert "by policy version" in report and f"version 1: {N} prompts, quality 1.000" in report
+    assert f"each model alone on calibration job cal ({N} prompts, every model)" in report
+    assert "small: quality 0.600" in report and "large: quality 1.000" in report

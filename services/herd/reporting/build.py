@@ -7,7 +7,7 @@ Money stays Decimal end to end here; render.py decides how to round it for each 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 from herd.jobs.status import UnknownJobError
 from herd.reporting import perfics
 from herd.reporting.perfics import PolicyInput, Weights
+from herd.reporting.versions import Alone, VersionRow, alone, by_version
 
 _KIND_ORDER = {"model": 0, "cascade": 1, "counterfactual": 2}
 
@@ -63,6 +64,13 @@ class Row:
     provisioned_cost_usd: Decimal | None
     perfics: float | None
     rank: int | None
+    # A model row covering only part of the job: a later tier, scored on the prompts escalated to it.
+    partial: bool = False
+
+    @property
+    def label(self) -> str:
+        """The policy name, with partial coverage said: 'gemma3 (22 escalated prompts)'."""
+        return f"{self.policy} ({self.prompts} escalated prompts)" if self.partial else self.policy
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,8 @@ class Report:
     scorers: list[str]  # every scorer with scores in the job
     weights: Weights
     rows: list[Row]
+    versions: list[VersionRow] = field(default_factory=list)  # per policy version that decided
+    alone: Alone | None = None  # each model alone on the task's calibration job, when there is one
 
 
 def _query(conn: psycopg.Connection, sql: str, job: str) -> list[dict[str, Any]]:
@@ -117,7 +127,11 @@ def build(
         )
         for r, score in zip(inputs, scores, strict=True)
     ]
-    return Report(summary, chosen, scorers, weights, rows)
+    rows = [replace(r, partial=r.kind == "model" and r.prompts < summary.prompts) for r in rows]
+    with conn.transaction():
+        versions = by_version(conn, job, chosen)
+        models_alone = alone(conn, summary.task, chosen)
+    return Report(summary, chosen, scorers, weights, rows, versions, models_alone)
 
 
 # Row fields read from perfics_inputs as they are, and from job_model_costs (see _model_figures).

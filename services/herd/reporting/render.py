@@ -56,7 +56,7 @@ def _num(value: float | Decimal | None, spec: str) -> str:
 
 # Every column of the table: its header, its label in a block, and how a Row shows in it.
 TABLE_COLUMNS: dict[str, tuple[Column, Callable[[Row], str]]] = {
-    "policy": (Column("policy", numeric=False), lambda r: r.policy),
+    "policy": (Column("policy", numeric=False), lambda r: r.label),
     "prompts": (Column("prompts"), lambda r: str(r.prompts)),
     "escal.": (Column("escal.", "escalations"), lambda r: str(r.escalations)),
     "refine": (Column("refine", "refinements"), lambda r: str(r.refinements)),
@@ -113,6 +113,15 @@ def render_table(report: Report, console: Console, *, wide: bool = False) -> Non
         console.print(Text(line))  # Text: no markup; rich wraps a long line between words
     names = WIDE_COLUMNS if wide else COMPACT_COLUMNS
     print_table(console, columns(names), [cells(row, names) for row in report.rows])
+    for line in version_lines(report):
+        console.print(Text(line))
+
+
+def version_lines(report: Report) -> list[str]:
+    """The per-policy-version section and each model alone on the calibration job (reporting/versions.py)."""
+    from herd.reporting.versions import lines
+
+    return lines(report.versions, report.alone, money)
 
 
 def _console(out: IO[str]) -> Console:
@@ -163,7 +172,12 @@ def render(report: Report, fmt: str, out: IO[str], *, wide: bool = False) -> Non
             "weights": asdict(report.weights),
             "decimal_places": DECIMAL_PLACES,  # of the Decimal figures: USD, GPU-hours, refinement rounds
             "rows": [{k: _number(v) for k, v in asdict(row).items()} for row in report.rows],
-        }
+            "policy_versions": [{k: _number(v) for k, v in asdict(r).items()} for r in report.versions],
+            "models_alone": None if report.alone is None else {
+                "calibration_job": report.alone.job, "prompts": report.alone.prompts,
+                "rows": [{k: _number(v) for k, v in asdict(r).items()} for r in report.alone.rows],
+            },
+        }  # fmt: skip
         json.dump(doc, out, indent=2, ensure_ascii=False, allow_nan=False)
         out.write("\n")
     elif fmt == "html":

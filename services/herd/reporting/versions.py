@@ -1,0 +1,124 @@
+"""Two honest additions to `herd report` (issue 8): per policy version, and each model alone.
+
+- `by_version`: the job's final answers grouped by the policy version that decided them (view
+  `policy_version_quality`, migration 0005; version None = the herd file), so a job that ran under
+  two versions, or across a rollback, shows each version's quality and cost on its own prompts.
+- `alone`: a later-tier model's row in a cascade job is its quality on the prompts escalated to it
+  (the hard ones), which a reader takes for the model's quality. When a calibration job exists for
+  the task, every model answered every prompt there: `alone` gives each model's quality and
+  attributed cost per 1k prompts on those same prompts (the answer step, refinement off).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: int | None  # None: decided by the herd file
+    prompts: int
+    kept_for_budget: int
+    quality: float | None
+    cost_usd: Decimal
+    cost_per_1k_prompts_usd: Decimal
+
+
+@dataclass(frozen=True)
+class AloneRow:
+    model: str
+    prompts: int
+    quality: float | None
+    cost_per_1k_prompts_usd: Decimal
+
+
+@dataclass(frozen=True)
+class Alone:
+    job: str  # the calibration job
+    prompts: int
+    rows: list[AloneRow]
+
+
+def by_version(conn: psycopg.Connection, job: str, scorer: str | None) -> list[VersionRow]:
+    """Per policy version of `job`: prompts, answers kept for budget, quality under `scorer` (None
+    when unscored), attributed cost. Unscored prompts count in the cost, not in the quality."""
+    rows = conn.execute(
+        """SELECT policy_version, sum(prompts), sum(kept_for_budget),
+                  sum(quality * prompts) FILTER (WHERE scorer = %s::text)
+                      / nullif(sum(prompts) FILTER (WHERE scorer = %s::text), 0),
+                  sum(cost_usd)
+           FROM policy_version_quality
+           WHERE job = %s AND (scorer = %s OR scorer IS NULL OR %s::text IS NULL)
+           GROUP BY policy_version ORDER BY policy_version NULLS FIRST""",
+        (scorer, scorer, job, scorer, scorer),
+    ).fetchall()
+    return [
+        VersionRow(
+            r[0],
+            int(r[1]),
+            int(r[2]),
+            float(r[3]) if r[3] is not None else None,
+            Decimal(r[4]),
+            Decimal(1000) * Decimal(r[4]) / int(r[1]) if r[1] else Decimal(0),
+        )  # fmt: skip
+        for r in rows
+    ]
+
+
+def alone(conn: psycopg.Connection, task: str, scorer: str | None) -> Alone | None:
+    """Each model alone on the latest calibration job of `task` scored by `scorer`; None if none."""
+    if scorer is None:
+        return None
+    found = conn.execute(
+        """SELECT j.id, j.name, count(DISTINCT p.id) FROM jobs j JOIN prompts p ON p.job_id = j.id
+           WHERE j.task = %s AND j.kind = 'calibration' AND p.state IN ('done', 'failed')
+             AND EXISTS (SELECT FROM scores s JOIN attempts a ON a.id = s.attempt_id
+                         WHERE a.prompt_id = p.id AND s.scorer = %s)
+           GROUP BY j.id, j.name ORDER BY j.id DESC LIMIT 1""",
+        (task, scorer),
+    ).fetchone()
+    if found is None:
+        return None
+    rows = conn.execute(
+        """SELECT c.model, count(*),
+                  avg(CASE WHEN c.status = 'ok' THEN s.score ELSE 0 END)
+                      FILTER (WHERE c.status <> 'ok' OR s.score IS NOT NULL),
+                  1000 * sum(c.cost_usd) / count(*)
+           FROM attempt_costs c JOIN prompts p ON p.id = c.prompt_id
+           LEFT JOIN scores s ON s.attempt_id = c.attempt_id AND s.scorer = %s
+           WHERE c.job_id = %s AND c.stage = 'answer' AND p.state IN ('done', 'failed')
+           GROUP BY c.model ORDER BY min(c.attempt_id)""",
+        (scorer, found[0]),
+    ).fetchall()
+    return Alone(
+        str(found[1]),
+        int(found[2]),
+        [AloneRow(str(r[0]), int(r[1]), None if r[2] is None else float(r[2]), Decimal(r[3])) for r in rows],
+    )
+
+
+def lines(versions: list[VersionRow], alone_: Alone | None, money: object) -> list[str]:
+    """Plain lines for the table report; `money` formats a Decimal (report.money)."""
+    fmt = money if callable(money) else str
+    out: list[str] = []
+    if versions and any(v.version is not None for v in versions):
+        out.append("by policy version (the version that decided each prompt):")
+        for v in versions:
+            name = f"version {v.version}" if v.version is not None else "herd file"
+            quality = f"{v.quality:.3f}" if v.quality is not None else "-"
+            budget = f", {v.kept_for_budget} kept for budget" if v.kept_for_budget else ""
+            out.append(
+                f"  {name}: {v.prompts} prompts{budget}, quality {quality}, "
+                f"{fmt(v.cost_per_1k_prompts_usd)} USD per 1k prompts"
+            )
+    if alone_ is not None:
+        out.append(
+            f"each model alone on calibration job {alone_.job} ({alone_.prompts} prompts, every model):"
+        )
+        for r in alone_.rows:
+            quality = f"{r.quality:.3f}" if r.quality is not None else "-"
+            out.append(f"  {r.model}: quality {quality}, {fmt(r.cost_per_1k_prompts_usd)} USD per 1k prompts")
+    return out
