@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     worker_model: str | None = None
     # How often each worker tops the window up and re-sends stale prompts.
     pump_interval_s: float = Field(default=10.0, gt=0)
+    # How long a worker keeps a task's active policy version before reading it again (herd/cascade/
+    # active.py): a new version or a rollback reaches every worker within this time.
+    policy_ttl_s: float = Field(default=30.0, ge=0)
 
 
 @lru_cache(maxsize=1)

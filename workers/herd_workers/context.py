@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool
 
 from herd import urls
 from herd.backends.registry import make_backends
+from herd.cascade.active import ActivePolicies
 from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.settings import get_settings
@@ -19,7 +20,8 @@ class WorkerContext:
     def __init__(self, herd: HerdConfig, pool: ConnectionPool) -> None:
         self.herd = herd
         self.pool = pool
-        self.pipeline = Pipeline(herd, make_backends(herd), self.connection)
+        policies = ActivePolicies(self.connection, ttl_s=get_settings().policy_ttl_s)
+        self.pipeline = Pipeline(herd, make_backends(herd), self.connection, policies)
 
     def connection(self) -> AbstractContextManager[psycopg.Connection]:
         """An autocommit connection from the pool: wrap writes that belong together in
