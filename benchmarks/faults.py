@@ -12,10 +12,11 @@ The scenario (docs/reliability.md), everything on 127.0.0.1 under a private, tem
   seconds. About 60% of the prompts are confident on small, 25% on medium, 15% reach large.
 * One `herd worker` per model, supervised: a worker that exits for any reason is restarted.
 * `herd submit` of the prompts, then, each at a seeded random point of the job's progress (between 5% and
-  85% of the prompts finished, so the faults hit a running job on a fast or a slow machine): workers
-  SIGKILLed (their whole process group), Redis SIGKILLed and restarted, Postgres (the postmaster)
-  SIGKILLed and restarted, and one model's double (medium) SIGKILLed and restarted on the same port
-  after 60 seconds. Redis and Postgres stay down a few seconds each, never both at once.
+  90% of the prompts finished, so the faults hit a running job on a fast or a slow machine): workers
+  SIGKILLed (their whole process group; the last kill, the last fault, at 90%), Redis SIGKILLed and
+  restarted, Postgres (the postmaster) SIGKILLed and restarted, and one model's double (medium)
+  SIGKILLed and restarted on the same port after 60 seconds (8 with --short). Redis and Postgres stay
+  down a few seconds each, never both at once.
 * Short plumbing periods so the run drains in minutes (printed with the figures): HERD_STALE_AFTER_S,
   HERD_VISIBILITY_TIMEOUT_S, HERD_PUMP_INTERVAL_S and a dispatch window small enough that no prompt
   waits in Redis for a whole stale period.
@@ -188,7 +189,7 @@ class Event:
 def schedule(plan: Plan) -> list[Event]:
     """Seeded faults at random points of the job's progress (so they hit a running job on any machine):
     Redis goes down in the first part and Postgres in the second, so those two never overlap; the
-    endpoint outage starts in the first half; worker kills anywhere up to `faults_until`."""
+    endpoint outage starts in the first half; worker kills anywhere, the last one at `faults_until`."""
     rng = random.Random(f"schedule|{plan.seed}")
     lo, hi = plan.faults_from, plan.faults_until
     mid = (lo + hi) / 2
@@ -199,8 +200,9 @@ def schedule(plan: Plan) -> list[Event]:
     ]
     if rng.random() < 0.5:  # either order of Redis and Postgres
         events[0].after, events[1].after = events[1].after, events[0].after
-    for _ in range(plan.worker_kills):
-        events.append(Event("kill-worker", rng.choice(MODELS), after=rng.uniform(lo, hi)))
+    for i in range(plan.worker_kills):  # the last one at `faults_until`: the last fault, at a known point
+        after = hi if i == plan.worker_kills - 1 else rng.uniform(lo, hi)
+        events.append(Event("kill-worker", rng.choice(MODELS), after=after))
     return sorted(events, key=lambda e: e.after or 0.0)
 
 
@@ -612,6 +614,10 @@ def print_report(res: dict[str, Any], plan: Plan, say: Callable[[str], None]) ->
         f"finals by model: {led['finals_by_model']}"
     )
     say(f"  prompts lost (neither done nor failed): {res['lost']}")
+    say(
+        f"  most prompts queued at once (polled every 0.5s): {res['max_queued']} "
+        f"(HERD_DISPATCH_WINDOW {plan.dispatch_window})"
+    )
     say(f"  duplicate finals (prompt with > 1 final): {led['duplicate_finals']}")
     say(f"  duplicate attempts (> 1 per prompt, model, stage, round): {led['duplicate_attempts']}")
     say(
@@ -705,7 +711,7 @@ def run_suite(plan: Plan, *, keep: bool = False, say: Callable[[str], None] = pr
             f"{plan.faults_until:.0%} of the prompts finished"
         )
         drained_at: float | None = None
-        finished = 0
+        finished = max_queued = 0
         next_poll = 0.0
         waiting = list(events)  # kills, by progress
         timed: list[Event] = []  # restarts, by time
@@ -729,6 +735,7 @@ def run_suite(plan: Plan, *, keep: bool = False, say: Callable[[str], None] = pr
                 states = run.states()
                 if states is not None:
                     finished = states.get("done", 0) + states.get("failed", 0)
+                    max_queued = max(max_queued, states.get("queued", 0))
                     if finished == plan.prompts and not waiting and not timed:
                         drained_at = now
                         break
@@ -757,6 +764,7 @@ def run_suite(plan: Plan, *, keep: bool = False, say: Callable[[str], None] = pr
             "open_at_last_fault": open_at_last,
             "drain_after_last_fault_s": drain_after,
             "lost": lost,
+            "max_queued": max_queued,
             "ledger": ledger,
             "calls": calls,
             "logs": logs,

@@ -46,5 +46,8 @@ def test_short_fault_suite_keeps_the_delivery_guarantees(tmp_path: Path) -> None
     assert all((ev["open_prompts"] or 0) > 0 for ev in kills), report
     assert res["calls"]["calls_total"] >= plan["prompts"], report
     assert sum(sum(d.values()) - d.get("none", 0) for d in res["calls"]["faults_drawn"].values()) > 0
-    # Goal: drained within one stale period of the last fault.
-    assert res["drain_after_last_fault_s"] <= plan["stale_after_s"], report
+    # Goal: drained within one stale period of the last fault. A message lost at the last fault is
+    # re-sent one stale period after its prompt was queued, at the pump's next tick, and its cascade may
+    # still have up to three steps to run: that much slack, no more.
+    slack = plan["pump_interval_s"] + 3 * plan["timeout_s"]
+    assert res["drain_after_last_fault_s"] <= plan["stale_after_s"] + slack, report
