@@ -33,7 +33,7 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    worker_cancel_long_running_tasks_on_connection_loss=True,
+    worker_cancel_long_running_tasks_on_connection_loss=False,
     broker_transport_options={"visibility_timeout": 3600},
     broker_connection_retry_on_startup=True,
     worker_send_task_events=EVENTS,

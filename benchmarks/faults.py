@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/faults.py`: sys.path[0] is benchmarks/
     sys.path.insert(0, str(REPO))
 
-from benchmarks.throughput import Procs  # noqa: E402
+from tests.support.processes import Procs  # noqa: E402
 
 MODELS = ("small", "medium", "large")
 PROTOCOLS = {"small": "openai chat", "medium": "TGI", "large": "OpenAI completions"}
@@ -216,7 +216,7 @@ class Run:
         self.plan, self.home, self.say = plan, home, say
         self.work = home / "work"
         self.work.mkdir(parents=True)
-        self.procs = Procs()
+        self.procs = Procs(cwd=self.work)
         self.workers: dict[str, subprocess.Popen[Any]] = {}
         self.worker_logs: list[Path] = []
         self.worker_starts: collections.Counter[str] = collections.Counter()

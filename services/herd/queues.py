@@ -36,7 +36,11 @@ def _config() -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Off: with it on, a worker whose Redis is killed can stop with "Unrecoverable error" and exit
+        # status 0 while reconnecting (celery/celery#9250, seen in benchmarks/faults.py), leaving its
+        # model without a worker. Tasks running through a broker outage finish and record their
+        # outcome; an ack lost with the connection only means a redelivery, which the ledger replays.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
         "broker_connection_retry_on_startup": True,
         # Flower sees every task from the moment it is published.

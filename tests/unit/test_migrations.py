@@ -63,3 +63,9 @@ def test_ensure_current_names_both_revisions_and_waits_for_a_migration(empty_db:
     ensure_current(empty_db, wait_s=60, poll_s=0.1)
     migrating.join()
     assert current_revision(empty_db) == head_revision()
+
+
+def test_ensure_current_waits_for_an_unreachable_database_then_says_so() -> None:
+    # Port 9 (discard) is closed here: the database is "still starting" for the whole wait.
+    with pytest.raises(SchemaError, match=r"cannot reach the database after 0s"):
+        ensure_current("postgresql://postgres@127.0.0.1:9/none", wait_s=0.3, poll_s=0.1)

@@ -113,3 +113,18 @@ def test_logprob_values_from_the_wire() -> None:
         [("a", -0.1), ("b", None), ("c", math.nan), ("d", -math.inf), ("e", math.inf), (None, -2)]
     )
     assert kept == (("a", -0.1), ("d", -math.inf), ("", -2.0))
+
+
+def test_an_unreadable_body_is_retryable_but_a_wrong_shape_is_permanent() -> None:
+    import json
+
+    from herd.backends import transport
+    from herd.backends.base import PermanentError, RetryableError
+
+    cut = json.JSONDecodeError("Unterminated string", '{"choices": [{"te', 17)
+    try:
+        raise ValueError("could not parse the response") from cut
+    except ValueError as wrapped:
+        assert isinstance(transport.map_exception(wrapped, "http://e"), RetryableError)
+    assert isinstance(transport.map_exception(cut, "http://e"), RetryableError)
+    assert isinstance(transport.malformed(KeyError("choices"), "http://e"), PermanentError)

@@ -15,6 +15,7 @@ Backends therefore always pass a key, the model's own (`api_key_env`) or a place
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import threading
@@ -130,6 +131,12 @@ def map_exception(exc: BaseException, endpoint: str) -> BackendError:
         return RetryableError(f"overloaded: {_short(exc)}", status=429, endpoint=endpoint)
     if isinstance(exc, hf_errors.ValidationError):
         return PermanentError(f"rejected: {_short(exc)}", status=422, endpoint=endpoint)
+    if _unreadable(exc):
+        # A 200 whose body is not JSON at all: the connection was cut mid-body, or a proxy or load
+        # balancer answered with its own page. Nothing the model said is wrong; the next try (on
+        # the next replica) usually succeeds. A body that parses but lacks what the protocol
+        # promises stays permanent (`malformed`).
+        return RetryableError(f"unreadable response body from {endpoint}: {_short(exc)}", endpoint=endpoint)
     if isinstance(exc, RecursionError):
         # huggingface_hub's response classes recurse forever on a NaN value (NaN != NaN), which
         # Python-based servers write as a bare `NaN` where a logprob could not be computed.
@@ -139,6 +146,16 @@ def map_exception(exc: BaseException, endpoint: str) -> BackendError:
             endpoint=endpoint,
         )
     return PermanentError(f"unexpected error from {endpoint}: {exc!r}", endpoint=endpoint)
+
+
+def _unreadable(exc: BaseException) -> bool:
+    """The exception, or what it was raised from, says the body could not be decoded at all."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (json.JSONDecodeError, UnicodeDecodeError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def malformed(exc: Exception, endpoint: str) -> PermanentError:

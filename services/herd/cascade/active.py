@@ -54,7 +54,7 @@ class Rule:
         return float(self.calibration.apply(np.array([raw]))[0])
 
     def escalates(self, value_of: ValueOf) -> bool:
-        """Same rule as herd.herdfile.model.Step.escalates and herd.policy.spec.Tier.escalates: below
+        """Same rule as herd.herdfile.model.TaskTier.escalates and herd.policy.spec.Tier.escalates: below
         the threshold for a confidence, above it for an uncertainty; a missing value never escalates."""
         value = self.value(value_of)
         if self.next is None or self.threshold is None or value is None or math.isnan(value):
@@ -91,7 +91,7 @@ def rule_for(herd: HerdConfig, task: str, model: str, active: tuple[int, Policy]
                 version=version,
                 calibration=policy.calibration.get(model),
             )
-    step = herd.step(task, model)
+    step = herd.tier(task, model)
     return Rule(model, step.next, step.measure, step.threshold, herd_rounds(herd, model))
 
 

@@ -45,22 +45,23 @@ from herd.backends.base import Backend, BackendError, Generation, GenerationRequ
 from herd.cascade.active import ActivePolicies, Rule, herd_rounds
 from herd.cascade.prompts import Prompt, RenderError, followup, render
 from herd.cascade.uncertainty import NoTokensError, measure
-from herd.herdfile.model import HerdConfig, ModelConfig, Step
+from herd.cascade.vocabulary import FINISHED, AttemptStatus, OutcomeKind, PromptState, Stage
+from herd.herdfile.model import HerdConfig, ModelConfig, TaskTier
 from herd.ledger import steps as ledger
 from herd.ledger.steps import AttemptRow, Dispatch, NewAttempt, PromptRow, StepKey
 from herd.redact import mask_url, redact
 
 log = logging.getLogger(__name__)
 
-ANSWER, CRITIQUE, REFINE = "answer", "critique", "refine"
+ANSWER, CRITIQUE, REFINE = Stage.ANSWER, Stage.CRITIQUE, Stage.REFINE
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened, for logs and tests: `final`, `escalated`, `refining`, `failed` or `skipped`."""
+    """What happened, for logs and tests, and the dispatches to publish after the commit."""
 
-    kind: str
+    kind: OutcomeKind
     dispatches: tuple[Dispatch, ...] = ()
 
 
@@ -94,11 +95,11 @@ class Pipeline:
             state = ledger.load_step(conn, prompt_id, key)
         if state is None:
             log.warning("prompt %s no longer exists; dropping its message", prompt_id)
-            return Outcome("skipped")
+            return Outcome(OutcomeKind.SKIPPED)
         prompt, existing = state.prompt, state.attempt
-        if prompt.state in ("done", "failed") or StepKey(prompt.model, prompt.stage, prompt.round) != key:
-            return Outcome("skipped")  # a duplicate or stale delivery: the prompt has moved on
-        step = self.herd.step(prompt.task, key.model)
+        if prompt.state in FINISHED or StepKey(prompt.model, prompt.stage, prompt.round) != key:
+            return Outcome(OutcomeKind.SKIPPED)  # a duplicate or stale delivery: the prompt has moved on
+        step = self.herd.tier(prompt.task, key.model)
         rule = self.rule(prompt, key.model)
         new = None if existing else self._attempt(prompt, step, rule, key, state.review, retries, give_up)
         try:
@@ -112,17 +113,21 @@ class Pipeline:
             )
             return self._record(prompt, step, rule, key, existing, new)
         except (psycopg.DataError, psycopg.IntegrityError, UnicodeError) as exc:
-            if new is None or new.status != "ok":
+            if new is None or new.status != AttemptStatus.OK:
                 raise
             # Postgres refused the answer itself: keep a readable reason, not a prompt stuck queued.
             log.warning("prompt %s: cannot record the answer of %s: %s", prompt.id, key.model, exc)
             refused = replace(
-                new, status="error", answer=None, escalated=False, error=f"cannot record the answer: {exc}"
+                new,
+                status=AttemptStatus.ERROR,
+                answer=None,
+                escalated=False,
+                error=f"cannot record the answer: {exc}",
             )
             return self._record(prompt, step, rule, key, existing, refused)
 
     def _record(
-        self, prompt: PromptRow, step: Step, rule: Rule, key: StepKey, existing: AttemptRow | None,
+        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, existing: AttemptRow | None,
         new: NewAttempt | None,
     ) -> Outcome:  # fmt: skip
         """Phase 3: record the new attempt (or replay the existing one), decide, move the prompt on."""
@@ -130,7 +135,7 @@ class Pipeline:
             if new is not None and self._is_final(prompt, rule, key, new):
                 refill = ledger.record_final(conn, storable(new), rule.version)
                 if refill is not None:
-                    return Outcome("final", tuple(refill))
+                    return Outcome(OutcomeKind.FINAL, tuple(refill))
                 # The step's attempt exists already (a concurrent duplicate): replay it below.
             with conn.transaction():
                 attempt = existing or ledger.insert_attempt(conn, storable(new))  # type: ignore[arg-type]
@@ -145,10 +150,10 @@ class Pipeline:
         with self.connect() as conn, conn.transaction():
             state = ledger.load_step(conn, prompt_id, key)
             if state is None:
-                return Outcome("skipped")
+                return Outcome(OutcomeKind.SKIPPED)
             prompt = state.prompt
-            if prompt.state in ("done", "failed") or StepKey(prompt.model, prompt.stage, prompt.round) != key:
-                return Outcome("skipped")
+            if prompt.state in FINISHED or StepKey(prompt.model, prompt.stage, prompt.round) != key:
+                return Outcome(OutcomeKind.SKIPPED)
             config = self.herd.models.get(key.model)
             now = datetime.now(UTC)
             if state.attempt is None:
@@ -156,7 +161,8 @@ class Pipeline:
                     conn,
                     NewAttempt(
                         prompt_id=prompt_id, model=key.model, stage=key.stage, round=key.round,
-                        status="error", retries=retries, gpu_count=config.gpus.count if config else 0,
+                        status=AttemptStatus.ERROR, retries=retries,
+                        gpu_count=config.gpus.count if config else 0,
                         usd_per_gpu_hour=_price(config) if config else Decimal(0), error=reason,
                         started_at=now, finished_at=now,
                     ),
@@ -164,7 +170,7 @@ class Pipeline:
             error = f"{key.model} {key.stage}: {reason}"
             log.warning("prompt %s failed: %s", prompt_id, error)
             freed = ledger.fail(conn, prompt_id, error)
-            return Outcome("failed", self._refill(conn, prompt, freed))
+            return Outcome(OutcomeKind.FAILED, self._refill(conn, prompt, freed))
 
     def rule(self, prompt: PromptRow, model: str) -> Rule:
         """The decision rule for `model` on `prompt`. A calibration job runs the herd file's refinement
@@ -176,7 +182,7 @@ class Pipeline:
 
     def _calibration_next(self, prompt: PromptRow, model: str) -> str | None:
         """In a calibration job, the model after `model` on the herd file's route (None: the last)."""
-        return self.herd.step(prompt.task, model).next if prompt.kind == "calibration" else None
+        return self.herd.tier(prompt.task, model).next if prompt.kind == "calibration" else None
 
     @property
     def window(self) -> int:
@@ -194,18 +200,18 @@ class Pipeline:
         if prompt.budget_usd is not None or self._calibration_next(prompt, key.model) is not None:
             return False
         ends = _ends(rule.rounds, key)
-        return new.status == "ok" and ends and not (new.escalated and rule.next is not None)
+        return new.status == AttemptStatus.OK and ends and not (new.escalated and rule.next is not None)
 
     def _attempt(
-        self, prompt: PromptRow, step: Step, rule: Rule, key: StepKey, context: tuple[str, str] | None,
+        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, context: tuple[str, str] | None,
         retries: int, give_up: BackendError | None,
     ) -> NewAttempt:  # fmt: skip
         config = self.herd.models[step.model]
         started = datetime.now(UTC)
         failed = NewAttempt(
-            prompt_id=prompt.id, model=key.model, stage=key.stage, round=key.round, status="error",
-            retries=retries, gpu_count=config.gpus.count, usd_per_gpu_hour=_price(config),
-            started_at=started, finished_at=started,
+            prompt_id=prompt.id, model=key.model, stage=key.stage, round=key.round,
+            status=AttemptStatus.ERROR, retries=retries, gpu_count=config.gpus.count,
+            usd_per_gpu_hour=_price(config), started_at=started, finished_at=started,
         )  # fmt: skip
         if give_up is not None:
             return replace(failed, error=str(give_up), finished_at=datetime.now(UTC))
@@ -279,7 +285,7 @@ class Pipeline:
         unsure = rule.escalates(scores.value) or (truncated and rule.next is not None)
         return replace(
             charged,
-            status="ok",
+            status=AttemptStatus.OK,
             answer=answer,
             first_token_margin=scores.first_token_margin,
             mean_entropy=scores.mean_entropy,
@@ -291,7 +297,7 @@ class Pipeline:
     def _request(
         self,
         prompt: PromptRow,
-        step: Step,
+        step: TaskTier,
         key: StepKey,
         config: ModelConfig,
         context: tuple[str, str] | None,
@@ -319,17 +325,17 @@ class Pipeline:
         )
 
     def _decide(
-        self, conn: psycopg.Connection, prompt: PromptRow, step: Step, rule: Rule, key: StepKey,
+        self, conn: psycopg.Connection, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey,
         attempt: AttemptRow,
     ) -> Outcome:  # fmt: skip
         calibration_next = self._calibration_next(prompt, key.model)
-        if attempt.status == "error":
+        if attempt.status == AttemptStatus.ERROR:
             if calibration_next is not None:  # calibration: the other models still answer
                 return self._escalate(conn, prompt.id, key, calibration_next)
             error = f"{step.model} {key.stage}: {attempt.error}"
             log.warning("prompt %s failed: %s", prompt.id, error)
             freed = ledger.fail(conn, prompt.id, error)
-            return Outcome("failed", self._refill(conn, prompt, freed))
+            return Outcome(OutcomeKind.FAILED, self._refill(conn, prompt, freed))
         rounds = rule.rounds
         if key.stage == ANSWER and rounds:
             return self._advance(conn, prompt.id, key, StepKey(key.model, CRITIQUE, 1))
@@ -351,13 +357,13 @@ class Pipeline:
             if prompt.budget_usd is None:
                 return self._escalate(conn, prompt.id, key, rule.next)
             held = ledger.hold(conn, prompt.id, key, rule.confidence(answer.uncertainty))
-            return Outcome("held", self._refill(conn, prompt, held))
+            return Outcome(OutcomeKind.HELD, self._refill(conn, prompt, held))
         freed = ledger.finalize(conn, prompt.id, answer.id, step.model, answer.answer or "")
-        return Outcome("final", self._refill(conn, prompt, freed))
+        return Outcome(OutcomeKind.FINAL, self._refill(conn, prompt, freed))
 
     def _escalate(self, conn: psycopg.Connection, prompt_id: int, src: StepKey, model: str) -> Outcome:
         moved = ledger.advance(conn, prompt_id, src, StepKey(model))
-        return Outcome("escalated", ((prompt_id, model, ANSWER, 0),) if moved else ())
+        return Outcome(OutcomeKind.ESCALATED, ((prompt_id, model, ANSWER, 0),) if moved else ())
 
     def _refill(self, conn: psycopg.Connection, prompt: PromptRow, freed: bool) -> tuple[Dispatch, ...]:
         """If this step took the prompt out of the window (`freed`: not a redelivered, already finished
@@ -380,13 +386,13 @@ class Pipeline:
 
         dispatches: list[Dispatch] = []
         for job_id, task in idle_budget_jobs(conn):
-            held = PromptRow(0, job_id, task, "", None, {}, "held", "", ANSWER, 0)
+            held = PromptRow(0, job_id, task, "", None, {}, PromptState.HELD, "", ANSWER, 0)
             dispatches += release(conn, job_id, partial(self._next_model, held), self.window)
         return dispatches
 
     def _advance(self, conn: psycopg.Connection, prompt_id: int, src: StepKey, dst: StepKey) -> Outcome:
         moved = ledger.advance(conn, prompt_id, src, dst)
-        return Outcome("refining", ((prompt_id, dst.model, dst.stage, dst.round),) if moved else ())
+        return Outcome(OutcomeKind.REFINING, ((prompt_id, dst.model, dst.stage, dst.round),) if moved else ())
 
 
 def _ends(rounds: int, key: StepKey) -> bool:

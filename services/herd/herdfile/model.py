@@ -151,7 +151,7 @@ class HerdConfig(_Strict):
     tasks: dict[str, TaskConfig] = Field(min_length=1)
     entry: str | None = None
 
-    def step(self, task: str, model: str) -> Step:
+    def tier(self, task: str, model: str) -> TaskTier:
         """How `model` runs `task`: its prompt mode and where an uncertain answer goes next."""
         cfg = self.models[model]
         override = self.tasks[task].models.get(model, TaskModelOverride())
@@ -159,7 +159,7 @@ class HerdConfig(_Strict):
         next_model = override.next if "next" in override.model_fields_set else (esc.next if esc else None)
         threshold = override.threshold if override.threshold is not None else (esc.threshold if esc else None)
         measure = override.measure or (esc.measure if esc else "first_token_margin")
-        return Step(
+        return TaskTier(
             model=model,
             prompt_mode=override.prompt_mode or cfg.prompt_mode,
             next=next_model,
@@ -175,19 +175,22 @@ class HerdConfig(_Strict):
         roots = [name for name in self.models if name not in targets]
         return roots[0]
 
-    def route(self, task: str) -> list[Step]:
-        """The chain of steps a prompt of `task` may take, entry first."""
-        steps: list[Step] = []
+    def route(self, task: str) -> list[TaskTier]:
+        """The chain of tiers a prompt of `task` may climb, entry first."""
+        tiers: list[TaskTier] = []
         model: str | None = self.entry_for(task)
         while model is not None:
-            step = self.step(task, model)
-            steps.append(step)
-            model = step.next
-        return steps
+            tier = self.tier(task, model)
+            tiers.append(tier)
+            model = tier.next
+        return tiers
 
 
 @dataclass(frozen=True)
-class Step:
+class TaskTier:
+    """A model's place on a task's route, from the herd file: how it is prompted, which measure and
+    threshold make its answer escalate, and to whom. (Not a `StepKey`, which says where a prompt is.)"""
+
     model: str
     prompt_mode: PromptMode
     next: str | None
@@ -272,7 +275,7 @@ def _check_task(herd: HerdConfig, task_name: str, task: TaskConfig, fail: Any) -
         if model in seen:
             raise fail(at, f"escalation cycle: {' -> '.join(seen + [model])}")
         seen.append(model)
-        step = herd.step(task_name, model)
+        step = herd.tier(task_name, model)
         if step.next is not None and step.threshold is None:
             raise fail(("models", model, "escalation"), "escalation needs a `threshold`")
         if step.prompt_mode == "chat" and herd.models[model].protocol == "tgi":

@@ -82,7 +82,15 @@ def ensure_current(url: str, *, wait_s: float = 0.0, poll_s: float = 1.0) -> Non
     head = head_revision()
     deadline = time.monotonic() + wait_s
     while True:
-        current = current_revision(url)
+        try:
+            current = current_revision(url)
+        except psycopg.OperationalError as exc:
+            # Not reachable yet (starting up, restarting): a worker started beside its database waits
+            # for it too, within the same bound, instead of dying with a traceback.
+            if time.monotonic() >= deadline:
+                raise SchemaError(f"cannot reach the database after {wait_s:.0f}s: {exc}") from exc
+            time.sleep(poll_s)
+            continue
         if current == head:
             return
         if time.monotonic() >= deadline:

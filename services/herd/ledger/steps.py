@@ -14,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
+from herd.cascade.vocabulary import FINISHED, PromptState, Stage
+
 
 @dataclass(frozen=True)
 class PromptRow:
@@ -88,7 +90,7 @@ class StepKey:
     """Where a prompt is: which model, and which stage/round of that model's work."""
 
     model: str
-    stage: str = "answer"
+    stage: str = Stage.ANSWER
     round: int = 0
 
 
@@ -143,7 +145,7 @@ def load_step(conn: psycopg.Connection, prompt_id: int, step: StepKey) -> StepSt
     attempt_at = _PROMPT_WIDTH
     attempt = AttemptRow(*row[attempt_at:_REVIEW_AT]) if row[attempt_at] is not None else None
     review = None
-    if step.stage != "answer" and attempt is None:
+    if step.stage != Stage.ANSWER and attempt is None:
         review = (row[_REVIEW_AT] or "", row[_REVIEW_AT + 1] or "")
     return StepState(prompt, attempt, review)
 
@@ -279,13 +281,13 @@ def finalize(conn: psycopg.Connection, prompt_id: int, attempt_id: int, model: s
            ON CONFLICT (prompt_id) DO NOTHING""",
         (prompt_id, attempt_id, model, answer),
     )
-    return _leave(conn, prompt_id, "done", None, unless=("done",)) == "queued"
+    return _leave(conn, prompt_id, PromptState.DONE, None, unless=(PromptState.DONE,)) == PromptState.QUEUED
 
 
 def fail(conn: psycopg.Connection, prompt_id: int, error: str) -> bool:
     """Mark the prompt failed with `error`, unless it is already done or failed. True if this freed a
     slot of the dispatch window (the prompt was `queued`)."""
-    return _leave(conn, prompt_id, "failed", error, unless=("done", "failed")) == "queued"
+    return _leave(conn, prompt_id, PromptState.FAILED, error, unless=FINISHED) == PromptState.QUEUED
 
 
 def _leave(

@@ -13,7 +13,7 @@ Python writes them. `Policy.from_text(p.to_text()) == p` for every valid policy.
         refine: false
       - model: gemma3
 
-Semantics (the live pipeline's, see services/config.py `Step.escalates`): a tier escalates when its
+Semantics (the live pipeline's, see herd/herdfile/model.py `TaskTier.escalates`): a tier escalates when its
 measure is below the threshold for a confidence measure (`first_token_margin`, `p_correct`) and
 above it for an uncertainty measure (`mean_entropy`, `max_entropy`, `mean_nll`); a missing value
 never escalates; the last tier never escalates. `p_correct` is a calibrated probability: the tier's

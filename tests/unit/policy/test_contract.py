@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from herd.herdfile.model import Measure, Step
+from herd.herdfile.model import Measure, TaskTier
 from herd.policy.spec import RAW_MEASURES, Tier
 
 POLICY = Path(__file__).resolve().parents[3] / "services" / "herd" / "policy"
@@ -40,7 +40,7 @@ def test_imports_only_stdlib_numpy_sklearn_pydantic_yaml_and_itself(path: Path) 
 @pytest.mark.parametrize("measure", RAW_MEASURES)
 def test_tier_escalates_exactly_when_the_live_step_does(measure: Measure) -> None:
     for threshold in (0.0, 0.3, 1.0):
-        step = Step(model="a", prompt_mode="chat", next="b", measure=measure, threshold=threshold)
+        step = TaskTier(model="a", prompt_mode="chat", next="b", measure=measure, threshold=threshold)
         tier = Tier(model="a", measure=measure, threshold=threshold)  # type: ignore[arg-type]
         for value in (None, math.nan, -1.0, 0.0, 0.3, 0.2999, 0.3001, 1.0, 5.0):
             live = step.escalates(value)
