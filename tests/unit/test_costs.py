@@ -536,7 +536,8 @@ def test_cli_report(db: psycopg.Connection, services: Services, tmp_path: Path) 
     cascade = doc["rows"][2]
     assert cascade["policy"] == "cascade" and cascade["latency_p50_s"] is None
     assert cascade["refinement_rounds"] == 0.333333 and cascade["rank"] == 1
-    texts = {"job", "task", "window_start", "window_end", "policy", "kind"}
+    assert [r["partial"] for r in doc["rows"]] == [False, True, False, False]  # large saw 1 of 3 prompts
+    texts = {"job", "task", "window_start", "window_end", "policy", "kind", "partial"}
     figures = [v for d in (doc["job"], *doc["rows"]) for k, v in d.items() if k not in texts]
     assert figures and all(v is None or type(v) in (int, float) for v in figures)
     assert [(r["policy"], r["rank"]) for r in doc["rows"]] == [(r.policy, r.rank) for r in built.rows]

@@ -259,7 +259,10 @@ def test_report_groups_by_version_labels_partial_rows_and_shows_each_model_alone
         "SELECT count(*) FROM attempts a JOIN prompts p ON p.id = a.prompt_id JOIN jobs j ON j.id = p.job_id "
         "WHERE j.name = 'live' AND a.model = 'large'"
     ).fetchone()[0]
-    assert f"large ({escalated} escalated prompts)" in report
+    # The later tier is marked and footnoted, and its row counts only the prompts escalated to it.
+    large_row = next(line for line in report.splitlines() if "large*" in line)
+    assert f" {escalated} " in large_row
+    assert "* a later tier: quality and cost on the prompts escalated to it" in report
     assert "by policy version" in report and f"version 1: {N} prompts, quality 1.000" in report
     assert f"each model alone on calibration job cal ({N} prompts, every model)" in report
     assert "small: quality 0.600" in report and "large: quality 1.000" in report

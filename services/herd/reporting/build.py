@@ -69,7 +69,13 @@ class Row:
 
     @property
     def label(self) -> str:
-        """The policy name, with partial coverage said: 'gemma3 (22 escalated prompts)'."""
+        """The policy name, marked `*` when the row covers only the prompts escalated to it (the
+        table's footnote says so): short, so the compact table still fits 80 columns."""
+        return f"{self.policy}*" if self.partial else self.policy
+
+    @property
+    def long_label(self) -> str:
+        """For a plot, where there is room: 'gemma3 (22 escalated prompts)'."""
         return f"{self.policy} ({self.prompts} escalated prompts)" if self.partial else self.policy
 
 

@@ -113,6 +113,15 @@ def render_table(report: Report, console: Console, *, wide: bool = False) -> Non
         console.print(Text(line))  # Text: no markup; rich wraps a long line between words
     names = WIDE_COLUMNS if wide else COMPACT_COLUMNS
     print_table(console, columns(names), [cells(row, names) for row in report.rows])
+    if any(row.partial for row in report.rows):
+        # A later tier's figures are on the prompts escalated to it, which a reader would otherwise
+        # take for what that model scores alone (issue 8, "honest comparisons").
+        console.print(
+            Text(
+                "* a later tier: quality and cost on the prompts escalated to it, not on the whole job"
+                + ("; each model alone on the same prompts is below" if report.alone else "")
+            )
+        )
     for line in version_lines(report):
         console.print(Text(line))
 
