@@ -41,7 +41,15 @@ def _config() -> dict[str, Any]:
         # model without a worker. Tasks running through a broker outage finish and record their
         # outcome; an ack lost with the connection only means a redelivery, which the ledger replays.
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s},
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout_s,
+            # A message left unacked by a worker that died is restored by a sweep. kombu's default
+            # sweep runs every interval x throttle = 100 s, so a killed worker's messages came back
+            # only via the stale pump; sweep every interval instead (one small Redis query per
+            # worker), so they return within visibility_timeout + interval.
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
+            "unacked_restore_throttle": 1,
+        },
         "broker_connection_retry_on_startup": True,
         # Flower sees every task from the moment it is published.
         "worker_send_task_events": True,

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import threading
 
+import kombu.exceptions
 import psycopg
+import redis.exceptions
 from celery import Task
-from celery.exceptions import Retry, WorkerShutdown
+from celery.exceptions import Reject, Retry, WorkerShutdown
 from celery.signals import worker_ready, worker_shutdown
 
 from herd.backends.base import RetryableError
@@ -19,6 +21,14 @@ from herd.settings import get_settings
 from herd_workers.context import get_context
 
 log = logging.getLogger(__name__)
+
+# What a broker outage raises: kombu's connection errors, redis-py's, and Celery's Reject when the
+# retry message could not be sent.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+    Reject,
+)
 
 
 @app.task(
@@ -53,6 +63,12 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
             outcome = context.pipeline.run(prompt_id, key, retries=retries, give_up=exc)
     except Retry:
         raise
+    except BROKER_ERRORS as exc:
+        # Redis is down: Celery could not even send the retry (it raises Reject then). The step is not
+        # at fault, so it must not fail the prompt: its message stays unacked in Redis and comes back
+        # after the visibility timeout, or the pump re-sends the prompt after the stale period.
+        log.warning("prompt %s on %s: broker unavailable (%r); left to redelivery", prompt_id, model, exc)
+        return "deferred"
     except psycopg.OperationalError as exc:
         # The database is unreachable (restart, failover, a dropped idle connection). Nothing is wrong
         # with the step: retry it soon, on a connection the pool has checked, rather than let the
@@ -78,7 +94,13 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
         log.exception("prompt %s on %s %s: unexpected error; failing the step", prompt_id, model, stage)
         outcome = context.pipeline.fail_step(prompt_id, key, f"internal error: {exc!r}", retries=retries)
     if outcome.dispatches:  # most steps send nothing: skip acquiring a producer
-        publish(outcome.dispatches)
+        try:
+            publish(outcome.dispatches)
+        except BROKER_ERRORS as exc:
+            # Committed but not sent (Redis is down): the prompts are `queued` in Postgres without a
+            # message, which is exactly what the pump's stale sweep re-sends.
+            log.warning("prompt %s: %d message(s) not sent (%r); the pump re-sends them", prompt_id,
+                        len(outcome.dispatches), exc)  # fmt: skip
     return outcome.kind
 
 

@@ -66,6 +66,10 @@ class TgiBackend:
 def _generation(out: Any, endpoint: str, latency: float) -> Generation:
     """The normalized result of a /generate response; PermanentError when it cannot be judged."""
     headers = transport.last_headers()
+    if not isinstance(out.generated_text, str):
+        # No answer in the body at all: the server's error, named here rather than found later as
+        # an AttributeError while the pipeline cleans the text.
+        raise PermanentError(f"malformed response from {endpoint}: no generated_text", endpoint=endpoint)
     details = out.details
     if details is None or not details.tokens:
         # InferenceClient silently drops `details` when the server is not TGI-compatible.

@@ -1,0 +1,70 @@
+"""The attempt task when Redis is down: a step is never failed for the broker's fault."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import kombu.exceptions
+import pytest
+from celery.exceptions import Reject
+
+from herd.backends.base import RetryableError
+from herd.cascade.pipeline import Outcome
+from herd.cascade.vocabulary import OutcomeKind
+from herd.herdfile.model import Retries
+from herd_workers import tasks
+
+
+@dataclass
+class FakePipeline:
+    outcome: Outcome | None = None
+    failed: list[Any] = field(default_factory=list)
+
+    def run(self, prompt_id: int, key: Any, *, retries: int = 0, give_up: Any = None) -> Outcome:
+        if self.outcome is None:
+            raise RetryableError("503 Service Unavailable", status=503, endpoint="http://e")
+        return self.outcome
+
+    def fail_step(self, *args: Any, **kwargs: Any) -> Outcome:
+        self.failed.append(args)
+        return Outcome(OutcomeKind.FAILED)
+
+
+@dataclass
+class FakeContext:
+    pipeline: FakePipeline
+
+
+@pytest.fixture
+def pipeline(monkeypatch: pytest.MonkeyPatch) -> FakePipeline:
+    fake = FakePipeline()
+    monkeypatch.setattr(tasks, "get_context", lambda: FakeContext(fake))
+    monkeypatch.setattr(tasks, "_policy", lambda model: Retries(max=3, backoff_s=0.0, backoff_max_s=0.0))
+    return fake
+
+
+def test_a_retry_the_broker_cannot_take_defers_instead_of_failing(
+    pipeline: FakePipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    down = kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    def retry(**_: Any) -> None:
+        raise Reject(down, requeue=False)  # what Celery raises when it cannot send the retry
+
+    monkeypatch.setattr(tasks.attempt, "retry", retry)
+    assert tasks.attempt.run(1, "small") == "deferred"
+    assert pipeline.failed == []
+
+
+def test_messages_not_sent_after_the_commit_are_left_to_the_pump(
+    pipeline: FakePipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline.outcome = Outcome(OutcomeKind.ESCALATED, ((1, "large", "answer", 0),))
+
+    def publish(_: Any) -> int:
+        raise kombu.exceptions.OperationalError("Connection refused")
+
+    monkeypatch.setattr(tasks, "publish", publish)
+    assert tasks.attempt.run(1, "small") == OutcomeKind.ESCALATED
+    assert pipeline.failed == []
