@@ -68,3 +68,11 @@ def test_messages_not_sent_after_the_commit_are_left_to_the_pump(
     monkeypatch.setattr(tasks, "publish", publish)
     assert tasks.attempt.run(1, "small") == OutcomeKind.ESCALATED
     assert pipeline.failed == []
+
+
+def test_a_worker_that_stops_on_its_own_exits_with_a_failure() -> None:
+    from herd.cli.workers import worker_exit_code
+
+    assert worker_exit_code(0, asked_to_stop=True) == 0  # TERM from a supervisor or Ctrl-C
+    assert worker_exit_code(0, asked_to_stop=False) == 1  # "Unrecoverable error" with status 0
+    assert worker_exit_code(2, asked_to_stop=True) == 2

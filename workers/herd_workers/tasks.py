@@ -10,7 +10,7 @@ import psycopg
 import redis.exceptions
 from celery import Task
 from celery.exceptions import Reject, Retry, WorkerShutdown
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from herd.backends.base import RetryableError
 from herd.herdfile.model import Retries
@@ -167,3 +167,16 @@ def _start_pump(**_: object) -> None:
 @worker_shutdown.connect
 def _stop_pump(**_: object) -> None:
     _pump.stop()
+
+
+_asked_to_stop = threading.Event()
+
+
+@worker_shutting_down.connect
+def _note_stop_request(**_: object) -> None:
+    _asked_to_stop.set()  # TERM, INT or QUIT: a stop someone asked for
+
+
+def stopped_on_request() -> bool:
+    """Whether the worker stopped because it was told to (a signal), rather than on its own."""
+    return _asked_to_stop.is_set()

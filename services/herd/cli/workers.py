@@ -72,7 +72,22 @@ def worker(ctx: click.Context, model: str, loglevel: str, wait_s: float) -> None
             loglevel,
         ]
     )
-    sys.exit(code or 0)
+    from herd_workers.tasks import stopped_on_request
+
+    sys.exit(worker_exit_code(code, asked_to_stop=stopped_on_request()))
+
+
+def worker_exit_code(celery_code: int | None, *, asked_to_stop: bool) -> int:
+    """The exit status of `herd worker`. A worker that stops without being told to has failed,
+    whatever Celery returns: kombu can end a worker with "Unrecoverable error" and status 0 when
+    Redis is killed under it (seen in benchmarks/faults.py), and a supervisor that restarts only
+    failed processes (systemd `Restart=on-failure`, compose `on-failure`) must restart it."""
+    if celery_code:
+        return int(celery_code)
+    if not asked_to_stop:
+        console.print("error: the worker stopped on its own (see its log); exit status 1", markup=False)
+        return 1
+    return 0
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
