@@ -28,12 +28,17 @@ from herd.settings import get_settings
 @click.option("--sample", type=int, help="With --calibration: a seeded random sample of N documents.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--budget-usd", type=float, help="Cap on the job's attributed cost; uncertain answers wait.")
+@click.option(
+    "--skip-unreadable",
+    is_flag=True,
+    help="Go on past PDF/DOCX/HTML files that give no text; `herd status` and `herd export` list them.",
+)
 @click.pass_context
 def submit(
     ctx: click.Context, paths: tuple[str, ...], job: str, task: str, text_column: str,
-    calibration: bool, sample: int | None, seed: int, budget_usd: float | None,
+    calibration: bool, sample: int | None, seed: int, budget_usd: float | None, skip_unreadable: bool,
 ) -> None:  # fmt: skip
-    """Store a document set (folders/globs of .txt/.md, JSONL, CSV) and start its prompts."""
+    """Store a document set (folders/globs of .txt/.md/.pdf/.docx/.html, JSONL, CSV) and start its prompts."""
     from decimal import Decimal
 
     import psycopg
@@ -41,6 +46,7 @@ def submit(
     from herd.jobs import documents
     from herd.jobs.documents import InputError
     from herd.jobs.sampling import sample as draw
+    from herd.jobs.skipped import Collector
     from herd.jobs.submit import submit as do_submit
     from herd.queues import publish
 
@@ -55,7 +61,10 @@ def submit(
         raise InputError(f"--budget-usd must be >= 0 (got {budget_usd})")
     files = documents.expand(list(paths))
     url = database()
-    records = documents.read(files, text_column=text_column)
+    skipped = Collector()
+    records = documents.read(
+        files, text_column=text_column, on_unreadable=skipped if skip_unreadable else None
+    )
     if sample is not None:
         records = draw(records, sample, seed)
     with counting_bar(console, "reading", "records") as bar:
@@ -71,6 +80,7 @@ def submit(
                 progress=lambda n: bar.advance(task_id, n),
                 kind="calibration" if calibration else "live",
                 budget_usd=Decimal(str(budget_usd)) if budget_usd is not None else None,
+                skipped=skipped,
             )
     publish(result.dispatched)
     console.print(
@@ -79,6 +89,8 @@ def submit(
         markup=False,
         soft_wrap=True,
     )
+    for item in skipped:
+        console.print(f"skipped {item.path}: {item.reason}", markup=False, soft_wrap=True)
 
 
 # Short headers so the table fits 80 columns (the escalation rate shares the escalated column); the
@@ -132,6 +144,12 @@ def status(job: str) -> None:
         )
     if st.kind == "calibration":
         out.print("calibration job: every model of the route answers every prompt", markup=False)
+    if st.chunks:
+        out.print(f"long documents: {st.chunks} chunk prompts (in the model rows above)", markup=False)
+    if st.skipped:
+        out.print(f"skipped {len(st.skipped)} unreadable file(s):", markup=False)
+        for item in st.skipped:
+            out.print(f"  {item.path}: {item.reason}", markup=False, soft_wrap=True)
     if st.throughput is not None:
         out.print(f"throughput: {st.throughput:.1f} prompts/s over {st.elapsed_s:.1f}s")
 

@@ -1,12 +1,13 @@
-"""Read a document set as a stream of records: folders or globs of .txt/.md, JSONL, CSV.
+"""Read a document set as a stream of records: folders or globs of .txt/.md, PDF, DOCX and HTML
+(converted to text by herd/jobs/converters.py), JSONL, CSV.
 
 Every record remembers where it came from, so bad input is reported as `file:line: what is wrong`:
 a CSV row with more or fewer fields than its header (an unquoted comma), text that is not UTF-8,
 NUL characters (Postgres text cannot hold them) and unpaired surrogates (half an emoji, from a JSON
 escape; UTF-8 cannot encode them) are refused before anything is written, never a traceback.
 
-A .txt/.md document's key is `<folder>/<path inside it>`, the folder being the one given (for a
-folder argument), the literal folder a glob starts from, or the file's own folder (for a file
+A .txt/.md/.pdf/.docx/.html document's key is `<folder>/<path inside it>`, the folder being the one
+given (for a folder argument), the literal folder a glob starts from, or the file's own folder (for a file
 argument), after resolving it. So `docs`, `./docs/`, `/abs/docs`, `.` inside `docs` and
 `docs/*.txt` all give `docs/a.txt`, from any working directory, and submitting the same files to a
 job again adds nothing. Keys change only if the files move to a folder of another name, or are
@@ -22,12 +23,15 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 TEXT_SUFFIXES = (".txt", ".md")
+# One document per file, converted to text (herd/jobs/converters.py); keyed like .txt/.md.
+CONVERTED_SUFFIXES = (".pdf", ".docx", ".html", ".htm")
+DOCUMENT_SUFFIXES = TEXT_SUFFIXES + CONVERTED_SUFFIXES
 RESERVED = ("id", "text", "reference")
 
 
@@ -67,9 +71,11 @@ def expand(paths: list[str]) -> list[InputFile]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES
+            )
             if not found:
-                raise InputError(f"{path}: folder has no .txt or .md files")
+                raise InputError(f"{path}: folder has no .txt, .md, .pdf, .docx or .html files")
             files.extend(InputFile(p, path) for p in found)
         elif path.is_file():
             files.append(InputFile(path, path.parent))
@@ -81,8 +87,10 @@ def expand(paths: list[str]) -> list[InputFile]:
         else:
             raise InputError(f"{raw}: no such file or folder")
     for file in files:
-        if file.path.suffix.lower() not in (*TEXT_SUFFIXES, ".jsonl", ".csv"):
-            raise InputError(f"{file.path}: unsupported file type (use .txt, .md, .jsonl or .csv)")
+        if file.path.suffix.lower() not in (*DOCUMENT_SUFFIXES, ".jsonl", ".csv"):
+            raise InputError(
+                f"{file.path}: unsupported file type (use .txt, .md, .pdf, .docx, .html, .jsonl or .csv)"
+            )
     return files
 
 
@@ -93,13 +101,34 @@ def _literal_folder(pattern: str) -> Path:
     return Path(*literal) if literal else Path(".")
 
 
-def read(files: Sequence[InputFile | Path], *, text_column: str = "text") -> Iterator[Record]:
-    """The records of `files`; a bare Path is keyed like a file argument (relative to its folder)."""
+# Told about a file that cannot be read (`herd submit --skip-unreadable`): the file (its `key` is
+# the document key it would have had) and the reason.
+OnUnreadable = Callable[[InputFile, str], None]
+
+
+def read(
+    files: Sequence[InputFile | Path], *, text_column: str = "text", on_unreadable: OnUnreadable | None = None
+) -> Iterator[Record]:
+    """The records of `files`; a bare Path is keyed like a file argument (relative to its folder).
+
+    A PDF/DOCX/HTML file that gives no text raises `converters.UnreadableError` (`file: reason`),
+    unless `on_unreadable` is given: then it is told, and reading goes on with the next file."""
     for file in files:
         if isinstance(file, Path):
             file = InputFile(file, file.parent)
         suffix = file.path.suffix.lower()
-        if suffix == ".jsonl":
+        if suffix in CONVERTED_SUFFIXES:
+            from herd.jobs.converters import UnreadableError, convert
+
+            try:
+                text = convert(file.path)
+            except UnreadableError as exc:
+                if on_unreadable is None:
+                    raise
+                on_unreadable(file, exc.reason)
+                continue
+            yield Record(key=file.key, text=text, reference=None, source=str(file.path))
+        elif suffix == ".jsonl":
             yield from _jsonl(file.path)
         elif suffix == ".csv":
             yield from _csv(file.path, text_column)

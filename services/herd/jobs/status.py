@@ -11,6 +11,7 @@ from typing import IO
 
 import psycopg
 
+from herd.jobs.skipped import Skipped, listed
 from herd.jobs.spreadsheet import safe_row
 
 
@@ -46,6 +47,8 @@ class JobStatus:
     budget_usd: Decimal | None = None
     spent_usd: Decimal | None = None  # attributed cost so far; read only for a budget job
     kept_for_budget: int = 0  # answers kept at their model because the budget ran out
+    skipped: list[Skipped] = field(default_factory=list)  # unreadable files (--skip-unreadable)
+    chunks: int = 0  # chunk prompts of long documents (herd/cascade/chunks.py), not in `states`
 
     @property
     def total(self) -> int:
@@ -73,8 +76,9 @@ def job_id(conn: psycopg.Connection, name: str) -> tuple[int, str]:
 def status(conn: psycopg.Connection, name: str) -> JobStatus:
     jid, task = job_id(conn, name)
     states = {state: 0 for state in ("pending", "queued", "held", "done", "failed")}
+    # Documents only: a long document's chunks are prompts too, counted apart (`chunks`).
     for state, count in conn.execute(
-        "SELECT state, count(*) FROM prompts WHERE job_id = %s GROUP BY state", (jid,)
+        "SELECT state, count(*) FROM prompts WHERE job_id = %s AND parent_id IS NULL GROUP BY state", (jid,)
     ).fetchall():
         states[state] = int(count)
     rows = conn.execute(
@@ -108,7 +112,15 @@ def status(conn: psycopg.Connection, name: str) -> JobStatus:
     if not states["held"]:
         del states["held"]  # only budget jobs hold candidates; keep the usual line short
     st = JobStatus(job=name, task=task, states=states, models=models, elapsed_s=elapsed)
-    return _with_budget(conn, jid, st)
+    return _with_documents(conn, jid, _with_budget(conn, jid, st))
+
+
+def _with_documents(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus:
+    """Unreadable files skipped at submit and chunk prompts of long documents (migration 0009)."""
+    row = conn.execute(
+        "SELECT count(*) FROM prompts WHERE job_id = %s AND parent_id IS NOT NULL", (jid,)
+    ).fetchone()
+    return replace(st, skipped=listed(conn, jid), chunks=int(row[0]) if row else 0)
 
 
 def _with_budget(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus:
@@ -140,11 +152,15 @@ def final_answers(conn: psycopg.Connection, name: str) -> Iterator[dict[str, obj
         cur.execute(
             """SELECT p.doc_key, f.answer, f.model, p.reference, a.first_token_margin, p.note
                FROM finals f JOIN prompts p ON p.id = f.prompt_id JOIN attempts a ON a.id = f.attempt_id
-               WHERE p.job_id = %s ORDER BY p.id""",
+               WHERE p.job_id = %s AND p.parent_id IS NULL ORDER BY p.id""",
             (jid,),
         )
         for row in cur:
             yield dict(zip(EXPORT_COLUMNS, row, strict=True))
+    # Files that could not be read: a row each, after the answers, with the reason in `note`.
+    for skipped in listed(conn, jid):
+        yield {"id": skipped.doc_key, "answer": None, "model": None, "reference": None, "margin": None,
+               "note": f"skipped: {skipped.path}: {skipped.reason}"}  # fmt: skip
 
 
 def export(conn: psycopg.Connection, name: str, out: IO[str], fmt: str) -> int:

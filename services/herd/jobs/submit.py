@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -19,6 +19,8 @@ import psycopg
 from herd.cascade.prompts import required_fields
 from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import InputError, Record
+from herd.jobs.skipped import Skipped
+from herd.jobs.skipped import store as store_skipped
 from herd.ledger import steps as ledger
 
 
@@ -48,13 +50,16 @@ def submit(
     kind: str = "live",
     budget_usd: Decimal | None = None,
     entry: str | None = None,
+    skipped: Sequence[Skipped] = (),
 ) -> SubmitResult:
     """Store the records of `job` and claim the first dispatches. The caller publishes them.
 
     `kind`: 'live' or 'calibration' (every model of the route answers every prompt, herd/cascade/
     pipeline.py); `budget_usd`: cap on the job's attributed cost (herd/jobs/budget.py); `entry`: the
     first model (default: the task's active policy version's entry for a live job, else the herd file's
-    route entry; a calibration job always starts at the route's first model)."""
+    route entry; a calibration job always starts at the route's first model); `skipped`: files that
+    could not be read (`--skip-unreadable`), stored with the job once `records` is consumed (a list
+    the reader fills as it goes, herd/jobs/skipped.py)."""
     if task not in herd.tasks:
         raise InputError(f"unknown task {task!r}; the herd file defines: {', '.join(sorted(herd.tasks))}")
     if entry is None and kind == "live":
@@ -101,7 +106,9 @@ def submit(
         raise InputError(f"{source or 'the document set'}: cannot be stored: {exc}") from None
     progress(read % 1000)
     if read == 0:
-        raise InputError("the document set is empty")
+        unread = f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""
+        raise InputError(f"the document set is empty{unread}")
+    store_skipped(conn, job_id, skipped)
     _check_staging(conn, job_id)
     added = conn.execute(
         """INSERT INTO prompts (job_id, doc_key, text, reference, fields, content_hash, model)

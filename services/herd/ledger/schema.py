@@ -78,6 +78,9 @@ prompts = Table(
     Column("note", Text),
     # A held escalation candidate's confidence (lower: escalated first when the budget is released).
     Column("held_confidence", Float),
+    # A chunk of a long document: its document's prompt, and its place in it (0009, herd/cascade/chunks.py).
+    Column("parent_id", BigInteger, ForeignKey("prompts.id", ondelete="CASCADE")),
+    Column("chunk_index", Integer),
     UniqueConstraint("job_id", "doc_key", name="uq_prompts_job_id_doc_key"),
     CheckConstraint("state IN ('pending', 'queued', 'held', 'done', 'failed')", name="state"),
     Index("ix_prompts_job_id_state", "job_id", "state"),
@@ -85,6 +88,7 @@ prompts = Table(
     Index("ix_prompts_pending", "id", postgresql_where=text("state = 'pending'")),
     Index("ix_prompts_queued", "enqueued_at", postgresql_where=text("state = 'queued'")),
     Index("ix_prompts_held", "job_id", postgresql_where=text("state = 'held'")),
+    Index("ix_prompts_parent_id", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
 )
 
 attempts = Table(
@@ -121,10 +125,12 @@ attempts = Table(
     Column("finished_at", TS, nullable=False, server_default=func.now()),
     # The server's reason for ending the generation; "length" means cut off at max_new_tokens.
     Column("finish_reason", Text),
+    # Tokens of the document left out to fit the model's context (long_documents: truncate; 0009).
+    Column("dropped_tokens", Integer),
     # Redelivered or duplicate messages can never record the same step twice.
     UniqueConstraint("prompt_id", "model", "stage", "round", name="uq_attempts_step"),
     CheckConstraint("status IN ('ok', 'error')", name="status"),
-    CheckConstraint("stage IN ('answer', 'critique', 'refine')", name="stage"),
+    CheckConstraint("stage IN ('answer', 'critique', 'refine', 'combine')", name="stage"),
     Index("ix_attempts_model", "model"),
     Index("ix_attempts_endpoint_finished_at", "endpoint", "finished_at"),
 )
@@ -178,4 +184,15 @@ active_policies = Table(
     Column("task", Text, primary_key=True),
     Column("policy_id", BigInteger, ForeignKey("policies.id", ondelete="CASCADE"), nullable=False),
     Column("activated_at", TS, nullable=False, server_default=func.now()),
+)
+
+# Files `herd submit --skip-unreadable` could not read, with the reason (0009).
+skipped_files = Table(
+    "skipped_files",
+    metadata,
+    Column("job_id", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("doc_key", Text, primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
 )
