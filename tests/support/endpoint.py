@@ -12,7 +12,11 @@ URLs to configure (model names are one path segment; ``model_url()`` percent-enc
 * TGI: ``POST /m/<model>/generate`` (or the base URL itself). Non-streaming only.
 * OpenAI chat: ``POST /m/<model>/v1/chat/completions`` (the OpenAI SDK wants ``base_url=<model url>/v1``).
 * OpenAI legacy completions: ``POST /m/<model>/v1/completions``. As in vLLM, ``max_tokens`` defaults to 16.
-* ``GET /m/<model>/health``, ``GET /m/<model>/info``.
+* ``GET /m/<model>/health``, ``GET /m/<model>/info``; ``POST /m/<model>/tokenize`` ``{"inputs": text}``
+  (TGI's shape: one token per whitespace-separated word, the same stand-in as prompt tokens).
+* Context windows: ``set_contexts({model: tokens})`` (or ``"contexts"`` in a ``/_script`` body) makes
+  ``/info`` report them and refuses a request whose prompt tokens plus ``max_new_tokens`` exceed them, as
+  vLLM/TGI do (400 on OpenAI routes, 422 on TGI's: "maximum context length is N tokens, ...").
 * Control: ``POST /_script`` ``{"rules": [...], "default": {...}}``, ``POST /_reset``,
   ``GET /_calls`` -> ``{"calls": [...], "total": n}``, ``GET /_health``. Each call records the
   ``Authorization`` header it carried (or None), so tests can check which credentials were sent.
@@ -283,6 +287,7 @@ class _Core:
         self._calls: deque[dict[str, Any]] = deque(maxlen=max_calls)  # bounded for long benchmarks
         self._total = 0  # counts every call, even those the bounded log dropped
         self._ids = itertools.count(1)
+        self.contexts: dict[str, int] = {}  # model -> context window in tokens (unset: unlimited)
 
     def set_script(self, rules: Iterable[RuleLike], default: RuleLike | None) -> None:
         parsed = tuple(Rule.coerce(r) for r in rules)  # validate everything before swapping
@@ -295,6 +300,7 @@ class _Core:
         with self._lock:
             self._rules, self._default, self._total = (), Rule(), 0
             self._seen.clear()
+            self.contexts = {}
             self._calls.clear()
 
     def calls(self) -> tuple[list[dict[str, Any]], int]:
@@ -342,6 +348,18 @@ class _Core:
             with self._lock:
                 self._record(model, protocol, prompt, status, auth)
             return _error(status, str(exc))
+        context = self.contexts.get(model)
+        if context is not None:
+            words = len(prompt.split())
+            requested = words + (opts.limit or 0)
+            if requested > context:
+                with self._lock:
+                    self._record(model, protocol, prompt, 422 if protocol == "tgi" else 400, auth)
+                message = (
+                    f"This model's maximum context length is {context} tokens, however you requested "
+                    f"{requested} tokens ({words} in the messages, {opts.limit or 0} in the completion)."
+                )
+                return _error(422 if protocol == "tgi" else 400, message)
         rule, status = self._admit(model, protocol, prompt, auth)
         if rule.delay:
             time.sleep(rule.delay)  # outside the lock: other requests keep flowing
@@ -513,10 +531,19 @@ _MODEL_ROUTES = {  # (method, path under /m/<model>) -> protocol
     ("POST", "v1/completions"): "completions",
     ("GET", "health"): "health",
     ("GET", "info"): "info",
+    ("POST", "tokenize"): "tokenize",
 }
 
 
-def _info(model: str) -> dict[str, Any]:  # TGI GET /info
+def _tokens(body: Any) -> Reply:  # TGI POST /tokenize: one token per whitespace-separated word
+    text = body.get("inputs") if isinstance(body, dict) else None
+    if not isinstance(text, str):
+        return _error(422, "`inputs` must be a string")
+    spans = [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    return 200, [{"id": _token_id(t), "text": t, "start": a, "stop": b} for t, a, b in spans], {}  # type: ignore[return-value]
+
+
+def _info(model: str, context: int | None = None) -> dict[str, Any]:  # TGI GET /info
     return {
         "model_id": model,
         "model_sha": None,
@@ -526,8 +553,8 @@ def _info(model: str) -> dict[str, Any]:  # TGI GET /info
         "max_concurrent_requests": 128,
         "max_best_of": 2,
         "max_stop_sequences": MAX_STOP_SEQUENCES,
-        "max_input_tokens": 4095,
-        "max_total_tokens": 4096,
+        "max_input_tokens": (context or 4096) - 1,
+        "max_total_tokens": context or 4096,
         "validation_workers": 2,
         "max_client_batch_size": 4,
         "router": "text-generation-router",
@@ -591,10 +618,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return not_found
             if route in _PROTOCOLS:
                 return core.serve(unquote(model), route, body, self.headers.get("Authorization"))
-            return 200, ({"status": "ok"} if route == "health" else _info(unquote(model))), {}
+            if route == "tokenize":
+                return _tokens(body)
+            info = _info(unquote(model), core.contexts.get(unquote(model)))
+            return 200, ({"status": "ok"} if route == "health" else info), {}
         if (method, path) == ("POST", "/_script"):
             try:
                 core.set_script(body.get("rules") or [], body.get("default"))
+                core.contexts = {str(k): int(v) for k, v in (body.get("contexts") or {}).items()}
             except (ValueError, TypeError, AttributeError) as exc:
                 return 400, {"error": f"bad script: {exc}", "error_type": "validation"}, {}
             return 200, {"ok": True}, {}
@@ -664,6 +695,10 @@ class EndpointDouble:
 
     def calls(self) -> list[dict[str, Any]]:
         return self._core.calls()[0]
+
+    def set_contexts(self, contexts: Mapping[str, int]) -> None:
+        """Context windows per model, in the double's tokens (whitespace-separated words)."""
+        self._core.contexts = dict(contexts)
 
     def reset(self) -> None:
         self._core.reset()

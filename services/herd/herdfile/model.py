@@ -108,6 +108,9 @@ class ModelConfig(_Strict):
     gpus: Gpus = Gpus()
     escalation: Escalation | None = None
     refine: Refine | None = None
+    # The model's input limit in tokens (prompt plus generated tokens). None: asked of the server
+    # when a task with a `long_documents` policy first needs it (herd/backends/context.py).
+    context_tokens: int | None = Field(default=None, ge=64)
 
     @field_validator("endpoints", mode="before")
     @classmethod
@@ -132,6 +135,23 @@ class TaskModelOverride(_Strict):
     threshold: float | None = None
 
 
+class LongDocuments(_Strict):
+    """What to do with a document longer than a model's context (docs/documents.md).
+
+    `fail`: the attempt fails with the document's and the model's token counts named; `truncate`:
+    keep the head (`keep: head`) or the head and tail (`keep: head_tail`) that fit; `chunk`: split on
+    paragraph and sentence boundaries with `overlap_tokens` of overlap, answer each chunk, combine."""
+
+    policy: Literal["fail", "truncate", "chunk"] = "fail"
+    keep: Literal["head", "head_tail"] = "head"
+    overlap_tokens: int = Field(default=64, ge=0, le=4096)
+    # A bound on one document's fan-out: past it the document is truncated to max_chunks chunks.
+    max_chunks: int = Field(default=64, ge=2, le=10_000)
+    # Tokens kept free besides the template and max_new_tokens: a chat template's own tokens and the
+    # error of an estimated count (herd/backends/context.py).
+    margin_tokens: int = Field(default=32, ge=0)
+
+
 class TaskConfig(_Strict):
     kind: TaskKind
     labels: list[str] = Field(default_factory=list)
@@ -144,6 +164,8 @@ class TaskConfig(_Strict):
     completion: str | None = None
     entry: str | None = None
     models: dict[str, TaskModelOverride] = Field(default_factory=dict)
+    # None: no token counting at all (a too-long document fails at the server, as before issue 11).
+    long_documents: LongDocuments | None = None
 
 
 class HerdConfig(_Strict):
