@@ -52,7 +52,9 @@ def test_a_pdf_encrypted_with_an_empty_password_opens(tmp_path: Path) -> None:
 
 
 def test_docx_paragraphs_and_tables_in_order(tmp_path: Path) -> None:
-    doc = docfiles.write_docx(tmp_path / "contract.docx", "Supply contract", ["First clause.", "Second clause."])
+    doc = docfiles.write_docx(
+        tmp_path / "contract.docx", "Supply contract", ["First clause.", "Second clause."]
+    )
     (record,) = documents.read([doc])
     assert record.text.split("\n\n") == [
         "Supply contract",
@@ -75,7 +77,9 @@ def test_html_keeps_the_article_and_drops_the_clutter(tmp_path: Path) -> None:
         assert clutter not in record.text
 
 
-def test_skip_unreadable_goes_on_and_keys_stay_stable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_skip_unreadable_goes_on_and_keys_stay_stable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
     docfiles.write_pdf(folder / "a.pdf", ["alpha text"])

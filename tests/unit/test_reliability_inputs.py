@@ -13,8 +13,8 @@ from herd.jobs.documents import InputError, InputFile, expand, read
 from tests.support.harness import REPO
 
 
-def records(path: Path, **kwargs: str) -> list:  # type: ignore[type-arg]
-    return list(read(expand([str(path)]), **kwargs))
+def records(path: Path, text_column: str = "text") -> list:  # type: ignore[type-arg]
+    return list(read(expand([str(path)]), text_column=text_column))
 
 
 def refused(path: Path, content: bytes | str) -> str:

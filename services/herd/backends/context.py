@@ -155,7 +155,8 @@ def _root(endpoint: str) -> str:
 
 
 def _headers(config: ModelConfig) -> dict[str, str]:
-    return transport.auth_headers(transport.api_key("context", config))
+    # The worker checked at start that the key's variable is set (herd/backends/transport.py).
+    return transport.auth_headers(transport.api_key(config.served_model or "model", config))
 
 
 def _get(config: ModelConfig, url: str) -> Any:

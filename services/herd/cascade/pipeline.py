@@ -42,6 +42,7 @@ from functools import partial
 import psycopg
 
 from herd.backends.base import Backend, BackendError, Generation, GenerationRequest, RetryableError
+from herd.cascade import chunks
 from herd.cascade.active import ActivePolicies, Rule, herd_rounds
 from herd.cascade.prompts import Prompt, RenderError, followup, render
 from herd.cascade.uncertainty import NoTokensError, measure
@@ -80,6 +81,8 @@ class Pipeline:
         self.connect = connect
         self.policies = policies if policies is not None else ActivePolicies(connect)
         self._window = window
+        # Long-document policies (herd/cascade/chunks.py); None keeps every hook below a no-op.
+        self.long = chunks.LongDocumentPolicy(herd) if chunks.needed(herd) else None
 
     def run(
         self, prompt_id: int, key: StepKey, *, retries: int = 0, give_up: BackendError | None = None
@@ -101,7 +104,24 @@ class Pipeline:
             return Outcome(OutcomeKind.SKIPPED)  # a duplicate or stale delivery: the prompt has moved on
         step = self.herd.tier(prompt.task, key.model)
         rule = self.rule(prompt, key.model)
-        new = None if existing else self._attempt(prompt, step, rule, key, state.review, retries, give_up)
+        new = None
+        if existing is None and self.long is not None and give_up is None:
+            if key.stage == chunks.CHUNKS:
+                return self.long.waiting(self, prompt, key)
+            if key.stage == chunks.COMBINE:
+                new = self.long.combine(self, prompt, step, rule, key, retries)
+            elif key.stage == ANSWER:
+                fit = self.long.fit(prompt, step)
+                if fit is not None and fit.chunks:
+                    return self.long.split(self, prompt, key, fit.chunks)
+                if fit is not None:
+                    refusal = chunks.refused(fit.refuse) if fit.refuse else None
+                    new = self._attempt(
+                        replace(prompt, text=fit.text), step, rule, key, None, retries, refusal
+                    )
+                    new = replace(new, dropped_tokens=fit.dropped_tokens)
+        if existing is None and new is None:
+            new = self._attempt(prompt, step, rule, key, state.review, retries, give_up)
         try:
             return self._record(prompt, step, rule, key, existing, new)
         except psycopg.OperationalError as exc:
@@ -174,15 +194,20 @@ class Pipeline:
 
     def rule(self, prompt: PromptRow, model: str) -> Rule:
         """The decision rule for `model` on `prompt`. A calibration job runs the herd file's refinement
-        rounds (so both variants are recorded) and is decided by no policy version."""
+        rounds (so both variants are recorded) and is decided by no policy version. A chunk of a long
+        document never escalates on its own: its document does (herd/cascade/chunks.py)."""
         rule = self.policies.rule(self.herd, prompt.task, model)
+        if self.long is not None and chunks.is_chunk(prompt):
+            rule = replace(rule, next=None)
         if prompt.kind == "calibration":
             return replace(rule, rounds=herd_rounds(self.herd, model), version=None)
         return rule
 
     def _calibration_next(self, prompt: PromptRow, model: str) -> str | None:
         """In a calibration job, the model after `model` on the herd file's route (None: the last)."""
-        return self.herd.tier(prompt.task, model).next if prompt.kind == "calibration" else None
+        if prompt.kind != "calibration" or (self.long is not None and chunks.is_chunk(prompt)):
+            return None
+        return self.herd.tier(prompt.task, model).next
 
     @property
     def window(self) -> int:
@@ -199,6 +224,8 @@ class Pipeline:
         Budget jobs always take it: their steps may release held candidates."""
         if prompt.budget_usd is not None or self._calibration_next(prompt, key.model) is not None:
             return False
+        if self.long is not None and chunks.is_chunk(prompt):
+            return False  # its end may start its document's combine step: the general path
         ends = _ends(rule.rounds, key)
         return new.status == AttemptStatus.OK and ends and not (new.escalated and rule.next is not None)
 
@@ -256,6 +283,12 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - an answer that breaks the measures is recorded, not lost
             log.exception("prompt %s: cannot judge the answer of %s", prompt.id, step.model)
             return replace(charged, error=f"cannot judge the answer: {exc!r}")
+
+    def generate_attempt(
+        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, retries: int
+    ) -> NewAttempt:
+        """One model call on `prompt` as it is, recorded as an attempt for `key` (a combine step)."""
+        return self._attempt(prompt, step, rule, key, None, retries, None)
 
     def _judge(
         self,
@@ -368,7 +401,10 @@ class Pipeline:
     def _refill(self, conn: psycopg.Connection, prompt: PromptRow, freed: bool) -> tuple[Dispatch, ...]:
         """If this step took the prompt out of the window (`freed`: not a redelivered, already finished
         step), let one more in: Redis holds a bounded number of messages. In a budget job, then
-        release its held candidates if nothing else of the job is in flight."""
+        release its held candidates if nothing else of the job is in flight. A chunk of a long document
+        frees no slot (its document holds one); the last one of a document starts its combine step."""
+        if self.long is not None and chunks.is_chunk(prompt):
+            return self.long.chunk_finished(conn, prompt)
         refill = ledger.refill(conn, freed)
         if prompt.budget_usd is not None:
             from herd.jobs.budget import release

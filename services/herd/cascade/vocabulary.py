@@ -15,6 +15,7 @@ class Stage(StrEnum):
     ANSWER = "answer"
     CRITIQUE = "critique"
     REFINE = "refine"
+    COMBINE = "combine"  # merges a chunked long document's chunk answers (herd/cascade/chunks.py)
 
 
 class PromptState(StrEnum):
@@ -43,4 +44,5 @@ class OutcomeKind(StrEnum):
     REFINING = "refining"
     HELD = "held"
     FAILED = "failed"
+    CHUNKED = "chunked"  # a long document split into chunk prompts (herd/cascade/chunks.py)
     SKIPPED = "skipped"  # a duplicate or stale delivery: the prompt had moved on

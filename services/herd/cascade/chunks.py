@@ -1,0 +1,411 @@
+"""Documents longer than a model's context: the task's `long_documents` policy (docs/documents.md).
+
+The pipeline (herd/cascade/pipeline.py) calls in at a few hooks; nothing here runs for a task without
+a policy. Before a document's `answer` step on model M, `fit` counts its tokens against M's budget
+(the context minus the rendered template, `max_new_tokens` and `margin_tokens`;
+herd/backends/context.py) and says what to do:
+
+- it fits (or M's context is unknown): nothing;
+- `fail`: the attempt is recorded as an error naming both token counts, without calling M;
+- `truncate`: the attempt runs on the head (or head and tail) that fits; `attempts.dropped_tokens`;
+- `chunk`: `split` makes each chunk a prompt of its own (`prompts.parent_id`, `chunk_index`; the
+  marker `fields._chunk` tells the pipeline without another query), all queued on M at once so they
+  run in parallel across M's workers; the document's prompt waits at stage `chunks`.
+
+A chunk is an ordinary prompt on M: its attempts, refinement and idempotency are the pipeline's.
+It never escalates on its own and frees no dispatch-window slot (its document holds one). When a
+chunk finishes (done or failed), `chunk_finished` runs in the same transaction: under a lock on the
+document's row it counts the chunks still open, and the last one moves the document to stage
+`combine` and dispatches it. The lock serializes the chunks' ends, so whichever commits last sees
+all the others finished and exactly one moves the document on; a redelivered chunk, or the stale
+sweep re-sending the waiting document (`waiting`), finds it moved already and does nothing.
+
+The `combine` step is an attempt of its own on M (`attempts.stage = 'combine'`), recorded and decided
+by the pipeline like an answer: final, or escalate the whole document to the next model, which takes
+it whole if it fits its context and chunks it again if not. How chunk answers combine, by task kind:
+
+- summarize: summaries of summaries, the chunk summaries in order through the task's own template
+  (one model call, charged like any other; head and tail kept if even they do not fit);
+- extract: field merge, each field from the most confident chunk that gives it a value;
+- classify: confidence-weighted vote (the rule's measure oriented as a confidence, shifted to be
+  positive); ties go to the label seen first;
+- qa: the best-supported answer, the one most chunks give (ignoring "not found"-like answers),
+  ties by summed confidence;
+- template: the chunk answers joined in order.
+
+Uncertainty: the document's measures are those of the least confident chunk among those whose
+answers the combined answer rests on (the supporting chunks: all of them, plus the combine call
+itself, for summarize), so an answer is kept only if every part it rests on was confident. If any
+chunk failed, the document fails naming the chunk. Cost: every chunk attempt is in the ledger with
+its own cost; the `document_costs` view (migration 0009) sums them with the combine step's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from herd.backends.base import PermanentError
+from herd.backends.context import ContextInfo
+from herd.cascade import splitting
+from herd.cascade.active import Rule
+from herd.cascade.prompts import RenderError, render
+from herd.cascade.vocabulary import AttemptStatus, OutcomeKind, PromptState, Stage
+from herd.herdfile.model import HerdConfig, LongDocuments, TaskTier
+from herd.ledger.steps import Dispatch, NewAttempt, PromptRow, StepKey
+
+if TYPE_CHECKING:
+    from herd.cascade.pipeline import Outcome, Pipeline
+
+log = logging.getLogger(__name__)
+
+CHUNKS = "chunks"  # the document's stage while its chunks run (prompts.stage; never an attempt's)
+COMBINE = Stage.COMBINE  # the step that merges the chunk answers (an attempt's stage, 0009)
+MARK = "_chunk"  # fields key of a chunk prompt: {"parent": id, "index": i, "of": n}
+SAFETY = 0.9  # chunk sizes are set by a characters-per-token ratio: keep 10% in hand
+_MEASURES = ("first_token_margin", "mean_entropy", "max_entropy", "mean_nll")
+_NOT_FOUND = re.compile(
+    r"^(n/?a|none|unknown|not (found|mentioned|stated|given)|no answer|i don'?t know)\b", re.I
+)
+
+
+def needed(herd: HerdConfig) -> bool:
+    """Whether any task has a long-document policy (else the pipeline skips every hook)."""
+    return any(task.long_documents is not None for task in herd.tasks.values())
+
+
+def is_chunk(prompt: PromptRow) -> bool:
+    return MARK in prompt.fields
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What `fit` decided for one document on one model. `text` is what the model gets."""
+
+    text: str
+    dropped_tokens: int | None = None  # truncate: tokens left out
+    refuse: str | None = None  # fail: the reason, recorded as the attempt's error
+    chunks: tuple[str, ...] = ()  # chunk: the pieces
+
+
+class LongDocumentPolicy:
+    """Per worker process (the pipeline holds one): the policies' hooks, with cached context sizes."""
+
+    def __init__(self, herd: HerdConfig, context: ContextInfo | None = None) -> None:
+        self.herd = herd
+        self.context = context or ContextInfo(herd)
+
+    # -- before an answer step ---------------------------------------------------------------
+
+    def fit(self, prompt: PromptRow, step: TaskTier) -> Fit | None:
+        """None: go on as usual (no policy, a chunk, a window nobody knows, or the document fits)."""
+        policy = self.herd.tasks[prompt.task].long_documents
+        if policy is None or is_chunk(prompt):
+            return None  # a chunk was cut to fit: no second count
+        budget = self.budget(prompt, step, policy)
+        if budget is None:
+            return None
+        count = self.context.count(step.model, prompt.text)
+        if count.tokens <= budget:
+            return None
+        how = "counted" if count.exact else "estimated"
+        if budget < 16:
+            return Fit(prompt.text, refuse=f"{step.model}'s context leaves no room for a document")
+        if policy.policy == "fail":
+            return Fit(
+                prompt.text,
+                refuse=f"document is {count.tokens} tokens ({how}), {step.model} takes {budget} "
+                "(long_documents policy: fail)",
+            )
+        chars_per_token = len(prompt.text) / count.tokens
+        max_chars = max(1, int(budget * chars_per_token * SAFETY))
+        if policy.policy == "truncate":
+            cut = splitting.head(prompt.text, max_chars)
+            if policy.keep == "head_tail":
+                cut = splitting.head_tail(prompt.text, max_chars)
+            kept = self.context.count(step.model, cut).tokens
+            return Fit(cut, dropped_tokens=max(count.tokens - kept, 0))
+        overlap = int(policy.overlap_tokens * chars_per_token)
+        pieces = splitting.chunk(prompt.text, max_chars, overlap)
+        if len(pieces) > policy.max_chunks:
+            return Fit(
+                prompt.text,
+                refuse=f"document is {count.tokens} tokens ({how}): {len(pieces)} chunks for {step.model}, "
+                f"more than long_documents.max_chunks = {policy.max_chunks}",
+            )
+        return Fit(prompt.text, chunks=tuple(pieces))
+
+    def budget(self, prompt: PromptRow, step: TaskTier, policy: LongDocuments) -> int | None:
+        """Tokens the document may take on `step.model`: None when its context is unknown."""
+        window = self.context.window(step.model)
+        if window is None:
+            return None
+        config = self.herd.models[step.model]
+        try:
+            empty = render(self.herd.tasks[prompt.task], step.prompt_mode, "", prompt.fields)
+        except RenderError:
+            return None  # the pipeline records the render error as usual
+        template = empty.text or "\n".join(content for _, content in empty.messages)
+        overhead = self.context.count(step.model, template).tokens if template else 0
+        return window.input_budget(config.generation.max_new_tokens) - overhead - policy.margin_tokens
+
+    # -- chunk: fan out ----------------------------------------------------------------------
+
+    def split(self, pipeline: Pipeline, prompt: PromptRow, key: StepKey, pieces: tuple[str, ...]) -> Outcome:
+        """Make the chunk prompts and queue them, and park the document at stage `chunks`, in one
+        transaction; only if the document is still at `key` (else a duplicate delivery did it)."""
+        from herd.cascade.pipeline import Outcome
+
+        with pipeline.connect() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT state, model, stage, round, doc_key FROM prompts WHERE id = %s FOR UPDATE",
+                (prompt.id,),
+            ).fetchone()
+            if row is None or (row[0], row[1], row[2], row[3]) != (
+                PromptState.QUEUED,
+                *key.__dict__.values(),
+            ):
+                return Outcome(OutcomeKind.SKIPPED)
+            total = len(pieces)
+            rows = [
+                (
+                    prompt.job_id, f"{row[4]}#{key.model}.{index + 1}of{total}", piece, prompt.reference,
+                    json.dumps({**prompt.fields, MARK: {"parent": prompt.id, "index": index, "of": total}}),
+                    key.model, prompt.id, index,
+                )
+                for index, piece in enumerate(pieces)
+            ]  # fmt: skip
+            with conn.cursor() as cur:
+                cur.executemany(
+                    """INSERT INTO prompts (job_id, doc_key, text, reference, fields, content_hash, model,
+                                           state, enqueued_at, parent_id, chunk_index)
+                       VALUES (%s, %s, %s, %s, %s, md5(%s), %s, 'queued', now(), %s, %s)
+                       ON CONFLICT (job_id, doc_key) DO NOTHING""",
+                    [(*r[:4], r[4], r[2], *r[5:]) for r in rows],
+                )
+            conn.execute(
+                "UPDATE prompts SET stage = %s, enqueued_at = now() WHERE id = %s", (CHUNKS, prompt.id)
+            )
+            children = conn.execute(
+                """SELECT id FROM prompts WHERE parent_id = %s AND model = %s AND state = 'queued'
+                   ORDER BY chunk_index""",
+                (prompt.id, key.model),
+            ).fetchall()
+        log.info("prompt %s: %d chunks on %s", prompt.id, total, key.model)
+        dispatches: tuple[Dispatch, ...] = tuple((int(c[0]), key.model, Stage.ANSWER, 0) for c in children)
+        return Outcome(OutcomeKind.CHUNKED, dispatches)
+
+    # -- chunk: the last one moves the document on ------------------------------------------
+
+    def chunk_finished(self, conn: psycopg.Connection, chunk: PromptRow) -> tuple[Dispatch, ...]:
+        """In the transaction that finished `chunk`: if no chunk of its document on this model is
+        still open, move the document to `combine` and return its dispatch (see the module docstring)."""
+        return self._advance(conn, int(chunk.fields[MARK]["parent"]), chunk.model)
+
+    def waiting(self, pipeline: Pipeline, prompt: PromptRow, key: StepKey) -> Outcome:
+        """The document's message at stage `chunks` (the stale sweep re-sends it while chunks run):
+        move it on if its chunks are all finished, else nothing."""
+        from herd.cascade.pipeline import Outcome
+
+        with pipeline.connect() as conn, conn.transaction():
+            moved = self._advance(conn, prompt.id, key.model)
+        return Outcome(OutcomeKind.REFINING if moved else OutcomeKind.SKIPPED, moved)
+
+    def _advance(self, conn: psycopg.Connection, parent: int, model: str) -> tuple[Dispatch, ...]:
+        row = conn.execute(
+            "SELECT state, model, stage FROM prompts WHERE id = %s FOR UPDATE", (parent,)
+        ).fetchone()
+        if row is None or (row[0], row[1], row[2]) != (PromptState.QUEUED, model, CHUNKS):
+            return ()
+        # Counted after taking the lock: a chunk finishing concurrently committed before we got it,
+        # or will take the lock after us and see this one finished.
+        still = conn.execute(
+            """SELECT count(*) FROM prompts WHERE parent_id = %s AND model = %s
+               AND state NOT IN ('done', 'failed')""",
+            (parent, model),
+        ).fetchone()
+        if still is None or still[0]:
+            return ()
+        conn.execute(
+            "UPDATE prompts SET stage = %s, round = 0, enqueued_at = now() WHERE id = %s", (COMBINE, parent)
+        )
+        return ((parent, model, COMBINE, 0),)
+
+    # -- combine ----------------------------------------------------------------------------
+
+    def combine(
+        self, pipeline: Pipeline, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, retries: int
+    ) -> NewAttempt:
+        """The `combine` attempt of a chunked document on `key.model` (see the module docstring)."""
+        parts = self._parts(pipeline, prompt.id, key.model)
+        config = self.herd.models[key.model]
+        now = datetime.now(UTC)
+        base = NewAttempt(
+            prompt_id=prompt.id, model=key.model, stage=COMBINE, round=0, status=AttemptStatus.ERROR,
+            retries=retries, gpu_count=config.gpus.count, usd_per_gpu_hour=_price(config),
+            started_at=now, finished_at=now,
+        )  # fmt: skip
+        failed = [p for p in parts if p.answer is None]
+        if not parts or failed:
+            which = failed[0] if failed else None
+            reason = (
+                f"chunk {which.index + 1} of {len(parts)} failed: {which.error}" if which else "no chunks"
+            )
+            return replace(base, error=reason)
+        kind = self.herd.tasks[prompt.task].kind
+        confidence = _confidence(rule)
+        if kind == "summarize":
+            return self._summaries(pipeline, prompt, step, rule, key, retries, parts, base, confidence)
+        answer, support = _merge(kind, self.herd.tasks[prompt.task].fields, parts, confidence)
+        # Computed, not generated: no endpoint was held, so it costs nothing (busy 0 s).
+        combined = replace(base, status=AttemptStatus.OK, answer=answer, busy_s=0.0, latency_s=0.0)
+        return _with_uncertainty(combined, support, rule, confidence)
+
+    def _summaries(
+        self, pipeline: Pipeline, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, retries: int,
+        parts: list[Part], base: NewAttempt, confidence: Callable[[Part | NewAttempt], float],
+    ) -> NewAttempt:  # fmt: skip
+        joined = "\n\n".join(p.answer or "" for p in parts)
+        policy = self.herd.tasks[prompt.task].long_documents
+        dropped = None
+        if policy is not None:
+            budget = self.budget(prompt, step, policy)
+            count = self.context.count(key.model, joined)
+            if budget is not None and count.tokens > budget:
+                joined = splitting.head_tail(
+                    joined, max(1, int(budget * len(joined) / count.tokens * SAFETY))
+                )
+                dropped = count.tokens - self.context.count(key.model, joined).tokens
+        attempt = pipeline.generate_attempt(replace(prompt, text=joined), step, rule, key, retries)
+        attempt = replace(attempt, stage=COMBINE, dropped_tokens=dropped)
+        if attempt.status != AttemptStatus.OK:
+            return attempt
+        return _with_uncertainty(attempt, [*parts, attempt], rule, confidence)
+
+    def _parts(self, pipeline: Pipeline, parent: int, model: str) -> list[Part]:
+        with pipeline.connect() as conn:
+            rows = conn.execute(
+                f"""SELECT c.chunk_index, f.answer, c.error, {", ".join(f"a.{m}" for m in _MEASURES)}
+                    FROM prompts c LEFT JOIN finals f ON f.prompt_id = c.id
+                    LEFT JOIN attempts a ON a.id = f.attempt_id
+                    WHERE c.parent_id = %s AND c.model = %s ORDER BY c.chunk_index""",
+                (parent, model),
+            ).fetchall()
+        return [Part(int(r[0]), r[1], r[2], *r[3:]) for r in rows]
+
+
+@dataclass(frozen=True)
+class Part:
+    """A chunk's outcome: its final answer (None: it failed, `error` says why) and measures."""
+
+    index: int
+    answer: str | None
+    error: str | None
+    first_token_margin: float | None = None
+    mean_entropy: float | None = None
+    max_entropy: float | None = None
+    mean_nll: float | None = None
+
+    def uncertainty(self, measure: str) -> float | None:
+        value: float | None = getattr(self, measure, None)
+        return value
+
+
+def _confidence(rule: Rule) -> Callable[[Part | NewAttempt], float]:
+    """A chunk's confidence by the rule's measure, higher = surer; unknown = least sure."""
+
+    def of(part: Part | NewAttempt) -> float:
+        value = rule.confidence(lambda name: getattr(part, name, None))
+        return value if value is not None and not math.isnan(value) else -math.inf
+
+    return of
+
+
+def _with_uncertainty(
+    attempt: NewAttempt, support: list[Any], rule: Rule, confidence: Callable[[Any], float]
+) -> NewAttempt:
+    """`attempt` carrying the measures of its least confident supporting part, escalated by them."""
+    worst = min(support, key=confidence)
+    measures: dict[str, float | None] = {m: getattr(worst, m, None) for m in _MEASURES}
+    return replace(
+        attempt,
+        first_token_margin=measures["first_token_margin"],
+        mean_entropy=measures["mean_entropy"],
+        max_entropy=measures["max_entropy"],
+        mean_nll=measures["mean_nll"],
+        escalated=rule.escalates(measures.get),
+    )
+
+
+def _merge(
+    kind: str, fields: list[str], parts: list[Part], confidence: Callable[[Part], float]
+) -> tuple[str, list[Part]]:
+    """The combined answer of extract, classify, qa or template chunks, and the parts it rests on."""
+    if kind == "classify":
+        # Confidences may be negative (an entropy's negation): shift so every vote weighs > 0.
+        low = min((confidence(p) for p in parts if math.isfinite(confidence(p))), default=0.0)
+        votes: dict[str, float] = defaultdict(float)
+        for part in parts:
+            c = confidence(part)
+            votes[_label(part.answer)] += (c - low + 1e-6) if math.isfinite(c) else 1e-6
+        winner = max(votes, key=lambda label: votes[label])  # first seen wins a tie (dicts keep order)
+        support = [p for p in parts if _label(p.answer) == winner]
+        return next(p.answer or "" for p in support).strip(), support
+    if kind == "extract":
+        merged: dict[str, Any] = {name: None for name in fields}
+        used_parts: list[Part] = []
+        for part in sorted(parts, key=confidence, reverse=True):
+            found = _json_object(part.answer or "")
+            used = False
+            for name in fields:
+                if merged[name] in (None, "", []) and found.get(name) not in (None, "", []):
+                    merged[name] = found[name]
+                    used = True
+            if used:
+                used_parts.append(part)
+        return json.dumps(merged, ensure_ascii=False), used_parts or parts
+    if kind == "qa":
+        answered = [p for p in parts if not _NOT_FOUND.match((p.answer or "").strip())]
+        if not answered:
+            return (parts[0].answer or "").strip(), parts
+        groups: dict[str, list[Part]] = defaultdict(list)
+        for part in answered:
+            groups[_label(part.answer)].append(part)
+        best = max(groups.values(), key=lambda g: (len(g), sum(max(confidence(p), -1e9) for p in g)))
+        return (best[0].answer or "").strip(), best
+    return "\n\n".join((p.answer or "").strip() for p in parts), parts
+
+
+def _label(answer: str | None) -> str:
+    return " ".join((answer or "").lower().strip(" .!\n\t\"'").split())
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return {}
+    try:
+        value = json.loads(text[start : end + 1])
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _price(config: Any) -> Any:
+    from decimal import Decimal
+
+    return Decimal(str(config.gpus.usd_per_hour))
+
+
+def refused(reason: str) -> PermanentError:
+    """A `fail` policy's refusal, recorded by the pipeline as the attempt's error (no model call)."""
+    return PermanentError(reason)
