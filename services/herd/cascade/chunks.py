@@ -37,7 +37,7 @@ Uncertainty: the document's measures are those of the least confident chunk amon
 answers the combined answer rests on (the supporting chunks: all of them, plus the combine call
 itself, for summarize), so an answer is kept only if every part it rests on was confident. If any
 chunk failed, the document fails naming the chunk. Cost: every chunk attempt is in the ledger with
-its own cost; the `document_costs` view (migration 0009) sums them with the combine step's.
+its own cost; the `document_costs` view (migration 0007) sums them with the combine step's.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNKS = "chunks"  # the document's stage while its chunks run (prompts.stage; never an attempt's)
-COMBINE = Stage.COMBINE  # the step that merges the chunk answers (an attempt's stage, 0009)
+COMBINE = Stage.COMBINE  # the step that merges the chunk answers (an attempt's stage, 0007)
 MARK = "_chunk"  # fields key of a chunk prompt: {"parent": id, "index": i, "of": n}
 SAFETY = 0.9  # chunk sizes are set by a characters-per-token ratio: keep 10% in hand
 _MEASURES = ("first_token_margin", "mean_entropy", "max_entropy", "mean_nll")

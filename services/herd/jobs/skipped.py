@@ -1,5 +1,5 @@
 """Files `herd submit --skip-unreadable` could not read (an encrypted PDF, a scanned PDF without a
-text layer, a corrupt DOCX): stored per job (migration 0009) so `herd status` and `herd export` list
+text layer, a corrupt DOCX): stored per job (migration 0007) so `herd status` and `herd export` list
 them after the night's run, instead of a line that scrolled away in the submit's output."""
 
 from __future__ import annotations

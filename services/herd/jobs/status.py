@@ -116,7 +116,7 @@ def status(conn: psycopg.Connection, name: str) -> JobStatus:
 
 
 def _with_documents(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus:
-    """Unreadable files skipped at submit and chunk prompts of long documents (migration 0009)."""
+    """Unreadable files skipped at submit and chunk prompts of long documents (migration 0007)."""
     row = conn.execute(
         "SELECT count(*) FROM prompts WHERE job_id = %s AND parent_id IS NOT NULL", (jid,)
     ).fetchone()

@@ -78,7 +78,7 @@ prompts = Table(
     Column("note", Text),
     # A held escalation candidate's confidence (lower: escalated first when the budget is released).
     Column("held_confidence", Float),
-    # A chunk of a long document: its document's prompt, and its place in it (0009, herd/cascade/chunks.py).
+    # A chunk of a long document: its document's prompt, and its place in it (0007, herd/cascade/chunks.py).
     Column("parent_id", BigInteger, ForeignKey("prompts.id", ondelete="CASCADE")),
     Column("chunk_index", Integer),
     UniqueConstraint("job_id", "doc_key", name="uq_prompts_job_id_doc_key"),
@@ -125,7 +125,7 @@ attempts = Table(
     Column("finished_at", TS, nullable=False, server_default=func.now()),
     # The server's reason for ending the generation; "length" means cut off at max_new_tokens.
     Column("finish_reason", Text),
-    # Tokens of the document left out to fit the model's context (long_documents: truncate; 0009).
+    # Tokens of the document left out to fit the model's context (long_documents: truncate; 0007).
     Column("dropped_tokens", Integer),
     # Redelivered or duplicate messages can never record the same step twice.
     UniqueConstraint("prompt_id", "model", "stage", "round", name="uq_attempts_step"),
@@ -186,7 +186,7 @@ active_policies = Table(
     Column("activated_at", TS, nullable=False, server_default=func.now()),
 )
 
-# Files `herd submit --skip-unreadable` could not read, with the reason (0009).
+# Files `herd submit --skip-unreadable` could not read, with the reason (0007).
 skipped_files = Table(
     "skipped_files",
     metadata,

@@ -83,7 +83,7 @@ class NewAttempt:
     finished_at: datetime | None = None
     # As the server reported it ("length": cut off at max_new_tokens), for answers and errors alike.
     finish_reason: str | None = None
-    # Tokens of the document left out to fit the model's context (long_documents: truncate; 0009).
+    # Tokens of the document left out to fit the model's context (long_documents: truncate; 0007).
     dropped_tokens: int | None = None
 
 

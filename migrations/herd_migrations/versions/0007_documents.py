@@ -10,7 +10,7 @@
 - View `document_costs`: per document (a prompt without a parent), its attempts' attributed cost plus
   its chunks' (a chunked document's cost is the sum of its chunk attempts and its combine step).
 
-Revision ID: 0009
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-02
 """
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0009"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
