@@ -42,8 +42,10 @@ def test_metrics_endpoint_matches_the_ledger(make_herd, db, double, tmp_path) ->
     herd = make_herd()
     for model in ("small", "medium"):  # large has no worker: its queue stays empty, its age 0
         herd.start_worker(model)
-    docs = [{"id": f"{kind}-{i}", "text": f"question {kind} {i}"} for kind in ("easy", "hard", "broken")
-            for i in range(4)]  # fmt: skip
+    kinds = ("easy", "hard", "broken")
+    docs: list[dict[str, object]] = [
+        {"id": f"{k}-{i}", "text": f"question {k} {i}"} for k in kinds for i in range(4)
+    ]
     herd.cli("submit", str(jsonl(tmp_path / "d.jsonl", docs)), "--job", "night", "--task", "qa")
     assert wait_for(db, "night") == {"done": 8, "failed": 4}
 
