@@ -171,3 +171,15 @@ def test_image_layers_dependencies_before_code_and_runs_as_non_root(path: str) -
     users = [line for line in lines if line.startswith("USER ")]
     assert users and users[-1] == "USER herd"
     assert Path(REPO / ".dockerignore").read_text().count(".venv") == 1
+
+
+def test_grafana_dashboard_queries_only_metrics_the_exporter_serves() -> None:
+    import json
+
+    source = (REPO / "services/herd/observability/metrics.py").read_text()
+    families = set(re.findall(r'"(herd_[a-z_]+)"', source))
+    dashboard = json.loads((REPO / "infra/grafana/herd-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    for name in {n for e in exprs for n in re.findall(r"herd_[a-z_]+", e)}:
+        family = re.sub(r"_(total|bucket|sum|count)$", "", name)
+        assert family in families, f"the dashboard queries {name}, which herd metrics does not serve"

@@ -22,8 +22,15 @@ from herd.cli.app import console, herd_config, main
     show_default=True,
     help="Seconds scrapes may share one read of the ledger (queue lengths are always fresh).",
 )
+@click.option(
+    "--cost-max-age",
+    "cost_max_age_s",
+    default=300.0,
+    show_default=True,
+    help="Seconds between background refreshes of the attributed cost (the expensive query).",
+)
 @click.pass_context
-def metrics(ctx: click.Context, address: str, port: int, max_age_s: float) -> None:
+def metrics(ctx: click.Context, address: str, port: int, max_age_s: float, cost_max_age_s: float) -> None:
     """Serve Prometheus metrics computed from the ledger and the broker on each scrape.
 
     No credentials or per-job labels are exported, so it may listen beyond loopback."""
@@ -42,7 +49,9 @@ def metrics(ctx: click.Context, address: str, port: int, max_age_s: float) -> No
         return psycopg.connect(db_url, autocommit=True, connect_timeout=10)
 
     client = redis.Redis.from_url(broker_url(), socket_timeout=10, socket_connect_timeout=10)
-    collector = HerdCollector(connect, client, list(herd.models), max_age_s=max_age_s)
+    collector = HerdCollector(
+        connect, client, list(herd.models), max_age_s=max_age_s, cost_max_age_s=cost_max_age_s
+    )
     server, thread = start_http_server(port, addr=address, registry=registry_for(collector))
     console.print(f"serving metrics on http://{address}:{port}/metrics")
     stopped = threading.Event()

@@ -113,7 +113,6 @@ class LedgerSnapshot:
     attempts: list[tuple[Any, ...]] = field(default_factory=list)
     latency: list[tuple[Any, ...]] = field(default_factory=list)
     busy: list[tuple[Any, ...]] = field(default_factory=list)
-    costs: list[tuple[Any, ...]] = field(default_factory=list)
     states: list[tuple[Any, ...]] = field(default_factory=list)
     queued: list[tuple[Any, ...]] = field(default_factory=list)
     taken_at: float = 0.0
@@ -127,7 +126,6 @@ def read_ledger(conn: psycopg.Connection[Any]) -> LedgerSnapshot:
             attempts=conn.execute(ATTEMPTS_SQL).fetchall(),
             latency=conn.execute(LATENCY_SQL).fetchall(),
             busy=conn.execute(BUSY_SQL).fetchall(),
-            costs=conn.execute(COST_SQL).fetchall(),
             states=conn.execute(STATES_SQL).fetchall(),
             queued=conn.execute(QUEUED_SQL).fetchall(),
             taken_at=time.monotonic(),
@@ -147,7 +145,7 @@ def _histogram(
     return family
 
 
-def ledger_metrics(snap: LedgerSnapshot) -> Iterator[Metric]:
+def ledger_metrics(snap: LedgerSnapshot, costs: Sequence[tuple[Any, ...]] | None) -> Iterator[Metric]:
     attempts = CounterMetricFamily(
         "herd_attempts", "Attempts recorded in the ledger.", labels=["model", "stage", "outcome"]
     )
@@ -197,11 +195,12 @@ def ledger_metrics(snap: LedgerSnapshot) -> Iterator[Metric]:
     hours = CounterMetricFamily(
         "herd_attributed_gpu_hours", "GPU-hours attributed to attempts (model_costs).", labels=["model"]
     )
-    for model, gpu_hours, usd in snap.costs:
-        cost.add_metric([model], float(usd or 0))
-        hours.add_metric([model], float(gpu_hours or 0))
-    yield cost
-    yield hours
+    if costs is not None:
+        for model, gpu_hours, usd in costs:
+            cost.add_metric([model], float(usd or 0))
+            hours.add_metric([model], float(gpu_hours or 0))
+        yield cost
+        yield hours
     states = GaugeMetricFamily("herd_prompts", "Prompts in the ledger, by state.", labels=["state"])
     counted = {state: int(n) for state, n in snap.states}
     for state in PromptState:
@@ -260,7 +259,12 @@ def queue_lengths(client: Any, models: Sequence[str]) -> dict[str, int]:
 class HerdCollector(Collector):
     """Computes every metric on scrape. The ledger queries scan `attempts`; on a huge ledger
     `max_age_s` lets several scrapes share one read (docs/deploy.md, sizing). Redis is read every
-    time: LLEN is O(1). A source that is down is reported in `herd_up`, not as a failed scrape."""
+    time: LLEN is O(1). A source that is down is reported in `herd_up`, not as a failed scrape.
+
+    The attributed cost is the expensive one (model_costs shares every endpoint's busy time over the
+    whole ledger: seconds per 100k attempts). It is computed once synchronously, then refreshed in a
+    background thread every `cost_max_age_s`, so no scrape waits for it; `herd_cost_age_seconds`
+    says how old the figure is."""
 
     def __init__(
         self,
@@ -269,6 +273,7 @@ class HerdCollector(Collector):
         models: Sequence[str],
         *,
         max_age_s: float = 0.0,
+        cost_max_age_s: float = 300.0,
     ) -> None:
         self._connect = connect
         self._redis = redis_client
@@ -277,6 +282,28 @@ class HerdCollector(Collector):
         self._conn: psycopg.Connection[Any] | None = None
         self._snapshot: LedgerSnapshot | None = None
         self._lock = threading.Lock()  # prometheus_client's server is threaded; one read at a time
+        self._cost_max_age_s = cost_max_age_s
+        self._costs: list[tuple[Any, ...]] | None = None
+        self._costs_at: float | None = None
+        self._cost_thread: threading.Thread | None = None
+
+    def _refresh_costs(self) -> None:
+        try:
+            with self._connect() as conn:
+                rows = conn.execute(COST_SQL).fetchall()
+            self._costs, self._costs_at = rows, time.monotonic()
+        except psycopg.Error as exc:
+            log.warning("metrics: cannot read the attributed cost: %s", exc)
+
+    def _cost_rows(self) -> list[tuple[Any, ...]] | None:
+        if self._costs_at is None:
+            self._refresh_costs()  # the first scrape waits for it once
+        elif time.monotonic() - self._costs_at >= self._cost_max_age_s and not (
+            self._cost_thread is not None and self._cost_thread.is_alive()
+        ):
+            self._cost_thread = threading.Thread(target=self._refresh_costs, name="herd-cost", daemon=True)
+            self._cost_thread.start()
+        return self._costs
 
     def _ledger(self) -> LedgerSnapshot | None:
         snap = self._snapshot
@@ -310,7 +337,13 @@ class HerdCollector(Collector):
             up.add_metric(["redis"], 1 if lengths is not None else 0)
             yield up
             if snap is not None:
-                yield from ledger_metrics(snap)
+                costs = self._cost_rows()
+                yield from ledger_metrics(snap, costs)
+                if self._costs_at is not None:
+                    yield GaugeMetricFamily(
+                        "herd_cost_age_seconds", "Age of the attributed cost figures.",
+                        value=time.monotonic() - self._costs_at,
+                    )  # fmt: skip
             yield from queue_metrics(self._models, lengths, snap.queued if snap is not None else None)
             yield GaugeMetricFamily(
                 "herd_scrape_duration_seconds", "Time this scrape spent reading the sources.",
