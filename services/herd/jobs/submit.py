@@ -18,6 +18,7 @@ import psycopg
 
 from herd.cascade.prompts import required_fields
 from herd.herdfile.model import HerdConfig
+from herd.jobs import routing
 from herd.jobs.documents import InputError, Record
 from herd.jobs.skipped import Skipped
 from herd.jobs.skipped import store as store_skipped
@@ -57,11 +58,15 @@ def submit(
     `kind`: 'live' or 'calibration' (every model of the route answers every prompt, herd/cascade/
     pipeline.py); `budget_usd`: cap on the job's attributed cost (herd/jobs/budget.py); `entry`: the
     first model (default: the task's active policy version's entry for a live job, else the herd file's
-    route entry; a calibration job always starts at the route's first model); `skipped`: files that
+    route entry; a calibration job always starts at the route's first model). A live job without
+    `entry` whose task has an active router (herd/jobs/routing.py) enters each prompt at the model the
+    router picks and records `prompts.router_version` and `router_p_good`. `skipped`: files that
     could not be read (`--skip-unreadable`), stored with the job once `records` is consumed (a list
     the reader fills as it goes, herd/jobs/skipped.py)."""
     if task not in herd.tasks:
         raise InputError(f"unknown task {task!r}; the herd file defines: {', '.join(sorted(herd.tasks))}")
+    # A live job without a forced entry is routed per prompt when the task has an active router.
+    routed = routing.active_router(conn, herd, task) if entry is None and kind == "live" else None
     if entry is None and kind == "live":
         from herd.cascade.active import load_active
 
@@ -74,32 +79,39 @@ def submit(
     job_id = _job(conn, job, task, entry, kind, budget_usd)
     conn.execute(
         """CREATE TEMP TABLE staging (doc_key text, text text, reference text, fields jsonb,
-                                      content_hash text, source text) ON COMMIT DROP"""
+                                      content_hash text, source text, model text, router_p_good jsonb)
+           ON COMMIT DROP"""
     )
     read = 0
     source = ""
+    columns = "doc_key, text, reference, fields, content_hash, source"
     try:
         with conn.cursor().copy(
-            "COPY staging (doc_key, text, reference, fields, content_hash, source) FROM STDIN"
+            f"COPY staging ({columns}{', model, router_p_good' if routed else ''}) FROM STDIN"
         ) as copy:
+            writer = routing.RoutingWriter(copy, routed[1]) if routed else None
             for record in records:
                 source = record.source
                 missing = needed - record.fields.keys()
                 if missing:
                     raise InputError(f"{record.source}: task {task!r} needs field(s) {sorted(missing)}")
-                copy.write_row(
-                    (
-                        record.key,
-                        record.text,
-                        record.reference,
-                        json.dumps(record.fields),
-                        content_hash(record),
-                        record.source,
-                    )
+                row = (
+                    record.key,
+                    record.text,
+                    record.reference,
+                    json.dumps(record.fields),
+                    content_hash(record),
+                    record.source,
                 )
+                if writer is None:
+                    copy.write_row(row)
+                else:
+                    writer.write(row, record.text)
                 read += 1
                 if read % 1000 == 0:
                     progress(1000)
+            if writer is not None:
+                writer.close()
     except (psycopg.DataError, UnicodeError) as exc:
         # services/documents.py refuses what Postgres cannot store; should a value slip through, the
         # user still gets one line naming the place (COPY buffers rows, so it is approximate).
@@ -111,10 +123,12 @@ def submit(
     store_skipped(conn, job_id, skipped)
     _check_staging(conn, job_id)
     added = conn.execute(
-        """INSERT INTO prompts (job_id, doc_key, text, reference, fields, content_hash, model)
-           SELECT %s, doc_key, text, reference, fields, content_hash, %s FROM staging
+        """INSERT INTO prompts (job_id, doc_key, text, reference, fields, content_hash, model,
+                                  router_version, router_p_good)
+           SELECT %s, doc_key, text, reference, fields, content_hash, coalesce(model, %s),
+                  %s::integer, router_p_good FROM staging
            ON CONFLICT (job_id, doc_key) DO NOTHING""",
-        (job_id, entry),
+        (job_id, entry, routed[0] if routed else None),
     ).rowcount
     conn.commit()
     dispatched = fill_window(conn, window)

@@ -81,6 +81,9 @@ prompts = Table(
     # A chunk of a long document: its document's prompt, and its place in it (0007, herd/cascade/chunks.py).
     Column("parent_id", BigInteger, ForeignKey("prompts.id", ondelete="CASCADE")),
     Column("chunk_index", Integer),
+    # The router version that chose `model` as the entry, and its P(good) per model (0008); NULL: none.
+    Column("router_version", Integer),
+    Column("router_p_good", JSONB),
     UniqueConstraint("job_id", "doc_key", name="uq_prompts_job_id_doc_key"),
     CheckConstraint("state IN ('pending', 'queued', 'held', 'done', 'failed')", name="state"),
     Index("ix_prompts_job_id_state", "job_id", "state"),
@@ -195,4 +198,29 @@ skipped_files = Table(
     Column("path", Text, nullable=False),
     Column("reason", Text, nullable=False),
     Column("created_at", TS, nullable=False, server_default=func.now()),
+)
+
+# Trained routers as JSON text (herd.policy.router.model.Router.to_json, never pickle), one version
+# sequence per task (0008); `figures`: the held-out figures `herd router train` reported.
+routers = Table(
+    "routers",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("task", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("json", Text, nullable=False),
+    Column("encoder", Text, nullable=False),
+    Column("source_job_id", BigInteger, ForeignKey("jobs.id", ondelete="SET NULL")),
+    Column("figures", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    UniqueConstraint("task", "version", name="uq_routers_task"),
+)
+
+# Per task, the router version `herd submit` routes with (none: the entry model of the policy/herd file).
+active_routers = Table(
+    "active_routers",
+    metadata,
+    Column("task", Text, primary_key=True),
+    Column("router_id", BigInteger, ForeignKey("routers.id", ondelete="CASCADE"), nullable=False),
+    Column("activated_at", TS, nullable=False, server_default=func.now()),
 )
