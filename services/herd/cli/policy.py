@@ -61,10 +61,14 @@ def _print(lines: list[str]) -> None:
     "--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path), help="PNG of the sweep."
 )
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
+@click.option(
+    "--router", "router_version", is_flag=False, flag_value="active", metavar="[VERSION]",
+    help="Route each prompt with the active (or VERSION) router, then run the policy from its entry.",
+)  # fmt: skip
 @click.pass_context
 def replay(
     ctx: click.Context, job: str, task: str, policy_file: Path | None, sweep: bool, scorer: str | None,
-    scorer_cut: float | None, plot_file: Path | None, resamples: int,
+    scorer_cut: float | None, plot_file: Path | None, resamples: int, router_version: str | None = None,
 ) -> None:  # fmt: skip
     """Quality, cost per 1k prompts and escalation of any policy, from a calibration job's attempts."""
     import psycopg
@@ -99,12 +103,23 @@ def replay(
         if policy.task != task:
             raise InputError(f"the policy is for task {policy.task!r}, not {task!r}")
         data = loaded.data
+        routed_lines = None
+        if router_version is not None:  # resolved before any output: an error stays one line
+            from herd.cli.router import replay_with_router
+
+            if sweep:
+                raise InputError("--router replays the routed policy: drop --sweep")
+            pinned = (0, policy) if policy_file is not None else active
+            routed_lines = replay_with_router(conn, herd, loaded, router_version, pinned, source)
         out.print(
             f"calibration job {job} (task {task}): {data.n} prompts x {len(loaded.route)} models "
             f"({' -> '.join(loaded.route)}), scorer {loaded.scorer}"
             + (f", {loaded.left_out} prompts left out (unfinished or unscored)" if loaded.left_out else ""),
             markup=False,
         )
+        if routed_lines is not None:
+            _print(routed_lines)
+            return
         result = do_replay(data, policy, scorer_cut)
         if not sweep:
             out.print(f"policy ({source}): {policy.summary()}", markup=False)

@@ -1,0 +1,122 @@
+"""What `herd router train/eval/list` and `herd replay --router` print and draw.
+
+Figures (herd.policy.router.evaluate): accuracy = share of prompts whose final answer scores >= the
+router's cut; cost = attributed USD per 1k prompts; APGR and CPT(50%) as RouteLLM defines them (Ong et
+al. 2024, arXiv 2406.18665); the Herd figure as Hari & Thomson 2023 (arXiv 2310.19902) state it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from herd.policy.router.compose import RoutedReplay
+from herd.policy.router.evaluate import RouterEval
+from herd.policy.router.model import Router
+from herd.policy.sweep import SweepResult
+from herd.reporting.policies import usd
+
+
+def _num(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
+
+
+def figures_json(ev: RouterEval) -> dict[str, Any]:
+    """The held-out figures stored with a router version (JSONB; NaN as null)."""
+    return {
+        "prompts": ev.n,
+        "router": {"accuracy": ev.router[0], "cost_per_1k_usd": ev.router[1]},
+        "single": {m: {"accuracy": a, "cost_per_1k_usd": c} for m, (a, c) in ev.single.items()},
+        "oracle": {"accuracy": ev.oracle[0], "cost_per_1k_usd": ev.oracle[1]},
+        "strong": ev.strong, "weak": ev.weak, "apgr": _num(ev.apgr), "cpt50": _num(ev.cpt50),
+        "herd": {"strong": ev.herd.strong, "strong_wrong": ev.herd.n_strong_wrong, "rescued": ev.herd.rescued,
+                 "share": _num(ev.herd.share), "possible": _num(ev.herd.possible)},
+        "shares": ev.shares,
+    }  # fmt: skip
+
+
+def _pct(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:.1%}"
+
+
+def eval_lines(ev: RouterEval, router: Router) -> list[str]:
+    """The held-out comparison table and the three figures, one sentence each."""
+    routed = ", ".join(f"{m} {s:.0%}" for m, s in ev.shares.items())
+    rows = [(f"router (tau {router.tau:.2f})", *ev.router, routed)]
+    rows += [(f"{m} alone", a, c, "") for m, (a, c) in ev.single.items()]
+    rows.append(("oracle", *ev.oracle, "per prompt the cheapest model that is right"))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'':{width}}  accuracy  cost per 1k prompts"]
+    lines += [f"{name:{width}}  {a:8.3f}  {usd(c):>19}  {note}".rstrip() for name, a, c, note in rows]
+    h = ev.herd
+    lines += [
+        f"APGR {ev.apgr:.3f}: share of the {ev.weak} -> {ev.strong} accuracy gap the router recovers, "
+        "averaged over its cost range (RouteLLM; 1 = the strong model's accuracy at every cost)",
+        f"CPT(50%) {ev.cpt50:.3f}: the cost, in units of the {ev.weak} -> {ev.strong} cost gap, at which the "
+        "router recovers half the accuracy gap (RouteLLM; lower is better)",
+        f"Herd figure: of the {h.n_strong_wrong} prompts {h.strong} (the most accurate single model) gets "
+        f"wrong, the router sent {h.rescued} ({_pct(h.share)}) to a model that gets them right "
+        f"(possible: {_pct(h.possible)}; Hari & Thomson 2023)",
+    ]
+    return lines
+
+
+def routed_lines(routed: RoutedReplay, summaries: dict[str, str]) -> list[str]:
+    """`herd replay --router`: the composed figures, then each entry group's cascade."""
+    lines = [
+        f"quality: {routed.quality:.3f}",
+        f"cost per 1k prompts: {usd(routed.cost_per_1k)}",
+        f"escalated prompts: {float((routed.escalations > 0).mean()):.1%}",
+    ]
+    if routed.failed.any():
+        lines.append(f"failed prompts (errors, score 0): {float(routed.failed.mean()):.1%}")
+    for m, share in routed.entry_share().items():
+        r = routed.by_entry[m]
+        lines.append(
+            f"entry {m}: {share:.1%} of prompts, quality {r.quality:.3f}, {usd(r.cost_per_1k)} per 1k: "
+            f"{summaries[m]}"
+        )
+    return lines
+
+
+def plot_router(
+    ev: RouterEval, router: Router, cascade: SweepResult | None, composed: tuple[float, float] | None,
+    title: str, path: Path,
+) -> None:  # fmt: skip
+    """The router's accuracy-cost curve over τ, its chosen τ, each model alone, the oracle, and the
+    cascade's replayed policies (grey) with their Pareto front, all on the same held-out prompts."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if cascade is not None and len(cascade):
+        ax.scatter(cascade.cost_per_1k, cascade.quality, s=4, color="0.8", label="cascade policies")
+        front = cascade.front()
+        ax.step(cascade.cost_per_1k[front], cascade.quality[front], where="post", color="tab:red",
+                label="cascade Pareto front")  # fmt: skip
+    order = np.argsort(ev.curve.cost_per_1k, kind="stable")
+    ax.plot(ev.curve.cost_per_1k[order], ev.curve.accuracy[order], "-o", ms=2, color="tab:blue",
+            label="router, tau 0..1")  # fmt: skip
+    ax.scatter([ev.router[1]], [ev.router[0]], marker="*", s=220, color="tab:blue", zorder=4,
+               label=f"router at tau {router.tau:.2f}")  # fmt: skip
+    if composed is not None:
+        ax.scatter([composed[1]], [composed[0]], marker="P", s=120, color="tab:purple", zorder=4,
+                   label="router -> cascade")  # fmt: skip
+    for m, (a, c) in ev.single.items():
+        ax.scatter([c], [a], marker="s", s=50, color="tab:green", zorder=3)
+        ax.annotate(f"{m} alone", (c, a), fontsize=8, xytext=(5, -10), textcoords="offset points")
+    ax.axhline(ev.oracle[0], color="0.4", ls="--", lw=1, label=f"oracle {ev.oracle[0]:.3f}")
+    ax.set_xlabel("cost per 1k prompts (USD, attributed, replayed)")
+    ax.set_ylabel("accuracy (held-out)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    partial = path.with_name(path.name + ".partial")
+    fig.savefig(partial, format="png", dpi=120)
+    partial.replace(path)
