@@ -140,7 +140,9 @@ def train(
     if picked is not None:
         out.print(
             f"target {target_text(target)}: tau {picked.tau:.2f} (train, {info['tau_from']}: accuracy "
-            f"{picked.accuracy:.3f}, {view.usd(picked.cost_per_1k)} per 1k)",
+            f"{picked.accuracy:.3f}, {view.usd(picked.cost_per_1k)} per 1k"
+            + (f"; {match_model} alone {picked.reference:.3f}" if picked.reference is not None else "")
+            + ")",
             markup=False,
         )
     for line in view.eval_lines(ev, fitted):
