@@ -147,6 +147,8 @@ def train(
         )
     for line in view.eval_lines(ev, fitted):
         out.print(line, markup=False)
+    if target is not None:
+        out.print(view.verdict(target, ev), markup=False)
     state = (
         "active: `herd submit` routes with it"
         if activate

@@ -82,6 +82,21 @@ def routed_lines(routed: RoutedReplay, summaries: dict[str, str]) -> list[str]:
     return lines
 
 
+def verdict(target: Any, ev: RouterEval) -> str:
+    """One sentence: does the router at its τ meet the target on the held-out prompts too?"""
+    from herd.policy.calibrate import Match, MaxCostPer1k
+
+    acc, cost = ev.router
+    if isinstance(target, MaxCostPer1k):
+        ok = cost <= target.usd * (1 + 1e-12)
+        what = f"costs {usd(cost)} per 1k, {'within' if ok else 'over'} the budget of {usd(target.usd)}"
+    else:
+        floor = target.at * ev.single[target.model][0] if isinstance(target, Match) else target.quality
+        ok = acc >= floor - 1e-12
+        what = f"accuracy is {acc:.3f}, {'meeting' if ok else 'below'} the target {floor:.3f}"
+    return f"{'' if ok else 'NOTE: '}on the {ev.n} held-out prompts the router {what}"
+
+
 def plot_router(
     ev: RouterEval, router: Router, cascade: SweepResult | None, composed: tuple[float, float] | None,
     title: str, path: Path,
