@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -23,7 +24,7 @@ from tests.support.harness import Services
 
 @pytest.fixture
 def empty_db(services: Services) -> Iterator[str]:
-    name = "herd_migration_test"
+    name = f"herd_migration_test_{os.getpid()}"  # unique: checkouts may share one server
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")

@@ -1,4 +1,4 @@
-"""Router versions in Postgres: record, list, read, activate (migration 0007's `routers`,
+"""Router versions in Postgres: record, list, read, activate (migration 0008's `routers`,
 `active_routers`), and the prompt texts a router trains on.
 
 Modelled on herd/ledger/policies.py. A router is stored as its JSON text (Router.to_json) and read back
