@@ -224,3 +224,45 @@ active_routers = Table(
     Column("router_id", BigInteger, ForeignKey("routers.id", ondelete="CASCADE"), nullable=False),
     Column("activated_at", TS, nullable=False, server_default=func.now()),
 )
+
+# Stored cost shares (migration 0009, herd/ledger/shares.py, docs/cost-model.md): per endpoint, the
+# instant before which shares are final; the cuts reached; final shares; parts of attempts in flight
+# across a cut; late arrivals noted by the attempts trigger for the next fill.
+cost_share_marks = Table(
+    "cost_share_marks",
+    metadata,
+    Column("endpoint", Text, primary_key=True),
+    Column("closed_until", TS, nullable=False, server_default=text("'-infinity'")),
+    Column("max_busy_s", Float, nullable=False, server_default="0"),
+)
+
+cost_share_cuts = Table(
+    "cost_share_cuts",
+    metadata,
+    Column("endpoint", Text, primary_key=True),
+    Column("cut", TS, primary_key=True),
+)
+
+cost_shares = Table(
+    "cost_shares",
+    metadata,
+    Column("attempt_id", BigInteger, ForeignKey("attempts.id", ondelete="CASCADE"), primary_key=True),
+    Column("shared_s", Numeric, nullable=False),
+)
+
+cost_share_carry = Table(
+    "cost_share_carry",
+    metadata,
+    Column("attempt_id", BigInteger, ForeignKey("attempts.id", ondelete="CASCADE"), primary_key=True),
+    Column("cut", TS, primary_key=True),
+    Column("part_s", Numeric, nullable=False),
+)
+
+cost_share_late = Table(
+    "cost_share_late",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("endpoint", Text, nullable=False),
+    Column("busy_start", TS, nullable=False),
+    Column("busy_s", Float, nullable=False),
+)

@@ -1,0 +1,216 @@
+"""Fill the stored cost shares (migration 0008): sweep each endpoint's newly closed time once.
+
+An endpoint's time before `closed_until` is closed: every attempt busy there is in the ledger, and
+its share of the busy seconds (docs/cost-model.md) is final. `fill` moves `closed_until` forward to
+the last busy end at least `horizon_s` seconds old, sweeps the slice in between with the same
+arithmetic as the views, and stores the result; `attempt_costs` then sweeps only what is left.
+
+Who calls it: every worker's pump tick (already periodic, already holding a database connection, and
+a writer; `herd report` runs in a read-only snapshot and psql users may be `herd_reader`). Reports
+stay correct without any fill: the open tail is swept at query time, just slower.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+# pg_try_advisory_xact_lock key: one filler at a time across all worker processes ("herdfill").
+_LOCK_KEY = 0x68657264_66696C6C
+
+_VALID = "a.busy_s > 0 AND a.busy_s < 'Infinity'"
+
+# Late arrivals, per endpoint: rewind to a cut at or before the earliest late busy start minus the
+# longest busy interval there, so every elementary segment the arrival changed is swept again.
+_TAKE_LATE = """
+WITH late AS (DELETE FROM cost_share_late RETURNING endpoint, busy_start, busy_s)
+SELECT l.endpoint,
+       min(l.busy_start) - make_interval(secs => greatest(max(l.busy_s), m.max_busy_s)) AS target
+FROM late l
+JOIN cost_share_marks m ON m.endpoint = l.endpoint
+GROUP BY l.endpoint, m.max_busy_s
+"""
+
+# One slice [cut, new_cut) of one endpoint: the views' sweep restricted to the slice, with each
+# attempt's interval clipped to it. Both ends are busy ends of the ledger (or -infinity), so no
+# elementary segment straddles them and each `length / n` is the very quotient the full sweep takes.
+_SLICE = f"""
+WITH involved AS (
+    SELECT a.id AS attempt_id,
+           a.busy_s,
+           a.finished_at AS busy_end,
+           greatest(a.finished_at - make_interval(secs => a.busy_s), %(cut)s::timestamptz) AS lo,
+           least(a.finished_at, %(new_cut)s::timestamptz) AS hi
+    FROM attempts a
+    WHERE a.endpoint = %(endpoint)s
+      AND a.finished_at > %(cut)s::timestamptz
+      -- Anything that starts before new_cut ends within max_busy_s of it.
+      AND a.finished_at <= %(new_cut)s::timestamptz + make_interval(secs => %(max_busy_s)s)
+      AND {_VALID}
+      AND a.finished_at - make_interval(secs => a.busy_s) < %(new_cut)s::timestamptz
+),
+events AS (
+    SELECT lo AS t, 1 AS delta FROM involved
+    UNION ALL
+    SELECT hi AS t, -1 AS delta FROM involved
+),
+instants AS (
+    SELECT t, sum(delta) AS delta FROM events GROUP BY t
+),
+segments AS (
+    SELECT t, sum(delta) OVER w AS in_flight, extract(epoch FROM lead(t) OVER w - t) AS length_s
+    FROM instants
+    WINDOW w AS (ORDER BY t)
+),
+cumulative AS (
+    SELECT t,
+           coalesce(sum(length_s / nullif(in_flight, 0)) OVER (
+               ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS c
+    FROM segments
+),
+parts AS (
+    SELECT i.attempt_id, i.busy_end <= %(new_cut)s::timestamptz AS final, c_end.c - c_start.c AS part_s
+    FROM involved i
+    JOIN cumulative c_start ON c_start.t = i.lo
+    JOIN cumulative c_end ON c_end.t = i.hi
+),
+carried AS (
+    INSERT INTO cost_share_carry (attempt_id, cut, part_s)
+    SELECT attempt_id, %(cut)s::timestamptz, part_s FROM parts WHERE NOT final
+    ON CONFLICT (attempt_id, cut) DO UPDATE SET part_s = excluded.part_s
+    RETURNING 1
+),
+stored AS (
+    INSERT INTO cost_shares (attempt_id, shared_s)
+    SELECT p.attempt_id,
+           p.part_s + coalesce(
+               (SELECT sum(k.part_s) FROM cost_share_carry k WHERE k.attempt_id = p.attempt_id), 0)
+    FROM parts p
+    WHERE p.final
+    ON CONFLICT (attempt_id) DO UPDATE SET shared_s = excluded.shared_s
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM stored), (SELECT count(*) FROM carried),
+       (SELECT coalesce(max(busy_s), 0) FROM involved)
+"""
+
+
+@dataclass(frozen=True)
+class FillResult:
+    """What one fill did: attempts whose share became final, parts carried, endpoints rewound."""
+
+    stored: int = 0
+    carried: int = 0
+    rewound: int = 0
+    busy: bool = False  # another process was filling; nothing done
+
+
+def fill(
+    conn: psycopg.Connection,
+    *,
+    horizon_s: float,
+    slice_attempts: int = 50_000,
+    budget_s: float = 5.0,
+) -> FillResult:
+    """Close each endpoint's time up to `horizon_s` seconds (database clock) before now.
+
+    `slice_attempts` bounds one slice's sweep; `budget_s` (seconds) bounds one call, so a pump tick
+    catching up on a large ledger returns and the next tick goes on. `conn` is an autocommit
+    connection; the whole call is one transaction, holding an EXCLUSIVE lock on cost_share_marks that
+    makes concurrent attempt inserts wait for it (keep slices small)."""
+    deadline = time.monotonic() + budget_s
+    stored = carried = rewound = 0
+    with conn.transaction():
+        got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).fetchone()
+        if not got or not got[0]:
+            return FillResult(busy=True)
+        conn.execute("LOCK TABLE cost_share_marks IN EXCLUSIVE MODE")
+        for endpoint, target in conn.execute(_TAKE_LATE).fetchall():
+            rewound += _rewind(conn, endpoint, target)
+        marks = conn.execute(
+            # closed_until as text: '-infinity' has no Python datetime.
+            "SELECT endpoint, closed_until::text, max_busy_s, now() - make_interval(secs => %s) "
+            "FROM cost_share_marks ORDER BY endpoint",
+            (horizon_s,),
+        ).fetchall()
+        for endpoint, cut, max_busy_s, horizon in marks:
+            # The longest interval still to sweep bounds how far past a cut an involved attempt ends.
+            row = conn.execute(
+                f"SELECT coalesce(max(a.busy_s), 0) FROM attempts a "
+                f"WHERE a.endpoint = %s AND a.finished_at > %s::timestamptz AND {_VALID}",
+                (endpoint, cut),
+            ).fetchone()
+            longest = max(float(row[0]) if row else 0.0, max_busy_s)
+            while time.monotonic() < deadline:
+                new_cut = _next_cut(conn, endpoint, cut, horizon, slice_attempts)
+                if new_cut is None:
+                    break
+                params: dict[str, object] = {
+                    "endpoint": endpoint,
+                    "cut": cut,
+                    "new_cut": new_cut,
+                    "max_busy_s": longest,
+                }
+                done = conn.execute(_SLICE, params).fetchone()
+                assert done is not None
+                stored += int(done[0])
+                carried += int(done[1])
+                conn.execute(
+                    "UPDATE cost_share_marks SET closed_until = %s, max_busy_s = greatest(max_busy_s, %s) "
+                    "WHERE endpoint = %s",
+                    (new_cut, float(done[2]), endpoint),
+                )
+                conn.execute(
+                    "INSERT INTO cost_share_cuts (endpoint, cut) VALUES (%s, %s)", (endpoint, new_cut)
+                )
+                cut = new_cut
+    return FillResult(stored, carried, rewound)
+
+
+def _next_cut(
+    conn: psycopg.Connection, endpoint: str, cut: datetime | str, horizon: datetime, limit: int
+) -> datetime | None:
+    """The busy end closing the next slice: at most `limit` attempts past `cut`, none after `horizon`."""
+    row = conn.execute(
+        f"""SELECT max(finished_at) FROM (
+                SELECT a.finished_at FROM attempts a
+                WHERE a.endpoint = %s AND a.finished_at > %s::timestamptz AND a.finished_at <= %s
+                      AND {_VALID}
+                ORDER BY a.finished_at
+                LIMIT %s) s""",
+        (endpoint, cut, horizon, limit),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _rewind(conn: psycopg.Connection, endpoint: str, target: datetime) -> int:
+    """Reopen `endpoint` back to its last cut at or before `target`; 1 if it moved, else 0."""
+    row = conn.execute(
+        """WITH r AS (
+               SELECT coalesce((SELECT max(cut) FROM cost_share_cuts WHERE endpoint = %(e)s AND cut <= %(t)s),
+                               '-infinity'::timestamptz) AS cut)
+           SELECT r.cut::text FROM r JOIN cost_share_marks m ON m.endpoint = %(e)s
+           WHERE r.cut < m.closed_until""",
+        {"e": endpoint, "t": target},
+    ).fetchone()
+    if row is None:
+        return 0
+    back = {"e": endpoint, "r": row[0]}
+    # Every attempt ending after the cut loses its total; parts of slices from the cut on go too.
+    conn.execute(
+        """DELETE FROM cost_shares s USING attempts a
+           WHERE a.id = s.attempt_id AND a.endpoint = %(e)s AND a.finished_at > %(r)s::timestamptz""",
+        back,
+    )
+    conn.execute(
+        """DELETE FROM cost_share_carry k USING attempts a
+           WHERE a.id = k.attempt_id AND a.endpoint = %(e)s AND a.finished_at > %(r)s::timestamptz
+             AND k.cut >= %(r)s::timestamptz""",
+        back,
+    )
+    conn.execute("DELETE FROM cost_share_cuts WHERE endpoint = %(e)s AND cut > %(r)s::timestamptz", back)
+    conn.execute("UPDATE cost_share_marks SET closed_until = %(r)s::timestamptz WHERE endpoint = %(e)s", back)
+    return 1
