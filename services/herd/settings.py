@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # How long a worker keeps a task's active policy version before reading it again (herd/cascade/
     # active.py): a new version or a rollback reaches every worker within this time.
     policy_ttl_s: float = Field(default=30.0, ge=0)
+    # Stored cost shares (herd/ledger/shares.py): the pump closes an endpoint's time this many seconds
+    # (database clock) behind now. Longer than nearly every request, so late arrivals (which force a
+    # rewind) stay rare; short, so the views' open tail, swept per query, stays small. 0 disables.
+    cost_share_horizon_s: float = Field(default=300.0, ge=0)
 
 
 @lru_cache(maxsize=1)

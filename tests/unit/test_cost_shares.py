@@ -41,7 +41,9 @@ def assert_views_equal(db: psycopg.Connection) -> None:
     for view in COST_VIEWS:
         new, old = rows(db, f"public.{view}"), rows(db, f"sweep.{view}")
         assert new == old, view
-    shares: dict[int, Decimal] = dict(db.execute("SELECT attempt_id, shared_s FROM public.attempt_costs").fetchall())
+    shares: dict[int, Decimal] = dict(
+        db.execute("SELECT attempt_id, shared_s FROM public.attempt_costs").fetchall()
+    )
     assert shares, "no attempts"
 
 

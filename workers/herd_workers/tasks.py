@@ -14,6 +14,7 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from herd.backends.base import RetryableError
 from herd.herdfile.model import Retries
+from herd.ledger import shares
 from herd.ledger import steps as ledger
 from herd.ledger.steps import StepKey
 from herd.queues import TASK_ATTEMPT, app, publish
@@ -147,7 +148,13 @@ class Pump:
             fresh = ledger.top_up(conn, settings.dispatch_window)
             # Budget jobs whose last steps ran concurrently (neither saw the job idle) release here.
             released = context.pipeline.release_budgets(conn)
-        return publish(stale + fresh + released)
+        sent = publish(stale + fresh + released)
+        if settings.cost_share_horizon_s > 0:
+            # Its own transaction after the dispatch work, bounded to one second: a report's open
+            # tail shrinks every tick, and a catching-up fill never delays the window.
+            with context.connection() as conn:
+                shares.fill(conn, horizon_s=settings.cost_share_horizon_s, budget_s=1.0, slice_attempts=5000)
+        return sent
 
 
 _pump = Pump()

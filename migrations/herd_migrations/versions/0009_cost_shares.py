@@ -81,14 +81,20 @@ ATTEMPT_COSTS = f"""
         WITH tail AS (
             -- Attempts whose share is not final: busy end after their endpoint's closed_until. The
             -- part of their interval before closed_until is in cost_share_carry.
+            -- LATERAL: one range scan of ix_attempts_endpoint_finished_at per endpoint, never a scan
+            -- of the whole table (the planner cannot know how few rows are past closed_until).
             SELECT a.id AS attempt_id,
-                   a.endpoint,
+                   m.endpoint,
                    a.finished_at - make_interval(secs => a.busy_s) AS busy_start,
                    a.finished_at AS busy_end,
                    greatest(a.finished_at - make_interval(secs => a.busy_s), m.closed_until) AS lo
             FROM cost_share_marks m
-            JOIN attempts a ON a.endpoint = m.endpoint AND a.finished_at > m.closed_until
-            WHERE {VALID.format(a="a")}
+            CROSS JOIN LATERAL (
+                SELECT a.id, a.busy_s, a.finished_at
+                FROM attempts a
+                WHERE a.endpoint = m.endpoint AND a.finished_at > m.closed_until AND {VALID.format(a="a")}
+                ORDER BY a.finished_at
+            ) a
         ),
         events AS (
             SELECT endpoint, lo AS t, 1 AS delta FROM tail

@@ -1,0 +1,114 @@
+"""Cost views over a large ledger: the full sweep (pre-0008 views) against stored shares (0008).
+
+    python benchmarks/ledger_bench.py [--attempts 1000000] [--keep] [--skip-old]
+
+Uses the Postgres server of HERD_DATABASE_URL (required) but its own database `herd_ledger_bench`,
+created, migrated, loaded by benchmarks/ledger.py, and dropped at the end unless --keep. Prints, for
+each query, the old views' time beside the new ones', measured in the same run on the same rows:
+
+1. `SELECT sum(cost_usd) FROM job_costs` (every job: the whole ledger);
+2. `SELECT * FROM job_model_costs WHERE job = ...` (one job);
+3. `herd report` for one job (herd.reporting.build.build, which `herd report` runs before rendering);
+
+and the time the fill took to store every share (what the pump ticks spread over the night). The old
+views live in schema `sweep` (tests/support/sweep.py); pointing search_path at it makes `build` read
+them. Each query runs twice and the faster time is printed (the second run has a warm cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.ledger import load  # noqa: E402
+from herd.ledger.db import migrate  # noqa: E402
+from herd.ledger.shares import fill  # noqa: E402
+from herd.reporting.build import build  # noqa: E402
+from tests.support.sweep import create_sweep_views  # noqa: E402
+
+NAME = "herd_ledger_bench"
+JOB = "bench3"
+
+
+def timed(run: Callable[[], object], repeat: int = 2) -> float:
+    """The fastest of `repeat` runs, seconds."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--attempts", type=int, default=1_000_000)
+    parser.add_argument("--keep", action="store_true", help="keep (and reuse) the loaded database")
+    parser.add_argument("--skip-old", action="store_true", help="only the new views (e.g. at 10M)")
+    args = parser.parse_args()
+    server = os.environ["HERD_DATABASE_URL"]
+    url = urlunsplit(urlsplit(server)._replace(path=f"/{NAME}"))
+    with psycopg.connect(server, autocommit=True) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (NAME,)).fetchone()
+        if exists and not args.keep:
+            admin.execute(f"DROP DATABASE {NAME} WITH (FORCE)")
+        if not exists or not args.keep:
+            admin.execute(f"CREATE DATABASE {NAME}")
+    migrate(url)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            count = conn.execute("SELECT count(*) FROM attempts").fetchone()
+            if not count or count[0] == 0:
+                t = time.perf_counter()
+                load(conn, args.attempts)
+                conn.execute("VACUUM ANALYZE")
+                print(f"load {args.attempts:,} attempts: {time.perf_counter() - t:.1f} s", flush=True)
+                t = time.perf_counter()
+                stored = 0
+                while True:  # as the pump ticks would, one bounded call after another
+                    done = fill(conn, horizon_s=0, slice_attempts=50_000, budget_s=30)
+                    stored += done.stored
+                    if done.stored == 0:
+                        break
+                conn.execute("VACUUM ANALYZE")
+                print(f"fill (store {stored:,} shares): {time.perf_counter() - t:.1f} s", flush=True)
+            create_sweep_views(conn)
+            queries: list[tuple[str, Callable[[], object]]] = [
+                (
+                    "SELECT sum(cost_usd) FROM job_costs",
+                    lambda: conn.execute("SELECT sum(cost_usd) FROM job_costs").fetchall(),
+                ),
+                (
+                    f"job_model_costs WHERE job = '{JOB}'",
+                    lambda: conn.execute("SELECT * FROM job_model_costs WHERE job = %s", (JOB,)).fetchall(),
+                ),
+                (f"herd report {JOB} (build)", lambda: build(conn, JOB)),
+            ]
+            print(f"{'query':45} {'old (sweep)':>12} {'new (stored)':>13}", flush=True)
+            for label, run in queries:
+                old = float("nan")
+                if not args.skip_old:
+                    conn.execute("SET search_path = sweep, public")
+                    old = timed(run, repeat=1)
+                conn.execute("SET search_path = public")
+                new = timed(run)
+                print(f"{label:45} {old:11.2f}s {new:12.3f}s", flush=True)
+    finally:
+        if not args.keep:
+            with psycopg.connect(server, autocommit=True) as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
+
+
+if __name__ == "__main__":
+    main()
