@@ -51,10 +51,11 @@ def _config() -> dict[str, Any]:
             "unacked_restore_throttle": 1,
         },
         "broker_connection_retry_on_startup": True,
-        # Flower sees every task from the moment it is published.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
-        "task_track_started": True,
+        # With HERD_TASK_EVENTS, Flower sees every task from the moment it is published; without,
+        # it shows queue lengths (from the broker) but no task list. herd/settings.py says why off.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
+        "task_track_started": settings.task_events,
         "task_default_queue": "herd.default",
         "worker_hijack_root_logger": False,
     }

@@ -65,7 +65,7 @@ def worker(ctx: click.Context, model: str, loglevel: str, wait_s: float) -> None
             str(herd.models[model].max_in_flight),
             "--prefetch-multiplier",
             "1",
-            "--task-events",
+            *(["--task-events"] if get_settings().task_events else []),
             "--without-gossip",
             "--without-mingle",
             "--loglevel",
