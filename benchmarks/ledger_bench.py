@@ -1,4 +1,4 @@
-"""Cost views over a large ledger: the full sweep (pre-0008 views) against stored shares (0008).
+"""Cost views over a large ledger: the full sweep (pre-0009 views) against stored shares (0009).
 
     python benchmarks/ledger_bench.py [--attempts 1000000] [--keep] [--skip-old]
 

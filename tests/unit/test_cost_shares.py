@@ -1,6 +1,6 @@
-"""Stored cost shares (migration 0008, herd/ledger/shares.py) equal the full sweep exactly.
+"""Stored cost shares (migration 0009, herd/ledger/shares.py) equal the full sweep exactly.
 
-Every comparison is between the public views and the pre-0008 views recreated in schema `sweep`
+Every comparison is between the public views and the pre-0009 views recreated in schema `sweep`
 (tests/support/sweep.py), on the same rows: shares compared as exact numerics, not within an epsilon.
 """
 

@@ -1,4 +1,4 @@
-"""Fill the stored cost shares (migration 0008): sweep each endpoint's newly closed time once.
+"""Fill the stored cost shares (migration 0009): sweep each endpoint's newly closed time once.
 
 An endpoint's time before `closed_until` is closed: every attempt busy there is in the ledger, and
 its share of the busy seconds (docs/cost-model.md) is final. `fill` moves `closed_until` forward to
