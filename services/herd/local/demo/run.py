@@ -1,9 +1,18 @@
-"""`herd demo`: the whole system on one machine with two real local models.
+"""`herd demo`: the whole system on one machine with two real local models, choosing its own policy.
 
 Starts what is missing (embedded Postgres and Redis, migrations, llama.cpp servers for SmolLM2 and
-Gemma-3, one worker per model), submits the bundled sample set, shows progress, waits and prints
-per-model and per-task figures. Everything it starts keeps running for the next run; `herd down`
-stops it. Ctrl-C only stops the watching: submits are transactional and the workers finish the job.
+Gemma-3, one worker per model), then per bundled task (docs/policy.md, "The demo"):
+1. calibrates on a seeded 40% sample (every model answers every prompt) and scores it;
+2. `herd calibrate`s it (98% of the best single model's quality, at the lowest cost), prints the
+   chosen policy with its held-out estimate, records it as the active version the workers run, and
+   trains a TF-IDF router on the same train prompts;
+3. runs the rest of the set as a live job under that version, and the rest again as a calibration
+   job, so the closing table shows, on the same prompts that were never used to choose, the chosen
+   policy as the workers ran it beside each model alone, the herd file's cascade, the router and
+   the oracle.
+Everything it starts keeps running for the next run; `herd down` stops it. Re-running reuses every
+job and the recorded version (nothing is submitted or recorded twice). Ctrl-C only stops the
+watching: submits and versions are transactional and the workers finish the jobs.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import os
 import string
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,20 +30,27 @@ from rich.console import Console
 from herd.cli.output import counting_bar
 from herd.files import atomic_text
 from herd.herdfile.model import HerdConfig, load_herd
-from herd.jobs import documents
 from herd.jobs.submit import submit
 from herd.ledger.db import migrate
+from herd.ledger.steps import Dispatch
 from herd.local import localherd
+from herd.local.demo import compare, plan
+from herd.local.demo.choose import TaskChoice, choose_task, lines
+from herd.local.demo.output import say
+from herd.local.demo.plan import TaskPlan
 from herd.local.demo.summary import print_summary
 from herd.settings import Settings
 from herd.urls import broker_url, database_url
 
 HERE = Path(__file__).parent
-# Bundled document sets, one job per task.
+# Bundled document sets with references, one per task.
 JOBS: dict[str, Path] = {
     "sentiment": HERE / "data" / "sentiment.jsonl",
     "capitals": HERE / "data" / "capitals.jsonl",
 }
+# The demo's workers re-read the active policy this often (HERD_POLICY_TTL_S; default 30 s), so the
+# live jobs submitted right after `calibrate` are decided by the new version, not the herd file.
+POLICY_TTL_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -41,10 +58,12 @@ class DemoResult:
     jobs: list[str]
     wall_s: float
     states: dict[str, int]
+    choices: dict[str, TaskChoice]
 
 
 def job_name(task: str) -> str:
-    return f"demo-{task}"
+    """The task's live job: the rest of the set under the chosen policy."""
+    return plan.live_job(task)
 
 
 def write_herd_file(home: Path, urls: dict[str, str]) -> Path:
@@ -71,6 +90,7 @@ def start(settings: Settings, console: Console) -> tuple[HerdConfig, str]:
     env = {
         **_inherited_env(),
         "HERD_DATABASE_URL": db_url, "HERD_BROKER_URL": broker, "HERD_HOME": str(home),
+        "HERD_POLICY_TTL_S": str(POLICY_TTL_S),
     }  # fmt: skip
     for model in herd.models:
         with console.status(f"starting worker {model}"):
@@ -82,53 +102,137 @@ def _inherited_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HERD_")}
 
 
+# --- the phases, each safe to repeat; the in-process test drives them with fake backends ---------
+
+
+def submit_calibration(
+    conn: psycopg.Connection, herd: HerdConfig, plans: Sequence[TaskPlan], window: int, console: Console
+) -> list[Dispatch]:
+    """Every task's calibration sample, then every task's rest, all as calibration jobs (every model
+    answers every prompt). Samples first: the models' queues are FIFO, so they finish first and the
+    policies are chosen while the rests are still being answered."""
+    dispatched: list[Dispatch] = []
+    batches = [(p.task, p.calibration_job, p.sample) for p in plans] + [
+        (p.task, p.rest_job, p.rest) for p in plans
+    ]
+    for task, job, records in batches:
+        result = submit(conn, herd, job=job, task=task, records=records, window=window, kind="calibration")
+        dispatched += result.dispatched
+    for p in plans:
+        say(
+            console,
+            f"{p.task}: {len(p.sample)} of {len(p.sample) + len(p.rest)} documents calibrate "
+            f"({p.calibration_job}); the other {len(p.rest)} are the rest, run live under the chosen "
+            f"policy later, and by every model now ({p.rest_job}) for the comparison",
+        )
+    return dispatched
+
+
+def score(console: Console, db_url: str, herd: HerdConfig, jobs: Sequence[str]) -> None:
+    """Score answers against the bundled references (answers already scored are skipped)."""
+    from herd.quality.scoring import score_with_progress
+
+    for job in jobs:
+        score_with_progress(console, db_url, herd, job)
+
+
+def choose_policies(
+    conn: psycopg.Connection, herd: HerdConfig, plans: Sequence[TaskPlan], console: Console
+) -> dict[str, TaskChoice]:
+    conn.commit()  # a fresh snapshot that sees the scores just written
+    console.print()
+    say(
+        console,
+        "Choosing a policy per task (`herd calibrate`): target 98% of the best single model's "
+        "accuracy at the lowest cost, searched on 70% of the calibration prompts and estimated on "
+        "the held-out 30%. Why that target: as good as the best model, for less, is what a first "
+        "run should answer; quality per dollar alone would pick a cheap model however poor it is.",
+    )
+    choices = {}
+    for p in plans:
+        console.print()
+        with console.status(f"choosing the policy for {p.task}"):
+            choices[p.task] = choose_task(conn, herd, p.task, p.calibration_job)
+        for line in lines(choices[p.task]):
+            say(console, line)
+    return choices
+
+
+def submit_live(
+    conn: psycopg.Connection, herd: HerdConfig, plans: Sequence[TaskPlan], window: int, console: Console
+) -> list[Dispatch]:
+    """The rest of each task as a live job; `submit` enters it at the active version's entry model."""
+    dispatched: list[Dispatch] = []
+    for p in plans:
+        result = submit(conn, herd, job=p.live_job, task=p.task, records=p.rest, window=window)
+        dispatched += result.dispatched
+        console.print(f"{p.live_job}: {result.read} documents, {result.added} new", highlight=False)
+    return dispatched
+
+
+def print_comparison(
+    conn: psycopg.Connection, herd: HerdConfig, plans: Sequence[TaskPlan], choices: dict[str, TaskChoice],
+    console: Console,
+) -> None:  # fmt: skip
+    conn.commit()
+    for p in plans:
+        tc = choices[p.task]
+        ran, found = compare.rows(conn, herd, tc, p.live_job, p.rest_job)
+        console.print()
+        compare.print_task(console, tc, ran, found, p.live_job, p.rest_job)
+    say(console, compare.cost_note())
+
+
 def run(settings: Settings, console: Console, *, timeout_s: float = 3600.0) -> DemoResult:
     from herd.queues import publish
 
     started = time.monotonic()
+    deadline = started + timeout_s
     herd, db_url = start(settings, console)
-    jobs = [job_name(task) for task in JOBS]
+    plans = plan.plan(JOBS)
+    window = settings.dispatch_window
     with psycopg.connect(db_url) as conn:
-        for task, path in JOBS.items():
-            result = submit(
-                conn, herd, job=job_name(task), task=task, records=documents.read([path]),
-                window=settings.dispatch_window,
-            )  # fmt: skip
-            publish(result.dispatched)
-            console.print(f"{result.job}: {result.read} documents, {result.added} new", highlight=False)
         try:
-            states = _watch(conn, jobs, console, timeout_s)
+            publish(submit_calibration(conn, herd, plans, window, console))
+            _watch(conn, [p.calibration_job for p in plans], console, deadline, "calibrating")
+            score(console, db_url, herd, [p.calibration_job for p in plans])
+            choices = choose_policies(conn, herd, plans, console)
+            if any(c.state != "reused" for c in choices.values()):
+                with console.status("letting the workers read the new policy versions"):
+                    time.sleep(POLICY_TTL_S + 1.0)
+            console.print()
+            publish(submit_live(conn, herd, plans, window, console))
+            jobs = [job for p in plans for job in (p.live_job, p.rest_job)]
+            states = _watch(conn, jobs, console, deadline, "running the rest")
+            score(console, db_url, herd, jobs)
+            print_comparison(conn, herd, plans, choices, console)
+            console.print()
+            print_summary(conn, {p.live_job: p.task for p in plans}, console)
+            plots = [_plot(conn, settings.home, p.live_job, p.task) for p in plans]
+            wall = time.monotonic() - started
         except KeyboardInterrupt:
             console.print(
                 "\ninterrupted: nothing is half-written and the workers keep going in the background; "
-                "run `herd demo` again to watch, `herd down` to stop everything."
+                "run `herd demo` again to carry on, `herd down` to stop everything."
             )
             raise
-        wall = time.monotonic() - started
-        print_summary(conn, herd, {job_name(t): t for t in JOBS}, console)
-        plots = [_cost_report(conn, db_url, herd, settings.home, task, console) for task in JOBS]
-    console.print(f"Pareto plots (quality against cost): {', '.join(str(p) for p in plots)}", highlight=False)
+    console.print(
+        f"Pareto plots of the live jobs (`herd report JOB` has the full tables): "
+        f"{', '.join(str(p) for p in plots)}",
+        highlight=False,
+    )
     console.print(f"wall time {wall:.0f}s. The local herd keeps running; `herd down` stops it.")
-    return DemoResult(jobs=jobs, wall_s=wall, states=states)
+    return DemoResult([job for p in plans for job in p.jobs], wall, states, choices)
 
 
-def _cost_report(
-    conn: psycopg.Connection, db_url: str, herd: HerdConfig, home: Path, task: str, console: Console
-) -> Path:
-    """Score the job's answers against the bundled references, then its cost and PeRFICS table."""
-    from herd.quality.scoring import score_with_progress
+def _plot(conn: psycopg.Connection, home: Path, job: str, task: str) -> Path:
+    """The live job's quality-against-cost plot, as `herd report --plot` draws it."""
     from herd.reporting.build import build
     from herd.reporting.plot import plot
-    from herd.reporting.render import render_table
 
-    job = job_name(task)
-    score_with_progress(console, db_url, herd, job)
-    conn.commit()  # a fresh snapshot that sees the scores just written
-    built = build(conn, job)
-    render_table(built, console)  # compact: `herd report JOB --wide` has every column
     path = home / "demo" / f"pareto-{task}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    plot(built, path)
+    plot(build(conn, job), path)
     return path
 
 
@@ -142,9 +246,10 @@ def _counts(conn: psycopg.Connection, jobs: list[str]) -> dict[str, int]:
     return {state: int(n) for state, n in rows}
 
 
-def _watch(conn: psycopg.Connection, jobs: list[str], console: Console, timeout_s: float) -> dict[str, int]:
-    deadline = time.monotonic() + timeout_s
-    with counting_bar(console, "answering", "prompts", transient=False) as bar:
+def _watch(
+    conn: psycopg.Connection, jobs: list[str], console: Console, deadline: float, verb: str
+) -> dict[str, int]:
+    with counting_bar(console, verb, "prompts", transient=False) as bar:
         counts = _counts(conn, jobs)
         task = bar.add_task("prompts", total=sum(counts.values()))
         while True:
@@ -154,5 +259,5 @@ def _watch(conn: psycopg.Connection, jobs: list[str], console: Console, timeout_
             if finished == sum(counts.values()):
                 return counts
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the demo jobs did not finish in {timeout_s:.0f}s: {counts}")
+                raise TimeoutError(f"the demo jobs did not finish in time: {counts}")
             time.sleep(0.5)
