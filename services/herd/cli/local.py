@@ -51,9 +51,10 @@ def ps() -> None:
 
 
 @main.command()
-@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for the demo jobs.")
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait for each phase's jobs.")
 def demo(timeout: float) -> None:
-    """Run the whole system locally: embedded Postgres/Redis, two real models, workers, a sample job."""
+    """Run the whole system locally: two real models choose a policy per task on a calibration
+    sample, run the rest of the set under it, and compare it with each model alone."""
     from herd.local.demo import run as local_demo
 
     try:

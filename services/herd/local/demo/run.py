@@ -187,14 +187,13 @@ def run(settings: Settings, console: Console, *, timeout_s: float = 3600.0) -> D
     from herd.queues import publish
 
     started = time.monotonic()
-    deadline = started + timeout_s
     herd, db_url = start(settings, console)
     plans = plan.plan(JOBS)
     window = settings.dispatch_window
     with psycopg.connect(db_url) as conn:
         try:
             publish(submit_calibration(conn, herd, plans, window, console))
-            _watch(conn, [p.calibration_job for p in plans], console, deadline, "calibrating")
+            _watch(conn, [p.calibration_job for p in plans], console, timeout_s, "calibrating")
             score(console, db_url, herd, [p.calibration_job for p in plans])
             choices = choose_policies(conn, herd, plans, console)
             if any(c.state != "reused" for c in choices.values()):
@@ -203,7 +202,7 @@ def run(settings: Settings, console: Console, *, timeout_s: float = 3600.0) -> D
             console.print()
             publish(submit_live(conn, herd, plans, window, console))
             jobs = [job for p in plans for job in (p.live_job, p.rest_job)]
-            states = _watch(conn, jobs, console, deadline, "running the rest")
+            states = _watch(conn, jobs, console, timeout_s, "running the rest")
             score(console, db_url, herd, jobs)
             print_comparison(conn, herd, plans, choices, console)
             console.print()
@@ -247,8 +246,9 @@ def _counts(conn: psycopg.Connection, jobs: list[str]) -> dict[str, int]:
 
 
 def _watch(
-    conn: psycopg.Connection, jobs: list[str], console: Console, deadline: float, verb: str
+    conn: psycopg.Connection, jobs: list[str], console: Console, timeout_s: float, verb: str
 ) -> dict[str, int]:
+    deadline = time.monotonic() + timeout_s
     with counting_bar(console, verb, "prompts", transient=False) as bar:
         counts = _counts(conn, jobs)
         task = bar.add_task("prompts", total=sum(counts.values()))
@@ -259,5 +259,5 @@ def _watch(
             if finished == sum(counts.values()):
                 return counts
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the demo jobs did not finish in time: {counts}")
+                raise TimeoutError(f"the demo jobs did not finish in {timeout_s:.0f}s: {counts}")
             time.sleep(0.5)
