@@ -95,17 +95,17 @@ def test_demo_calibrates_runs_the_rest_under_the_version_and_compares(
     ).fetchall()
     assert rows == [(tc.choice.policy.entry, 1, len(p.rest))]
 
-    ran, found = compare.rows(db, herd, tc, p.live_job, p.rest_job)
-    by = {r.label: r for r in found}
+    found = compare.compare(db, herd, tc, p.live_job, p.rest_job)
+    ran, by = found.live, {r.label: r for r in found.rows}
     assert {"chosen (v1)", "chosen, replayed", "small alone", "large alone", "herd file cascade"} <= set(by)
-    assert "oracle (hindsight)" in by and all(r.n == len(p.rest) for r in found)
+    assert "oracle (hindsight)" in by and all(r.n == len(p.rest) for r in found.rows)
     # Replay equals live on the rest: the same answers, so the same accuracy.
     assert by["chosen (v1)"].accuracy == pytest.approx(by["chosen, replayed"].accuracy)
     assert by["oracle (hindsight)"].accuracy >= max(by["small alone"].accuracy, by["large alone"].accuracy)
     assert ran.versions == {1: len(p.rest)}
 
     assert "target: 98% of large alone" in printed and "held-out accuracy" in printed
-    assert "the rest of the set, 30 prompts" in printed
+    assert "the rest, 30 prompts never used to choose" in printed and "meets the target" in printed
     too_long = [line for line in printed.splitlines() if len(line) > 80]
     assert not too_long, "\n".join(too_long)
 

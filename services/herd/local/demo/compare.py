@@ -22,7 +22,7 @@ from rich.console import Console
 from herd.cascade.active import herd_policy
 from herd.herdfile.model import HerdConfig
 from herd.ledger import calibration
-from herd.local.demo.choose import TaskChoice, prompt_texts
+from herd.local.demo.choose import AT, TaskChoice, prompt_texts
 from herd.local.demo.output import say
 from herd.policy.replay import replay
 from herd.policy.router import oracle_choice, outcome, route_rule
@@ -52,6 +52,18 @@ class Row:
     n: int
     cost_per_1k: float
     source: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """`router_shares`: per model the share of the rest the router sent to it (None: no router)."""
+
+    live: Live
+    rows: list[Row]
+    router_shares: dict[str, float] | None = None
+
+    def row(self, label: str) -> Row:
+        return next(r for r in self.rows if r.label == label)
 
 
 _LIVE = """
@@ -92,9 +104,9 @@ def wilson(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def rows(
+def compare(
     conn: psycopg.Connection, herd: HerdConfig, tc: TaskChoice, live_job: str, rest_job: str
-) -> tuple[Live, list[Row]]:
+) -> Comparison:
     """The live row, then each model alone, the herd file's cascade, the router and the oracle on the
     rest's calibration job. Raises what herd.ledger.calibration.load raises (e.g. an unscored job)."""
     task, scorer = tc.task, tc.loaded.scorer
@@ -111,14 +123,16 @@ def rows(
         out.append(replayed("chosen, replayed", tc.choice.policy))
     out += [replayed(f"{m} alone", Policy.single(task, m)) for m in route]
     out.append(replayed("herd file cascade", herd_policy(herd, task)))
+    shares = None
     if tc.router is not None:
         p = tc.router.p_good(prompt_texts(conn, data.prompt_ids))
         choice = route_rule(p, tc.router.cost_usd, tc.router.tau)
         acc, cost = outcome(data, list(tc.router.models), choice)
         out.append(Row("router (TF-IDF)", acc, data.n, cost, REPLAY))
+        shares = {m: float((choice == j).mean()) for j, m in enumerate(tc.router.models)}
     acc, cost = outcome(data, route, oracle_choice(data, route))
     out.append(Row("oracle (hindsight)", acc, data.n, cost, REPLAY))
-    return ran, out
+    return Comparison(ran, out, shares)
 
 
 COLUMNS = (
@@ -142,14 +156,29 @@ def table_rows(found: list[Row]) -> list[list[str]]:
     return cells
 
 
-def print_task(
-    console: Console, tc: TaskChoice, ran: Live, found: list[Row], live_job: str, rest_job: str
-) -> None:
+def verdict(tc: TaskChoice, found: Comparison) -> str:
+    """The chosen policy as run against the calibration target, judged on the rest."""
+    chosen, best = found.rows[0], found.row(f"{tc.best_alone} alone")
+    floor = AT * best.accuracy
+    what = f"{AT:.0%} of {tc.best_alone} alone on the same prompts ({_pct(floor)})"
+    if chosen.accuracy >= floor - 1e-12:
+        return f"On the rest the chosen policy ({_pct(chosen.accuracy)}) meets the target, {what}."
+    return (
+        f"Missed on the rest: the chosen policy's {_pct(chosen.accuracy)} is below the target, {what}. "
+        f"It was chosen on {len(tc.choice.train_rows)} prompts; a larger calibration sample would "
+        "choose more reliably."
+    )
+
+
+def print_task(console: Console, tc: TaskChoice, found: Comparison, live_job: str, rest_job: str) -> None:
+    ran = found.live
     n = ran.n
     print_table(
-        console, COLUMNS, table_rows(found),
-        title=f"{tc.task}: the rest of the set, {n} prompts not used to choose or train",
-    )  # fmt: skip
+        console,
+        COLUMNS,
+        table_rows(found.rows),
+        title=f"{tc.task}: the rest, {n} prompts never used to choose",
+    )
     decided = ran.versions.get(tc.version, 0)
     note = (
         f"chosen = {tc.choice.policy.summary()}. '{LIVE}': {live_job}, what the workers did "
@@ -165,16 +194,21 @@ def print_task(
         note += f", {named}: workers still held the old policy in their cache"
     note += (
         f"). '{REPLAY}': from {rest_job}, where every model answered these same prompts; "
-        "the router picks one model per prompt before any answer; the oracle is the ceiling, "
-        "the cheapest right model per prompt in hindsight."
+        "the router picks one model per prompt before any answer"
     )
+    if found.router_shares is not None:
+        picks = ", ".join(f"{share:.0%} to {m}" for m, share in found.router_shares.items())
+        note += f" (here {picks})"
+    note += "; the oracle is the ceiling, the cheapest right model per prompt in hindsight."
+    say(console, verdict(tc, found))
     say(console, note)
 
 
 def cost_note() -> str:
     return (
-        "Costs are attributed busy seconds at the herd file's illustrative CPU prices; the two models "
-        "share the machine's cores, so a call slows when the other model is busy, and the costs of the "
-        "live and the replayed rows differ by that much. With tens of prompts per task, accuracy "
-        "intervals are wide: read the 95% CI before the point figure."
+        "Costs are attributed busy seconds at the herd file's illustrative CPU prices. The models share "
+        "the machine's cores, so a call slows while the other model (or anything else) is busy: the "
+        "live job and the rest's calibration job ran at different times, so compare costs among the "
+        "replayed rows, which ran together. With tens of prompts per task, accuracy intervals are "
+        "wide: read the 95% CI before the point figure."
     )

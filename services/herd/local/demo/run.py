@@ -177,9 +177,9 @@ def print_comparison(
     conn.commit()
     for p in plans:
         tc = choices[p.task]
-        ran, found = compare.rows(conn, herd, tc, p.live_job, p.rest_job)
+        found = compare.compare(conn, herd, tc, p.live_job, p.rest_job)
         console.print()
-        compare.print_task(console, tc, ran, found, p.live_job, p.rest_job)
+        compare.print_task(console, tc, found, p.live_job, p.rest_job)
     say(console, compare.cost_note())
 
 
