@@ -12,35 +12,13 @@ import pytest
 
 from herd.backends.base import PermanentError, RetryableError
 from herd.cascade.pipeline import Pipeline
-from herd.herdfile.model import HerdConfig, load_herd
+from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import Record
 from herd.jobs.submit import submit
 from herd.ledger.steps import StepKey
+from tests.support.cascade import load
 from tests.support.fakes import FakeBackend, generation
 from tests.support.harness import Services
-
-HERD = """\
-models:
-  small:
-    protocol: openai
-    endpoints: http://127.0.0.1:9/v1
-    gpus: {type: L4, count: 1, usd_per_hour: 0.8}
-    escalation: {next: large, measure: first_token_margin, threshold: 0.5}
-  large:
-    protocol: openai
-    endpoints: http://127.0.0.1:9/v1
-    gpus: {type: A100, count: 2, usd_per_hour: 3.0}
-    %(refine)s
-tasks:
-  qa:
-    kind: qa
-"""
-
-
-def load(tmp_path: Path, refine: str = "") -> HerdConfig:
-    path = tmp_path / "herd.yaml"
-    path.write_text(HERD % {"refine": refine})
-    return load_herd(path)
 
 
 @pytest.fixture
