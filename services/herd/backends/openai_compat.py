@@ -89,7 +89,7 @@ class OpenAIBackend:
         }
         response = transport.session().post(url, json=payload, headers=self._headers, timeout=self._timeout)
         if response.status_code >= 400:
-            raise transport.from_status(response.status_code, response.text[:300], endpoint)
+            raise transport.from_status(response.status_code, response.text[:300], endpoint, response.headers)
         return response.json()
 
 
