@@ -21,10 +21,12 @@ SMALL_CONTEXT = 1500  # words; a 20,000-word document needs ~16 chunks
 SUMMARY_TEMPLATE = 'completion: "Summarize the document.\\n\\n{text}\\n\\nSummary:"'
 
 
-def long_doc_herd(double, *, small_context_in_file: bool = False) -> str:  # type: ignore[no-untyped-def]
+def long_doc_herd(double, *, small_context_in_file: bool = False, refine: bool = False) -> str:  # type: ignore[no-untyped-def]
     """small (OpenAI chat; its context asked of the server's /info) -> large (TGI, 40,000 tokens in
-    the herd file: it takes a 20,000-word document whole)."""
+    the herd file: it takes a 20,000-word document whole). `refine`: small critiques and rewrites
+    its answer once (a critique may generate 256 tokens)."""
     small_context = f"    context_tokens: {SMALL_CONTEXT}\n" if small_context_in_file else ""
+    small_context += "    refine: {rounds: 1, max_new_tokens: 256}\n" if refine else ""
     return f"""\
 models:
   small:
@@ -167,6 +169,34 @@ def test_truncate_policy_keeps_head_and_tail_and_records_the_dropped_tokens(
     head, tail = call["prompt"].split("[...]")
     assert " ".join(words_in[:10]) in " ".join(head.split())  # the document's start...
     assert " ".join(tail.split()).endswith(" ".join(words_in[-10:]))  # ...and its end
+
+
+def test_critique_and_refine_prompts_are_fitted_to_the_context_too(make_herd, db, double, tmp_path) -> None:
+    """The critique and refine prompts carry the document again, plus the answer and the
+    instruction, and the critique may write 256 tokens: each is cut to fit as the answer was, so no
+    step meets the server's context error, and each records what it dropped."""
+    double.script([], default={"text": "a summary", "first": CONFIDENT})
+    double.set_contexts({"small": SMALL_CONTEXT})
+    herd = make_herd(long_doc_herd(double, refine=True))
+    doc = twenty_thousand_words(tmp_path)
+    herd.start_worker("small")
+    herd.cli("submit", str(doc), "--job", "t", "--task", "sum_truncate")
+    assert wait_for(db, "t") == {"done": 1}
+    rows = db.execute(
+        "SELECT stage, status, error, dropped_tokens, prompt_tokens FROM attempts ORDER BY id"
+    ).fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [(s, "ok", None) for s in ("answer", "critique", "refine")]
+    words = len(doc.read_text().split())
+    for stage, _, _, dropped, prompt_tokens in rows:
+        max_new = 256 if stage == "critique" else 64
+        assert prompt_tokens + max_new <= SMALL_CONTEXT, stage
+        assert words - SMALL_CONTEXT < dropped < words, stage
+    answer, critique, refine = rows
+    assert critique[3] > answer[3]  # the answer and a longer generation leave less of the document
+    calls = [c for c in double.calls() if c["model"] == "small"]
+    assert len(calls) == 3 and all(c["status"] == 200 for c in calls)
+    heads = [" ".join(c["prompt"].split("[...]")[0].split()[:10]) for c in calls]
+    assert heads[0] == heads[1] == heads[2]  # each keeps the document's head (and tail: head_tail)
 
 
 def test_chunk_policy_summarizes_chunks_then_their_summaries(make_herd, db, double, tmp_path) -> None:

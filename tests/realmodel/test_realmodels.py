@@ -4,14 +4,19 @@ llama.cpp, answering through real Herd workers. Slow (a minute or two on 2 cores
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from herd.herdfile.model import load_herd
 from herd.local import localherd
+from herd.local.demo import longdocs
 from herd.local.demo.run import JOBS, write_herd_file
 from tests.support.harness import Services, wait_for
 
@@ -78,3 +83,35 @@ def test_real_herd_answers_measures_and_escalates(make_herd, db, services, model
         assert 0.0 <= row["quality_refined"] <= 1.0 and row["perfics"] is not None and row["rank"] >= 1
     # The cascade pays for every call, the entry model alone only for its own.
     assert float(rows["cascade"]["cost_usd"]) > float(rows["smollm2-only"]["cost_usd"])
+
+
+def test_real_herd_chunks_the_demo_long_documents(make_herd, db, services, model_urls) -> None:
+    """`herd demo`'s long reviews through the real models (512-token context): every document is
+    chunked by its real tokenizer, no request meets a context error, and the panel prints."""
+    herd_file = write_herd_file(services.home, model_urls)
+    herd = make_herd(herd_file.read_text())
+    for model in localherd.MODELS:
+        herd.start_worker(model)
+    started = time.monotonic()
+    herd.cli("submit", str(longdocs.FOLDER), "--job", longdocs.JOB, "--task", longdocs.TASK)
+    deadline = time.monotonic() + 900
+    while db.execute(
+        """SELECT count(*) FROM prompts p JOIN jobs j ON j.id = p.job_id
+           WHERE j.name = %s AND p.parent_id IS NULL AND p.state NOT IN ('done', 'failed')""",
+        (longdocs.JOB,),
+    ).fetchone() != (0,):
+        assert time.monotonic() < deadline, "the long documents did not finish in 900 s"
+        time.sleep(1.0)
+    wall = time.monotonic() - started
+
+    lines = longdocs.collect(db, load_herd(herd.path))
+    assert [Path(line.key).name for line in lines] == list(longdocs.EXPECTED)
+    for line in lines:
+        assert line.state == "done" and line.chunks >= 3, line  # ~1,500-2,000 tokens over ~390 a chunk
+        assert line.answer in ("positive", "negative") and line.cost_usd > 0, line
+    errors = db.execute("SELECT count(*) FROM attempts WHERE status = 'error'").fetchone()
+    assert errors == (0,)  # no chunk over the context, counted by the server's own tokenizer
+    out = io.StringIO()
+    longdocs.print_panel(Console(file=out, width=80), lines)
+    print(f"\n{out.getvalue()}wall time {wall:.0f}s")
+    assert "long documents, chunked" in out.getvalue()

@@ -14,6 +14,13 @@ URLs to configure (model names are one path segment; ``model_url()`` percent-enc
 * OpenAI legacy completions: ``POST /m/<model>/v1/completions``. As in vLLM, ``max_tokens`` defaults to 16.
 * ``GET /m/<model>/health``, ``GET /m/<model>/info``; ``POST /m/<model>/tokenize`` ``{"inputs": text}``
   (TGI's shape: one token per whitespace-separated word, the same stand-in as prompt tokens).
+* Metadata and tokenizer as each server speaks them: ``set_servers({model: kind})`` (or ``"servers"``
+  in a ``/_script`` body) makes ``model`` answer like ``tgi`` (the default: ``/info``, ``/tokenize``
+  ``{"inputs"}`` -> a list of tokens), ``vllm`` (``/v1/models`` ``data[].max_model_len``,
+  ``/tokenize`` ``{"prompt"}`` -> ``{"count", "max_model_len", "tokens"}``), ``llamacpp`` (llama.cpp's
+  server: ``/props`` ``default_generation_settings.n_ctx``, ``/v1/models`` with ``meta.n_ctx_train``
+  only, ``/tokenize`` ``{"content"}`` -> ``{"tokens"}``) or ``llama-cpp-python`` (``/v1/models`` ids
+  only, ``/extras/tokenize/count`` ``{"input"}`` -> ``{"count"}``); the others' routes are 404.
 * Context windows: ``set_contexts({model: tokens})`` (or ``"contexts"`` in a ``/_script`` body) makes
   ``/info`` report them and refuses a request whose prompt tokens plus ``max_new_tokens`` exceed them, as
   vLLM/TGI do (400 on OpenAI routes, 422 on TGI's: "maximum context length is N tokens, ...").
@@ -289,6 +296,7 @@ class _Core:
         self._total = 0  # counts every call, even those the bounded log dropped
         self._ids = itertools.count(1)
         self.contexts: dict[str, int] = {}  # model -> context window in tokens (unset: unlimited)
+        self.servers: dict[str, str] = {}  # model -> SERVERS kind of its metadata routes (unset: tgi)
 
     def set_script(self, rules: Iterable[RuleLike], default: RuleLike | None) -> None:
         parsed = tuple(Rule.coerce(r) for r in rules)  # validate everything before swapping
@@ -302,6 +310,7 @@ class _Core:
             self._rules, self._default, self._total = (), Rule(), 0
             self._seen.clear()
             self.contexts = {}
+            self.servers = {}
             self._calls.clear()
 
     def calls(self) -> tuple[list[dict[str, Any]], int]:
@@ -534,7 +543,18 @@ _MODEL_ROUTES = {  # (method, path under /m/<model>) -> protocol
     ("GET", "health"): "health",
     ("GET", "info"): "info",
     ("POST", "tokenize"): "tokenize",
+    ("GET", "v1/models"): "models",
+    ("GET", "props"): "props",
+    ("POST", "extras/tokenize/count"): "count",
 }
+SERVERS = ("tgi", "vllm", "llamacpp", "llama-cpp-python")
+# (server kind, metadata route) pairs that exist; any other pair is a 404, as on the real server.
+_META_ROUTES = {
+    ("tgi", "info"), ("tgi", "tokenize"),
+    ("vllm", "models"), ("vllm", "tokenize"),
+    ("llamacpp", "models"), ("llamacpp", "props"), ("llamacpp", "tokenize"),
+    ("llama-cpp-python", "models"), ("llama-cpp-python", "count"),
+}  # fmt: skip
 
 
 def _tokens(body: Any) -> Reply:  # TGI POST /tokenize: one token per whitespace-separated word
@@ -543,6 +563,39 @@ def _tokens(body: Any) -> Reply:  # TGI POST /tokenize: one token per whitespace
         return _error(422, "`inputs` must be a string")
     spans = [(m.group(), m.start(), m.end()) for m in re.finditer(r"\S+", text)]
     return 200, [{"id": _token_id(t), "text": t, "start": a, "stop": b} for t, a, b in spans], {}  # type: ignore[return-value]
+
+
+def _meta(server: str, route: str, model: str, context: int | None, body: Any) -> Reply:
+    """The metadata and tokenizer routes of `server` (SERVERS) in its own wire format."""
+    if (server, route) not in _META_ROUTES:
+        return 404, {"error": f"{server} has no {route} route", "error_type": "not_found"}, {}
+    if route == "info":
+        return 200, _info(model, context), {}
+    if route == "tokenize" and server == "tgi":
+        return _tokens(body)
+    window = context or 4096
+    if route == "models":
+        entry: dict[str, Any] = {"id": model, "object": "model", "created": 1700000000, "owned_by": server}
+        if server == "vllm":
+            entry |= {"root": model, "parent": None, "max_model_len": window, "permission": []}
+        elif server == "llamacpp":  # the training context, not the one the server runs with
+            entry["meta"] = {"vocab_type": 2, "n_vocab": 49152, "n_ctx_train": 8192, "n_embd": 576}
+        else:
+            entry["permissions"] = []
+        return 200, {"object": "list", "data": [entry]}, {}
+    if route == "props":
+        settings = {"n_ctx": window, "params": {"n_predict": -1, "temperature": 0.8}, "model": model}
+        return 200, {"default_generation_settings": settings, "total_slots": 1, "build_info": "b6000"}, {}
+    field = {"vllm": "prompt", "llamacpp": "content", "llama-cpp-python": "input"}[server]
+    text = body.get(field) if isinstance(body, dict) else None
+    if not isinstance(text, str):
+        return _error(422 if server == "llama-cpp-python" else 400, f"`{field}` must be a string")
+    ids = [_token_id(word) for word in text.split()]
+    if server == "vllm":
+        return 200, {"count": len(ids), "max_model_len": window, "tokens": ids, "token_strs": None}, {}
+    if server == "llamacpp":
+        return 200, {"tokens": ids}, {}
+    return 200, {"count": len(ids)}, {}
 
 
 def _info(model: str, context: int | None = None) -> dict[str, Any]:  # TGI GET /info
@@ -564,6 +617,12 @@ def _info(model: str, context: int | None = None) -> dict[str, Any]:  # TGI GET 
         "sha": None,
         "docker_label": None,
     }
+
+
+def _server(kind: Any) -> str:
+    if kind not in SERVERS:
+        raise ValueError(f"server kind {kind!r} is not one of {', '.join(SERVERS)}")
+    return str(kind)
 
 
 class _Server(ThreadingHTTPServer):
@@ -620,14 +679,15 @@ class _Handler(BaseHTTPRequestHandler):
                 return not_found
             if route in _PROTOCOLS:
                 return core.serve(unquote(model), route, body, self.headers.get("Authorization"))
-            if route == "tokenize":
-                return _tokens(body)
-            info = _info(unquote(model), core.contexts.get(unquote(model)))
-            return 200, ({"status": "ok"} if route == "health" else info), {}
+            if route == "health":
+                return 200, {"status": "ok"}, {}
+            name = unquote(model)
+            return _meta(core.servers.get(name, "tgi"), route, name, core.contexts.get(name), body)
         if (method, path) == ("POST", "/_script"):
             try:
                 core.set_script(body.get("rules") or [], body.get("default"))
                 core.contexts = {str(k): int(v) for k, v in (body.get("contexts") or {}).items()}
+                core.servers = {str(k): _server(v) for k, v in (body.get("servers") or {}).items()}
             except (ValueError, TypeError, AttributeError) as exc:
                 return 400, {"error": f"bad script: {exc}", "error_type": "validation"}, {}
             return 200, {"ok": True}, {}
@@ -701,6 +761,10 @@ class EndpointDouble:
     def set_contexts(self, contexts: Mapping[str, int]) -> None:
         """Context windows per model, in the double's tokens (whitespace-separated words)."""
         self._core.contexts = dict(contexts)
+
+    def set_servers(self, servers: Mapping[str, str]) -> None:
+        """Which server each model's metadata and tokenizer routes speak as (SERVERS; unset: tgi)."""
+        self._core.servers = {model: _server(kind) for model, kind in servers.items()}
 
     def reset(self) -> None:
         self._core.reset()

@@ -2,17 +2,28 @@
 
 The limit: `context_tokens` in the herd file, else asked of the model's first endpoint the first time
 a task with a `long_documents` policy needs it, trying in turn (`root` is the endpoint without `/v1`):
-TGI `GET {root}/info` (`max_total_tokens`, and `max_input_tokens` as a second cap), vLLM
-`GET {root}/v1/models` (`max_model_len`), llama.cpp `GET {root}/props` (`n_ctx`). None of them
-answering leaves the limit unknown: the policy then does nothing and the server's own error decides,
-as without a policy. The answer, found or not, is cached for the worker process's life.
+- TGI `GET {root}/info`: `max_total_tokens`, with `max_input_tokens` (TGI 2+; `max_input_length`
+  before) as a second cap on the prompt;
+- vLLM `GET {root}/v1/models`: `data[].max_model_len`;
+- llama.cpp's server `GET {root}/props`: `default_generation_settings.n_ctx` (every build since
+  2024; a top-level `n_ctx` is taken too). Its `/v1/models` has only `meta.n_ctx_train`, the
+  training context, which is not what the server was started with, so it is not used;
+- llama-cpp-python's server says nothing (its `/v1/models` lists ids only, it has no `/props`): the
+  context is unknown unless the herd file gives it.
+None of them answering leaves the limit unknown: the policy then does nothing and the server's own
+error decides, as without a policy. The answer, found or not, is cached for the worker process's
+life. The endpoints are asked also when the herd file gives the limit, once, to learn which server
+this is and so where its tokenizer is.
 
-Token counts: the server's own tokenizer where it has one (TGI and vLLM `POST {root}/tokenize`,
-llama.cpp `POST {root}/tokenize`, llama-cpp-python `POST {root}/extras/tokenize/count`), else an
-estimate of one token per `FALLBACK_CHARS_PER_TOKEN` characters. English text averages about four
-characters per token with today's vocabularies, so three over-counts by about a third: a document
-estimated to fit does fit, at the price of truncating or chunking a little earlier than needed.
-A server without a tokenizer is remembered, so it is asked once per worker process.
+Token counts: the server's own tokenizer where it has one, by its wire format:
+- TGI `POST {root}/tokenize` `{"inputs": text}` -> a list of `{id, text, start, stop}`;
+- vLLM `POST {root}/tokenize` `{"model", "prompt"}` -> `{"count", "max_model_len", "tokens"}`;
+- llama.cpp `POST {root}/tokenize` `{"content": text}` -> `{"tokens": [...]}`;
+- llama-cpp-python `POST {root}/extras/tokenize/count` `{"input": text}` -> `{"count"}`;
+else an estimate of one token per `FALLBACK_CHARS_PER_TOKEN` characters. English text averages
+about four characters per token with today's vocabularies, so three over-counts by about a third:
+a document estimated to fit does fit, at the price of truncating or chunking a little earlier than
+needed. A server without a tokenizer is remembered, so it is asked once per worker process.
 """
 
 from __future__ import annotations
@@ -66,7 +77,8 @@ class ContextInfo:
         self.herd = herd
         self._lock = threading.Lock()
         self._windows: dict[str, Window | None] = {}
-        self._flavour: dict[str, str | None] = {}  # model -> "tgi" | "vllm" | "llamacpp" | None
+        # model -> "tgi" | "vllm" | "llamacpp" | "llama-cpp-python" | None (no tokenizer known)
+        self._flavour: dict[str, str | None] = {}
         self._no_tokenizer: set[str] = set()
 
     def window(self, model: str) -> Window | None:
@@ -75,12 +87,9 @@ class ContextInfo:
             if model in self._windows:
                 return self._windows[model]
         config = self.herd.models[model]
-        found: Window | None
-        if config.context_tokens is not None:
+        found, flavour = self._probe(config)
+        if config.context_tokens is not None:  # the herd file wins; the probe said where to count
             found = Window(config.context_tokens)
-            flavour = self._probe(config)[1] if config.protocol == "tgi" else None
-        else:
-            found, flavour = self._probe(config)
         with self._lock:
             self._windows[model] = found
             self._flavour[model] = flavour
@@ -108,24 +117,25 @@ class ContextInfo:
     def _probe(self, config: ModelConfig) -> tuple[Window | None, str | None]:
         root = _root(config.endpoints[0])
         info = _get(config, f"{root}/info")
-        if isinstance(info, dict) and isinstance(info.get("max_total_tokens"), int):
-            max_input = info.get("max_input_tokens")
-            return Window(
-                int(info["max_total_tokens"]),
-                int(max_input) if isinstance(max_input, int) else None,
-                f"{mask_url(root)}/info",
-            ), "tgi"
+        total = _tokens(info.get("max_total_tokens")) if isinstance(info, dict) else None
+        if isinstance(info, dict) and total is not None:
+            max_input = _tokens(info.get("max_input_tokens")) or _tokens(info.get("max_input_length"))
+            return Window(total, max_input, f"{mask_url(root)}/info"), "tgi"
         models = _get(config, f"{root}/v1/models")
-        for entry in (models or {}).get("data") or [] if isinstance(models, dict) else []:
-            if isinstance(entry, dict) and isinstance(entry.get("max_model_len"), int):
-                return Window(int(entry["max_model_len"]), None, f"{mask_url(root)}/v1/models"), "vllm"
+        data = models.get("data") if isinstance(models, dict) else None
+        for entry in data if isinstance(data, list) else []:
+            max_model_len = _tokens(entry.get("max_model_len")) if isinstance(entry, dict) else None
+            if max_model_len is not None:
+                return Window(max_model_len, None, f"{mask_url(root)}/v1/models"), "vllm"
         props = _get(config, f"{root}/props")
         if isinstance(props, dict):
-            settings = props.get("default_generation_settings") or {}
-            n_ctx = props.get("n_ctx") or (settings.get("n_ctx") if isinstance(settings, dict) else None)
-            if isinstance(n_ctx, int):
+            settings = props.get("default_generation_settings")
+            n_ctx = _tokens(settings.get("n_ctx")) if isinstance(settings, dict) else None
+            n_ctx = n_ctx or _tokens(props.get("n_ctx"))
+            if n_ctx is not None:
                 return Window(n_ctx, None, f"{mask_url(root)}/props"), "llamacpp"
-        if models is not None:  # an OpenAI-compatible server that does not say its context
+            return None, "llamacpp"  # a llama.cpp server all the same: its tokenizer counts
+        if isinstance(data, list):  # an OpenAI-compatible server that does not say its context
             return None, "llama-cpp-python"
         return None, None
 
@@ -134,20 +144,28 @@ class ContextInfo:
         if flavour == "tgi":
             url, body = f"{root}/tokenize", {"inputs": text}
         elif flavour == "vllm":
-            url, body = f"{root}/tokenize", {"model": config.served_model or "", "prompt": text}
+            # Without a served name the field is left out: vLLM then uses the one model it serves.
+            served = {"model": config.served_model} if config.served_model else {}
+            url, body = f"{root}/tokenize", {**served, "prompt": text}
         elif flavour == "llamacpp":
             url, body = f"{root}/tokenize", {"content": text}
         else:
             url, body = f"{root}/extras/tokenize/count", {"input": text}
         answer = _post(config, url, body)
-        if isinstance(answer, list):
+        if isinstance(answer, list):  # TGI
             return len(answer)
         if isinstance(answer, dict):
-            if isinstance(answer.get("count"), int):
-                return int(answer["count"])
-            if isinstance(answer.get("tokens"), list):
+            count = answer.get("count")  # vLLM, llama-cpp-python
+            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                return count
+            if isinstance(answer.get("tokens"), list):  # llama.cpp
                 return len(answer["tokens"])
         return None
+
+
+def _tokens(value: Any) -> int | None:
+    """`value` as a context size: an int above zero, else None (JSON's true is an int to Python)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def _root(endpoint: str) -> str:

@@ -13,6 +13,10 @@ herd/backends/context.py) and says what to do:
   run in parallel across M's workers; the document's prompt waits at stage `chunks`.
 
 A chunk is an ordinary prompt on M: its attempts, refinement and idempotency are the pipeline's.
+Refinement's critique and refine steps send the document again with the answer, the critique
+instruction (and the critique) after it, and the critique may generate more tokens than the answer:
+`fit_followup` counts that whole prompt against M's context and, over it, cuts the document (or the
+chunk) as `truncate` does, by the policy's `keep` (`fail`: the step is refused, naming the counts).
 It never escalates on its own and frees no dispatch-window slot (its document holds one). When a
 chunk finishes (done or failed), `chunk_finished` runs in the same transaction: under a lock on the
 document's row it counts the chunks still open, and the last one moves the document to stage
@@ -58,12 +62,13 @@ from herd.backends.base import PermanentError
 from herd.backends.context import ContextInfo
 from herd.cascade import splitting
 from herd.cascade.active import Rule
-from herd.cascade.prompts import RenderError, render
+from herd.cascade.prompts import Prompt, RenderError, render
 from herd.cascade.vocabulary import AttemptStatus, OutcomeKind, PromptState, Stage
 from herd.herdfile.model import HerdConfig, LongDocuments, TaskTier
 from herd.ledger.steps import Dispatch, NewAttempt, PromptRow, StepKey
 
 if TYPE_CHECKING:
+    from herd.backends.base import GenerationRequest
     from herd.cascade.pipeline import Outcome, Pipeline
 
 log = logging.getLogger(__name__)
@@ -103,6 +108,8 @@ class LongDocumentPolicy:
     def __init__(self, herd: HerdConfig, context: ContextInfo | None = None) -> None:
         self.herd = herd
         self.context = context or ContextInfo(herd)
+        # (model, rendered empty template) -> its tokens: the same for every document of a task.
+        self._overhead: dict[tuple[str, str], int] = {}
 
     # -- before an answer step ---------------------------------------------------------------
 
@@ -114,35 +121,64 @@ class LongDocumentPolicy:
         budget = self.budget(prompt, step, policy)
         if budget is None:
             return None
-        count = self.context.count(step.model, prompt.text)
+        return self._over(prompt.text, step.model, budget, policy, chunking=policy.policy == "chunk")
+
+    def fit_followup(
+        self, prompt: PromptRow, step: TaskTier, request_for: Callable[[str], GenerationRequest]
+    ) -> Fit | None:
+        """Before a critique or refine step on `step.model` (a document's or a chunk's): the request
+        `request_for(text)` renders for a document text carries the answer, the instruction and (refine)
+        the critique too, and its own `max_new_tokens`. None: no policy, an unknown window, or it fits.
+        Over the budget the text is cut as `truncate` does (by `keep`; for `truncate` and `chunk`),
+        `dropped_tokens` telling how much; `fail` refuses the step with both counts."""
+        policy = self.herd.tasks[prompt.task].long_documents
+        if policy is None:
+            return None
+        window = self.context.window(step.model)
+        if window is None:
+            return None
+        try:
+            empty = request_for("")
+        except RenderError:
+            return None  # the pipeline records the render error as usual
+        overhead = self.context.count(step.model, _prompt_text(empty.prompt)).tokens
+        budget = window.input_budget(empty.max_new_tokens) - overhead - policy.margin_tokens
+        return self._over(prompt.text, step.model, budget, policy, chunking=False, after=" with its answer")
+
+    def _over(
+        self, text: str, model: str, budget: int, policy: LongDocuments, *, chunking: bool, after: str = ""
+    ) -> Fit | None:
+        """What to do with `text` against `budget` tokens on `model`: None when it fits, else refuse
+        (`fail`, or no room), chunks (`chunking`) or the cut text with the tokens it dropped."""
+        count = self.context.count(model, text)
         if count.tokens <= budget:
             return None
         how = "counted" if count.exact else "estimated"
         if budget < 16:
-            return Fit(prompt.text, refuse=f"{step.model}'s context leaves no room for a document")
+            return Fit(text, refuse=f"{model}'s context leaves no room for a document{after}")
         if policy.policy == "fail":
             return Fit(
-                prompt.text,
-                refuse=f"document is {count.tokens} tokens ({how}), {step.model} takes {budget} "
+                text,
+                refuse=f"document is {count.tokens} tokens ({how}), {model} takes {budget}{after} "
                 "(long_documents policy: fail)",
             )
-        chars_per_token = len(prompt.text) / count.tokens
+        chars_per_token = len(text) / count.tokens
         max_chars = max(1, int(budget * chars_per_token * SAFETY))
-        if policy.policy == "truncate":
-            cut = splitting.head(prompt.text, max_chars)
+        if not chunking:
+            cut = splitting.head(text, max_chars)
             if policy.keep == "head_tail":
-                cut = splitting.head_tail(prompt.text, max_chars)
-            kept = self.context.count(step.model, cut).tokens
+                cut = splitting.head_tail(text, max_chars)
+            kept = self.context.count(model, cut).tokens
             return Fit(cut, dropped_tokens=max(count.tokens - kept, 0))
         overlap = int(policy.overlap_tokens * chars_per_token)
-        pieces = splitting.chunk(prompt.text, max_chars, overlap)
+        pieces = splitting.chunk(text, max_chars, overlap)
         if len(pieces) > policy.max_chunks:
             return Fit(
-                prompt.text,
-                refuse=f"document is {count.tokens} tokens ({how}): {len(pieces)} chunks for {step.model}, "
+                text,
+                refuse=f"document is {count.tokens} tokens ({how}): {len(pieces)} chunks for {model}, "
                 f"more than long_documents.max_chunks = {policy.max_chunks}",
             )
-        return Fit(prompt.text, chunks=tuple(pieces))
+        return Fit(text, chunks=tuple(pieces))
 
     def budget(self, prompt: PromptRow, step: TaskTier, policy: LongDocuments) -> int | None:
         """Tokens the document may take on `step.model`: None when its context is unknown."""
@@ -154,8 +190,12 @@ class LongDocumentPolicy:
             empty = render(self.herd.tasks[prompt.task], step.prompt_mode, "", prompt.fields)
         except RenderError:
             return None  # the pipeline records the render error as usual
-        template = empty.text or "\n".join(content for _, content in empty.messages)
-        overhead = self.context.count(step.model, template).tokens if template else 0
+        template = _prompt_text(empty)
+        if (step.model, template) not in self._overhead:
+            self._overhead[step.model, template] = (
+                self.context.count(step.model, template).tokens if template else 0
+            )
+        overhead = self._overhead[step.model, template]
         return window.input_budget(config.generation.max_new_tokens) - overhead - policy.margin_tokens
 
     # -- chunk: fan out ----------------------------------------------------------------------
@@ -318,6 +358,11 @@ class Part:
     def uncertainty(self, measure: str) -> float | None:
         value: float | None = getattr(self, measure, None)
         return value
+
+
+def _prompt_text(prompt: Prompt) -> str:
+    """What a rendered prompt sends: the completion text, or the messages' contents."""
+    return prompt.text or "\n".join(content for _, content in prompt.messages)
 
 
 def _confidence(rule: Rule) -> Callable[[Part | NewAttempt], float]:

@@ -120,6 +120,9 @@ class Pipeline:
                         replace(prompt, text=fit.text), step, rule, key, None, retries, refusal
                     )
                     new = replace(new, dropped_tokens=fit.dropped_tokens)
+        if existing is None and new is None and self.long is not None and give_up is None:
+            if key.stage in (CRITIQUE, REFINE):
+                new = self._fitted_followup(self.long, prompt, step, rule, key, state.review, retries)
         if existing is None and new is None:
             new = self._attempt(prompt, step, rule, key, state.review, retries, give_up)
         try:
@@ -283,6 +286,22 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - an answer that breaks the measures is recorded, not lost
             log.exception("prompt %s: cannot judge the answer of %s", prompt.id, step.model)
             return replace(charged, error=f"cannot judge the answer: {exc!r}")
+
+    def _fitted_followup(
+        self, long: chunks.LongDocumentPolicy, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey,
+        review: tuple[str, str] | None, retries: int,
+    ) -> NewAttempt | None:  # fmt: skip
+        """A critique or refine step whose prompt (document, answer, instruction) is over the model's
+        context, run on the document cut to fit (herd/cascade/chunks.py `fit_followup`); None: it fits."""
+        config = self.herd.models[step.model]
+        fit = long.fit_followup(
+            prompt, step, lambda text: self._request(replace(prompt, text=text), step, key, config, review)
+        )
+        if fit is None:
+            return None
+        refusal = chunks.refused(fit.refuse) if fit.refuse else None
+        new = self._attempt(replace(prompt, text=fit.text), step, rule, key, review, retries, refusal)
+        return replace(new, dropped_tokens=fit.dropped_tokens)
 
     def generate_attempt(
         self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, retries: int

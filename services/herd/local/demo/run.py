@@ -9,7 +9,10 @@ Gemma-3, one worker per model), then per bundled task (docs/policy.md, "The demo
 3. runs the rest of the set as a live job under that version, and the rest again as a calibration
    job, so the closing table shows, on the same prompts that were never used to choose, the chosen
    policy as the workers ran it beside each model alone, the herd file's cascade, the router and
-   the oracle.
+   the oracle;
+4. runs three bundled long reviews (a text file, an HTML page, a PDF; data/long/), each longer than
+   the models' context, as a job of the sentiment task under its `chunk` long-document policy, and
+   prints per document its chunks, escalated chunks, combined label and cost (demo/longdocs.py).
 Everything it starts keeps running for the next run; `herd down` stops it. Re-running reuses every
 job and the recorded version (nothing is submitted or recorded twice). Ctrl-C only stops the
 watching: submits and versions are transactional and the workers finish the jobs.
@@ -34,7 +37,7 @@ from herd.jobs.submit import submit
 from herd.ledger.db import migrate
 from herd.ledger.steps import Dispatch
 from herd.local import localherd
-from herd.local.demo import compare, plan
+from herd.local.demo import compare, longdocs, plan
 from herd.local.demo.choose import TaskChoice, choose_task, lines
 from herd.local.demo.output import say
 from herd.local.demo.plan import TaskPlan
@@ -201,12 +204,16 @@ def run(settings: Settings, console: Console, *, timeout_s: float = 3600.0) -> D
                     time.sleep(POLICY_TTL_S + 1.0)
             console.print()
             publish(submit_live(conn, herd, plans, window, console))
+            # After the live jobs: the models' queues are FIFO, so the chunks run last.
+            publish(longdocs.submit_long(conn, herd, window, console))
             jobs = [job for p in plans for job in (p.live_job, p.rest_job)]
-            states = _watch(conn, jobs, console, timeout_s, "running the rest")
+            states = _watch(conn, [*jobs, longdocs.JOB], console, timeout_s, "running the rest")
             score(console, db_url, herd, jobs)
             print_comparison(conn, herd, plans, choices, console)
             console.print()
             print_summary(conn, {p.live_job: p.task for p in plans}, console)
+            console.print()
+            longdocs.print_panel(console, longdocs.collect(conn, herd))
             plots = [_plot(conn, settings.home, p.live_job, p.task) for p in plans]
             wall = time.monotonic() - started
         except KeyboardInterrupt:
@@ -221,7 +228,7 @@ def run(settings: Settings, console: Console, *, timeout_s: float = 3600.0) -> D
         highlight=False,
     )
     console.print(f"wall time {wall:.0f}s. The local herd keeps running; `herd down` stops it.")
-    return DemoResult([job for p in plans for job in p.jobs], wall, states, choices)
+    return DemoResult([*(job for p in plans for job in p.jobs), longdocs.JOB], wall, states, choices)
 
 
 def _plot(conn: psycopg.Connection, home: Path, job: str, task: str) -> Path:
@@ -255,7 +262,8 @@ def _watch(
         while True:
             counts = _counts(conn, jobs)
             finished = counts.get("done", 0) + counts.get("failed", 0)
-            bar.update(task, completed=finished)
+            # The total grows while running: a long document's chunks are prompts of their own.
+            bar.update(task, completed=finished, total=sum(counts.values()))
             if finished == sum(counts.values()):
                 return counts
             if time.monotonic() > deadline:
