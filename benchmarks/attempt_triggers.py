@@ -16,7 +16,9 @@ the common case. Then `--blocks` rounds, alternating, of `--n` single-row INSERT
 insert_attempt) followed by `--n` single-row UPDATEs (the real mark_escalated), once with the
 triggers enabled and once with them disabled (ALTER TABLE ... DISABLE TRIGGER, restored at the end).
 Prints, per statement, the median over blocks of the client's wall time and of the Postgres
-backend's CPU (psutil on pg_backend_pid(); Postgres must run on this machine), with and without.
+backend's CPU (psutil on pg_backend_pid(); Postgres must run on this machine), with and without; all of
+it twice, with the session's synchronous_commit off (the statement's own cost) and on (as workers run:
+the commit waits for its WAL flush, which on a shared disk is milliseconds and hides the difference).
 
 Measured 2026-11-30 (2 cores shared with two other engineers' benchmarks, load average in the output):
 see docs/scale.md.
@@ -116,7 +118,7 @@ def main() -> int:
             "INSERT INTO jobs (name, task, entry_model) VALUES ('trig', 'qa', 'small') RETURNING id"
         )
         job_id = job.fetchone()[0]  # type: ignore[index]  # RETURNING always gives the row
-        total = args.n * args.blocks * 2
+        total = args.n * args.blocks * 4
         prompt_ids = [
             int(r[0])
             for r in admin.execute(
@@ -130,26 +132,31 @@ def main() -> int:
         backend = psutil.Process(one(conn, "SELECT pg_backend_pid()"))
         print(f"ledger: {args.ledger} synthetic attempts, {filled} shares stored; ", end="")
         print(f"{args.blocks} x {args.n} statements each way; load average {os.getloadavg()[0]:.2f}")
-        results: dict[bool, list[tuple[float, float, float, float]]] = {True: [], False: []}
+        results: dict[tuple[str, bool], list[tuple[float, float, float, float]]] = {}
         try:
             at = 0
-            for _ in range(args.blocks):
-                for enabled in (True, False):
-                    set_triggers(admin, enabled)
-                    results[enabled].append(block(conn, backend, prompt_ids[at : at + args.n]))
-                    at += args.n
+            for sync in ("off", "on"):
+                conn.execute(f"SET synchronous_commit = {sync}".encode())
+                for _ in range(args.blocks):
+                    for enabled in (True, False):
+                        set_triggers(admin, enabled)
+                        rows = prompt_ids[at : at + args.n]
+                        results.setdefault((sync, enabled), []).append(block(conn, backend, rows))
+                        at += args.n
         finally:
             set_triggers(admin, True)
-        late = admin.execute("SELECT count(*) FROM cost_share_late").fetchone()
-    print(f"late arrivals noted: {late[0] if late else 0} (expected 0: every new attempt finishes now)")
+        late = one(admin, "SELECT count(*) FROM cost_share_late")
+    print(f"late arrivals noted: {late} (expected 0: every new attempt finishes now)")
     med = {k: [statistics.median(r[i] for r in v) * 1e6 for i in range(4)] for k, v in results.items()}
-    for i, what in ((0, "INSERT one attempt"), (2, "UPDATE one attempt")):
-        on, off = med[True], med[False]
-        print(
-            f"  {what:<20} wall {on[i]:7.0f} us with triggers, {off[i]:7.0f} us without "
-            f"(+{on[i] - off[i]:.0f} us, {on[i] / off[i]:.2f}x); backend CPU {on[i + 1]:6.0f} us vs "
-            f"{off[i + 1]:6.0f} us (+{on[i + 1] - off[i + 1]:.0f} us)"
-        )
+    for sync in ("off", "on"):
+        print(f"synchronous_commit {sync}:")
+        for i, what in ((0, "INSERT one attempt"), (2, "UPDATE one attempt")):
+            on, off = med[(sync, True)], med[(sync, False)]
+            print(
+                f"  {what:<20} wall {on[i]:7.0f} us with triggers, {off[i]:7.0f} us without "
+                f"(+{on[i] - off[i]:.0f} us, {on[i] / off[i]:.2f}x); backend CPU {on[i + 1]:6.0f} us vs "
+                f"{off[i + 1]:6.0f} us (+{on[i + 1] - off[i + 1]:.0f} us)"
+            )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 
