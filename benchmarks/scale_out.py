@@ -183,6 +183,18 @@ def queue_bytes(svc: Services) -> tuple[int, int]:
     return n, size
 
 
+def redis_commands(svc: Services) -> tuple[int, float]:
+    """(commands processed, microseconds spent executing them) by the whole Redis server so far
+    (INFO stats / commandstats: every db of the server, not only ours)."""
+    import redis
+
+    client = redis.Redis.from_url(svc.broker_url)
+    total = int(client.info("stats")["total_commands_processed"])
+    usec = sum(float(v["usec"]) for v in client.info("commandstats").values() if isinstance(v, dict))
+    client.close()
+    return total, usec
+
+
 def done_count(conn: Any) -> tuple[int, int]:
     row = conn.execute(
         "SELECT count(*) FILTER (WHERE state IN ('done', 'failed')), count(*) FROM prompts"
@@ -242,6 +254,7 @@ def run_step(
                 **{name: proc_cpu(pid, name.startswith("postgres")) for name, pid in pids.items()},
             }
             machine0 = psutil.cpu_times()
+            commands0, usec0 = redis_commands(svc)
             done0, _ = done_count(conn)
             t0 = time.perf_counter()
             deadline = time.monotonic() + max(300, n / 5)
@@ -259,6 +272,7 @@ def run_step(
                 **{name: proc_cpu(pid, name.startswith("postgres")) for name, pid in pids.items()},
             }
             machine1 = psutil.cpu_times()
+            commands1, usec1 = redis_commands(svc)
             db_backends = backends.stop()
             errors = conn.execute("SELECT count(*) FROM attempts WHERE status = 'error'").fetchone()
     finally:
@@ -281,6 +295,8 @@ def run_step(
         "cpu_s": cpu,
         "machine_busy": (busy(machine1) - busy(machine0)) / (elapsed * (os.cpu_count() or 1)),
         "errors": int(errors[0]) if errors else 0,
+        "redis_commands_per_attempt": (commands1 - commands0) / attempts,
+        "redis_command_us_per_attempt": (usec1 - usec0) / attempts,
         "queued": queued,
         "bytes_per_queued_message": list_bytes / queued if queued else float("nan"),
         "redis_delta": (redis_after - redis_before) / queued if queued else float("nan"),
@@ -332,7 +348,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--workers", default="1,2,4,8", help="worker processes per step, comma-separated")
     parser.add_argument("--prompts", type=int, default=5000, help="N prompts per step")
-    parser.add_argument("--concurrency", type=int, default=8, help="threads per worker = max_in_flight")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="threads per worker = max_in_flight (8 workers: 40 connections)",
+    )
     parser.add_argument("--doubles", type=int, default=2, help="endpoint doubles (processes), all endpoints")
     parser.add_argument("--loglevel", default="info")
     args = parser.parse_args()
@@ -363,7 +384,9 @@ def main() -> int:
                 print(
                     f"  {w} worker(s): {step['attempts']} attempts in {step['elapsed_s']:.1f}s = "
                     f"{step['attempts_per_s']:.0f}/s ({step['errors']} errors); CPU per attempt: {per}; "
-                    f"machine {step['machine_busy']:.0%} busy; load {step['load']:.1f}"
+                    f"machine {step['machine_busy']:.0%} busy; load {step['load']:.1f}; Redis (whole server) "
+                    f"{step['redis_commands_per_attempt']:.1f} commands, "
+                    f"{step['redis_command_us_per_attempt']:.0f} us executing them per attempt"
                 )
             sizes = ledger_bytes(svc)
     except KeyboardInterrupt:
