@@ -19,6 +19,10 @@ submit() seconds, and the messages published after it.
   with the share of prompts routed to each model and the routed run's router columns checked, and the
   submit process's CPU seconds (time.process_time), which a busy machine does not inflate as much as
   wall time.
+
+Measured 2026-11-30 on the idle 2-core machine (load average 0.4), local Postgres and Redis,
+`--records 50000 --repeat 2`: without router 32,337 prompts/s (median 29,136), with the TF-IDF router
+20,171 (median 18,422); submit CPU per 1k prompts 15.0 ms without, 32.6 ms with.
 """
 
 from __future__ import annotations

@@ -107,6 +107,7 @@ class Rule:
     first: tuple[float, ...] = (0.99, 0.005)
     rest_p: float = 0.99
     errors: tuple[int, ...] = ()  # statuses for the first len(errors) calls per (model, prompt)
+    retry_after: str | None = None  # a Retry-After header sent with each scripted error, as given
     delay: float = 0.0
     logprobs: bool = True  # False: answer without logprobs even when asked
     prompt_tokens: int | None = None
@@ -364,7 +365,8 @@ class _Core:
         if rule.delay:
             time.sleep(rule.delay)  # outside the lock: other requests keep flowing
         if status != 200:
-            return _error(status)
+            code, body, headers = _error(status)
+            return code, body, {**headers, "Retry-After": rule.retry_after} if rule.retry_after else headers
         prompt_tokens = rule.prompt_tokens if rule.prompt_tokens is not None else len(prompt.split())
         reply = render(self, _Call(model, prompt, rule, opts, prompt_tokens, started))
         if rule.quirk is not None:

@@ -4,6 +4,7 @@ each becomes a named error (retryable or permanent), never an exception the pipe
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Literal
 
 import pytest
@@ -19,9 +20,10 @@ from herd.backends.base import (
 from herd.backends.logprobs import alternatives, chosen_logprob, number
 from herd.backends.registry import make_backend
 from herd.backends.stops import without_stop
+from herd.backends.transport import retry_after_s
 from herd.cascade.prompts import Prompt
 from herd.cascade.uncertainty import TokenLogprob, entropy, margin
-from herd.herdfile.model import ModelConfig
+from herd.herdfile.model import ModelConfig, Retries
 
 CHAT = Prompt(mode="chat", messages=(("user", "What is the capital of France?"),))
 TEXT = Prompt(mode="completion", text="Q: What is the capital of France?\nA:")
@@ -58,6 +60,35 @@ def test_transient_statuses_including_tgi_424_are_retryable(double, protocol, su
     with pytest.raises(RetryableError) as info:
         backend(protocol, double.model_url("m") + suffix).generate(request(prompt))
     assert info.value.status == status
+
+
+@pytest.mark.parametrize(("protocol", "suffix", "prompt"), EVERY_PATH)
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_servers_retry_after_is_kept_and_the_retry_waits_at_least_that(
+    double, protocol, suffix, prompt, status
+) -> None:
+    double.script([{"match": "", "text": "x", "errors": [status], "retry_after": "7"}])
+    with pytest.raises(RetryableError) as info:
+        backend(protocol, double.model_url("m") + suffix).generate(request(prompt))
+    assert info.value.retry_after_s == 7.0
+    retries = Retries(backoff_s=0.01, backoff_max_s=60.0)
+    delays = [retries.delay_s(0, info.value.retry_after_s) for _ in range(50)]
+    assert all(7.0 <= d <= 8.0 for d in delays), delays
+    assert len(set(delays)) > 1  # jittered: workers told to wait do not all come back at once
+    # Never past backoff_max_s: the retry is a delayed broker message (visibility timeout).
+    assert Retries(backoff_s=0.01, backoff_max_s=5.0).delay_s(0, 7.0) == 5.0
+
+
+def test_retry_after_as_seconds_or_http_date_and_nonsense_is_ignored() -> None:
+    now = datetime(2026, 11, 30, 12, 0, 0, tzinfo=UTC)
+    assert retry_after_s({"retry-after": "120"}, now) == 120.0
+    assert retry_after_s({"retry-after": "Mon, 30 Nov 2026 12:00:30 GMT"}, now) == 30.0
+    assert retry_after_s({"retry-after": "Mon, 30 Nov 2026 11:00:00 GMT"}, now) == 0.0  # past: now
+    assert retry_after_s({"retry-after": "soon"}, now) is None
+    assert retry_after_s({"retry-after": "-5"}, now) is None
+    assert retry_after_s({}, now) is None and retry_after_s(None, now) is None
+    # Without a Retry-After the delay is the plain full-jitter backoff.
+    assert all(0 <= Retries(backoff_s=1.0).delay_s(2) <= 4.0 for _ in range(50))
 
 
 @pytest.mark.parametrize(("protocol", "suffix", "prompt"), [("tgi", "", TEXT), ("openai", "/v1", CHAT)])

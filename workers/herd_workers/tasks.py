@@ -56,7 +56,7 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
             outcome = context.pipeline.run(prompt_id, key, retries=retries)
         except RetryableError as exc:
             if retries < _policy(model).max:
-                delay = _backoff(model, retries)
+                delay = _backoff(model, retries, exc.retry_after_s)
                 log.warning(
                     "prompt %s on %s: %s; retry %d in %.1fs", prompt_id, model, exc, retries + 1, delay
                 )
@@ -110,9 +110,10 @@ def _policy(model: str) -> Retries:
     return models[model].retries if model in models else Retries()
 
 
-def _backoff(model: str, retries: int) -> float:
-    """The model's retry delay (full jitter), far below the broker's visibility timeout."""
-    return _policy(model).delay_s(retries)
+def _backoff(model: str, retries: int, retry_after_s: float | None = None) -> float:
+    """The model's retry delay (full jitter, at least the server's Retry-After), far below the broker's
+    visibility timeout."""
+    return _policy(model).delay_s(retries, retry_after_s)
 
 
 class Pump:

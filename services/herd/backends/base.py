@@ -56,7 +56,21 @@ class BackendError(Exception):
 
 
 class RetryableError(BackendError):
-    """Worth trying again later: overloaded (429), unavailable (503), 5xx, timeouts, refused connections."""
+    """Worth trying again later: overloaded (429), unavailable (503), 5xx, timeouts, refused connections.
+
+    `retry_after_s`: the server's own `Retry-After` (seconds, >= 0) when it sent one; the retry then
+    waits at least that long (Retries.delay_s), instead of coming back sooner into the same overload."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        endpoint: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, endpoint=endpoint)
+        self.retry_after_s = retry_after_s
 
 
 class PermanentError(BackendError):

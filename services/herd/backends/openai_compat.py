@@ -90,7 +90,7 @@ class OpenAIBackend:
         payload = {k: v for k, v in payload.items() if v is not None}
         response = transport.session().post(url, json=payload, headers=self._headers, timeout=self._timeout)
         if response.status_code >= 400:
-            raise transport.from_status(response.status_code, response.text[:300], endpoint)
+            raise transport.from_status(response.status_code, response.text[:300], endpoint, response.headers)
         return response.json()
 
 

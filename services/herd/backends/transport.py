@@ -20,6 +20,8 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx2
 from huggingface_hub import errors as hf_errors
@@ -108,9 +110,35 @@ def is_retryable_status(status: int) -> bool:
     return status in RETRYABLE_STATUSES or status >= 500
 
 
-def from_status(status: int, message: str, endpoint: str) -> BackendError:
-    kind = RetryableError if is_retryable_status(status) else PermanentError
-    return kind(f"HTTP {status} from {endpoint}: {message}", status=status, endpoint=endpoint)
+def retry_after_s(headers: Mapping[str, str] | None, now: datetime | None = None) -> float | None:
+    """A response's `Retry-After` in seconds (>= 0), or None when absent or unreadable.
+
+    RFC 9110 §10.2.3 allows delay-seconds (`120`) or an HTTP-date (`Fri, 31 Dec 2026 23:59:59 GMT`);
+    vLLM's and TGI's proxies and most gateways send the first. A date in the past means now (0)."""
+    value = (headers or {}).get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an obsolete date form without a zone: RFC 9110 says GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def from_status(
+    status: int, message: str, endpoint: str, headers: Mapping[str, str] | None = None
+) -> BackendError:
+    """The error for an HTTP error `status` (retryable or permanent, is_retryable_status); a retryable
+    one carries the response's Retry-After when `headers` has one."""
+    text = f"HTTP {status} from {endpoint}: {message}"
+    if is_retryable_status(status):
+        return RetryableError(text, status=status, endpoint=endpoint, retry_after_s=retry_after_s(headers))
+    return PermanentError(text, status=status, endpoint=endpoint)
 
 
 def map_exception(exc: BaseException, endpoint: str) -> BackendError:
@@ -126,7 +154,7 @@ def map_exception(exc: BaseException, endpoint: str) -> BackendError:
         # TGI-typed errors (OverloadedError, ValidationError...) are raised `from` the HTTP error.
         response = getattr(exc.__cause__, "response", None)
     if response is not None:
-        return from_status(response.status_code, _short(exc), endpoint)
+        return from_status(response.status_code, _short(exc), endpoint, getattr(response, "headers", None))
     if isinstance(exc, hf_errors.OverloadedError):
         return RetryableError(f"overloaded: {_short(exc)}", status=429, endpoint=endpoint)
     if isinstance(exc, hf_errors.ValidationError):

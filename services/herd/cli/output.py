@@ -7,6 +7,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from herd.redact import mask_url
 
+# Standard output for results (tables, policy text) that scripts and pipes read: never wrapped at the
+# terminal's width, never coloured by guesswork. Messages and progress go to app.console (stderr).
+out = Console(soft_wrap=True, highlight=False)
+
 
 def counting_bar(console: Console, verb: str, unit: str, *, transient: bool = True) -> Progress:
     """A bar counting `unit`s; transient ones vanish when done, leaving only the summary on screen."""

@@ -11,12 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from herd.cli.app import console, herd_config, main
+from herd.cli.output import out
+from herd.cli.versions import add_activation
 from herd.jobs.documents import InputError
-
-out = Console(soft_wrap=True, highlight=False)
 
 
 @contextmanager
@@ -288,32 +287,14 @@ def diff(old: int, new: int, task: str) -> None:
     _print(list(lines) or [f"versions {old} and {new} are the same policy"])
 
 
-@policy.command()
-@click.argument("version", type=int)
-@click.option("--task", required=True)
-def activate(version: int, task: str) -> None:
-    """Make VERSION the one workers run (an earlier one: rollback). Workers pick it up within 30 s."""
-    import psycopg
-
-    from herd.ledger import policies
-    from herd.urls import database_url
-
-    with psycopg.connect(database_url()) as conn:
-        v = policies.activate(conn, task, version)
-    out.print(f"task {task}: version {v.version} is active", markup=False)
-
-
-@policy.command()
-@click.option("--task", required=True)
-def deactivate(task: str) -> None:
-    """Back to the herd file's cascade for TASK."""
-    import psycopg
-
-    from herd.ledger import policies
-    from herd.urls import database_url
-
-    with psycopg.connect(database_url()) as conn:
-        gone = policies.deactivate(conn, task)
-    out.print(
-        f"task {task}: {'the herd file decides again' if gone else 'no version was active'}", markup=False
-    )
+add_activation(
+    policy,
+    store="herd.ledger.policies",
+    activate_help=(
+        "Make VERSION the one workers run (an earlier one: rollback). Workers pick it up within 30 s."
+    ),
+    deactivate_help="Back to the herd file's cascade for TASK.",
+    active="task {task}: version {version} is active",
+    deactivated="task {task}: the herd file decides again",
+    none_active="task {task}: no version was active",
+)

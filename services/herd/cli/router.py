@@ -17,7 +17,9 @@ import click
 import numpy as np
 
 from herd.cli.app import console, herd_config, main
-from herd.cli.policy import _user_errors, out
+from herd.cli.output import out
+from herd.cli.policy import _user_errors
+from herd.cli.versions import add_activation
 from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import InputError
 
@@ -242,33 +244,15 @@ def list_(task: str | None) -> None:
         )
 
 
-@router.command()
-@click.argument("version", type=int)
-@click.option("--task", required=True)
-def activate(version: int, task: str) -> None:
-    """Make VERSION the router `herd submit` uses for TASK (an earlier one: rollback)."""
-    import psycopg
-
-    from herd.ledger import routers
-    from herd.urls import database_url
-
-    with psycopg.connect(database_url()) as conn:
-        v = routers.activate(conn, task, version)
-    out.print(f"task {task}: router version {v.version} is active", markup=False)
-
-
-@router.command()
-@click.option("--task", required=True)
-def deactivate(task: str) -> None:
-    """No router for TASK: every prompt enters at the policy's (or herd file's) entry model."""
-    import psycopg
-
-    from herd.ledger import routers
-    from herd.urls import database_url
-
-    with psycopg.connect(database_url()) as conn:
-        gone = routers.deactivate(conn, task)
-    out.print(f"task {task}: {'no router now' if gone else 'no router was active'}", markup=False)
+add_activation(
+    router,
+    store="herd.ledger.routers",
+    activate_help="Make VERSION the router `herd submit` uses for TASK (an earlier one: rollback).",
+    deactivate_help="No router for TASK: every prompt enters at the policy's (or herd file's) entry model.",
+    active="task {task}: router version {version} is active",
+    deactivated="task {task}: no router now",
+    none_active="task {task}: no router was active",
+)
 
 
 def replay_with_router(

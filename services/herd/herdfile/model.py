@@ -52,11 +52,19 @@ class Retries(_Strict):
     backoff_s: float = Field(default=1.0, ge=0.0)
     backoff_max_s: float = Field(default=60.0, ge=0.0)
 
-    def delay_s(self, tries: int) -> float:
+    def delay_s(self, tries: int, at_least_s: float | None = None) -> float:
         """Seconds to wait before try `tries + 1`: exponential backoff with full jitter, uniform in
         [0, min(backoff_max_s, backoff_s * 2**tries)] (the AWS Architecture Blog's "full jitter":
-        retries from many workers spread out instead of arriving together)."""
-        return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**tries))
+        retries from many workers spread out instead of arriving together).
+
+        `at_least_s`: the server's Retry-After (RFC 9110 §10.2.3). The delay is then at least that,
+        plus up to one second of jitter so the waiting workers do not return in one burst, and never
+        more than `backoff_max_s`: the retry is a delayed broker message, and a delay past the
+        broker's visibility timeout would be redelivered early anyway."""
+        delay = random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2**tries))
+        if at_least_s is not None and at_least_s > delay:
+            delay = at_least_s + random.uniform(0, 1.0)
+        return min(delay, self.backoff_max_s)
 
 
 class Escalation(_Strict):

@@ -10,9 +10,16 @@ from typing import Any
 
 import psycopg
 
-from herd.jobs.documents import InputError
+from herd.ledger.versioned import VersionTables
 
-_LOCK = 7468281  # pg_advisory_xact_lock(int, hashtext(task)): one version number at a time per task
+TABLES = VersionTables(
+    table="policies",
+    active_table="active_policies",
+    id_column="policy_id",
+    noun="policy",
+    create_hint="herd calibrate",
+    lock=7468281,
+)
 
 
 @dataclass(frozen=True)
@@ -38,17 +45,12 @@ def record(
 ) -> int:  # fmt: skip
     """Store `text` as the next version of `task` (1, 2, ...) and, with `activate`, make it the one
     workers run. Returns the version. Runs in the caller's transaction."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK, task))
-    row = conn.execute(
-        """INSERT INTO policies (task, version, text, source_job_id, estimates)
-           SELECT %s, coalesce(max(version), 0) + 1, %s, %s, %s FROM policies WHERE task = %s
-           RETURNING id, version""",
-        (task, text, source_job_id, json.dumps(estimates), task),
-    ).fetchone()
-    assert row is not None
+    row_id, version = TABLES.insert_next(
+        conn, task, ("text", "source_job_id", "estimates"), (text, source_job_id, json.dumps(estimates))
+    )
     if activate:
-        _point(conn, task, int(row[0]))
-    return int(row[1])
+        TABLES.point(conn, task, row_id)
+    return version
 
 
 def versions(conn: psycopg.Connection, task: str | None = None) -> list[Version]:
@@ -60,29 +62,17 @@ def versions(conn: psycopg.Connection, task: str | None = None) -> list[Version]
 def get(conn: psycopg.Connection, task: str, version: int) -> Version:
     row = conn.execute(f"{_SELECT} WHERE p.task = %s AND p.version = %s", (task, version)).fetchone()
     if row is None:
-        have = [v.version for v in versions(conn, task)]
-        listed = ", ".join(map(str, have)) if have else "none (run `herd calibrate`)"
-        raise InputError(f"task {task!r} has no policy version {version}; its versions: {listed}")
+        raise TABLES.missing(conn, task, version)
     return Version(*row)
 
 
 def activate(conn: psycopg.Connection, task: str, version: int) -> Version:
-    """Make `version` the one workers of `task` run (within their cache TTL). Rollback = an earlier one."""
-    get(conn, task, version)
-    row = conn.execute("SELECT id FROM policies WHERE task = %s AND version = %s", (task, version)).fetchone()
-    assert row is not None
-    _point(conn, task, int(row[0]))
+    """Make `version` the one workers of `task` run (within their cache TTL). Rollback = an earlier one.
+    InputError (one line) if `task` has no such version."""
+    TABLES.activate(conn, task, version)
     return get(conn, task, version)
 
 
 def deactivate(conn: psycopg.Connection, task: str) -> bool:
     """Back to the herd file for `task`. False if no version was active."""
-    return conn.execute("DELETE FROM active_policies WHERE task = %s", (task,)).rowcount == 1
-
-
-def _point(conn: psycopg.Connection, task: str, policy_id: int) -> None:
-    conn.execute(
-        """INSERT INTO active_policies (task, policy_id) VALUES (%s, %s)
-           ON CONFLICT (task) DO UPDATE SET policy_id = EXCLUDED.policy_id, activated_at = now()""",
-        (task, policy_id),
-    )
+    return TABLES.deactivate(conn, task)

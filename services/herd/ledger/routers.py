@@ -18,9 +18,17 @@ import numpy as np
 import psycopg
 
 from herd.jobs.documents import InputError
+from herd.ledger.versioned import VersionTables
 from herd.policy.router.model import Router
 
-_LOCK = 7468282  # pg_advisory_xact_lock(int, hashtext(task)): one version number at a time per task
+TABLES = VersionTables(
+    table="routers",
+    active_table="active_routers",
+    id_column="router_id",
+    noun="router",
+    create_hint="herd router train",
+    lock=7468282,
+)
 
 
 @dataclass(frozen=True)
@@ -60,17 +68,15 @@ def record(
     """Store `router` as the next version of its task (1, 2, ...) and, with `activate`, make it the one
     `herd submit` routes with. Returns the version. Runs in the caller's transaction."""
     task = router.task
-    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK, task))
-    row = conn.execute(
-        """INSERT INTO routers (task, version, json, encoder, source_job_id, figures)
-           SELECT %s, coalesce(max(version), 0) + 1, %s, %s, %s, %s FROM routers WHERE task = %s
-           RETURNING id, version""",
-        (task, router.to_json(), encoder_name(router), source_job_id, json.dumps(figures), task),
-    ).fetchone()
-    assert row is not None
+    row_id, version = TABLES.insert_next(
+        conn,
+        task,
+        ("json", "encoder", "source_job_id", "figures"),
+        (router.to_json(), encoder_name(router), source_job_id, json.dumps(figures)),
+    )
     if activate:
-        _point(conn, task, int(row[0]))
-    return int(row[1])
+        TABLES.point(conn, task, row_id)
+    return version
 
 
 def versions(conn: psycopg.Connection, task: str | None = None) -> list[RouterVersion]:
@@ -90,9 +96,7 @@ def get(conn: psycopg.Connection, task: str, version: int | None = None) -> Rout
         return RouterVersion(*row)
     row = conn.execute(f"{_SELECT} WHERE r.task = %s AND r.version = %s", (task, version)).fetchone()
     if row is None:
-        have = [v.version for v in versions(conn, task)]
-        listed = ", ".join(map(str, have)) if have else "none (run `herd router train`)"
-        raise InputError(f"task {task!r} has no router version {version}; its versions: {listed}")
+        raise TABLES.missing(conn, task, version)
     return RouterVersion(*row)
 
 
@@ -107,17 +111,15 @@ def load_active(conn: psycopg.Connection, task: str) -> tuple[int, Router] | Non
 
 
 def activate(conn: psycopg.Connection, task: str, version: int) -> RouterVersion:
-    """Make `version` the router `herd submit` uses for `task` (an earlier one: rollback)."""
-    get(conn, task, version)
-    row = conn.execute("SELECT id FROM routers WHERE task = %s AND version = %s", (task, version)).fetchone()
-    assert row is not None
-    _point(conn, task, int(row[0]))
+    """Make `version` the router `herd submit` uses for `task` (an earlier one: rollback).
+    InputError (one line) if `task` has no such version."""
+    TABLES.activate(conn, task, version)
     return get(conn, task, version)
 
 
 def deactivate(conn: psycopg.Connection, task: str) -> bool:
     """No router for `task`: every prompt enters at the policy's entry. False if none was active."""
-    return conn.execute("DELETE FROM active_routers WHERE task = %s", (task,)).rowcount == 1
+    return TABLES.deactivate(conn, task)
 
 
 def prompt_texts(conn: psycopg.Connection, prompt_ids: Sequence[int] | np.ndarray) -> list[str]:
@@ -130,11 +132,3 @@ def prompt_texts(conn: psycopg.Connection, prompt_ids: Sequence[int] | np.ndarra
     if missing:
         raise InputError(f"prompts {missing[:5]} of the calibration data are no longer in the ledger")
     return [by_id[int(i)] for i in prompt_ids]
-
-
-def _point(conn: psycopg.Connection, task: str, router_id: int) -> None:
-    conn.execute(
-        """INSERT INTO active_routers (task, router_id) VALUES (%s, %s)
-           ON CONFLICT (task) DO UPDATE SET router_id = EXCLUDED.router_id, activated_at = now()""",
-        (task, router_id),
-    )

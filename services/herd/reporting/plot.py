@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from herd.files import atomic_path
 from herd.reporting.build import Report
+
+
+def save_png(fig: Any, ax: Any, path: Path, *, title: str, xlabel: str, ylabel: str, legend: bool) -> None:
+    """Label `ax`, lay `fig` out and write it to `path` as a 120-dpi PNG, atomically (a reader never
+    sees half a file; a failed write leaves any earlier plot in place). Every Herd plot ends here."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if legend:
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as partial:
+        fig.savefig(partial, format="png", dpi=120)
 
 
 def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
@@ -60,10 +75,12 @@ def plot(report: Report, path: Path) -> None:
         ax.legend(loc="best")
     else:
         ax.text(0.5, 0.5, "no quality scores (run `herd score`)", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("cost per 1k prompts (USD, attributed)")
-    ax.set_ylabel(f"quality, refined ({report.scorer or 'no scorer'})")
-    ax.set_title(f"Herd job {report.summary.job}: quality vs cost")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as partial:
-        fig.savefig(partial, format="png", dpi=120)
+    save_png(
+        fig,
+        ax,
+        path,
+        title=f"Herd job {report.summary.job}: quality vs cost",
+        xlabel="cost per 1k prompts (USD, attributed)",
+        ylabel=f"quality, refined ({report.scorer or 'no scorer'})",
+        legend=False,
+    )

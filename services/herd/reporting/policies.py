@@ -118,6 +118,8 @@ def plot_sweep(points: SweepResult, current: tuple[float, float, str] | None, ti
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from herd.reporting.plot import save_png
+
     fig = Figure(figsize=(8, 5.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -137,12 +139,12 @@ def plot_sweep(points: SweepResult, current: tuple[float, float, str] | None, ti
     positive = points.cost_per_1k[points.cost_per_1k > 0]
     if positive.size and positive.max() / positive.min() >= 10:
         ax.set_xscale("log")
-    ax.set_xlabel("cost per 1k prompts (USD, attributed, replayed)")
-    ax.set_ylabel("quality")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    partial = path.with_name(path.name + ".partial")
-    fig.savefig(partial, format="png", dpi=120)
-    partial.replace(path)
+    save_png(
+        fig,
+        ax,
+        path,
+        title=title,
+        xlabel="cost per 1k prompts (USD, attributed, replayed)",
+        ylabel="quality",
+        legend=True,
+    )

@@ -106,6 +106,8 @@ def plot_router(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from herd.reporting.plot import save_png
+
     fig = Figure(figsize=(8, 5.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -126,12 +128,12 @@ def plot_router(
         ax.scatter([c], [a], marker="s", s=50, color="tab:green", zorder=3)
         ax.annotate(f"{m} alone", (c, a), fontsize=8, xytext=(5, -10), textcoords="offset points")
     ax.axhline(ev.oracle[0], color="0.4", ls="--", lw=1, label=f"oracle {ev.oracle[0]:.3f}")
-    ax.set_xlabel("cost per 1k prompts (USD, attributed, replayed)")
-    ax.set_ylabel("accuracy (held-out)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    partial = path.with_name(path.name + ".partial")
-    fig.savefig(partial, format="png", dpi=120)
-    partial.replace(path)
+    save_png(
+        fig,
+        ax,
+        path,
+        title=title,
+        xlabel="cost per 1k prompts (USD, attributed, replayed)",
+        ylabel="accuracy (held-out)",
+        legend=True,
+    )
