@@ -22,8 +22,12 @@ After the last step: bytes per attempt row with its indexes (pg_total_relation_s
 rows this benchmark wrote, and per prompt (prompts + finals + attempts). docs/scale.md projects these
 figures to a 100M-prompt night.
 
-Measured 2026-11-30 on 2 cores shared with two other engineers' runs: see docs/scale.md (the table,
-the load average beside it and what it shows).
+Measured 2026-11-30, `--prompts 4000`, 2 cores shared with two other engineers' runs (attempts/s; CPU
+ms per attempt of workers / this db's Postgres backends / doubles / the Redis server; load average):
+1 worker 188/s 3.24/1.16/0.50/0.20 (5.2); 2: 200/s 3.63/1.15/0.49/0.16 (7.0); 4: 240/s
+3.99/1.21/0.44/0.16 (8.2); 8: 239/s 4.86/1.34/0.44/0.17 (12.0). The machine was 99-100% busy from the
+first step: the stack saturates the machine's CPU, workers first. Redis: 9.6 commands per attempt,
+1,029 bytes per queued message; attempts 483 bytes per row with indexes. docs/scale.md projects it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Throughput of Herd's pipeline against bare Celery on the same broker, and of `herd submit`.
 
-    python benchmarks/throughput.py [--prompts N] [--submit-records M] [--concurrency C]
+    python benchmarks/throughput.py [--prompts N] [--submit-records M] [--concurrency C] [--bare-events]
+                                    [--repeat R] [--profile DIR] [--skip bare|herd|submit]
 
 Prints figures only (no asserts on speed):
 
@@ -10,22 +11,34 @@ Prints figures only (no asserts on speed):
 2. Bare Celery: benchmarks/bare_celery.py, a no-op task that does one Redis INCR (that is how the
    benchmark knows N tasks are done without a result backend), worker as a subprocess with Herd's
    worker flags (`--pool threads --concurrency C --prefetch-multiplier 1`, acks_late); N tasks sent in
-   one producer loop; tasks/s from the first publish to the N-th INCR. With --bare-events, a second bare
-   run with Herd's task-event settings (`--task-events`, sent/started events) isolates their cost.
+   one producer loop; tasks/s from the first publish to the N-th INCR.
 3. Herd: the endpoint double out of process (instant confident answers), a one-model herd.yaml (openai,
    chat, max_in_flight C, no escalation, task `qa`), one `herd worker`, `herd submit` of N prompts;
    attempts/s = N / (last attempts.finished_at - first attempts.started_at), plus wall clock from the
-   start of `herd submit` to the last attempt, and the ratio to bare Celery.
-4. Submit: `herd.jobs.submit.submit()` in a child process (as the CLI calls it, records from
+   start of `herd submit` to the last attempt. Task events off, Herd's default (HERD_TASK_EVENTS=0).
+   With --bare-events, parts 2 and 3 run again with Herd's task events on both sides (`--task-events`
+   and sent events; HERD_TASK_EVENTS=1). --repeat R alternates the runs R times.
+4. Ratios: Herd against the bare run with the same event settings, from this run (medians over R):
+   attempts/s over tasks/s, and worker CPU per attempt beside worker CPU per task.
+5. Submit: `herd.jobs.submit.submit()` in a child process (as the CLI calls it, records from
    `documents.read`) on 10k and M JSONL records (~200 characters of text each), window 1000, no worker;
    prompts/s and the child's peak RSS during submit() (psutil, sampled every 10ms) for both sizes.
-5. One summary line.
+6. One summary line.
 
 CPU seconds of every process involved (worker, endpoint double, embedded Postgres and Redis, the submit
 CLI) are printed with each part: on a small machine the worker process (one GIL) is the bottleneck.
---profile DIR runs `py-spy record --gil` on the Herd worker during part 3 and prints where its Python time
-goes, by category (SQL, HTTP, events, publish, Celery receive/ack...). --bare-events adds a bare run with
-Herd's task events on. All subprocesses run in their own sessions and are stopped on exit, Ctrl-C included.
+--profile DIR runs `py-spy record --gil` on the Herd worker during the first Herd run and prints where
+its Python time goes, by category (SQL, HTTP, events, publish, Celery receive/ack...). All subprocesses
+run in their own sessions and are stopped on exit, Ctrl-C included.
+
+Measured 2026-11-30, `--prompts 3000 --bare-events --skip submit`, 2 cores shared with two other
+engineers' runs (load average 6.9 to 9.9; only ratios within one run compare):
+- main before issue 12 item 2 (load 9.9; Herd's events were on by default): bare 376 tasks/s (1.26 ms
+  worker CPU per task), bare+events 309/s (1.66 ms), Herd 120 attempts/s (4.80 ms): 0.39x the bare run
+  with the same events.
+- after (`--repeat 2`, load 8.2 -> 6.9, medians): without events bare 398 tasks/s (1.23 ms), Herd 188
+  attempts/s (3.22 ms): 0.47x; with events bare 293/s (1.80 ms), Herd 158/s (4.22 ms): 0.54x.
+docs/scale.md has what changed and what the profile says is left.
 """
 
 from __future__ import annotations

@@ -40,8 +40,9 @@ class Settings(BaseSettings):
     # active.py): a new version or a rollback reaches every worker within this time.
     policy_ttl_s: float = Field(default=30.0, ge=0)
     # Celery task events (sent/received/started/succeeded), what Flower's task list shows. Off by
-    # default, measured (benchmarks/throughput.py, issue 12): they cost a worker ~0.8 ms of CPU per task
-    # and the producer an event per message (bare Celery 655 tasks/s without, 364/s with, same run).
+    # default, measured (benchmarks/throughput.py, issue 12, one run): they cost a worker 0.57 ms of CPU
+    # per task in bare Celery and 1.0 ms per attempt in Herd (3.22 -> 4.22 ms), plus a `task-sent` event
+    # per message published (docs/scale.md).
     # Flower needs none for queue lengths (read from the broker), and Flower itself switches workers'
     # events on while it runs (its --enable_events, default on), so its task list still fills from the
     # moment a task is received. HERD_TASK_EVENTS=1 adds the `sent` events (tasks listed from publish);
