@@ -278,6 +278,7 @@ def run_step(
             machine1 = psutil.cpu_times()
             commands1, usec1 = redis_commands(svc)
             db_backends = backends.stop()
+            connections = len(backends.last)
             errors = conn.execute("SELECT count(*) FROM attempts WHERE status = 'error'").fetchone()
     finally:
         for proc, _ in worker_procs:
@@ -299,6 +300,7 @@ def run_step(
         "cpu_s": cpu,
         "machine_busy": (busy(machine1) - busy(machine0)) / (elapsed * (os.cpu_count() or 1)),
         "errors": int(errors[0]) if errors else 0,
+        "connections": connections,
         "redis_commands_per_attempt": (commands1 - commands0) / attempts,
         "redis_command_us_per_attempt": (usec1 - usec0) / attempts,
         "queued": queued,
@@ -388,7 +390,8 @@ def main() -> int:
                 print(
                     f"  {w} worker(s): {step['attempts']} attempts in {step['elapsed_s']:.1f}s = "
                     f"{step['attempts_per_s']:.0f}/s ({step['errors']} errors); CPU per attempt: {per}; "
-                    f"machine {step['machine_busy']:.0%} busy; load {step['load']:.1f}; Redis (whole server) "
+                    f"machine {step['machine_busy']:.0%} busy; load {step['load']:.1f}; "
+                    f"{step['connections']} Postgres connections seen; Redis (whole server) "
                     f"{step['redis_commands_per_attempt']:.1f} commands, "
                     f"{step['redis_command_us_per_attempt']:.0f} us executing them per attempt"
                 )
