@@ -3,9 +3,9 @@
 Chat prompts go to `/v1/chat/completions`, completion prompts (base models with a few-shot template)
 to `/v1/completions`. Both are one POST through huggingface_hub's shared HTTP client (the same pool,
 timeout and error mapping as InferenceClient) and read the JSON body as a plain dict.
-InferenceClient.chat_completion did the same request but cost about 1 ms of worker CPU more per call
-(provider lookup, payload preparation, building typed output objects only to read four fields back):
-a fifth of a worker's CPU per attempt against an instant endpoint (benchmarks/throughput.py, issue 12).
+InferenceClient.chat_completion sent the same request but was 27% of a worker's Python time against an
+instant endpoint (py-spy in benchmarks/throughput.py, issue 12), much of it around the POST: provider
+lookup, payload preparation, typed output objects built only to read four fields back.
 """
 
 from __future__ import annotations
