@@ -1,7 +1,7 @@
 """Throughput of Herd's pipeline against bare Celery on the same broker, and of `herd submit`.
 
     python benchmarks/throughput.py [--prompts N] [--submit-records M] [--concurrency C] [--bare-events]
-                                    [--repeat R] [--profile DIR] [--skip bare|herd|submit]
+        [--repeat R] [--baseline-src DIR] [--profile DIR] [--skip bare|herd|submit]
 
 Prints figures only (no asserts on speed):
 
@@ -17,7 +17,8 @@ Prints figures only (no asserts on speed):
    attempts/s = N / (last attempts.finished_at - first attempts.started_at), plus wall clock from the
    start of `herd submit` to the last attempt. Task events off, Herd's default (HERD_TASK_EVENTS=0).
    With --bare-events, parts 2 and 3 run again with Herd's task events on both sides (`--task-events`
-   and sent events; HERD_TASK_EVENTS=1). --repeat R alternates the runs R times.
+   and sent events; HERD_TASK_EVENTS=1). --repeat R alternates the runs R times. --baseline-src DIR
+   adds, after each Herd run, the same run with another checkout's Herd (e.g. `git archive main`).
 4. Ratios: Herd against the bare run with the same event settings, from this run (medians over R):
    attempts/s over tasks/s, and worker CPU per attempt beside worker CPU per task.
 5. Submit: `herd.jobs.submit.submit()` in a child process (as the CLI calls it, records from
@@ -31,13 +32,13 @@ CLI) are printed with each part: on a small machine the worker process (one GIL)
 its Python time goes, by category (SQL, HTTP, events, publish, Celery receive/ack...). All subprocesses
 run in their own sessions and are stopped on exit, Ctrl-C included.
 
-Measured 2026-11-30, `--prompts 3000 --bare-events --skip submit`, 2 cores shared with two other
-engineers' runs (load average 6.9 to 9.9; only ratios within one run compare):
-- main before issue 12 item 2 (load 9.9; Herd's events were on by default): bare 376 tasks/s (1.26 ms
-  worker CPU per task), bare+events 309/s (1.66 ms), Herd 120 attempts/s (4.80 ms): 0.39x the bare run
-  with the same events.
-- after (`--repeat 2`, load 8.2 -> 6.9, medians): without events bare 398 tasks/s (1.23 ms), Herd 188
-  attempts/s (3.22 ms): 0.47x; with events bare 293/s (1.80 ms), Herd 158/s (4.22 ms): 0.54x.
+Measured 2026-11-30, `--prompts 3000 --bare-events --skip submit --repeat 2 --baseline-src <main>`, 2
+cores shared with two other engineers' runs, load average 7.0 -> 5.1 (medians; ms = worker CPU per
+task or attempt): bare Celery 584 tasks/s (1.12 ms), with events 328/s (1.86 ms); Herd without events
+main 172 attempts/s (4.21 ms) -> this version 215/s (3.19 ms): 0.30x -> 0.37x bare; with events main
+143/s (5.20 ms) -> 169/s (4.10 ms): 0.44x -> 0.51x bare with events. The ratio moves with the load:
+earlier runs of this version alone gave 0.47x / 0.54x (load 8.2 -> 6.9) and 0.42x / 0.44x (load 1.9 ->
+2.6); the CPU per attempt is the steadier figure.
 docs/scale.md has what changed and what the profile says is left.
 """
 
@@ -366,8 +367,10 @@ def write_questions(path: Path, n: int) -> None:
 
 def run_herd(
     svc: Services, procs: Procs, work: Path, n: int, c: int, window: int, loglevel: str, profile: Path | None,
-    events: bool = False,
+    events: bool = False, src: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
+    """One Herd run (see the module docstring). `src`: another checkout of Herd whose services/ and
+    workers/ the worker and `herd submit` import instead of this one's (a baseline in the same run)."""
     import psycopg
 
     fresh_state(svc)
@@ -375,9 +378,12 @@ def run_herd(
     herd_file = work / "herd.yaml"
     herd_file.write_text(herd_yaml(url, c))
     env = herd_env(svc, herd_file, HERD_DISPATCH_WINDOW=str(window), HERD_TASK_EVENTS="1" if events else "0")
+    if src is not None:  # before the editable install's path entries, which come from site-packages
+        paths = [str(src / d) for d in ("services", "workers", "migrations")]
+        env["PYTHONPATH"] = os.pathsep.join([*paths, env["PYTHONPATH"]])
     questions = work / "questions.jsonl"
     write_questions(questions, n)
-    log = work / f"herd-worker{'-events' if events else ''}.log"
+    log = work / f"herd-worker{'-events' if events else ''}{'-baseline' if src else ''}.log"
     worker = procs.start(
         [sys.executable, "-m", "herd", "worker", "--model", MODEL, "--loglevel", loglevel],
         env=env,
@@ -714,6 +720,8 @@ def ratio_lines(runs: dict[str, list[dict[str, Any]]], n: int) -> list[str]:
     for herd_key, bare_key, what in (
         ("herd", "bare", "both without task events (Herd's default)"),
         ("herd+events", "bare+events", "both with Herd's task events (HERD_TASK_EVENTS=1)"),
+        ("baseline", "bare", "baseline checkout, both without task events"),
+        ("baseline+events", "bare+events", "baseline checkout, both with task events"),
     ):
         herd, bare = runs.get(herd_key), runs.get(bare_key)
         if not herd or not bare:
@@ -786,6 +794,16 @@ def run_pair(
         herd = run_herd(svc, procs, work, n, c, window, args.loglevel, profile, events=events)
         runs["herd" + suffix].append(herd)
         print_herd(herd, n, profile)
+        if args.baseline_src is not None:
+            print(
+                f"\n== Herd from {args.baseline_src}{' with HERD_TASK_EVENTS=1' if events else ''}, ", end=""
+            )
+            print(f"otherwise the same =={tag}")
+            base = run_herd(
+                svc, procs, work, n, c, window, args.loglevel, None, events=events, src=args.baseline_src
+            )
+            runs["baseline" + suffix].append(base)
+            print_herd(base, n, None)
 
 
 def main() -> int:
@@ -800,6 +818,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of the bare and Herd parts, alternating; medians"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="another checkout of Herd (e.g. `git archive main`): its Herd runs too, beside this one",
     )
     parser.add_argument("--profile", type=Path, default=None, help="py-spy record the Herd worker into DIR")
     parser.add_argument("--skip", action="append", default=[], choices=["bare", "herd", "submit"])

@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     # active.py): a new version or a rollback reaches every worker within this time.
     policy_ttl_s: float = Field(default=30.0, ge=0)
     # Celery task events (sent/received/started/succeeded), what Flower's task list shows. Off by
-    # default, measured (benchmarks/throughput.py, issue 12, one run): they cost a worker 0.57 ms of CPU
-    # per task in bare Celery and 1.0 ms per attempt in Herd (3.22 -> 4.22 ms), plus a `task-sent` event
+    # default, measured (benchmarks/throughput.py, issue 12, one run): they cost a worker 0.74 ms of CPU
+    # per task in bare Celery and 0.91 ms per attempt in Herd (3.19 -> 4.10 ms), plus a `task-sent` event
     # per message published (docs/scale.md).
     # Flower needs none for queue lengths (read from the broker), and Flower itself switches workers'
     # events on while it runs (its --enable_events, default on), so its task list still fills from the
