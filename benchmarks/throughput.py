@@ -1,6 +1,7 @@
 """Throughput of Herd's pipeline against bare Celery on the same broker, and of `herd submit`.
 
-    python benchmarks/throughput.py [--prompts N] [--submit-records M] [--concurrency C]
+    python benchmarks/throughput.py [--prompts N] [--submit-records M] [--concurrency C] [--bare-events]
+        [--repeat R] [--baseline-src DIR] [--profile DIR] [--skip bare|herd|submit]
 
 Prints figures only (no asserts on speed):
 
@@ -10,22 +11,35 @@ Prints figures only (no asserts on speed):
 2. Bare Celery: benchmarks/bare_celery.py, a no-op task that does one Redis INCR (that is how the
    benchmark knows N tasks are done without a result backend), worker as a subprocess with Herd's
    worker flags (`--pool threads --concurrency C --prefetch-multiplier 1`, acks_late); N tasks sent in
-   one producer loop; tasks/s from the first publish to the N-th INCR. With --bare-events, a second bare
-   run with Herd's task-event settings (`--task-events`, sent/started events) isolates their cost.
+   one producer loop; tasks/s from the first publish to the N-th INCR.
 3. Herd: the endpoint double out of process (instant confident answers), a one-model herd.yaml (openai,
    chat, max_in_flight C, no escalation, task `qa`), one `herd worker`, `herd submit` of N prompts;
    attempts/s = N / (last attempts.finished_at - first attempts.started_at), plus wall clock from the
-   start of `herd submit` to the last attempt, and the ratio to bare Celery.
-4. Submit: `herd.jobs.submit.submit()` in a child process (as the CLI calls it, records from
+   start of `herd submit` to the last attempt. Task events off, Herd's default (HERD_TASK_EVENTS=0).
+   With --bare-events, parts 2 and 3 run again with Herd's task events on both sides (`--task-events`
+   and sent events; HERD_TASK_EVENTS=1). --repeat R alternates the runs R times. --baseline-src DIR
+   adds, after each Herd run, the same run with another checkout's Herd (e.g. `git archive main`).
+4. Ratios: Herd against the bare run with the same event settings, from this run (medians over R):
+   attempts/s over tasks/s, and worker CPU per attempt beside worker CPU per task.
+5. Submit: `herd.jobs.submit.submit()` in a child process (as the CLI calls it, records from
    `documents.read`) on 10k and M JSONL records (~200 characters of text each), window 1000, no worker;
    prompts/s and the child's peak RSS during submit() (psutil, sampled every 10ms) for both sizes.
-5. One summary line.
+6. One summary line.
 
 CPU seconds of every process involved (worker, endpoint double, embedded Postgres and Redis, the submit
 CLI) are printed with each part: on a small machine the worker process (one GIL) is the bottleneck.
---profile DIR runs `py-spy record --gil` on the Herd worker during part 3 and prints where its Python time
-goes, by category (SQL, HTTP, events, publish, Celery receive/ack...). --bare-events adds a bare run with
-Herd's task events on. All subprocesses run in their own sessions and are stopped on exit, Ctrl-C included.
+--profile DIR runs `py-spy record --gil` on the Herd worker during the first Herd run and prints where
+its Python time goes, by category (SQL, HTTP, events, publish, Celery receive/ack...). All subprocesses
+run in their own sessions and are stopped on exit, Ctrl-C included.
+
+Measured 2026-11-30, `--prompts 3000 --bare-events --skip submit --repeat 2 --baseline-src <main>`, 2
+cores shared with two other engineers' runs, load average 7.0 -> 5.1 (medians; ms = worker CPU per
+task or attempt): bare Celery 584 tasks/s (1.12 ms), with events 328/s (1.86 ms); Herd without events
+main 172 attempts/s (4.21 ms) -> this version 215/s (3.19 ms): 0.30x -> 0.37x bare; with events main
+143/s (5.20 ms) -> 169/s (4.10 ms): 0.44x -> 0.51x bare with events. The ratio moves with the load:
+earlier runs of this version alone gave 0.47x / 0.54x (load 8.2 -> 6.9) and 0.42x / 0.44x (load 1.9 ->
+2.6); the CPU per attempt is the steadier figure.
+docs/scale.md has what changed and what the profile says is left.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -351,18 +366,24 @@ def write_questions(path: Path, n: int) -> None:
 
 
 def run_herd(
-    svc: Services, procs: Procs, work: Path, n: int, c: int, window: int, loglevel: str, profile: Path | None
-) -> dict[str, Any]:
+    svc: Services, procs: Procs, work: Path, n: int, c: int, window: int, loglevel: str, profile: Path | None,
+    events: bool = False, src: Path | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One Herd run (see the module docstring). `src`: another checkout of Herd whose services/ and
+    workers/ the worker and `herd submit` import instead of this one's (a baseline in the same run)."""
     import psycopg
 
     fresh_state(svc)
     double, url = start_double(procs, work)
     herd_file = work / "herd.yaml"
     herd_file.write_text(herd_yaml(url, c))
-    env = herd_env(svc, herd_file, HERD_DISPATCH_WINDOW=str(window))
+    env = herd_env(svc, herd_file, HERD_DISPATCH_WINDOW=str(window), HERD_TASK_EVENTS="1" if events else "0")
+    if src is not None:  # before the editable install's path entries, which come from site-packages
+        paths = [str(src / d) for d in ("services", "workers", "migrations")]
+        env["PYTHONPATH"] = os.pathsep.join([*paths, env["PYTHONPATH"]])
     questions = work / "questions.jsonl"
     write_questions(questions, n)
-    log = work / "herd-worker.log"
+    log = work / f"herd-worker{'-events' if events else ''}{'-baseline' if src else ''}.log"
     worker = procs.start(
         [sys.executable, "-m", "herd", "worker", "--model", MODEL, "--loglevel", loglevel],
         env=env,
@@ -671,7 +692,7 @@ def print_bare(r: dict[str, Any], n: int) -> None:
     print(cpu_line(r["cpu"]))
 
 
-def print_herd(r: dict[str, Any], n: int, bare: dict[str, Any] | None, profile: Path | None) -> None:
+def print_herd(r: dict[str, Any], n: int, profile: Path | None) -> None:
     print(f"  {r['attempts']} attempts ({r['errors']} errors) in {r['span_s']:.2f}s: ", end="")
     print(f"{r['attempts_per_s']:.0f} attempts/s; worker CPU per attempt {per_task_ms(r['cpu'], n)}")
     print(f"  prompt states {r['states']}; endpoint calls {r['double_calls']}")
@@ -684,10 +705,37 @@ def print_herd(r: dict[str, Any], n: int, bare: dict[str, Any] | None, profile: 
     print(f"p50 {r['latency_p50_ms']:.1f}ms, p99 {r['latency_p99_ms']:.1f}ms")
     print(cpu_line(r["cpu"]))
     print(f"  attempts finished per second since the first start: {r['timeline']}")
-    if bare:
-        print(f"  ratio herd/bare: {r['attempts_per_s'] / bare['tasks_per_s']:.2f}x (goal >= 0.5x)")
     if profile:
         summarize_profile(profile / "herd-worker.txt")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def ratio_lines(runs: dict[str, list[dict[str, Any]]], n: int) -> list[str]:
+    """Herd against the bare run with the same task-event settings, from the same run of this script:
+    throughput ratio and worker CPU per message, medians over --repeat rounds."""
+    lines = []
+    for herd_key, bare_key, what in (
+        ("herd", "bare", "both without task events (Herd's default)"),
+        ("herd+events", "bare+events", "both with Herd's task events (HERD_TASK_EVENTS=1)"),
+        ("baseline", "bare", "baseline checkout, both without task events"),
+        ("baseline+events", "bare+events", "baseline checkout, both with task events"),
+    ):
+        herd, bare = runs.get(herd_key), runs.get(bare_key)
+        if not herd or not bare:
+            continue
+        h_rate = median([r["attempts_per_s"] for r in herd])
+        b_rate = median([r["tasks_per_s"] for r in bare])
+        h_cpu = median([r["cpu"]["worker"] * 1000 / n for r in herd])
+        b_cpu = median([r["cpu"]["worker"] * 1000 / n for r in bare])
+        lines.append(
+            f"Herd / bare Celery, {what}: {h_rate:.0f} attempts/s / {b_rate:.0f} tasks/s = "
+            f"{h_rate / b_rate:.2f}x (goal >= 0.5x); worker CPU {h_cpu:.2f} ms per attempt vs "
+            f"{b_cpu:.2f} ms per task"
+        )
+    return lines
 
 
 def print_submit(subs: list[dict[str, Any]]) -> None:
@@ -706,23 +754,16 @@ def print_submit(subs: list[dict[str, Any]]) -> None:
         print(f"during (ru_maxrss {r['rss_peak_kb'] / 1024:.0f} MB)")
 
 
-def summary(
-    n: int,
-    bare: dict[str, Any] | None,
-    bare_ev: dict[str, Any] | None,
-    herd: dict[str, Any] | None,
-    subs: list[dict[str, Any]],
-) -> str:
+def summary(runs: dict[str, list[dict[str, Any]]], n: int, subs: list[dict[str, Any]]) -> str:
     parts = []
-    if bare:
-        parts.append(f"bare celery: {bare['tasks_per_s']:.0f} tasks/s")
-    if bare_ev:
-        parts.append(f"bare+events: {bare_ev['tasks_per_s']:.0f} tasks/s")
-    if herd:
-        parts.append(f"herd: {herd['attempts_per_s']:.0f} attempts/s")
-        if bare:
-            parts.append(f"ratio {herd['attempts_per_s'] / bare['tasks_per_s']:.2f}x")
-        parts.append(f"herd wall {n / herd['wall_s']:.0f} prompts/s")
+    for key in ("bare", "bare+events"):
+        if runs.get(key):
+            parts.append(f"{key}: {median([r['tasks_per_s'] for r in runs[key]]):.0f} tasks/s")
+    for key in ("herd", "herd+events"):
+        if runs.get(key):
+            parts.append(f"{key}: {median([r['attempts_per_s'] for r in runs[key]]):.0f} attempts/s")
+    if runs.get("herd"):
+        parts.append(f"herd wall {median([n / r['wall_s'] for r in runs['herd']]):.0f} prompts/s")
     if subs:
         big = subs[-1]
         parts.append(f"submit {big['size'] // 1000}k: {fmt_rate(big['prompts_per_s'])} prompts/s")
@@ -733,6 +774,38 @@ def summary(
     return " | ".join(parts)
 
 
+def run_pair(
+    svc: Services, procs: Procs, work: Path, args: argparse.Namespace, window: int, events: bool, tag: str,
+    profile: Path | None, runs: dict[str, list[dict[str, Any]]],
+) -> None:  # fmt: skip
+    """One bare Celery run and one Herd run with the same task-event settings, appended to `runs`."""
+    n, c, suffix = args.prompts, args.concurrency, "+events" if events else ""
+    if "bare" not in args.skip:
+        with_events = "with Herd's task events (--task-events, sent events)"
+        print(f"\n== bare Celery {with_events if events else 'without task events'}: ", end="")
+        print(f"no-op task (one Redis INCR), threads pool, prefetch 1, acks_late =={tag}")
+        bare = run_bare(svc, procs, work, n, c, args.loglevel, events=events)
+        runs["bare" + suffix].append(bare)
+        print_bare(bare, n)
+    if "herd" not in args.skip:
+        print(f"\n== Herd{' with HERD_TASK_EVENTS=1' if events else ''}: 1 model ({MODEL}: ", end="")
+        print(f"openai chat on the endpoint double, max_in_flight {c}, no escalation), ", end="")
+        print(f"1 worker, window {window} =={tag}")
+        herd = run_herd(svc, procs, work, n, c, window, args.loglevel, profile, events=events)
+        runs["herd" + suffix].append(herd)
+        print_herd(herd, n, profile)
+        if args.baseline_src is not None:
+            print(
+                f"\n== Herd from {args.baseline_src}{' with HERD_TASK_EVENTS=1' if events else ''}, ", end=""
+            )
+            print(f"otherwise the same =={tag}")
+            base = run_herd(
+                svc, procs, work, n, c, window, args.loglevel, None, events=events, src=args.baseline_src
+            )
+            runs["baseline" + suffix].append(base)
+            print_herd(base, n, None)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=3000, help="N: bare tasks and Herd prompts")
@@ -740,7 +813,18 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="worker threads = max_in_flight")
     parser.add_argument("--window", type=int, default=None, help="HERD_DISPATCH_WINDOW (default: Herd's)")
     parser.add_argument("--loglevel", default="info", help="both workers' log level (herd's default: info)")
-    parser.add_argument("--bare-events", action="store_true", help="also bare Celery with Herd's events")
+    parser.add_argument(
+        "--bare-events", action="store_true", help="also bare Celery and Herd, both with Herd's task events"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of the bare and Herd parts, alternating; medians"
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        default=None,
+        help="another checkout of Herd (e.g. `git archive main`): its Herd runs too, beside this one",
+    )
     parser.add_argument("--profile", type=Path, default=None, help="py-spy record the Herd worker into DIR")
     parser.add_argument("--skip", action="append", default=[], choices=["bare", "herd", "submit"])
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, files)")
@@ -764,9 +848,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="herd-bench-"))
     procs = Procs(cwd=REPO)
-    bare: dict[str, Any] | None = None
-    bare_ev: dict[str, Any] | None = None
-    herd: dict[str, Any] | None = None
+    runs: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
     subs: list[dict[str, Any]] = []
     try:
         with services(work / "home") as svc, stopping(procs):
@@ -774,19 +856,16 @@ def main() -> int:
             print(f"postgres + redis {where}; work dir {work}")
             print(f"N={n} concurrency={c} loglevel={args.loglevel} python={sys.version.split()[0]} ", end="")
             print(f"cores={os.cpu_count()} load average before start={os.getloadavg()[0]:.2f}")
-            if "bare" not in args.skip:
-                print("\n== bare Celery: no-op task (one Redis INCR), threads pool, prefetch 1, acks_late ==")
-                bare = run_bare(svc, procs, work, n, c, args.loglevel, events=False)
-                print_bare(bare, n)
-                if args.bare_events:
-                    print("\n== bare Celery with Herd's task events (--task-events, sent events) ==")
-                    bare_ev = run_bare(svc, procs, work, n, c, args.loglevel, events=True)
-                    print_bare(bare_ev, n)
-            if "herd" not in args.skip:
-                print(f"\n== Herd: 1 model ({MODEL}: openai chat on the endpoint double, ", end="")
-                print(f"max_in_flight {c}, no escalation), 1 worker, window {window} ==")
-                herd = run_herd(svc, procs, work, n, c, window, args.loglevel, args.profile)
-                print_herd(herd, n, bare, args.profile)
+            events_too = [False, True] if args.bare_events else [False]
+            for round_ in range(1, args.repeat + 1):
+                tag = f" [round {round_}/{args.repeat}]" if args.repeat > 1 else ""
+                for events in events_too:
+                    profile = args.profile if (round_ == 1 and not events) else None
+                    run_pair(svc, procs, work, args, window, events, tag, profile, runs)
+            if ratios := ratio_lines(runs, n):
+                print(f"\n== ratios, same run (load average now {os.getloadavg()[0]:.2f}) ==")
+                for line in ratios:
+                    print("  " + line)
             if "submit" not in args.skip:
                 print(
                     f"\n== submit: herd.jobs.submit.submit() in a child process, window {SUBMIT_WINDOW}, ",
@@ -804,7 +883,7 @@ def main() -> int:
             print(f"work dir kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    print("\n" + summary(n, bare, bare_ev, herd, subs))
+    print("\n" + summary(runs, n, subs))
     return 0
 
 

@@ -52,7 +52,8 @@ def _config() -> dict[str, Any]:
         },
         "broker_connection_retry_on_startup": True,
         # With HERD_TASK_EVENTS, Flower sees every task from the moment it is published; without,
-        # it shows queue lengths (from the broker) but no task list. herd/settings.py says why off.
+        # queue lengths (from the broker) and, once Flower enables events on the workers, the tasks
+        # they receive. herd/settings.py says why off by default.
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
         "task_track_started": settings.task_events,

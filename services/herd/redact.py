@@ -11,6 +11,7 @@ every log record of the process, tracebacks included.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -43,6 +44,7 @@ def register_url(url: str | None) -> None:
             pass  # not a URL we can parse; `redact` still masks its userinfo
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function of the URL; a worker masks its few endpoints per attempt
 def mask_url(url: str) -> str:
     """`url` without its password and with the values of secret-looking query parameters masked."""
     try:

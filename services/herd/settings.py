@@ -39,12 +39,15 @@ class Settings(BaseSettings):
     # How long a worker keeps a task's active policy version before reading it again (herd/cascade/
     # active.py): a new version or a rollback reaches every worker within this time.
     policy_ttl_s: float = Field(default=30.0, ge=0)
-    # Celery task events (sent/received/started/succeeded), what Flower's task and worker pages show.
-    # On by default, as before this setting existed, until a measurement here says otherwise: they
-    # cost ~0.2 ms of worker CPU per task (issue 12: bare Celery 617 tasks/s without, 513/s with),
-    # and Flower's queue lengths, read from the broker, need none. HERD_TASK_EVENTS=0 saves that CPU
-    # when nobody watches individual tasks; set it for workers and `herd submit` alike.
-    task_events: bool = True
+    # Celery task events (sent/received/started/succeeded), what Flower's task list shows. Off by
+    # default, measured (benchmarks/throughput.py, issue 12, one run): they cost a worker 0.74 ms of CPU
+    # per task in bare Celery and 0.91 ms per attempt in Herd (3.19 -> 4.10 ms), plus a `task-sent` event
+    # per message published (docs/scale.md).
+    # Flower needs none for queue lengths (read from the broker), and Flower itself switches workers'
+    # events on while it runs (its --enable_events, default on), so its task list still fills from the
+    # moment a task is received. HERD_TASK_EVENTS=1 adds the `sent` events (tasks listed from publish);
+    # set it for workers and `herd submit` alike.
+    task_events: bool = False
     # Stored cost shares (herd/ledger/shares.py): the pump closes an endpoint's time this many seconds
     # (database clock) behind now. Longer than nearly every request, so late arrivals (which force a
     # rewind) stay rare; short, so the views' open tail, swept per query, stays small. 0 disables.

@@ -136,3 +136,20 @@ def test_a_missing_key_variable_names_the_model_and_the_variable(monkeypatch, pr
         ConfigError, match=r"models\.m\.api_key_env: environment variable HERD_TEST_ENDPOINT_KEY"
     ):
         backend(protocol, "http://127.0.0.1:9", api_key_env="HERD_TEST_ENDPOINT_KEY")
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("http://h:8000/v1", "http://h:8000/v1/chat/completions"),
+        ("http://h:8000/v1/", "http://h:8000/v1/chat/completions"),
+        ("http://h:8000", "http://h:8000/v1/chat/completions"),
+        ("http://h/m/x", "http://h/m/x/v1/chat/completions"),
+        ("http://h/v1/chat/completions", "http://h/v1/chat/completions"),
+        ("https://h/v1?api-version=2", "https://h/v1/chat/completions?api-version=2"),
+    ],
+)
+def test_the_chat_url_is_the_one_inference_client_built(base: str, url: str) -> None:
+    from herd.backends.openai_compat import chat_url
+
+    assert chat_url(base) == url

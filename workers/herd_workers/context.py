@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import psycopg
@@ -15,18 +18,48 @@ from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.settings import get_settings
 
+# A pooled connection used less than this many seconds ago is handed out without a check.
+CHECK_AFTER_IDLE_S = 1.0
+
+
+class IdleCheck:
+    """The pool's `check` callback: one round trip to Postgres (`ConnectionPool.check_connection`) only
+    for a connection idle longer than `idle_s` seconds, the one that may have died unseen (a Postgres
+    restart, failover or idle timeout). A busy worker hands a connection back and out again within
+    milliseconds; checking it every time cost two round trips per attempt, 3.6% of a worker's CPU
+    (issue 12). A connection that dies while busy fails its statement exactly as one checked a
+    millisecond earlier would: the step is retried (herd_workers/tasks.py, Pipeline.run)."""
+
+    def __init__(self, idle_s: float = CHECK_AFTER_IDLE_S) -> None:
+        self.idle_s = idle_s
+        self._last_used: weakref.WeakKeyDictionary[psycopg.Connection, float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, conn: psycopg.Connection) -> None:
+        """Raises what `check_connection` raises (psycopg.OperationalError) for a dead connection."""
+        last = self._last_used.get(conn)
+        if last is None or time.monotonic() - last > self.idle_s:
+            ConnectionPool.check_connection(conn)
+
+    def used(self, conn: psycopg.Connection) -> None:
+        self._last_used[conn] = time.monotonic()
+
 
 class WorkerContext:
-    def __init__(self, herd: HerdConfig, pool: ConnectionPool) -> None:
+    def __init__(self, herd: HerdConfig, pool: ConnectionPool, idle_check: IdleCheck | None = None) -> None:
         self.herd = herd
         self.pool = pool
+        self._idle_check = idle_check
         policies = ActivePolicies(self.connection, ttl_s=get_settings().policy_ttl_s)
         self.pipeline = Pipeline(herd, make_backends(herd), self.connection, policies)
 
-    def connection(self) -> AbstractContextManager[psycopg.Connection]:
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
         """An autocommit connection from the pool: wrap writes that belong together in
         `conn.transaction()`; a lone statement commits by itself, with no extra round trip."""
-        return self.pool.connection()
+        with self.pool.connection() as conn:
+            yield conn
+            if self._idle_check is not None:
+                self._idle_check.used(conn)  # only after success: a failed block leaves it to be checked
 
 
 @lru_cache(maxsize=1)
@@ -38,6 +71,7 @@ def get_context() -> WorkerContext:
     model = herd.models.get(settings.worker_model or "")
     in_flight = model.max_in_flight if model else max(m.max_in_flight for m in herd.models.values())
     size = in_flight + 1
+    idle_check = IdleCheck()
     pool = ConnectionPool(
         urls.database_url(settings),
         min_size=1,
@@ -45,8 +79,8 @@ def get_context() -> WorkerContext:
         # Autocommit: reads need no COMMIT round trip; see herd/ledger/steps.py.
         kwargs={"autocommit": True},
         # After a Postgres restart, failover or idle timeout the pooled connections are dead; checking
-        # each before handing it out (one round trip) replaces them instead of failing a step.
-        check=ConnectionPool.check_connection,
+        # an idle one before handing it out (one round trip) replaces it instead of failing a step.
+        check=idle_check,
         open=True,
     )
-    return WorkerContext(herd, pool)
+    return WorkerContext(herd, pool, idle_check)

@@ -1,8 +1,11 @@
 """OpenAI-compatible servers (vLLM, SGLang, llama.cpp, TGI's Messages API).
 
-Chat prompts go to `/v1/chat/completions` through InferenceClient. Completion prompts (base models
-with a few-shot template) go to `/v1/completions`, which InferenceClient has no method for; that
-call uses huggingface_hub's shared HTTP client directly, with the same timeout and error mapping.
+Chat prompts go to `/v1/chat/completions`, completion prompts (base models with a few-shot template)
+to `/v1/completions`. Both are one POST through huggingface_hub's shared HTTP client (the same pool,
+timeout and error mapping as InferenceClient) and read the JSON body as a plain dict.
+InferenceClient.chat_completion sent the same request but was 27% of a worker's Python time against an
+instant endpoint (py-spy in benchmarks/throughput.py, issue 12), much of it around the POST: provider
+lookup, payload preparation, typed output objects built only to read four fields back.
 """
 
 from __future__ import annotations
@@ -10,8 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Any
-
-from huggingface_hub import InferenceClient
+from urllib.parse import urlparse, urlunparse
 
 from herd.backends import transport
 from herd.backends.base import (
@@ -33,16 +35,10 @@ class OpenAIBackend:
         self._served_model = config.served_model or name
         self._timeout = config.timeout_s
         self._rotation = transport.EndpointRotation(config.endpoints)
-        key = transport.api_key(name, config)
-        self._headers = transport.auth_headers(key)  # the raw /v1/completions call
-        # `base_url` gets `/chat/completions` appended (or `/v1/chat/completions` if it lacks /v1).
-        # Always a key: without one, InferenceClient would send the machine's Hugging Face token.
-        self._clients = {
-            url: InferenceClient(
-                base_url=url, timeout=config.timeout_s, api_key=key or transport.PLACEHOLDER_KEY
-            )
-            for url in config.endpoints
-        }
+        # The shared client never adds credentials (nor the machine's Hugging Face token) by itself.
+        self._headers = transport.auth_headers(transport.api_key(name, config))
+        self._chat_urls = {url: chat_url(url) for url in config.endpoints}
+        transport.install_header_capture()  # also quiets httpx's INFO line per request
 
     def generate(self, request: GenerationRequest) -> Generation:
         endpoint = self._rotation.next()
@@ -65,17 +61,15 @@ class OpenAIBackend:
             raise transport.malformed(exc, endpoint) from exc
 
     def _chat(self, endpoint: str, request: GenerationRequest) -> Mapping[str, Any]:
-        out = self._clients[endpoint].chat_completion(
-            request.prompt.as_messages(),
-            model=self._served_model,
-            max_tokens=request.max_new_tokens,
-            logprobs=True,
-            top_logprobs=request.top_logprobs,
-            temperature=request.temperature,
-            stop=list(request.stop) or None,
-        )
-        # ChatCompletionOutput is also a dict holding the raw fields (extra ones included).
-        return out
+        payload = {
+            "model": self._served_model,
+            "messages": request.prompt.as_messages(),
+            "max_tokens": request.max_new_tokens,
+            "logprobs": True,
+            "top_logprobs": request.top_logprobs,
+            "temperature": request.temperature,
+        }
+        return self._post(self._chat_urls[endpoint], endpoint, payload, request)
 
     def _completion(self, endpoint: str, request: GenerationRequest) -> Mapping[str, Any]:
         url = endpoint + ("/completions" if endpoint.endswith("/v1") else "/v1/completions")
@@ -85,12 +79,31 @@ class OpenAIBackend:
             "max_tokens": request.max_new_tokens,
             "logprobs": request.top_logprobs,
             "temperature": request.temperature,
-            "stop": list(request.stop) or None,
         }
+        return self._post(url, endpoint, payload, request)
+
+    def _post(
+        self, url: str, endpoint: str, payload: dict[str, Any], request: GenerationRequest
+    ) -> Mapping[str, Any]:
+        if request.stop:  # as InferenceClient did: no `stop` key at all rather than null
+            payload["stop"] = list(request.stop)
+        payload = {k: v for k, v in payload.items() if v is not None}
         response = transport.session().post(url, json=payload, headers=self._headers, timeout=self._timeout)
         if response.status_code >= 400:
             raise transport.from_status(response.status_code, response.text[:300], endpoint, response.headers)
         return response.json()
+
+
+def chat_url(base_url: str) -> str:
+    """The chat completions URL of a model's base URL, as InferenceClient(base_url=...) builds it:
+    `/chat/completions` after a path ending in `/v1`, else `/v1/chat/completions`; kept as is when
+    it already ends with `/chat/completions`."""
+    parsed = urlparse(base_url)
+    path = parsed.path.rstrip("/")
+    if path.endswith("/chat/completions"):
+        return base_url
+    path += "/chat/completions" if path.endswith("/v1") else "/v1/chat/completions"
+    return urlunparse(parsed._replace(path=path))
 
 
 def _get(obj: Any, key: str) -> Any:
