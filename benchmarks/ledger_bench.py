@@ -34,14 +34,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ledger import load  # noqa: E402
+from benchmarks.ledger import JOB_ATTEMPTS, load  # noqa: E402
 from herd.ledger.db import migrate  # noqa: E402
 from herd.ledger.shares import fill  # noqa: E402
 from herd.reporting.build import build  # noqa: E402
 from tests.support.sweep import create_sweep_views  # noqa: E402
-
-NAME = "herd_ledger_bench"
-JOB = "bench3"
 
 
 def timed(run: Callable[[], object], repeat: int = 2) -> float:
@@ -60,34 +57,42 @@ def main() -> None:
     )
     parser.add_argument("--attempts", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the loaded database")
+    parser.add_argument("--jobs", type=int, help="default: one per 100,000 attempts")
     parser.add_argument("--skip-old", action="store_true", help="only the new views (e.g. at 10M)")
     args = parser.parse_args()
+    jobs = args.jobs or max(1, args.attempts // JOB_ATTEMPTS)
+    job = f"bench{jobs // 2}"  # a job in the middle of the ledger
     server = os.environ["HERD_DATABASE_URL"]
-    url = urlunsplit(urlsplit(server)._replace(path=f"/{NAME}"))
+    # Named after the server database, so checkouts sharing one Postgres do not drop each other's.
+    name = f"{urlsplit(server).path.lstrip('/') or 'herd'}_ledger_bench"
+    url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
     with psycopg.connect(server, autocommit=True) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (NAME,)).fetchone()
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists and not args.keep:
-            admin.execute(f"DROP DATABASE {NAME} WITH (FORCE)")
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         if not exists or not args.keep:
-            admin.execute(f"CREATE DATABASE {NAME}")
+            admin.execute(f"CREATE DATABASE {name}")
     migrate(url)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             count = conn.execute("SELECT count(*) FROM attempts").fetchone()
             if not count or count[0] == 0:
                 t = time.perf_counter()
-                load(conn, args.attempts)
+                load(conn, args.attempts, jobs=jobs, progress=lambda line: print(line, flush=True))
                 conn.execute("VACUUM ANALYZE")
                 print(f"load {args.attempts:,} attempts: {time.perf_counter() - t:.1f} s", flush=True)
                 t = time.perf_counter()
-                stored = 0
+                stored = sealed = 0
                 while True:  # as the pump ticks would, one bounded call after another
                     done = fill(conn, horizon_s=0, slice_attempts=50_000, budget_s=30)
-                    stored += done.stored
-                    if done.stored == 0:
+                    stored, sealed = stored + done.stored, sealed + done.sealed
+                    if done.stored == 0 and done.sealed == 0:
                         break
                 conn.execute("VACUUM ANALYZE")
-                print(f"fill (store {stored:,} shares): {time.perf_counter() - t:.1f} s", flush=True)
+                print(
+                    f"fill (store {stored:,} shares, seal {sealed} jobs): {time.perf_counter() - t:.1f} s",
+                    flush=True,
+                )
             create_sweep_views(conn)
             queries: list[tuple[str, Callable[[], object]]] = [
                 (
@@ -95,10 +100,10 @@ def main() -> None:
                     lambda: conn.execute("SELECT sum(cost_usd) FROM job_costs").fetchall(),
                 ),
                 (
-                    f"job_model_costs WHERE job = '{JOB}'",
-                    lambda: conn.execute("SELECT * FROM job_model_costs WHERE job = %s", (JOB,)).fetchall(),
+                    f"job_model_costs WHERE job = '{job}'",
+                    lambda: conn.execute("SELECT * FROM job_model_costs WHERE job = %s", (job,)).fetchall(),
                 ),
-                (f"herd report {JOB} (build)", lambda: build(conn, JOB)),
+                (f"herd report {job} (build)", lambda: build(conn, job)),
             ]
             print(f"{'query':45} {'old (sweep)':>12} {'new (stored)':>13}", flush=True)
             for label, run in queries:
@@ -112,7 +117,7 @@ def main() -> None:
     finally:
         if not args.keep:
             with psycopg.connect(server, autocommit=True) as admin:
-                admin.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 if __name__ == "__main__":

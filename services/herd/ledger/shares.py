@@ -98,14 +98,42 @@ SELECT (SELECT count(*) FROM stored), (SELECT count(*) FROM carried),
 """
 
 
+# Jobs to seal (migration 0010): not sealed, with attempts, none of them in any endpoint's open tail,
+# so every share of the job is final. The fill holds cost_share_marks EXCLUSIVE: no attempt can land
+# between this query and the seal.
+_SEALABLE = f"""
+WITH candidates AS (
+    SELECT j.id
+    FROM jobs j
+    WHERE NOT EXISTS (SELECT FROM cost_rollup_jobs s WHERE s.job_id = j.id)
+      AND EXISTS (SELECT FROM prompts p JOIN attempts a ON a.prompt_id = p.id WHERE p.job_id = j.id)
+),
+tail_jobs AS (
+    SELECT DISTINCT p.job_id
+    FROM cost_share_marks m
+    CROSS JOIN LATERAL (
+        SELECT a.prompt_id FROM attempts a
+        WHERE a.endpoint = m.endpoint AND a.finished_at > m.closed_until AND {_VALID}
+    ) a
+    JOIN prompts p ON p.id = a.prompt_id
+    WHERE EXISTS (SELECT FROM candidates)
+)
+SELECT c.id FROM candidates c
+WHERE NOT EXISTS (SELECT FROM tail_jobs t WHERE t.job_id = c.id)
+ORDER BY c.id
+"""
+
+
 @dataclass(frozen=True)
 class FillResult:
-    """What one fill did: attempts whose share became final, parts carried, endpoints rewound."""
+    """What one fill did: attempts whose share became final, parts carried, endpoints rewound, jobs
+    sealed (their job_model_costs rows stored in cost_rollups, migration 0010)."""
 
     stored: int = 0
     carried: int = 0
     rewound: int = 0
     busy: bool = False  # another process was filling; nothing done
+    sealed: int = 0
 
 
 def fill(
@@ -120,7 +148,9 @@ def fill(
     `slice_attempts` bounds one slice's sweep; `budget_s` (seconds) bounds one call, so a pump tick
     catching up on a large ledger returns and the next tick goes on. `conn` is an autocommit
     connection; the whole call is one transaction, holding an EXCLUSIVE lock on cost_share_marks that
-    makes concurrent attempt inserts wait for it (keep slices small)."""
+    makes concurrent attempt inserts wait for it (keep slices small). Then seals every job whose
+    shares are all final (`cost_rollup_seal`, migration 0010), one job's GROUP BY each, until the
+    budget is spent. Returns counts (FillResult); raises psycopg errors as they come."""
     deadline = time.monotonic() + budget_s
     stored = carried = rewound = 0
     with conn.transaction():
@@ -167,7 +197,13 @@ def fill(
                     "INSERT INTO cost_share_cuts (endpoint, cut) VALUES (%s, %s)", (endpoint, new_cut)
                 )
                 cut = new_cut
-    return FillResult(stored, carried, rewound)
+        sealed = 0
+        for (job_id,) in conn.execute(_SEALABLE).fetchall():
+            if time.monotonic() >= deadline:
+                break
+            conn.execute("SELECT cost_rollup_seal(%s)", (job_id,))
+            sealed += 1
+    return FillResult(stored, carried, rewound, sealed=sealed)
 
 
 def _next_cut(
@@ -199,6 +235,12 @@ def _rewind(conn: psycopg.Connection, endpoint: str, target: datetime) -> int:
     if row is None:
         return 0
     back = {"e": endpoint, "r": row[0]}
+    # Every job with an attempt past the cut loses its rollup: its shares are about to change.
+    conn.execute(
+        """DELETE FROM cost_rollup_jobs s USING attempts a JOIN prompts p ON p.id = a.prompt_id
+           WHERE s.job_id = p.job_id AND a.endpoint = %(e)s AND a.finished_at > %(r)s::timestamptz""",
+        back,
+    )
     # Every attempt ending after the cut loses its total; parts of slices from the cut on go too.
     conn.execute(
         """DELETE FROM cost_shares s USING attempts a
