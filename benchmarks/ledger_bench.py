@@ -94,26 +94,47 @@ def main() -> None:
                     flush=True,
                 )
             create_sweep_views(conn)
-            queries: list[tuple[str, Callable[[], object]]] = [
-                (
-                    "SELECT sum(cost_usd) FROM job_costs",
-                    lambda: conn.execute("SELECT sum(cost_usd) FROM job_costs").fetchall(),
-                ),
+
+            def one(sql: str) -> Callable[[], object]:
+                return lambda: conn.execute(sql, {"job": job}).fetchall()
+
+            # (label, run, also run the old view): the old sweep takes minutes per query on a loaded
+            # machine, so only the queries issue 12 names run both ways.
+            queries: list[tuple[str, Callable[[], object], bool]] = [
+                ("SELECT sum(cost_usd) FROM job_costs", one("SELECT sum(cost_usd) FROM job_costs"), True),
                 (
                     f"job_model_costs WHERE job = '{job}'",
-                    lambda: conn.execute("SELECT * FROM job_model_costs WHERE job = %s", (job,)).fetchall(),
+                    one("SELECT * FROM job_model_costs WHERE job = %(job)s"),
+                    True,
                 ),
-                (f"herd report {job} (build)", lambda: build(conn, job)),
+                ("SELECT * FROM model_costs", one("SELECT * FROM model_costs"), False),
+                (
+                    f"perfics_inputs WHERE job = '{job}'",
+                    one("SELECT * FROM perfics_inputs WHERE job = %(job)s"),
+                    False,
+                ),
+                (f"herd report {job} (build)", lambda: build(conn, job), True),
             ]
             print(f"{'query':45} {'old (sweep)':>12} {'new (stored)':>13}", flush=True)
-            for label, run in queries:
+            for label, run, both in queries:
                 old = float("nan")
-                if not args.skip_old:
+                if both and not args.skip_old:
                     conn.execute("SET search_path = sweep, public")
                     old = timed(run, repeat=1)
                 conn.execute("SET search_path = public")
                 new = timed(run)
                 print(f"{label:45} {old:11.2f}s {new:12.3f}s", flush=True)
+            # The same job unsealed, as while it runs (its rows computed live, one job's attempts).
+            conn.execute(
+                "DELETE FROM cost_rollup_jobs WHERE job_id = (SELECT id FROM jobs WHERE name = %s)", (job,)
+            )
+            new = timed(lambda: build(conn, job))
+            print(f"{f'herd report {job}, job unsealed (live)':45} {'':>12} {new:12.3f}s", flush=True)
+            new = timed(one("SELECT sum(cost_usd) FROM job_costs"))
+            print(f"{'sum(cost_usd) FROM job_costs, one unsealed':45} {'':>12} {new:12.3f}s", flush=True)
+            t = time.perf_counter()
+            conn.execute("SELECT cost_rollup_seal(id) FROM jobs WHERE name = %s", (job,))
+            print(f"{'seal one job (cost_rollup_seal)':45} {'':>12} {time.perf_counter() - t:12.3f}s")
     finally:
         if not args.keep:
             with psycopg.connect(server, autocommit=True) as admin:
