@@ -149,19 +149,27 @@ CREATE OR REPLACE FUNCTION cost_rollup_seal(job_id bigint) RETURNS integer LANGU
 $$
 """
 
+# A job's seal lock, taken shared by the triggers below for each job they change and exclusive by a
+# fill sealing the job (herd/ledger/shares.py _SEAL_CLASS): a seal never commits a job's figures
+# computed before a change the trigger could not see.
+SEAL_LOCK = "pg_advisory_xact_lock_shared(1751478884, ({job} % 2147483647)::integer)"
+
 # Unseal the jobs of changed attempts (0009's note function, which also notes late arrivals).
 NOTE = _V9.NOTE_LATE.replace(
     "    RETURN NULL;",
-    """    DELETE FROM cost_rollup_jobs s USING prompts p
+    f"""    PERFORM {SEAL_LOCK.format(job="j.job_id")}
+    FROM (SELECT DISTINCT p.job_id FROM prompts p WHERE p.id IN (SELECT c.prompt_id FROM changed c)) j;
+    DELETE FROM cost_rollup_jobs s USING prompts p
     WHERE p.id IN (SELECT c.prompt_id FROM changed c) AND s.job_id = p.job_id;
     RETURN NULL;""",
 )
 if NOTE == _V9.NOTE_LATE:  # 0009's text moved: the unseal would be silently missing
     raise RuntimeError("0010: 0009's cost_shares_note changed; update NOTE")
 
-UNSEAL_PROMPTS = """
+UNSEAL_PROMPTS = f"""
 CREATE OR REPLACE FUNCTION cost_rollup_unseal_prompts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM {SEAL_LOCK.format(job="j.job_id")} FROM (SELECT DISTINCT c.job_id FROM changed c) j;
     DELETE FROM cost_rollup_jobs s WHERE s.job_id IN (SELECT c.job_id FROM changed c);
     RETURN NULL;
 END
