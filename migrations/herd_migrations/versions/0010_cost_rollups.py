@@ -14,10 +14,15 @@ attempt row. This revision:
   could change: an attempt of the job inserted, updated or deleted, a prompt of it deleted (statement
   triggers), or a fill rewinding an endpoint it ran on for another job's late arrival
   (`herd.ledger.shares`). A job's rollup is all or nothing, so percentiles and windows stay exact.
-- Replaces the job-scoped views so the job reaches the base tables: per job a LATERAL subquery reads
-  that job's prompts and attempts by index; `job_model_costs`, `job_windows`, `job_costs` and
-  `model_costs` read sealed jobs from the rollup and compute only unsealed jobs live. Columns, their
-  order and types are unchanged (docs/sql.md).
+- Replaces the job-scoped views so the job reaches the base tables: per job a LATERAL call of a
+  per-job function (`cost_job_window`, `cost_job_models`, `cost_job_perfics`,
+  `cost_job_policy_versions`) reads that job's prompts and attempts by index; `job_model_costs`,
+  `job_windows`, `job_costs` and `model_costs` read sealed jobs from the rollup and compute only
+  unsealed jobs live; `perfics_inputs` takes per-model costs from the rollup. Columns, their order and
+  types are unchanged (docs/sql.md). The functions run with `jit = off`: the planner's whole-table
+  guesses for the open tail made Postgres JIT-compile queries that run in milliseconds, for seconds.
+- A per-job advisory lock (SEAL_LOCK), shared in the triggers and exclusive in a seal, so a seal,
+  which runs outside the fill's lock on cost_share_marks, never stores figures a change missed.
 - A TRUNCATE of attempts resets the marks, cuts, late notes and rollups (0009 left `closed_until`
   behind, so a reloaded ledger's old times were taken for closed).
 

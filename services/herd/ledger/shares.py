@@ -5,6 +5,10 @@ its share of the busy seconds (docs/cost-model.md) is final. `fill` moves `close
 the last busy end at least `horizon_s` seconds old, sweeps the slice in between with the same
 arithmetic as the views, and stores the result; `attempt_costs` then sweeps only what is left.
 
+Then it seals every job whose shares are all final (migration 0010): the job's `job_model_costs`
+and `job_windows` rows are stored, so the views read them instead of the job's attempts, until a
+change to the job (or a rewind over its endpoints) unseals it.
+
 Who calls it: every worker's pump tick (already periodic, already holding a database connection, and
 a writer; `herd report` runs in a read-only snapshot and psql users may be `herd_reader`). Reports
 stay correct without any fill: the open tail is swept at query time, just slower.
