@@ -1,8 +1,8 @@
-"""Cost views over a large ledger: the full sweep (pre-0009 views) against stored shares (0009).
+"""Cost views over a large ledger: the full sweep (pre-0009 views) against stored shares and sealed jobs.
 
-    python benchmarks/ledger_bench.py [--attempts 1000000] [--keep] [--skip-old]
+    python benchmarks/ledger_bench.py [--attempts 1000000] [--jobs N] [--keep] [--skip-old]
 
-Uses the Postgres server of HERD_DATABASE_URL (required) but its own database `herd_ledger_bench`,
+Uses the Postgres server of HERD_DATABASE_URL (required) but its own database `<its name>_ledger_bench`,
 created, migrated, loaded by benchmarks/ledger.py, and dropped at the end unless --keep. Prints, for
 each query, the old views' time beside the new ones', measured in the same run on the same rows:
 
@@ -10,14 +10,24 @@ each query, the old views' time beside the new ones', measured in the same run o
 2. `SELECT * FROM job_model_costs WHERE job = ...` (one job);
 3. `herd report` for one job (herd.reporting.build.build, which `herd report` runs before rendering);
 
-and the time the fill took to store every share (what the pump ticks spread over the night). The old
+new only (the old ones take minutes each): `model_costs`, `perfics_inputs` for one job, the report and
+the total with that job unsealed (computed live, as while a job runs), and the time to seal it; and the
+time the fill took to store every share and seal every job (what the pump ticks spread over the
+night). Jobs are `--jobs` (default one per 100,000 attempts: the same job size at 1M and 10M). The old
 views live in schema `sweep` (tests/support/sweep.py); pointing search_path at it makes `build` read
 them. Each new query runs twice and the faster time is printed; each old one runs once (minutes).
 
-Measured 2026-12-01, 1M attempts, 2 cores shared with other jobs (load average ~10, so absolute times
-are ~5x an idle machine; compare the columns): load 282 s, fill 197 s; job_costs sum 118.8 s -> 37.8 s;
-job_model_costs one job 142.9 s -> 18.0 s; herd report one job 445.9 s -> 93.9 s. What remains is
-job_windows and perfics_inputs aggregating the whole ledger for one job (EXPLAIN shows it), not the sweep.
+Before 0010 (2026-12-01, 1M attempts, load average ~10): job_costs sum 118.8 s -> 37.8 s; job_model_costs
+one job 142.9 s -> 18.0 s; herd report one job 445.9 s -> 93.9 s: job_windows and perfics_inputs still
+aggregated the whole ledger for one job.
+
+With sealed jobs (migration 0010), measured 2026-11-30 on the same 2-core machine shared with two other
+engineers' test runs (load average 2.4-7 during the run), 1M attempts in 10 jobs of 100k, old sweep
+views vs now, same run, same rows: load 48.3 s, fill (store 999,999 shares, seal 10 jobs) 56.1 s;
+`SELECT sum(cost_usd) FROM job_costs` 33.78 s -> 0.001 s; job_model_costs one job 25.36 s -> 0.003 s;
+model_costs 0.000 s; perfics_inputs one job 0.738 s; herd report one job 98.37 s -> 1.225 s. The same
+job unsealed (computed live, as while it runs): herd report 3.133 s, job_costs sum 0.764 s; sealing
+it 0.764 s. A report now grows with its job (here 100k attempts) and the unsealed jobs, not the ledger.
 """
 
 from __future__ import annotations
