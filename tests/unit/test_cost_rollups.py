@@ -8,11 +8,14 @@ from cost_rollups, an unsealed job's are computed live, and both must be the swe
 from __future__ import annotations
 
 import random
+import threading
+import time
 
 import psycopg
 import pytest
 
-from herd.ledger.shares import fill
+from herd.ledger.shares import _seal, fill
+from tests.support.harness import Services
 from tests.support.sweep import create_sweep_views
 from tests.unit.test_cost_shares import assert_views_equal, horizon_at
 from tests.unit.test_costs import add_attempt, add_final, add_job, add_prompt, add_score
@@ -152,3 +155,30 @@ def test_truncating_attempts_resets_marks_cuts_and_rollups(sweep: psycopg.Connec
     fill(db, horizon_s=0)
     assert sealed(db) >= {"again"}
     assert_views_equal(db)
+
+
+def test_a_seal_waits_for_an_uncommitted_change_to_its_job(
+    sweep: psycopg.Connection, services: Services
+) -> None:
+    """Seals run outside the fill's lock on cost_share_marks; the job's seal lock, which the attempts
+    trigger takes, keeps a seal from storing figures computed before an insert it could not see."""
+    db = sweep
+    ledger(db, seed=6)
+    fill(db, horizon_s=0)
+    db.execute("DELETE FROM cost_rollup_jobs WHERE job_id = (SELECT id FROM jobs WHERE name = 'early')")
+    row = db.execute("SELECT id FROM jobs WHERE name = 'early'").fetchone()
+    assert row is not None
+    with (
+        psycopg.connect(services.database_url) as writer,
+        psycopg.connect(services.database_url, autocommit=True) as filler,
+    ):
+        # An error before the call: no busy interval, so no late note and nothing for a rewind to find.
+        add_attempt(writer, add_prompt(writer, row[0], "racing"), "small", 1.0, 2.0, endpoint=None)
+        sealing = threading.Thread(target=_seal, args=(filler, time.monotonic() + 60))
+        sealing.start()
+        sealing.join(1.0)
+        assert sealing.is_alive(), "the seal did not wait for the open transaction"
+        writer.commit()
+        sealing.join(60)
+    assert "early" in sealed(db)
+    assert_views_equal(db)  # the racing attempt is in the stored figures
