@@ -4,7 +4,9 @@
 
 Shape (issue 12's measurement): two models (`small`, `big`), `endpoints` endpoints each; every prompt
 is answered by `small`, half of them escalate to `big`, so prompts = attempts / 1.5; `jobs` jobs one
-after the other. Attempts finish at `rate` per second overall with busy_s uniform in [0.2, 2.2) s, so
+after the other, like nightly runs (default: one per 100,000 attempts, so a job is the same size in
+a 1M and a 10M ledger and a report's time can be compared across ledger sizes). Attempts finish at
+`rate` per second overall with busy_s uniform in [0.2, 2.2) s, so
 each endpoint has ~rate * 1.2 / (2 * endpoints) requests in flight, the way a batching server does.
 
 Rows are generated inside Postgres (INSERT ... SELECT FROM generate_series), which is faster than
@@ -15,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import psycopg
 
 T0 = "2026-01-01 00:00:00+00"
+JOB_ATTEMPTS = 100_000  # attempts per job by default
 
 
 def load(
@@ -29,51 +33,59 @@ def load(
     jobs: int = 10,
     rate: float = 100.0,
     seed: float = 0.42,
+    progress: Callable[[str], None] | None = None,
 ) -> None:
-    """Append a ledger of about `attempts` attempts (rate: attempts finished per second overall)."""
+    """Append a ledger of about `attempts` attempts in `jobs` jobs `bench0`, `bench1`, ... run one after
+    the other (rate: attempts finished per second overall). One job per statement, so a 10M ledger
+    never holds all its rows in one transaction; `progress` gets a line per job."""
     prompts = attempts * 2 // 3
     per_job = max(1, prompts // jobs)
     conn.execute("SELECT setseed(%s)", (seed,))
-    conn.execute(
-        "INSERT INTO jobs (name, task, entry_model) SELECT 'bench' || j, 'qa', 'small' "
-        "FROM generate_series(0, %s) j",
-        (jobs - 1,),
-    )
-    conn.execute(
-        """INSERT INTO prompts (job_id, doc_key, text, content_hash, state, model, finished_at)
-           SELECT (SELECT id FROM jobs WHERE name = 'bench' || least(i / %(per_job)s, %(last)s)),
-                  'd' || i, 'text', md5(i::text), 'done', 'small', now()
-           FROM generate_series(0, %(n)s) i""",
-        {"per_job": per_job, "last": jobs - 1, "n": prompts - 1},
-    )
-    # Attempt k of the run finishes at k / rate s after T0 (plus jitter); small answers every prompt
-    # in order, big the odd ones, interleaved in time as escalations are.
-    conn.execute(
-        """WITH p AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS i FROM prompts
-                      WHERE doc_key LIKE 'd%%' AND job_id IN (SELECT id FROM jobs WHERE name LIKE 'bench%%')),
-                a AS (SELECT p.id AS prompt_id, m.model, m.model = 'big' AS esc,
-                             (p.i * 3 / 2 + (m.model = 'big')::int) AS k
-                      FROM p CROSS JOIN (VALUES ('small'), ('big')) m(model)
-                      WHERE m.model = 'small' OR p.i %% 2 = 1)
-           INSERT INTO attempts (prompt_id, model, stage, round, status, answer, escalated, endpoint,
-                                 busy_s, gpu_count, usd_per_gpu_hour, latency_s, started_at, finished_at,
-                                 prompt_tokens, generated_tokens)
-           SELECT prompt_id, model, 'answer', 0, 'ok', 'an answer', model = 'small' AND NOT esc,
-                  'http://' || model || '-' || (k %% %(endpoints)s), b, 1, 0.8, b + 0.05,
-                  f - make_interval(secs => b + 0.05), f, 100, 20
-           FROM (SELECT a.*, round((0.2 + random() * 2)::numeric, 3)::float8 AS b,
-                        %(t0)s::timestamptz + make_interval(
-                            secs => round((k / %(rate)s + random() * 0.5)::numeric, 6)::float8) AS f
-                 FROM a) x""",
-        {"endpoints": endpoints, "rate": rate, "t0": T0},
-    )
-    conn.execute(
-        """INSERT INTO finals (prompt_id, attempt_id, model, answer)
-           SELECT DISTINCT ON (a.prompt_id) a.prompt_id, a.id, a.model, 'an answer'
-           FROM attempts a JOIN prompts p ON p.id = a.prompt_id
-           JOIN jobs j ON j.id = p.job_id AND j.name LIKE 'bench%%'
-           ORDER BY a.prompt_id, a.model = 'big' DESC"""
-    )
+    for j in range(jobs):
+        t = time.perf_counter()
+        lo, hi = j * per_job, (prompts if j == jobs - 1 else (j + 1) * per_job)
+        row = conn.execute(
+            "INSERT INTO jobs (name, task, entry_model) VALUES (%s, 'qa', 'small') RETURNING id",
+            (f"bench{j}",),
+        ).fetchone()
+        assert row is not None
+        params = {"job": row[0], "lo": lo, "hi": hi - 1, "endpoints": endpoints, "rate": rate, "t0": T0}
+        conn.execute(
+            """INSERT INTO prompts (job_id, doc_key, text, content_hash, state, model, finished_at)
+               SELECT %(job)s, 'd' || i, 'text', md5(i::text), 'done', 'small', now()
+               FROM generate_series(%(lo)s, %(hi)s) i""",
+            params,
+        )
+        # Attempt k of the run finishes at k / rate s after T0 (plus jitter); small answers every
+        # prompt in order, big the odd ones, interleaved in time as escalations are.
+        conn.execute(
+            """WITH p AS (SELECT id, %(lo)s + row_number() OVER (ORDER BY id) - 1 AS i
+                          FROM prompts WHERE job_id = %(job)s),
+                    a AS (SELECT p.id AS prompt_id, m.model, m.model = 'big' AS esc,
+                                 (p.i * 3 / 2 + (m.model = 'big')::int) AS k
+                          FROM p CROSS JOIN (VALUES ('small'), ('big')) m(model)
+                          WHERE m.model = 'small' OR p.i %% 2 = 1)
+               INSERT INTO attempts (prompt_id, model, stage, round, status, answer, escalated, endpoint,
+                                     busy_s, gpu_count, usd_per_gpu_hour, latency_s, started_at,
+                                     finished_at, prompt_tokens, generated_tokens)
+               SELECT prompt_id, model, 'answer', 0, 'ok', 'an answer', model = 'small' AND NOT esc,
+                      'http://' || model || '-' || (k %% %(endpoints)s), b, 1, 0.8, b + 0.05,
+                      f - make_interval(secs => b + 0.05), f, 100, 20
+               FROM (SELECT a.*, round((0.2 + random() * 2)::numeric, 3)::float8 AS b,
+                            %(t0)s::timestamptz + make_interval(
+                                secs => round((k / %(rate)s + random() * 0.5)::numeric, 6)::float8) AS f
+                     FROM a ORDER BY k) x""",
+            params,
+        )
+        conn.execute(
+            """INSERT INTO finals (prompt_id, attempt_id, model, answer)
+               SELECT DISTINCT ON (a.prompt_id) a.prompt_id, a.id, a.model, 'an answer'
+               FROM attempts a JOIN prompts p ON p.id = a.prompt_id AND p.job_id = %(job)s
+               ORDER BY a.prompt_id, a.model = 'big' DESC""",
+            params,
+        )
+        if progress:
+            progress(f"job bench{j}: {hi - lo:,} prompts in {time.perf_counter() - t:.1f} s")
 
 
 def main() -> None:
@@ -83,11 +95,12 @@ def main() -> None:
     parser.add_argument("database_url")
     parser.add_argument("--attempts", type=int, default=1_000_000)
     parser.add_argument("--endpoints", type=int, default=4, help="per model")
-    parser.add_argument("--jobs", type=int, default=10)
+    parser.add_argument("--jobs", type=int, help="default: one per 100,000 attempts")
     args = parser.parse_args()
     with psycopg.connect(args.database_url, autocommit=True) as conn:
         t = time.perf_counter()
-        load(conn, args.attempts, endpoints=args.endpoints, jobs=args.jobs)
+        jobs = args.jobs or max(1, args.attempts // JOB_ATTEMPTS)
+        load(conn, args.attempts, endpoints=args.endpoints, jobs=jobs, progress=print)
         conn.execute("VACUUM ANALYZE")
         print(f"loaded {args.attempts} attempts in {time.perf_counter() - t:.1f} s")
 

@@ -1,8 +1,8 @@
-"""Cost views over a large ledger: the full sweep (pre-0009 views) against stored shares (0009).
+"""Cost views over a large ledger: the full sweep (pre-0009 views) against stored shares and sealed jobs.
 
-    python benchmarks/ledger_bench.py [--attempts 1000000] [--keep] [--skip-old]
+    python benchmarks/ledger_bench.py [--attempts 1000000] [--jobs N] [--keep] [--skip-old]
 
-Uses the Postgres server of HERD_DATABASE_URL (required) but its own database `herd_ledger_bench`,
+Uses the Postgres server of HERD_DATABASE_URL (required) but its own database `<its name>_ledger_bench`,
 created, migrated, loaded by benchmarks/ledger.py, and dropped at the end unless --keep. Prints, for
 each query, the old views' time beside the new ones', measured in the same run on the same rows:
 
@@ -10,14 +10,30 @@ each query, the old views' time beside the new ones', measured in the same run o
 2. `SELECT * FROM job_model_costs WHERE job = ...` (one job);
 3. `herd report` for one job (herd.reporting.build.build, which `herd report` runs before rendering);
 
-and the time the fill took to store every share (what the pump ticks spread over the night). The old
+new only (the old ones take minutes each): `model_costs`, `perfics_inputs` for one job, the report and
+the total with that job unsealed (computed live, as while a job runs), and the time to seal it; and the
+time the fill took to store every share and seal every job (what the pump ticks spread over the
+night). Jobs are `--jobs` (default one per 100,000 attempts: the same job size at 1M and 10M). The old
 views live in schema `sweep` (tests/support/sweep.py); pointing search_path at it makes `build` read
 them. Each new query runs twice and the faster time is printed; each old one runs once (minutes).
 
-Measured 2026-12-01, 1M attempts, 2 cores shared with other jobs (load average ~10, so absolute times
-are ~5x an idle machine; compare the columns): load 282 s, fill 197 s; job_costs sum 118.8 s -> 37.8 s;
-job_model_costs one job 142.9 s -> 18.0 s; herd report one job 445.9 s -> 93.9 s. What remains is
-job_windows and perfics_inputs aggregating the whole ledger for one job (EXPLAIN shows it), not the sweep.
+Before 0010 (2026-12-01, 1M attempts, load average ~10): job_costs sum 118.8 s -> 37.8 s; job_model_costs
+one job 142.9 s -> 18.0 s; herd report one job 445.9 s -> 93.9 s: job_windows and perfics_inputs still
+aggregated the whole ledger for one job.
+
+With sealed jobs (migration 0010), measured 2026-11-30 on the same 2-core machine shared with two other
+engineers' test runs (load average 2.4-7 during the run), 1M attempts in 10 jobs of 100k, old sweep
+views vs now, same run, same rows: load 48.3 s, fill (store 999,999 shares, seal 10 jobs) 56.1 s;
+`SELECT sum(cost_usd) FROM job_costs` 33.78 s -> 0.001 s; job_model_costs one job 25.36 s -> 0.003 s;
+model_costs 0.000 s; perfics_inputs one job 0.738 s; herd report one job 98.37 s -> 1.225 s. The same
+job unsealed (computed live, as while it runs): herd report 3.133 s, job_costs sum 0.764 s; sealing
+it 0.764 s. A report now grows with its job (here 100k attempts) and the unsealed jobs, not the ledger.
+
+10M attempts in 100 jobs of 100k, `--attempts 10000000 --skip-old`, same day and machine (load average
+2.5-7 while loading, 0.5-2.5 while querying): load 572.6 s, fill (store 9,999,999 shares, seal 100
+jobs) 541.8 s; job_costs sum 0.004 s; job_model_costs one job 0.001 s; model_costs 0.000 s;
+perfics_inputs one job 0.482 s; herd report one job 0.923 s (goal: under 2 s); unsealed: herd report
+2.478 s, job_costs sum 0.602 s; sealing one job 0.607 s.
 """
 
 from __future__ import annotations
@@ -34,14 +50,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ledger import load  # noqa: E402
+from benchmarks.ledger import JOB_ATTEMPTS, load  # noqa: E402
 from herd.ledger.db import migrate  # noqa: E402
 from herd.ledger.shares import fill  # noqa: E402
 from herd.reporting.build import build  # noqa: E402
 from tests.support.sweep import create_sweep_views  # noqa: E402
-
-NAME = "herd_ledger_bench"
-JOB = "bench3"
 
 
 def timed(run: Callable[[], object], repeat: int = 2) -> float:
@@ -60,59 +73,89 @@ def main() -> None:
     )
     parser.add_argument("--attempts", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the loaded database")
+    parser.add_argument("--jobs", type=int, help="default: one per 100,000 attempts")
     parser.add_argument("--skip-old", action="store_true", help="only the new views (e.g. at 10M)")
     args = parser.parse_args()
+    jobs = args.jobs or max(1, args.attempts // JOB_ATTEMPTS)
+    job = f"bench{jobs // 2}"  # a job in the middle of the ledger
     server = os.environ["HERD_DATABASE_URL"]
-    url = urlunsplit(urlsplit(server)._replace(path=f"/{NAME}"))
+    # Named after the server database, so checkouts sharing one Postgres do not drop each other's.
+    name = f"{urlsplit(server).path.lstrip('/') or 'herd'}_ledger_bench"
+    url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
     with psycopg.connect(server, autocommit=True) as admin:
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (NAME,)).fetchone()
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if exists and not args.keep:
-            admin.execute(f"DROP DATABASE {NAME} WITH (FORCE)")
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         if not exists or not args.keep:
-            admin.execute(f"CREATE DATABASE {NAME}")
+            admin.execute(f"CREATE DATABASE {name}")
     migrate(url)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             count = conn.execute("SELECT count(*) FROM attempts").fetchone()
             if not count or count[0] == 0:
                 t = time.perf_counter()
-                load(conn, args.attempts)
+                load(conn, args.attempts, jobs=jobs, progress=lambda line: print(line, flush=True))
                 conn.execute("VACUUM ANALYZE")
                 print(f"load {args.attempts:,} attempts: {time.perf_counter() - t:.1f} s", flush=True)
                 t = time.perf_counter()
-                stored = 0
+                stored = sealed = 0
                 while True:  # as the pump ticks would, one bounded call after another
                     done = fill(conn, horizon_s=0, slice_attempts=50_000, budget_s=30)
-                    stored += done.stored
-                    if done.stored == 0:
+                    stored, sealed = stored + done.stored, sealed + done.sealed
+                    if done.stored == 0 and done.sealed == 0:
                         break
                 conn.execute("VACUUM ANALYZE")
-                print(f"fill (store {stored:,} shares): {time.perf_counter() - t:.1f} s", flush=True)
+                print(
+                    f"fill (store {stored:,} shares, seal {sealed} jobs): {time.perf_counter() - t:.1f} s",
+                    flush=True,
+                )
             create_sweep_views(conn)
-            queries: list[tuple[str, Callable[[], object]]] = [
+
+            def one(sql: str) -> Callable[[], object]:
+                return lambda: conn.execute(sql, {"job": job}).fetchall()
+
+            # (label, run, also run the old view): the old sweep takes minutes per query on a loaded
+            # machine, so only the queries issue 12 names run both ways.
+            queries: list[tuple[str, Callable[[], object], bool]] = [
+                ("SELECT sum(cost_usd) FROM job_costs", one("SELECT sum(cost_usd) FROM job_costs"), True),
                 (
-                    "SELECT sum(cost_usd) FROM job_costs",
-                    lambda: conn.execute("SELECT sum(cost_usd) FROM job_costs").fetchall(),
+                    f"job_model_costs WHERE job = '{job}'",
+                    one("SELECT * FROM job_model_costs WHERE job = %(job)s"),
+                    True,
                 ),
+                ("SELECT * FROM model_costs", one("SELECT * FROM model_costs"), False),
                 (
-                    f"job_model_costs WHERE job = '{JOB}'",
-                    lambda: conn.execute("SELECT * FROM job_model_costs WHERE job = %s", (JOB,)).fetchall(),
+                    f"perfics_inputs WHERE job = '{job}'",
+                    one("SELECT * FROM perfics_inputs WHERE job = %(job)s"),
+                    False,
                 ),
-                (f"herd report {JOB} (build)", lambda: build(conn, JOB)),
+                (f"herd report {job} (build)", lambda: build(conn, job), True),
             ]
             print(f"{'query':45} {'old (sweep)':>12} {'new (stored)':>13}", flush=True)
-            for label, run in queries:
+            for label, run, both in queries:
                 old = float("nan")
-                if not args.skip_old:
+                if both and not args.skip_old:
                     conn.execute("SET search_path = sweep, public")
                     old = timed(run, repeat=1)
                 conn.execute("SET search_path = public")
                 new = timed(run)
-                print(f"{label:45} {old:11.2f}s {new:12.3f}s", flush=True)
+                shown = "-" if old != old else f"{old:.2f}s"  # NaN: not run
+                print(f"{label:45} {shown:>12} {new:12.3f}s", flush=True)
+            # The same job unsealed, as while it runs (its rows computed live, one job's attempts).
+            conn.execute(
+                "DELETE FROM cost_rollup_jobs WHERE job_id = (SELECT id FROM jobs WHERE name = %s)", (job,)
+            )
+            new = timed(lambda: build(conn, job))
+            print(f"{f'herd report {job}, job unsealed (live)':45} {'':>12} {new:12.3f}s", flush=True)
+            new = timed(one("SELECT sum(cost_usd) FROM job_costs"))
+            print(f"{'sum(cost_usd) FROM job_costs, one unsealed':45} {'':>12} {new:12.3f}s", flush=True)
+            t = time.perf_counter()
+            conn.execute("SELECT cost_rollup_seal(id) FROM jobs WHERE name = %s", (job,))
+            print(f"{'seal one job (cost_rollup_seal)':45} {'':>12} {time.perf_counter() - t:12.3f}s")
     finally:
         if not args.keep:
             with psycopg.connect(server, autocommit=True) as admin:
-                admin.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from tests.support.endpoint import EndpointDouble
 from tests.support.processes import Procs, wait_for_log
 
 REPO = Path(__file__).resolve().parents[2]
-TABLES = "finals, attempts, prompts, jobs, cost_share_marks, cost_share_cuts, cost_share_late"
+TABLES = (
+    "finals, attempts, prompts, jobs, cost_share_marks, cost_share_cuts, cost_share_late, cost_rollup_jobs"
+)
 
 
 @dataclass

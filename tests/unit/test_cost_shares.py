@@ -19,6 +19,7 @@ from tests.unit.test_costs import T0, add_attempt, add_final, add_job, add_promp
 
 COST_VIEWS = [
     "attempt_costs",
+    "job_windows",
     "job_model_costs",
     "job_costs",
     "model_costs",

@@ -87,6 +87,8 @@ prompts = Table(
     UniqueConstraint("job_id", "doc_key", name="uq_prompts_job_id_doc_key"),
     CheckConstraint("state IN ('pending', 'queued', 'held', 'done', 'failed')", name="state"),
     Index("ix_prompts_job_id_state", "job_id", "state"),
+    # One job's prompt id span, O(log n) (migration 0010: job-scoped views read attempts by that range).
+    Index("ix_prompts_job_id_id", "job_id", "id"),
     # The dispatcher scans these two small slices of a possibly huge table.
     Index("ix_prompts_pending", "id", postgresql_where=text("state = 'pending'")),
     Index("ix_prompts_queued", "enqueued_at", postgresql_where=text("state = 'queued'")),
@@ -265,4 +267,37 @@ cost_share_late = Table(
     Column("endpoint", Text, nullable=False),
     Column("busy_start", TS, nullable=False),
     Column("busy_s", Float, nullable=False),
+)
+
+# Sealed jobs (migration 0010, herd/ledger/shares.py): a job whose shares are all final, with its
+# job_windows row; cost_rollups holds its job_model_costs rows (plus the raw attributed GPU seconds).
+# Deleting the job's cost_rollup_jobs row (any change to its attempts) unseals it.
+cost_rollup_jobs = Table(
+    "cost_rollup_jobs",
+    metadata,
+    Column("job_id", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("window_start", TS),
+    Column("window_end", TS),
+    Column("window_s", Numeric),
+    Column("sealed_at", TS, nullable=False, server_default=func.now()),
+)
+
+cost_rollups = Table(
+    "cost_rollups",
+    metadata,
+    Column("job_id", BigInteger, ForeignKey("cost_rollup_jobs.job_id", ondelete="CASCADE"), primary_key=True),
+    Column("model", Text, primary_key=True),
+    *[
+        Column(name, BigInteger)
+        for name in (
+            "attempts answers critiques refinements escalations errors prompt_tokens generated_tokens"
+        ).split()
+    ],
+    *[
+        Column(name, Numeric)
+        for name in "attributed_gpu_hours cost_usd provisioned_gpu_hours provisioned_cost_usd".split()
+    ],
+    Column("latency_p50_s", Float),
+    Column("latency_p95_s", Float),
+    Column("attributed_gpu_seconds", Numeric),
 )

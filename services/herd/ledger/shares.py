@@ -5,6 +5,10 @@ its share of the busy seconds (docs/cost-model.md) is final. `fill` moves `close
 the last busy end at least `horizon_s` seconds old, sweeps the slice in between with the same
 arithmetic as the views, and stores the result; `attempt_costs` then sweeps only what is left.
 
+Then it seals every job whose shares are all final (migration 0010): the job's `job_model_costs`
+and `job_windows` rows are stored, so the views read them instead of the job's attempts, until a
+change to the job (or a rewind over its endpoints) unseals it.
+
 Who calls it: every worker's pump tick (already periodic, already holding a database connection, and
 a writer; `herd report` runs in a read-only snapshot and psql users may be `herd_reader`). Reports
 stay correct without any fill: the open tail is swept at query time, just slower.
@@ -20,6 +24,8 @@ import psycopg
 
 # pg_try_advisory_xact_lock key: one filler at a time across all worker processes ("herdfill").
 _LOCK_KEY = 0x68657264_66696C6C
+# pg_advisory_xact_lock(class, job id mod 2^31 - 1): a job's seal lock (migration 0010's trigger).
+_SEAL_CLASS = 0x68657264  # "herd"
 
 _VALID = "a.busy_s > 0 AND a.busy_s < 'Infinity'"
 
@@ -98,14 +104,42 @@ SELECT (SELECT count(*) FROM stored), (SELECT count(*) FROM carried),
 """
 
 
+# Jobs to seal (migration 0010): not sealed, with attempts, none of them in any endpoint's open tail,
+# so every share of the job is final. All jobs (job NULL) or one.
+_SEALABLE = f"""
+WITH candidates AS (
+    SELECT j.id
+    FROM jobs j
+    WHERE (%(job)s::bigint IS NULL OR j.id = %(job)s)
+      AND NOT EXISTS (SELECT FROM cost_rollup_jobs s WHERE s.job_id = j.id)
+      AND EXISTS (SELECT FROM prompts p JOIN attempts a ON a.prompt_id = p.id WHERE p.job_id = j.id)
+),
+tail_jobs AS (
+    SELECT DISTINCT p.job_id
+    FROM cost_share_marks m
+    CROSS JOIN LATERAL (
+        SELECT a.prompt_id FROM attempts a
+        WHERE a.endpoint = m.endpoint AND a.finished_at > m.closed_until AND {_VALID}
+    ) a
+    JOIN prompts p ON p.id = a.prompt_id
+    WHERE EXISTS (SELECT FROM candidates)
+)
+SELECT c.id FROM candidates c
+WHERE NOT EXISTS (SELECT FROM tail_jobs t WHERE t.job_id = c.id)
+ORDER BY c.id
+"""
+
+
 @dataclass(frozen=True)
 class FillResult:
-    """What one fill did: attempts whose share became final, parts carried, endpoints rewound."""
+    """What one fill did: attempts whose share became final, parts carried, endpoints rewound, jobs
+    sealed (their job_model_costs rows stored in cost_rollups, migration 0010)."""
 
     stored: int = 0
     carried: int = 0
     rewound: int = 0
     busy: bool = False  # another process was filling; nothing done
+    sealed: int = 0
 
 
 def fill(
@@ -120,7 +154,10 @@ def fill(
     `slice_attempts` bounds one slice's sweep; `budget_s` (seconds) bounds one call, so a pump tick
     catching up on a large ledger returns and the next tick goes on. `conn` is an autocommit
     connection; the whole call is one transaction, holding an EXCLUSIVE lock on cost_share_marks that
-    makes concurrent attempt inserts wait for it (keep slices small)."""
+    makes concurrent attempt inserts wait for it (keep slices small). Then, in a transaction per job,
+    seals every job whose shares are all final (`cost_rollup_seal`, migration 0010: one GROUP BY over
+    the job's attempts) until the budget is spent. Returns counts (FillResult); raises psycopg errors
+    as they come."""
     deadline = time.monotonic() + budget_s
     stored = carried = rewound = 0
     with conn.transaction():
@@ -167,7 +204,37 @@ def fill(
                     "INSERT INTO cost_share_cuts (endpoint, cut) VALUES (%s, %s)", (endpoint, new_cut)
                 )
                 cut = new_cut
-    return FillResult(stored, carried, rewound)
+    return FillResult(stored, carried, rewound, sealed=_seal(conn, deadline))
+
+
+def _seal(conn: psycopg.Connection, deadline: float) -> int:
+    """Seal every job whose shares are all final, one transaction per job, until `deadline`.
+
+    Not under the fill's EXCLUSIVE lock on cost_share_marks: sealing a night's job is one GROUP BY
+    over all its attempts (seconds), and every attempt insert of the herd would wait for it. Instead
+    each seal holds the fill's advisory lock (no rewind can run meanwhile; a rewind afterwards unseals
+    what it touches) and the job's seal lock, which the attempts trigger takes shared for the jobs it
+    changes: an insert into the job waits for the seal and then unseals it, or the seal waits for the
+    insert and sees it when it checks the job again."""
+    sealed = 0
+    for (job_id,) in conn.execute(_SEALABLE, {"job": None}).fetchall():
+        if time.monotonic() >= deadline:
+            break
+        try:
+            with conn.transaction():
+                got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).fetchone()
+                if not got or not got[0]:
+                    break
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, (%s::bigint %% 2147483647)::integer)",
+                    (_SEAL_CLASS, job_id),
+                )
+                if conn.execute(_SEALABLE, {"job": job_id}).fetchone() is not None:
+                    conn.execute("SELECT cost_rollup_seal(%s)", (job_id,))
+                    sealed += 1
+        except psycopg.errors.ForeignKeyViolation:
+            continue  # the job was deleted meanwhile
+    return sealed
 
 
 def _next_cut(
@@ -199,6 +266,12 @@ def _rewind(conn: psycopg.Connection, endpoint: str, target: datetime) -> int:
     if row is None:
         return 0
     back = {"e": endpoint, "r": row[0]}
+    # Every job with an attempt past the cut loses its rollup: its shares are about to change.
+    conn.execute(
+        """DELETE FROM cost_rollup_jobs s USING attempts a JOIN prompts p ON p.id = a.prompt_id
+           WHERE s.job_id = p.job_id AND a.endpoint = %(e)s AND a.finished_at > %(r)s::timestamptz""",
+        back,
+    )
     # Every attempt ending after the cut loses its total; parts of slices from the cut on go too.
     conn.execute(
         """DELETE FROM cost_shares s USING attempts a

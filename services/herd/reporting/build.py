@@ -135,6 +135,9 @@ def build(
     ]
     rows = [replace(r, partial=r.kind == "model" and r.prompts < summary.prompts) for r in rows]
     with conn.transaction():
+        # alone() reads attempt_costs for one job: milliseconds of work that Postgres would JIT-compile
+        # for seconds, misled by whole-table estimates of the open tail (migration 0010 says more).
+        conn.execute("SET LOCAL jit = off")
         versions = by_version(conn, job, chosen)
         models_alone = alone(conn, summary.task, chosen)
     return Report(summary, chosen, scorers, weights, rows, versions, models_alone)

@@ -88,10 +88,14 @@ def alone(conn: psycopg.Connection, task: str, scorer: str | None) -> Alone | No
                       FILTER (WHERE c.status <> 'ok' OR s.score IS NOT NULL),
                   1000 * sum(c.cost_usd) / count(*)
            FROM attempt_costs c JOIN prompts p ON p.id = c.prompt_id
-           LEFT JOIN scores s ON s.attempt_id = c.attempt_id AND s.scorer = %s
-           WHERE c.job_id = %s AND c.stage = 'answer' AND p.state IN ('done', 'failed')
+           LEFT JOIN scores s ON s.attempt_id = c.attempt_id AND s.scorer = %(scorer)s
+           WHERE c.job_id = %(job)s AND c.stage = 'answer' AND p.state IN ('done', 'failed')
+             -- Redundant with the job, but the job's attempts are then read by a range of their
+             -- prompt_id index, not found in a scan of the whole ledger (migration 0010's SPAN).
+             AND c.prompt_id BETWEEN (SELECT min(id) FROM prompts WHERE job_id = %(job)s)
+                                 AND (SELECT max(id) FROM prompts WHERE job_id = %(job)s)
            GROUP BY c.model ORDER BY min(c.attempt_id)""",
-        (scorer, found[0]),
+        {"scorer": scorer, "job": found[0]},
     ).fetchall()
     return Alone(
         str(found[1]),
