@@ -261,10 +261,10 @@ class HerdCollector(Collector):
     `max_age_s` lets several scrapes share one read (docs/deploy.md, sizing). Redis is read every
     time: LLEN is O(1). A source that is down is reported in `herd_up`, not as a failed scrape.
 
-    The attributed cost is the expensive one (model_costs shares every endpoint's busy time over the
-    whole ledger: seconds per 100k attempts). It is computed once synchronously, then refreshed in a
-    background thread every `cost_max_age_s`, so no scrape waits for it; `herd_cost_age_seconds`
-    says how old the figure is."""
+    The attributed cost is the dearest read: model_costs reads sealed jobs' stored totals (migration
+    0010) but computes every running job live, seconds per 100k of its attempts. It is computed once
+    synchronously, then refreshed in a background thread every `cost_max_age_s`, so no scrape waits
+    for it; `herd_cost_age_seconds` says how old the figure is."""
 
     def __init__(
         self,
