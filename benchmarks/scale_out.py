@@ -54,6 +54,7 @@ from benchmarks.throughput import (  # noqa: E402 - after the path fix above
     Services,
     fresh_state,
     herd_env,
+    herd_yaml,
     services,
     start_double,
     stopping,
@@ -61,25 +62,6 @@ from benchmarks.throughput import (  # noqa: E402 - after the path fix above
     write_questions,
 )
 from tests.support.processes import Procs  # noqa: E402
-
-
-def herd_yaml(urls: list[str], c: int) -> str:
-    """A one-model herd file whose model has every double as an endpoint."""
-    endpoints = ", ".join(f"{url}/m/{MODEL}/v1" for url in urls)
-    return f"""\
-models:
-  {MODEL}:
-    protocol: openai
-    endpoints: [{endpoints}]
-    prompt_mode: chat
-    max_in_flight: {c}
-    timeout_s: 30
-    retries: {{max: 3, backoff_s: 0.05, backoff_max_s: 0.2}}
-    gpus: {{type: L4, count: 1, usd_per_hour: 0.8}}
-tasks:
-  {TASK}:
-    kind: qa
-"""
 
 
 @dataclass

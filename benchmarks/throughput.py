@@ -315,12 +315,15 @@ def run_bare(
 # ------------------------------------------------------------------------------------------------------ herd
 
 
-def herd_yaml(base_url: str, c: int) -> str:
+def herd_yaml(base_url: str | list[str], c: int) -> str:
+    """A one-model herd file (openai chat, no escalation) with every double in `base_url` as an endpoint."""
+    urls = [base_url] if isinstance(base_url, str) else base_url
+    endpoints = ", ".join(f"{url}/m/{MODEL}/v1" for url in urls)
     return f"""\
 models:
   {MODEL}:
     protocol: openai
-    endpoints: {base_url}/m/{MODEL}/v1
+    endpoints: [{endpoints}]
     prompt_mode: chat
     max_in_flight: {c}
     timeout_s: 30
