@@ -9,13 +9,31 @@ from pathlib import Path
 from typing import IO
 
 
+class OutputPathError(ValueError):
+    """An output path that cannot be written: its folder is missing, or it names a folder."""
+
+
+def check_output_path(path: Path) -> None:
+    """Raise OutputPathError (one line naming `path`) unless a file can be created at `path`.
+    Called before any work is done, so a typo in `-o` costs nothing."""
+    if path.is_dir():
+        raise OutputPathError(f"{path}: is a folder; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"{path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputPathError(f"{path}: folder {parent} is not writable")
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A path beside `path` to write to; renamed over `path` when the block succeeds, removed when
     it raises. A reader never sees half a file, and a failed write leaves the old file in place.
 
     The temporary name ends in `.partial` in the same folder, so the rename is atomic (same
-    filesystem) and an interrupted run leaves a file that says what it is."""
+    filesystem) and an interrupted run leaves a file that says what it is. Raises OutputPathError
+    when `path` cannot be written (check_output_path)."""
+    check_output_path(path)
     partial = path.with_name(path.name + ".partial")
     try:
         yield partial

@@ -68,6 +68,14 @@ app = Celery("herd", include=["herd_workers.tasks"])
 app.add_defaults(_config)
 
 
+def check_broker(timeout_s: float = 5.0) -> None:
+    """Connect to the broker once, within `timeout_s` seconds, or raise kombu's OperationalError
+    (the CLI prints it as one line). `herd submit` calls it before writing anything, so a broker that
+    is down leaves no job behind whose prompts wait a stale period for their messages."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=0, timeout=timeout_s)
+
+
 def publish(dispatches: Iterable[tuple[int, str, str, int]]) -> int:
     """Send one message per (prompt id, model, stage, round) to that model's queue: ids only."""
     sent = 0

@@ -491,6 +491,8 @@ def test_money_and_html_escaping(db: psycopg.Connection) -> None:
         "1234.50",
         "0.00",
     ]
+    # The ledger's zero sums come back as Decimal("0E-20"): shown as 0, never "0e-20".
+    assert [render._num(Decimal("0E-20"), spec) for spec in (".4g", ".3f")] == ["0", "0.000"]
     hand_job(db, name="<b>night & day</b>")
     out = io.StringIO()
     render.render(build.build(db, "<b>night & day</b>"), "html", out)

@@ -8,11 +8,13 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
 from rich.text import Text
 
+from herd.files import OutputPathError
 from herd.herdfile.model import ConfigError, HerdConfig, load_herd
 from herd.jobs.documents import InputError
 from herd.jobs.status import UnknownJobError
@@ -21,7 +23,58 @@ from herd.redact import install_log_redaction, redact
 from herd.settings import get_settings
 
 console = Console(stderr=True)
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, InputError, UnknownJobError, SchemaError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    InputError,
+    UnknownJobError,
+    SchemaError,
+    OutputPathError,
+)
+
+
+def unreachable_service(exc: BaseException) -> str | None:
+    """One line for a database or broker that cannot be reached (down, wrong URL, no such database),
+    with the URL's password masked; None for anything else. psycopg, redis and kombu are imported
+    lazily by the commands that use them, so they are looked up only if already loaded."""
+    from herd.redact import mask_url
+
+    settings = get_settings()
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+        # Not herd.urls.database_url(): without a configured URL it would start the embedded server.
+        where = (
+            mask_url(settings.database_url)
+            if settings.database_url
+            else f"the embedded Postgres ({settings.home})"
+        )
+        return f"cannot reach the database at {where}: {_one_line(exc)}"
+    broker_errors = tuple(
+        cls
+        for module, name in (
+            ("kombu.exceptions", "OperationalError"),
+            ("redis.exceptions", "ConnectionError"),
+        )
+        if (cls := getattr(sys.modules.get(module), name, None)) is not None
+    )
+    if broker_errors and isinstance(exc, broker_errors):
+        where = (
+            mask_url(settings.broker_url) if settings.broker_url else f"the embedded Redis ({settings.home})"
+        )
+        return f"cannot reach the broker at {where}: {_one_line(exc)}"
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    # psycopg's connection errors span lines ("...failed: Connection refused\n\tIs the server running").
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip()) or type(exc).__name__
+
+
+def fail(message: str, status: int = 2) -> NoReturn:
+    """Print `message` as Herd's one error line (credentials masked) and exit with `status`:
+    2 for input the user can fix, 1 for the environment (a service down)."""
+    # soft_wrap: a long path must stay on one line, so the message can be grepped and clicked.
+    console.print(Text.assemble(("error: ", "bold red"), redact(message)), soft_wrap=True)
+    sys.exit(status)
 
 
 class HerdGroup(click.Group):
@@ -33,12 +86,13 @@ class HerdGroup(click.Group):
         try:
             return super().invoke(ctx)
         except USER_ERRORS + (ProcessError,) as exc:
-            # soft_wrap: a long path must stay on one line, so the message can be grepped and clicked.
-            console.print(Text.assemble(("error: ", "bold red"), redact(str(exc))), soft_wrap=True)
-            sys.exit(2)
+            fail(str(exc))
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # click reports these itself
-        except Exception:
+        except Exception as exc:
+            down = unreachable_service(exc)
+            if down is not None:  # the environment, not a bug: one line, exit 1
+                fail(down, status=1)
             # Anything else is a bug or an environment problem: its traceback, but never a credential
             # (psycopg and SQLAlchemy quote a malformed database URL back, password and all).
             print(redact(traceback.format_exc()), file=sys.stderr, end="")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from herd.cli.app import console, database, herd_config, main
+from herd.cli.app import console, database, fail, herd_config, main, unreachable_service
 from herd.cli.output import counting_bar
 from herd.files import atomic_text
 from herd.reporting.tables import Column, print_table
@@ -48,7 +48,7 @@ def submit(
     from herd.jobs.sampling import sample as draw
     from herd.jobs.skipped import Collector
     from herd.jobs.submit import submit as do_submit
-    from herd.queues import publish
+    from herd.queues import check_broker, publish
 
     herd = herd_config(ctx)
     if sample is not None and not calibration:
@@ -61,6 +61,7 @@ def submit(
         raise InputError(f"--budget-usd must be >= 0 (got {budget_usd})")
     files = documents.expand(list(paths))
     url = database()
+    check_broker()  # before anything is written: a job whose messages cannot be sent is half a job
     skipped = Collector()
     records = documents.read(
         files, text_column=text_column, on_unreadable=skipped if skip_unreadable else None
@@ -81,8 +82,22 @@ def submit(
                 kind="calibration" if calibration else "live",
                 budget_usd=Decimal(str(budget_usd)) if budget_usd is not None else None,
                 skipped=skipped,
+                inputs=[str(f.path) for f in files],
             )
-    publish(result.dispatched)
+    try:
+        publish(result.dispatched)
+    except Exception as exc:
+        down = unreachable_service(exc)
+        if down is None:
+            raise
+        # The prompts are committed as queued (the submit was one transaction); only their messages
+        # are missing, and that is what the workers' stale sweep re-sends.
+        fail(
+            f"{down}. Job {result.job}: {result.added} new prompts are stored but "
+            f"{len(result.dispatched)} messages were not sent; a running worker re-sends them within "
+            f"{get_settings().stale_after_s:.0f} s (HERD_STALE_AFTER_S) once the broker is back",
+            status=1,
+        )
     console.print(
         f"job {result.job}: read {result.read} documents, added {result.added} new prompts, "
         f"sent {len(result.dispatched)} to the queues",
@@ -150,6 +165,13 @@ def status(job: str) -> None:
         out.print(f"skipped {len(st.skipped)} unreadable file(s):", markup=False)
         for item in st.skipped:
             out.print(f"  {item.path}: {item.reason}", markup=False, soft_wrap=True)
+    if st.failures:
+        shown = sum(n for _, n, _ in st.failures)
+        out.print(f"why {st.states.get('failed', 0)} failed:", markup=False)
+        for reason, n, example in st.failures:
+            out.print(f"  {n} x {reason} (e.g. {example})", markup=False, soft_wrap=True)
+        if shown < st.states.get("failed", 0):
+            out.print(f"  {st.states['failed'] - shown} more, for other reasons (docs/sql.md)", markup=False)
     if st.throughput is not None:
         out.print(f"throughput: {st.throughput:.1f} prompts/s over {st.elapsed_s:.1f}s")
 

@@ -22,6 +22,9 @@ def counting_bar(console: Console, verb: str, unit: str, *, transient: bool = Tr
         TimeElapsedColumn(),
         console=console,
         transient=transient,
+        # Not on a terminal (a pipe, a log file, CI) a bar is noise: rich would still print an empty
+        # line where it stood, before the summary.
+        disable=not console.is_terminal,
     )
 
 

@@ -25,6 +25,7 @@ corrupt archive); `herd submit --skip-unreadable` records it and goes on.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,11 @@ def pdf_text(path: Path) -> str:
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
+    # pypdf logs what it repairs ("EOF marker not found") at WARNING, which Python's last-resort
+    # handler prints above our one error line; what matters reaches the user as UnreadableError.
+    quiet = logging.getLogger("pypdf")
+    if quiet.level == logging.NOTSET:  # unless configured explicitly
+        quiet.setLevel(logging.ERROR)
     try:
         reader = PdfReader(path, strict=False)
         if reader.is_encrypted:

@@ -49,6 +49,8 @@ class JobStatus:
     kept_for_budget: int = 0  # answers kept at their model because the budget ran out
     skipped: list[Skipped] = field(default_factory=list)  # unreadable files (--skip-unreadable)
     chunks: int = 0  # chunk prompts of long documents (herd/cascade/chunks.py), not in `states`
+    # Why prompts failed: (reason, prompts, one document id), most frequent first, at most FAILURE_ROWS.
+    failures: list[tuple[str, int, str]] = field(default_factory=list)
 
     @property
     def total(self) -> int:
@@ -112,7 +114,27 @@ def status(conn: psycopg.Connection, name: str) -> JobStatus:
     if not states["held"]:
         del states["held"]  # only budget jobs hold candidates; keep the usual line short
     st = JobStatus(job=name, task=task, states=states, models=models, elapsed_s=elapsed)
+    if states["failed"]:
+        st = replace(st, failures=failure_reasons(conn, jid))
     return _with_documents(conn, jid, _with_budget(conn, jid, st))
+
+
+FAILURE_ROWS = 5
+
+
+def failure_reasons(
+    conn: psycopg.Connection, jid: int, limit: int = FAILURE_ROWS
+) -> list[tuple[str, int, str]]:
+    """The reasons the job's failed documents failed (prompts.error, as recorded), grouped: up to
+    `limit` (reason, number of documents, one document id), most frequent first. The whole list is
+    one query away: `SELECT doc_key, error FROM prompts WHERE state = 'failed'` (docs/sql.md)."""
+    rows = conn.execute(
+        """SELECT coalesce(error, '(no reason recorded)'), count(*), min(doc_key)
+           FROM prompts WHERE job_id = %s AND parent_id IS NULL AND state = 'failed'
+           GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %s""",
+        (jid, limit),
+    ).fetchall()
+    return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
 
 
 def _with_documents(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus:

@@ -52,6 +52,7 @@ def submit(
     budget_usd: Decimal | None = None,
     entry: str | None = None,
     skipped: Sequence[Skipped] = (),
+    inputs: Sequence[str] = (),
 ) -> SubmitResult:
     """Store the records of `job` and claim the first dispatches. The caller publishes them.
 
@@ -62,7 +63,8 @@ def submit(
     `entry` whose task has an active router (herd/jobs/routing.py) enters each prompt at the model the
     router picks and records `prompts.router_version` and `router_p_good`. `skipped`: files that
     could not be read (`--skip-unreadable`), stored with the job once `records` is consumed (a list
-    the reader fills as it goes, herd/jobs/skipped.py)."""
+    the reader fills as it goes, herd/jobs/skipped.py). `inputs`: the files read, as the user named
+    them, for the error when none holds a record. Raises InputError (one line, nothing written)."""
     if task not in herd.tasks:
         raise InputError(f"unknown task {task!r}; the herd file defines: {', '.join(sorted(herd.tasks))}")
     # A live job without a forced entry is routed per prompt when the task has an active router.
@@ -119,7 +121,10 @@ def submit(
     progress(read % 1000)
     if read == 0:
         unread = f" ({len(skipped)} unreadable file(s) skipped)" if skipped else ""
-        raise InputError(f"the document set is empty{unread}")
+        named = (
+            f": no records in {', '.join(inputs[:3])}{' ...' if len(inputs) > 3 else ''}" if inputs else ""
+        )
+        raise InputError(f"the document set is empty{named}{unread}")
     store_skipped(conn, job_id, skipped)
     _check_staging(conn, job_id)
     added = conn.execute(

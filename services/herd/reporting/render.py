@@ -51,7 +51,11 @@ def money(value: Decimal | None) -> str:
 
 
 def _num(value: float | Decimal | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    if value is None:
+        return "-"
+    if isinstance(value, Decimal) and value == 0:
+        value = Decimal(0)  # a Decimal zero keeps its exponent: format(Decimal("0E-20"), ".4g") is "0e-20"
+    return format(value, spec)
 
 
 # Every column of the table: its header, its label in a block, and how a Row shows in it.
