@@ -67,8 +67,23 @@ def test_cycle_is_rejected(tmp_path: Path) -> None:
 
 
 def test_unknown_key_and_duplicate_key(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r":4: models.small.endpoint: Extra inputs"):
+    # A misspelt key is one mistake: one line at the key as written, naming the key it should be
+    # (not a second line for the "missing" key it was meant to be).
+    with pytest.raises(ConfigError) as info:
         load_herd(write(tmp_path, GOOD.replace("    endpoints: http://127.0.0.1:1/v1", "    endpoint: x")))
+    assert str(info.value).endswith(":4: models.small.endpoint: unknown key; did you mean `endpoints`?")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=r":5: models.small.colour: unknown key$"):
+        load_herd(
+            write(
+                tmp_path,
+                GOOD.replace(
+                    "    endpoints: http://127.0.0.1:1/v1\n",
+                    "    endpoints: http://127.0.0.1:1/v1\n    colour: red\n",
+                    1,
+                ),
+            )
+        )
     dup = GOOD.replace("  medium:\n", "  small:\n", 1)
     with pytest.raises(ConfigError, match=r":6: duplicate key 'small'"):
         load_herd(write(tmp_path, dup))

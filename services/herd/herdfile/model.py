@@ -5,6 +5,7 @@ A bad file fails at start with `file:line: key.path: what is wrong`, never in th
 
 from __future__ import annotations
 
+import difflib
 import random
 import string
 from dataclasses import dataclass
@@ -236,6 +237,28 @@ class TaskTier:
         return value > self.threshold
 
 
+def _problems(exc: ValidationError) -> list[tuple[tuple[str | int, ...], str]]:
+    """pydantic's errors as (location, message), with a misspelt key told once: `treshold:` is both
+    an unknown key and a missing `threshold`; that is one mistake, reported at the misspelt key with
+    the name it should have."""
+    errors = [(tuple(err["loc"]), err["type"], str(err["msg"])) for err in exc.errors()]
+    missing = {loc: loc for loc, kind, _ in errors if kind == "missing"}
+    merged: set[tuple[str | int, ...]] = set()
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    for loc, kind, message in errors:
+        if kind == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            siblings = [m[-1] for m in missing if m[:-1] == loc[:-1] and isinstance(m[-1], str)]
+            close = difflib.get_close_matches(loc[-1], [str(n) for n in siblings], n=1, cutoff=0.6)
+            if close:
+                merged.add((*loc[:-1], close[0]))
+                out.append((loc, f"unknown key; did you mean `{close[0]}`?"))
+                continue
+            out.append((loc, "unknown key"))
+            continue
+        out.append((loc, message))
+    return [(loc, message) for loc, message in out if loc not in merged]
+
+
 def load_herd(path: Path) -> HerdConfig:
     try:
         data, lines = load_with_lines(path)
@@ -255,8 +278,7 @@ def load_herd(path: Path) -> HerdConfig:
     except ValidationError as exc:
         # One line per problem, in file order, so a user fixes them all in one pass.
         problems = sorted(
-            (line_of(lines, tuple(err["loc"])) or 0, str(fail(tuple(err["loc"]), err["msg"])))
-            for err in exc.errors()
+            (line_of(lines, loc) or 0, str(fail(loc, message))) for loc, message in _problems(exc)
         )
         raise ConfigError("\n".join(message for _, message in problems)) from None
     _check_graph(herd, fail)
