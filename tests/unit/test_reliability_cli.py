@@ -90,3 +90,26 @@ def test_an_empty_file_or_a_broken_pdf_is_one_line_naming_the_file(make_herd, db
     assert result.returncode == 2
     assert _one_error_line(result.stderr).startswith(f"error: {tmp_path / 'broken.pdf'}: not a readable PDF")
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+
+
+def test_a_template_field_no_record_has_names_both_sides(make_herd, db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    herd = make_herd(
+        """\
+models:
+  small:
+    protocol: openai
+    endpoints: http://127.0.0.1:9/v1
+tasks:
+  triage:
+    kind: classify
+    labels: [a, b]
+    chat: "Classify {txt}"
+"""
+    )
+    (tmp_path / "a.jsonl").write_text('{"id": "a", "text": "hello", "lang": "en"}\n')
+    result = herd.cli("submit", str(tmp_path / "a.jsonl"), "--job", "j", "--task", "triage", check=False)
+    assert result.returncode == 2
+    assert _one_error_line(result.stderr) == (
+        f"error: {tmp_path / 'a.jsonl'}:1: task 'triage' needs field(s) ['txt']: its template in the herd "
+        "file uses {txt}, and this record has: lang, text"
+    )

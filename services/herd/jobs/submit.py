@@ -96,7 +96,14 @@ def submit(
                 source = record.source
                 missing = needed - record.fields.keys()
                 if missing:
-                    raise InputError(f"{record.source}: task {task!r} needs field(s) {sorted(missing)}")
+                    # Either the record lacks a field, or the herd file's template misspells one:
+                    # name both sides so the user can tell which.
+                    has = ", ".join(sorted({"text", *record.fields})) or "text"
+                    raise InputError(
+                        f"{record.source}: task {task!r} needs field(s) {sorted(missing)}: its template "
+                        f"in the herd file uses {', '.join('{' + m + '}' for m in sorted(missing))}, and "
+                        f"this record has: {has}"
+                    )
                 row = (
                     record.key,
                     record.text,
