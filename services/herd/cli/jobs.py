@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 
 from herd.cli.app import console, database, fail, herd_config, main, unreachable_service
-from herd.cli.output import counting_bar
+from herd.cli.output import count, counting_bar
 from herd.files import atomic_text
 from herd.reporting.tables import Column, print_table
 from herd.settings import get_settings
@@ -99,8 +99,8 @@ def submit(
             status=1,
         )
     console.print(
-        f"job {result.job}: read {result.read} documents, added {result.added} new prompts, "
-        f"sent {len(result.dispatched)} to the queues",
+        f"job {result.job}: read {count(result.read, 'document')}, "
+        f"added {count(result.added, 'new prompt')}, sent {len(result.dispatched)} to the queues",
         markup=False,
         soft_wrap=True,
     )
@@ -191,8 +191,8 @@ def export(job: str, fmt: str, output: Path | None) -> None:
 
     with psycopg.connect(database_url()) as conn:
         if output is None:
-            count = do_export(conn, job, sys.stdout, fmt)
+            exported = do_export(conn, job, sys.stdout, fmt)
         else:
             with atomic_text(output) as handle:
-                count = do_export(conn, job, handle, fmt)
-    console.print(f"exported {count} final answers")
+                exported = do_export(conn, job, handle, fmt)
+    console.print(f"exported {count(exported, 'final answer')}")

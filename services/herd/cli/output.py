@@ -31,3 +31,8 @@ def counting_bar(console: Console, verb: str, unit: str, *, transient: bool = Tr
 def masked(url: str) -> str:
     """The URL without its password, for output that may end up in a terminal log."""
     return mask_url(url)
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 document`, `2 documents` (plural: noun + "s" unless given)."""
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
