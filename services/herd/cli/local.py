@@ -47,7 +47,16 @@ def ps() -> None:
         table.add_row(
             f"{proc.kind} {proc.name}", "yes" if proc.pid else "no", str(proc.pid or "-"), str(proc.log)
         )
-    Console().print(table)
+    out = Console()
+    out.print(table)
+    # Configured URLs win over the embedded servers (herd/urls.py): say so, or "no" above misleads.
+    settings = get_settings()
+    for what, url, var in (
+        ("database", settings.database_url, "HERD_DATABASE_URL"),
+        ("broker", settings.broker_url, "HERD_BROKER_URL"),
+    ):
+        if url:
+            out.print(f"{what}: {masked(url)} (from {var}; the embedded one is not used)", markup=False)
 
 
 @main.command()
