@@ -25,12 +25,16 @@ def up() -> None:
 def down() -> None:
     """Stop the local herd (workers, model servers) and the embedded services under HERD_HOME."""
     from herd.local import localherd
+    from herd.local.embedded import status as service_status
     from herd.local.embedded import stop_all
 
     home = get_settings().home
+    running = [p.name for p in localherd.status(home) if p.pid] + [
+        i.name for i in service_status(home) if i.running
+    ]
     localherd.stop(home)
     stop_all(home)
-    console.print("stopped")
+    console.print(f"stopped: {', '.join(running)}" if running else f"nothing was running under {home}")
 
 
 @main.command()
