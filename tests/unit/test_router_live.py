@@ -234,3 +234,58 @@ def test_submit_routes_each_prompt_to_its_entry_models_queue(
     ).fetchall()
     assert plain == [("small", None, None)]
     assert json.loads(router.to_json())["version"] == router.version
+
+
+def test_report_of_a_routed_job_reads_each_prompts_own_entry(tmp_path: Path, url: str, db) -> None:  # type: ignore[no-untyped-def]
+    """`herd report` of a job whose prompts a router entered: the counterfactual is each prompt's own
+    entry model without escalation ('routed entry'), not the herd file's entry model on every prompt,
+    and a model the router sent prompts to is not footnoted as a later tier."""
+    herd = load(tmp_path)
+    path = tmp_path / "herd.yaml"
+    calibration_job(url, herd)
+    assert cli(path, url, "router", "train", "cal", "--task", "qa").exit_code == 0
+    keys, texts, refs = topic_set()
+    keys, texts = keys[:40], texts[:40]
+    pairs = list(zip(keys, texts, strict=True))
+    records = [Record(k, t, refs[k], {}, f"live:{i}") for i, (k, t) in enumerate(pairs)]
+    with psycopg.connect(url) as conn:
+        entries = dict(zip(keys, routers.load_active(conn, "qa")[1].route_names(texts), strict=True))  # type: ignore[index]
+        result = submit(conn, herd, job="live", task="qa", records=records, window=10_000)
+    script = topic_script(keys, refs)
+    escalated = [k for k in keys if entries[k] == "small"][::3]  # small is unsure of these
+    script["small"] |= {k: (script["small"][k][0], 0.6) for k in escalated}  # margin 0.2 < 0.5
+    with psycopg.connect(url, autocommit=True) as shared:
+        connect = reuse(shared)
+        drive(Pipeline(herd, scripted(script), connect, ActivePolicies(connect, ttl_s=0.0), window=10_000),
+              result.dispatched, connect)  # fmt: skip
+    score(url, herd, "live")
+    routed_to = {m: sum(e == m for e in entries.values()) for m in ("small", "large")}
+    assert routed_to["small"] and routed_to["large"] and escalated, (routed_to, escalated)
+
+    rows = {r[0]: r[1:] for r in db.execute(
+        "SELECT policy, kind, prompts, quality_base, quality_refined, cost_usd FROM perfics_inputs "
+        "WHERE job = 'live' AND scorer = 'exact'"
+    ).fetchall()}  # fmt: skip
+    assert set(rows) == {"small", "large", "cascade", "routed entry"}
+    right = [script[entries[k]][k][0] == refs[k] for k in keys]
+    entry_cost = db.execute(
+        "SELECT sum(c.cost_usd) FROM attempt_costs c JOIN prompts p ON p.id = c.prompt_id "
+        "WHERE c.job = 'live' AND c.model = (SELECT a.model FROM attempts a WHERE a.prompt_id = p.id "
+        "ORDER BY a.id LIMIT 1)"
+    ).fetchone()[0]
+    kind, prompts, base, refined, cost = rows["routed entry"]
+    assert (kind, prompts) == ("counterfactual", 40)
+    assert base == pytest.approx(np.mean(right)) and refined == pytest.approx(np.mean(right))
+    assert cost == entry_cost < rows["cascade"][4]  # the escalations to large are not in it
+    assert rows["cascade"][2] == pytest.approx(np.mean(right))  # the cascade's first answers: the entries
+    assert rows["small"][1] == routed_to["small"] and rows["large"][1] == routed_to["large"] + len(escalated)
+
+    report = cli(path, url, "report", "live", "--scorer", "exact")
+    assert report.exit_code == 0, report.output
+    assert "small-only" not in report.output and "routed entry" in report.output
+    assert "small*" in report.output and "large*" in report.output
+    assert "* routed per prompt: quality and cost on the prompts the router sent to it" in report.output
+    assert "a later tier" not in report.output, report.output
+    built = json.loads(cli(path, url, "report", "live", "--format", "json").output)
+    entry_row = next(r for r in built["rows"] if r["policy"] == "routed entry")
+    assert entry_row["escalations"] == 0 and entry_row["latency_p50_s"] is None

@@ -21,6 +21,9 @@ from herd.reporting.perfics import PolicyInput, Weights
 from herd.reporting.versions import Alone, VersionRow, alone, by_version
 
 _KIND_ORDER = {"model": 0, "cascade": 1, "counterfactual": 2}
+# The counterfactual row of a job whose prompts a router entered (migration 0011's ROUTED_ENTRY): each
+# prompt's first answer from its own entry model, where an unrouted job has '<entry model>-only'.
+ROUTED_ENTRY = "routed entry"
 
 
 class UnknownScorerError(LookupError):
@@ -45,7 +48,8 @@ class JobSummary:
 
 @dataclass(frozen=True)
 class Row:
-    """One model or policy. kind: 'model', 'cascade' or 'counterfactual' ('<entry model>-only')."""
+    """One model or policy. kind: 'model', 'cascade' or 'counterfactual' ('<entry model>-only', or
+    'routed entry' when a router chose each prompt's entry model)."""
 
     policy: str
     kind: str
@@ -64,19 +68,15 @@ class Row:
     provisioned_cost_usd: Decimal | None
     perfics: float | None
     rank: int | None
-    # A model row covering only part of the job: a later tier, scored on the prompts escalated to it.
+    # A model row covering only part of the job: a later tier, scored on the prompts escalated to it,
+    # or in a routed job (Report.routed) a model scored on the prompts routed or escalated to it.
     partial: bool = False
 
     @property
     def label(self) -> str:
-        """The policy name, marked `*` when the row covers only the prompts escalated to it (the
-        table's footnote says so): short, so the compact table still fits 80 columns."""
+        """The policy name, marked `*` when the row covers only part of the job (the table's footnote
+        says which part): short, so the compact table still fits 80 columns."""
         return f"{self.policy}*" if self.partial else self.policy
-
-    @property
-    def long_label(self) -> str:
-        """For a plot, where there is room: 'gemma3 (22 escalated prompts)'."""
-        return f"{self.policy} ({self.prompts} escalated prompts)" if self.partial else self.policy
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,17 @@ class Report:
     rows: list[Row]
     versions: list[VersionRow] = field(default_factory=list)  # per policy version that decided
     alone: Alone | None = None  # each model alone on the task's calibration job, when there is one
+
+    @property
+    def routed(self) -> bool:
+        """A router chose the entry model of the job's prompts (the view names its counterfactual so)."""
+        return any(r.kind == "counterfactual" and r.policy == ROUTED_ENTRY for r in self.rows)
+
+    def long_label(self, row: Row) -> str:
+        """For a plot, where there is room: 'gemma3 (22 escalated prompts)'."""
+        if not row.partial:
+            return row.policy
+        return f"{row.policy} ({row.prompts} {'routed or escalated' if self.routed else 'escalated'} prompts)"
 
 
 def _query(conn: psycopg.Connection, sql: str, job: str) -> list[dict[str, Any]]:
@@ -173,4 +184,9 @@ def _model_figures(
     if r["kind"] == "counterfactual":
         # '<entry>-only' never escalates, and nobody provisioned a herd of one for it.
         figures.update(escalations=0, provisioned_gpu_hours=None, provisioned_cost_usd=None)
+    if r["policy"] == ROUTED_ENTRY and r["kind"] == "counterfactual":
+        # Several models' answers: no one model's latency; its refinements are the entry models' on
+        # their own prompts, which the view gives per prompt.
+        refinements = (r["refinement_rounds"] * r["prompts"]).to_integral_value()
+        figures.update(refinements=int(refinements), latency_p50_s=None, latency_p95_s=None)
     return figures

@@ -44,7 +44,7 @@ def plot(report: Report, path: Path) -> None:
     for r in report.rows:
         if r.quality_refined is not None:
             xy = (float(r.cost_per_1k_prompts_usd), r.quality_refined)
-            labels.setdefault(xy, []).append(r.long_label)
+            labels.setdefault(xy, []).append(report.long_label(r))
             kinds.setdefault(xy, r.kind)
     fig = Figure(figsize=(8, 5.5))
     FigureCanvasAgg(fig)  # the Agg canvas: no display, no global pyplot state

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.text import Text
 
 from herd.jobs.spreadsheet import safe_row
-from herd.reporting.build import Report, Row
+from herd.reporting.build import ROUTED_ENTRY, Report, Row
 from herd.reporting.tables import Column, print_table
 
 FORMATS = ("table", "csv", "json", "html")
@@ -118,16 +118,25 @@ def render_table(report: Report, console: Console, *, wide: bool = False) -> Non
     names = WIDE_COLUMNS if wide else COMPACT_COLUMNS
     print_table(console, columns(names), [cells(row, names) for row in report.rows])
     if any(row.partial for row in report.rows):
-        # A later tier's figures are on the prompts escalated to it, which a reader would otherwise
-        # take for what that model scores alone (issue 8, "honest comparisons").
-        console.print(
-            Text(
-                "* a later tier: quality and cost on the prompts escalated to it, not on the whole job"
-                + ("; each model alone on the same prompts is below" if report.alone else "")
-            )
-        )
+        # A partial row's figures are on the prompts routed or escalated to it, which a reader would
+        # otherwise take for what that model scores alone (issue 8, "honest comparisons").
+        console.print(Text(footnote(report)))
     for line in version_lines(report):
         console.print(Text(line))
+
+
+def footnote(report: Report) -> str:
+    """What a `*` row covers: the prompts escalated to a later tier or, when a router chose each
+    prompt's entry model, the prompts routed to the model (as their entry) or escalated to it."""
+    if report.routed:
+        text = (
+            "* routed per prompt: quality and cost on the prompts the router sent to it plus any "
+            f"escalated to it, not on the whole job; '{ROUTED_ENTRY}' is each prompt's own entry "
+            "model without escalation"
+        )
+    else:
+        text = "* a later tier: quality and cost on the prompts escalated to it, not on the whole job"
+    return text + ("; each model alone on the same prompts is below" if report.alone else "")
 
 
 def version_lines(report: Report) -> list[str]:

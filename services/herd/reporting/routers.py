@@ -21,7 +21,8 @@ from herd.reporting.policies import usd
 
 
 def _num(v: float) -> float | None:
-    return None if math.isnan(v) else float(v)
+    """JSON has no NaN (and JSONB refuses it): an undefined figure is null."""
+    return float(v) if math.isfinite(v) else None
 
 
 def figures_json(ev: RouterEval) -> dict[str, Any]:
@@ -32,6 +33,7 @@ def figures_json(ev: RouterEval) -> dict[str, Any]:
         "single": {m: {"accuracy": a, "cost_per_1k_usd": c} for m, (a, c) in ev.single.items()},
         "oracle": {"accuracy": ev.oracle[0], "cost_per_1k_usd": ev.oracle[1]},
         "strong": ev.strong, "weak": ev.weak, "apgr": _num(ev.apgr), "cpt50": _num(ev.cpt50),
+        "no_tradeoff": ev.no_tradeoff,
         "herd": {"strong": ev.herd.strong, "strong_wrong": ev.herd.n_strong_wrong, "rescued": ev.herd.rescued,
                  "share": _num(ev.herd.share), "possible": _num(ev.herd.possible)},
         "shares": ev.shares,
@@ -40,6 +42,10 @@ def figures_json(ev: RouterEval) -> dict[str, Any]:
 
 def _pct(v: float) -> str:
     return "-" if math.isnan(v) else f"{v:.1%}"
+
+
+def _fig(v: float, why: str) -> str:
+    return f"{v:.3f}" if math.isfinite(v) else f"not defined ({why})"
 
 
 def eval_lines(ev: RouterEval, router: Router) -> list[str]:
@@ -52,11 +58,18 @@ def eval_lines(ev: RouterEval, router: Router) -> list[str]:
     lines = [f"{'':{width}}  accuracy  cost per 1k prompts"]
     lines += [f"{name:{width}}  {a:8.3f}  {usd(c):>19}  {note}".rstrip() for name, a, c, note in rows]
     h = ev.herd
+    if ev.no_tradeoff is not None:
+        lines.append(f"APGR, CPT: not defined — {ev.no_tradeoff} (RouteLLM's figures need a weak -> strong "
+                     "trade-off)")  # fmt: skip
+    else:
+        lines += [
+            f"APGR {_fig(ev.apgr, 'the router costs the same at every tau')}: share of the {ev.weak} -> "
+            f"{ev.strong} accuracy gap the router recovers, averaged over its cost range (RouteLLM; 1 = the "
+            "strong model's accuracy at every cost)",
+            f"CPT(50%) {_fig(ev.cpt50, 'never reached')}: the cost, in units of the {ev.weak} -> {ev.strong} "
+            "cost gap, at which the router recovers half the accuracy gap (RouteLLM; lower is better)",
+        ]
     lines += [
-        f"APGR {ev.apgr:.3f}: share of the {ev.weak} -> {ev.strong} accuracy gap the router recovers, "
-        "averaged over its cost range (RouteLLM; 1 = the strong model's accuracy at every cost)",
-        f"CPT(50%) {ev.cpt50:.3f}: the cost, in units of the {ev.weak} -> {ev.strong} cost gap, at which the "
-        "router recovers half the accuracy gap (RouteLLM; lower is better)",
         f"Herd figure: of the {h.n_strong_wrong} prompts {h.strong} (the most accurate single model) gets "
         f"wrong, the router sent {h.rescued} ({_pct(h.share)}) to a model that gets them right "
         f"(possible: {_pct(h.possible)}; Hari & Thomson 2023)",

@@ -149,11 +149,28 @@ def cpt(x: np.ndarray, accuracy: np.ndarray, weak: float, strong: float, pgr: fl
     return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
 
 
+def no_tradeoff(single: dict[str, tuple[float, float]], strong: str, weak: str) -> str | None:
+    """Why APGR and CPT are not defined on these prompts, else None. Both measure the router along the
+    weak -> strong trade-off (more accuracy for more cost): there is none when the most accurate
+    model costs no more than the cheapest (it is the cheapest, or prices tie, as at $0), or when the
+    cheapest is as accurate. `single`: per model (accuracy, USD per 1k prompts) alone."""
+    (strong_acc, strong_cost), (weak_acc, weak_cost) = single[strong], single[weak]
+    if strong == weak or strong_cost <= weak_cost:
+        return f"the most accurate model ({strong}) is also the cheapest: route everything to it"
+    if strong_acc <= weak_acc:
+        return (
+            f"the cheapest model ({weak}) is as accurate as the most accurate ({strong}, "
+            f"{strong_acc:.3f}): route everything to {weak}"
+        )
+    return None
+
+
 @dataclass(frozen=True)
 class RouterEval:
     """Held-out figures: `router` (accuracy, USD per 1k) at the router's τ; `single` per model;
-    `oracle`; `strong`/`weak` names; `apgr`, `cpt50` on `curve`; `herd` the rescue figure;
-    `shares` per model the share of prompts routed to it."""
+    `oracle`; `strong`/`weak` names; `apgr`, `cpt50` on `curve` (NaN when not defined: `no_tradeoff`
+    says why, when that is the reason); `herd` the rescue figure; `shares` per model the share of
+    prompts routed to it."""
 
     n: int
     router: tuple[float, float]
@@ -166,6 +183,7 @@ class RouterEval:
     herd: HerdFigure
     curve: Curve
     shares: dict[str, float]
+    no_tradeoff: str | None = None
 
 
 def evaluate(
@@ -179,10 +197,16 @@ def evaluate(
     single = {m: outcome(data, models, np.full(data.n, j), cut) for j, m in enumerate(models)}
     c = curve(data, models, p, router.cost_usd, cut, taus)
     weak_q, strong_q = single[models[w]][0], single[models[s]][0]
+    reason = no_tradeoff(single, models[s], models[w])
+    # Without a trade-off CPT would still find a number (the target is reached at once): not a figure.
+    pgr, cost = (
+        (float("nan"), float("nan"))
+        if reason is not None
+        else (apgr(c.x, c.accuracy, weak_q, strong_q), cpt(c.x, c.accuracy, weak_q, strong_q, 0.5))
+    )
     return RouterEval(
         data.n, outcome(data, models, choice, cut), single,
         outcome(data, models, oracle_choice(data, models, cut), cut), models[s], models[w],
-        apgr(c.x, c.accuracy, weak_q, strong_q), cpt(c.x, c.accuracy, weak_q, strong_q, 0.5),
-        herd_figure(data, models, choice, cut, s), c,
-        {m: float((choice == j).mean()) for j, m in enumerate(models)},
+        pgr, cost, herd_figure(data, models, choice, cut, s), c,
+        {m: float((choice == j).mean()) for j, m in enumerate(models)}, reason,
     )  # fmt: skip
