@@ -136,7 +136,9 @@ def footnote(report: Report) -> str:
         )
     else:
         text = "* a later tier: quality and cost on the prompts escalated to it, not on the whole job"
-    return text + ("; each model alone on the same prompts is below" if report.alone else "")
+    return text + (
+        "; each model alone on every prompt of the calibration job is below" if report.alone else ""
+    )
 
 
 def version_lines(report: Report) -> list[str]:
