@@ -29,7 +29,7 @@ def down() -> None:
     from herd.local.embedded import stop_all
 
     home = get_settings().home
-    running = [p.name for p in localherd.status(home) if p.pid] + [
+    running = [f"{p.kind} {p.name}" for p in localherd.status(home) if p.pid] + [
         i.name for i in service_status(home) if i.running
     ]
     localherd.stop(home)
