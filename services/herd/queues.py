@@ -9,12 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import kombu.exceptions
+import redis.exceptions
 from celery import Celery
 
 from herd import redact
 from herd.settings import get_settings
 
 TASK_ATTEMPT = "herd.attempt"
+
+# What an unreachable broker raises: kombu's connection errors and redis-py's.
+BROKER_DOWN: tuple[type[BaseException], ...] = (
+    kombu.exceptions.OperationalError,
+    redis.exceptions.ConnectionError,
+)
 
 
 def queue_for(model: str) -> str:

@@ -10,8 +10,6 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import psycopg
-
 from tests.support import docfiles
 from tests.support.harness import wait_for
 
@@ -69,22 +67,6 @@ tasks:
     completion: "Label (contract or report):\\n{{text}}\\nLabel:"
     long_documents: {{policy: chunk}}
 """
-
-
-def wait_docs(conn: psycopg.Connection, job: str, *, timeout: float = 120) -> dict[str, int]:
-    """`wait_for` counting documents only (chunk prompts are prompts too, with a parent)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = conn.execute(
-            "SELECT p.state, count(*) FROM prompts p JOIN jobs j ON j.id = p.job_id "
-            "WHERE j.name = %s AND p.parent_id IS NULL GROUP BY p.state",
-            (job,),
-        ).fetchall()
-        states = {state: int(n) for state, n in rows}
-        if states and set(states) <= {"done", "failed"}:
-            return states
-        assert time.monotonic() < deadline, f"job {job} did not finish in {timeout}s: {states}"
-        time.sleep(0.2)
 
 
 def twenty_thousand_words(tmp_path: Path, topic: str = "") -> Path:
@@ -210,7 +192,7 @@ def test_chunk_policy_summarizes_chunks_then_their_summaries(make_herd, db, doub
     herd.start_worker("small")
     herd.start_worker("small")  # chunks run in parallel across workers
     herd.cli("submit", str(doc), "--job", "c", "--task", "sum_chunk")
-    assert wait_docs(db, "c", timeout=120) == {"done": 1}
+    assert wait_for(db, "c", timeout=120, documents_only=True) == {"done": 1}
 
     parent, answer = db.execute(
         "SELECT p.id, f.model || ':' || f.answer FROM prompts p JOIN finals f ON f.prompt_id = p.id "
@@ -264,7 +246,7 @@ def test_classify_chunks_vote_by_confidence(make_herd, db, double, tmp_path) -> 
     doc = zebra_doc(tmp_path)
     herd.start_worker("small")
     herd.cli("submit", str(doc), "--job", "v", "--task", "classify_chunk")
-    assert wait_docs(db, "v", timeout=120) == {"done": 1}
+    assert wait_for(db, "v", timeout=120, documents_only=True) == {"done": 1}
     # The vote goes to "report"; the chunks it rests on were all confident, so it is kept on small.
     combine = db.execute(
         "SELECT answer, escalated, first_token_margin, busy_s FROM attempts WHERE stage = 'combine'"
@@ -291,7 +273,7 @@ def test_an_unsure_chunk_escalates_the_document_to_a_model_that_takes_it_whole(
     herd.start_worker("small")
     herd.start_worker("large")
     herd.cli("submit", str(doc), "--job", "e", "--task", "sum_chunk")
-    assert wait_docs(db, "e", timeout=120) == {"done": 1}
+    assert wait_for(db, "e", timeout=120, documents_only=True) == {"done": 1}
     steps = db.execute(
         """SELECT a.model, a.stage, a.escalated, round(a.first_token_margin::numeric, 2), a.prompt_tokens
            FROM attempts a JOIN prompts p ON p.id = a.prompt_id WHERE p.parent_id IS NULL ORDER BY a.id"""
@@ -326,7 +308,7 @@ def test_worker_killed_mid_way_through_a_chunked_document_ends_it_exactly_once(
         time.sleep(0.05)
     herd.stop(victim, signal.SIGKILL)  # chunks in flight, none acked
     herd.start_worker("small")
-    assert wait_docs(db, "k", timeout=150) == {"done": 1}
+    assert wait_for(db, "k", timeout=150, documents_only=True) == {"done": 1}
 
     per_chunk = db.execute(
         """SELECT c.chunk_index, count(a.id) FROM prompts c LEFT JOIN attempts a ON a.prompt_id = c.id

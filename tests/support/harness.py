@@ -106,13 +106,17 @@ class Herd:
         self.procs.stop_all()
 
 
-def wait_for(conn: psycopg.Connection, job: str, *, timeout: float = 60) -> dict[str, int]:
-    """Wait until every prompt of `job` is done or failed; return the counts per state."""
+def wait_for(
+    conn: psycopg.Connection, job: str, *, timeout: float = 60, documents_only: bool = False
+) -> dict[str, int]:
+    """Wait until every prompt of `job` is done or failed; return the counts per state.
+    `documents_only`: count documents, not the chunk prompts of long ones (they have a parent)."""
     deadline = time.monotonic() + timeout
+    documents = " AND p.parent_id IS NULL" if documents_only else ""
     while True:
         rows = conn.execute(
             "SELECT p.state, count(*) FROM prompts p JOIN jobs j ON j.id = p.job_id "
-            "WHERE j.name = %s GROUP BY p.state",
+            f"WHERE j.name = %s{documents} GROUP BY p.state",
             (job,),
         ).fetchall()
         states = {state: int(n) for state, n in rows}

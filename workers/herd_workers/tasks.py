@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-import kombu.exceptions
 import psycopg
-import redis.exceptions
 from celery import Task
 from celery.exceptions import Reject, Retry, WorkerShutdown
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
@@ -17,19 +15,15 @@ from herd.herdfile.model import Retries
 from herd.ledger import shares
 from herd.ledger import steps as ledger
 from herd.ledger.steps import StepKey
-from herd.queues import TASK_ATTEMPT, app, publish
+from herd.queues import BROKER_DOWN, TASK_ATTEMPT, app, publish
 from herd.settings import get_settings
 from herd_workers.context import get_context
 
 log = logging.getLogger(__name__)
 
-# What a broker outage raises: kombu's connection errors, redis-py's, and Celery's Reject when the
-# retry message could not be sent.
-BROKER_ERRORS: tuple[type[BaseException], ...] = (
-    kombu.exceptions.OperationalError,
-    redis.exceptions.ConnectionError,
-    Reject,
-)
+# What a broker outage raises: queues.BROKER_DOWN, and Celery's Reject when the retry message could
+# not be sent.
+BROKER_ERRORS: tuple[type[BaseException], ...] = (*BROKER_DOWN, Reject)
 
 
 @app.task(

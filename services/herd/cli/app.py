@@ -34,8 +34,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
 
 def unreachable_service(exc: BaseException) -> str | None:
     """One line for a database or broker that cannot be reached (down, wrong URL, no such database),
-    with the URL's password masked; None for anything else. psycopg, redis and kombu are imported
-    lazily by the commands that use them, so they are looked up only if already loaded."""
+    with the URL's password masked; None for anything else. psycopg and herd.queues (the broker's
+    errors) are imported lazily by the commands that use them, so they are looked up only if loaded."""
     from herd.redact import mask_url
 
     settings = get_settings()
@@ -48,15 +48,8 @@ def unreachable_service(exc: BaseException) -> str | None:
             else f"the embedded Postgres ({settings.home})"
         )
         return f"cannot reach the database at {where}: {_one_line(exc)}"
-    broker_errors = tuple(
-        cls
-        for module, name in (
-            ("kombu.exceptions", "OperationalError"),
-            ("redis.exceptions", "ConnectionError"),
-        )
-        if (cls := getattr(sys.modules.get(module), name, None)) is not None
-    )
-    if broker_errors and isinstance(exc, broker_errors):
+    queues = sys.modules.get("herd.queues")  # every broker call goes through it
+    if queues is not None and isinstance(exc, queues.BROKER_DOWN):
         where = (
             mask_url(settings.broker_url) if settings.broker_url else f"the embedded Redis ({settings.home})"
         )

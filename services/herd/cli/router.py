@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
@@ -22,6 +22,9 @@ from herd.cli.policy import _user_errors
 from herd.cli.versions import add_activation
 from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import InputError
+
+if TYPE_CHECKING:  # herd --help imports no numpy-heavy policy code
+    pass
 
 
 @contextmanager
@@ -188,14 +191,8 @@ def eval_(
         if job is None:
             raise InputError(f"router v{v.version}'s calibration job is gone: give --job CALIBRATION_JOB")
         loaded = calibration.load(conn, herd, job, task, v.figures.get("scorer"))
-        trained_on = set(v.figures.get("train_prompt_ids", [])) if job == v.source_job else set()
-        held_rows = np.array([i for i, p in enumerate(loaded.data.prompt_ids) if int(p) not in trained_on])
-        if held_rows.size == 0:
-            raise InputError(f"every prompt of {job!r} trained router v{v.version}: nothing held out")
-        held = loaded.data.take(held_rows)
-        texts = routers.prompt_texts(conn, held.prompt_ids)
+        held, texts, choice, _ = _unseen(conn, v, fitted, loaded.data, job, "nothing held out")
         ev = evaluate(fitted, texts, held)
-        choice = np.asarray(fitted.models, dtype=object)[fitted.route(texts)]
         policies = entry_policies(herd, task, fitted.models, load_active(conn, task))
         composed = replay_routed(held, choice, policies, fitted.cut)
     out.print(
@@ -255,6 +252,24 @@ add_activation(
 )
 
 
+def _unseen(
+    conn: Any, v: Any, fitted: Any, data: Any, job: str, nothing: str
+) -> tuple[Any, list[str], Any, set[int]]:
+    """The prompts of calibration job `job` that router version `v` did not train on (all of them when
+    `job` is not its training job): (their CalibrationData, their texts, the model the router picks
+    for each as an object array, the training prompt ids left out). InputError naming `job` and
+    ending in `nothing` when every prompt trained it."""
+    from herd.ledger import routers
+
+    trained_on = set(v.figures.get("train_prompt_ids", [])) if job == v.source_job else set()
+    rows = np.array([i for i, p in enumerate(data.prompt_ids) if int(p) not in trained_on])
+    if rows.size == 0:
+        raise InputError(f"every prompt of {job!r} trained router v{v.version}: {nothing}")
+    unseen = data.take(rows)
+    texts = routers.prompt_texts(conn, unseen.prompt_ids)
+    return unseen, texts, np.asarray(fitted.models, dtype=object)[fitted.route(texts)], trained_on
+
+
 def replay_with_router(
     conn: Any, herd: HerdConfig, loaded: Any, router_version: str, active: Any, source: str
 ) -> list[str]:
@@ -273,13 +288,7 @@ def replay_with_router(
         v = routers.get(conn, task, None if router_version == "active" else int(router_version))
         fitted = v.router()
         job_name = conn.execute("SELECT name FROM jobs WHERE id = %s", (loaded.job_id,)).fetchone()[0]
-        trained_on = set(v.figures.get("train_prompt_ids", [])) if job_name == v.source_job else set()
-        rows = np.array([i for i, p in enumerate(loaded.data.prompt_ids) if int(p) not in trained_on])
-        if rows.size == 0:
-            raise InputError(f"every prompt of {job_name!r} trained router v{v.version}: nothing to replay")
-        data = loaded.data.take(rows)
-        texts = routers.prompt_texts(conn, data.prompt_ids)
-        choice = np.asarray(fitted.models, dtype=object)[fitted.route(texts)]
+        data, _, choice, trained_on = _unseen(conn, v, fitted, loaded.data, job_name, "nothing to replay")
         policies = entry_policies(herd, task, fitted.models, active)
         routed = replay_routed(data, choice, policies, fitted.cut)
     which = "held-out prompts (the rest trained it)" if trained_on else "prompts"
