@@ -5,7 +5,9 @@ Configured like Herd's workers (herd/queues.py): JSON, no results, acks_late + r
 prefetch 1, same visibility timeout; the worker runs with the same `--pool threads --concurrency C
 --prefetch-multiplier 1 --without-gossip --without-mingle` flags. Task events (Herd's `--task-events`,
 `task_send_sent_event`, `task_track_started`) are off unless BENCH_BARE_EVENTS=1, which turns on exactly
-Herd's event settings, to show what they cost on their own.
+Herd's event settings, to show what they cost on their own. BENCH_BARE_TRANSPORT=herd puts Herd's Redis
+transport (herd/broker_transport.py: one Redis client per channel) under this app too, so Herd's own
+work per attempt can be told apart from what its transport saves Celery.
 
     BENCH_BROKER_URL=redis://... celery -A benchmarks.bare_celery worker -Q bench.bare --pool threads ...
 """
@@ -23,6 +25,10 @@ QUEUE = "bench.bare"
 COUNTER = "bench:bare:done"
 TASK = "bench.noop"
 EVENTS = os.environ.get("BENCH_BARE_EVENTS") == "1"
+if os.environ.get("BENCH_BARE_TRANSPORT") == "herd":
+    from herd import broker_transport
+
+    broker_transport.install()
 
 app = Celery("bench_bare")
 app.conf.update(

@@ -243,17 +243,22 @@ def herd_env(svc: Services, herd_file: Path, **extra: str) -> dict[str, str]:
 
 
 def run_bare(
-    svc: Services, procs: Procs, work: Path, n: int, c: int, loglevel: str, events: bool
-) -> dict[str, Any]:
+    svc: Services, procs: Procs, work: Path, n: int, c: int, loglevel: str, events: bool,
+    herd_transport: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     import redis
 
     from benchmarks import bare_celery
 
     fresh_state(svc)
     env = herd_env(
-        svc, work / "unused.yaml", BENCH_BROKER_URL=svc.broker_url, BENCH_BARE_EVENTS="1" if events else "0"
+        svc,
+        work / "unused.yaml",
+        BENCH_BROKER_URL=svc.broker_url,
+        BENCH_BARE_EVENTS="1" if events else "0",
+        BENCH_BARE_TRANSPORT="herd" if herd_transport else "kombu",
     )
-    log = work / f"bare-worker{'-events' if events else ''}.log"
+    log = work / f"bare-worker{'-events' if events else ''}{'-herd-transport' if herd_transport else ''}.log"
     cmd = [
         sys.executable,
         "-m",
@@ -510,7 +515,7 @@ def start_py_spy(procs: Procs, pid: int, out_dir: Path, work: Path) -> subproces
             "--format",
             "raw",
             "--rate",
-            "100",
+            "250",
             "--nonblocking",
             "--gil",
             "--output",
@@ -725,6 +730,8 @@ def ratio_lines(runs: dict[str, list[dict[str, Any]]], n: int) -> list[str]:
         ("herd+events", "bare+events", "both with Herd's task events (HERD_TASK_EVENTS=1)"),
         ("baseline", "bare", "baseline checkout, both without task events"),
         ("baseline+events", "bare+events", "baseline checkout, both with task events"),
+        ("herd", "bare-ht", "bare on Herd's Redis transport too, both without task events"),
+        ("herd+events", "bare-ht+events", "bare on Herd's Redis transport too, both with task events"),
     ):
         herd, bare = runs.get(herd_key), runs.get(bare_key)
         if not herd or not bare:
@@ -790,6 +797,11 @@ def run_pair(
         bare = run_bare(svc, procs, work, n, c, args.loglevel, events=events)
         runs["bare" + suffix].append(bare)
         print_bare(bare, n)
+        if args.bare_herd_transport:
+            print(f"\n== the same bare Celery on Herd's Redis transport (herd/broker_transport.py) =={tag}")
+            bare = run_bare(svc, procs, work, n, c, args.loglevel, events=events, herd_transport=True)
+            runs["bare-ht" + suffix].append(bare)
+            print_bare(bare, n)
     if "herd" not in args.skip:
         print(f"\n== Herd{' with HERD_TASK_EVENTS=1' if events else ''}: 1 model ({MODEL}: ", end="")
         print(f"openai chat on the endpoint double, max_in_flight {c}, no escalation), ", end="")
@@ -818,6 +830,11 @@ def main() -> int:
     parser.add_argument("--loglevel", default="info", help="both workers' log level (herd's default: info)")
     parser.add_argument(
         "--bare-events", action="store_true", help="also bare Celery and Herd, both with Herd's task events"
+    )
+    parser.add_argument(
+        "--bare-herd-transport",
+        action="store_true",
+        help="also bare Celery on Herd's Redis transport, to compare Herd's own work per attempt",
     )
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of the bare and Herd parts, alternating; medians"

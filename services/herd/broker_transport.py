@@ -1,0 +1,50 @@
+"""kombu's Redis transport with one Redis client object per channel instead of one per command.
+
+kombu's Redis channel builds a new `redis.Redis` for every publish, every ack and every
+unacked-message bookkeeping step (`Channel.conn_or_acquire` -> `_create_client`). A client object
+holds no connection of its own (it borrows one from the channel's pool per command), but with
+redis-py 8 building one fills a case-insensitive dict of ~170 response callbacks, upper-casing each
+name: 0.17 ms of CPU, three times per Herd attempt, ~15% of a worker's CPU against an instant endpoint
+(benchmarks/throughput.py, issue 12). Building it once per pool gives the same commands on the same
+pool; redis-py's client is safe to share between threads (each command takes its own connection).
+
+Installed for `redis://` and `rediss://` broker URLs by herd/queues.py (`install`), under kombu's own
+alias, so URLs, `as_uri()` and Flower's broker view are unchanged. Sentinel URLs keep kombu's transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kombu.transport
+from kombu.transport import redis as kombu_redis
+
+# What `install` points kombu's aliases at: this module's Transport, by import path.
+TRANSPORT_PATH = f"{__name__}:Transport"
+_SCHEMES = ("redis", "rediss")
+
+
+class Channel(kombu_redis.Channel):  # type: ignore[misc] # kombu ships no type hints
+    _herd_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        pool = self.pool  # a new pool after a reconnect (kombu resets `_pool`): a new client for it
+        client = self._herd_client
+        if client is None or client.connection_pool is not pool:
+            client = self._herd_client = super()._create_client(asynchronous=False)
+        return client
+
+
+class Transport(kombu_redis.Transport):  # type: ignore[misc]
+    Channel = Channel
+
+
+def install() -> None:
+    """Make `redis://` and `rediss://` broker URLs use this transport in this process. Idempotent."""
+    for scheme in _SCHEMES:
+        kombu.transport.TRANSPORT_ALIASES[scheme] = TRANSPORT_PATH
+        # kombu caches each alias's class on first use; a connection made before `install` cached
+        # kombu's own.
+        kombu.transport._transport_cache.pop(scheme, None)
