@@ -1,9 +1,13 @@
-"""The real backend code (InferenceClient and the shared HTTP client) against the endpoint double."""
+"""The real backend code (InferenceClient for TGI, urllib3 for OpenAI routes) against the endpoint double."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import math
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Literal
 
 import pytest
@@ -153,3 +157,67 @@ def test_the_chat_url_is_the_one_inference_client_built(base: str, url: str) -> 
     from herd.backends.openai_compat import chat_url
 
     assert chat_url(base) == url
+
+
+# The OpenAI backend's own HTTP client (herd/backends/jsonclient.py): what it kept of the httpx client.
+
+
+def test_the_environments_proxy_carries_openai_calls(double, monkeypatch) -> None:
+    # `model.invalid` resolves nowhere: the answer can only come through the proxy (the double answers
+    # absolute-form requests as a forward proxy would pass them on).
+    monkeypatch.setenv("HTTP_PROXY", double.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    double.script([], default={"text": "via proxy"})
+    unreachable = double.model_url("m").replace(double.url, "http://model.invalid:9")
+    out = backend("openai", unreachable + "/v1").generate(request(CHAT))
+    assert out.text == "via proxy"
+    assert [c["model"] for c in double.calls()] == ["m"]
+
+
+def test_no_proxy_sends_the_call_directly(double, monkeypatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    double.script([], default={"text": "direct"})
+    assert backend("openai", double.model_url("m") + "/v1").generate(request(CHAT)).text == "direct"
+
+
+@contextlib.contextmanager
+def answering(status: int, headers: dict[str, str], body: bytes) -> Iterator[str]:
+    """A server that answers every POST with `status`, `headers` and `body`; yields its base URL."""
+
+    class Fixed(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fixed)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_is_a_permanent_error_naming_where_it_points() -> None:
+    moved = {"Location": "http://elsewhere:8000/v1/chat/completions"}
+    with answering(308, moved, b"") as url, pytest.raises(PermanentError) as info:
+        backend("openai", url).generate(request(CHAT))
+    assert "HTTP 308" in str(info.value) and "redirected to http://elsewhere:8000/v1" in str(info.value)
+    assert not isinstance(info.value, RetryableError) and info.value.status == 308
+
+
+def test_a_body_that_is_not_json_is_retryable() -> None:
+    # A proxy's own HTML page with status 200: nothing the model said is wrong, the next try may work.
+    page = b"<html><body>Gateway maintenance</body></html>"
+    with answering(200, {"Content-Type": "text/html"}, page) as url, pytest.raises(RetryableError) as info:
+        backend("openai", url).generate(request(TEXT))
+    assert "unreadable response body" in str(info.value)

@@ -1,11 +1,12 @@
 """OpenAI-compatible servers (vLLM, SGLang, llama.cpp, TGI's Messages API).
 
 Chat prompts go to `/v1/chat/completions`, completion prompts (base models with a few-shot template)
-to `/v1/completions`. Both are one POST through huggingface_hub's shared HTTP client (the same pool,
-timeout and error mapping as InferenceClient) and read the JSON body as a plain dict.
-InferenceClient.chat_completion sent the same request but was 27% of a worker's Python time against an
-instant endpoint (py-spy in benchmarks/throughput.py, issue 12), much of it around the POST: provider
-lookup, payload preparation, typed output objects built only to read four fields back.
+to `/v1/completions`. Both are one POST through the model's own urllib3 pool (herd/backends/jsonclient.py)
+and read the JSON body as a plain dict. InferenceClient.chat_completion sent the same request but was
+27% of a worker's Python time against an instant endpoint (py-spy in benchmarks/throughput.py, issue
+12), much of it around the POST: provider lookup, payload preparation, typed output objects built only
+to read four fields back; huggingface_hub's shared httpx client then cost 0.2 ms more per call than
+urllib3.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from herd.backends.base import (
     PermanentError,
     Timing,
 )
+from herd.backends.jsonclient import JsonClient
 from herd.backends.logprobs import alternatives, chosen_logprob
 from herd.cascade.uncertainty import TokenLogprob
 from herd.herdfile.model import ModelConfig
@@ -33,12 +35,15 @@ class OpenAIBackend:
     def __init__(self, name: str, config: ModelConfig) -> None:
         self.name = name
         self._served_model = config.served_model or name
-        self._timeout = config.timeout_s
         self._rotation = transport.EndpointRotation(config.endpoints)
-        # The shared client never adds credentials (nor the machine's Hugging Face token) by itself.
-        self._headers = transport.auth_headers(transport.api_key(name, config))
+        # Only the model's own key, never the machine's Hugging Face token.
+        self._client = JsonClient(
+            config.endpoints,
+            max_in_flight=config.max_in_flight,
+            timeout_s=config.timeout_s,
+            headers=transport.auth_headers(transport.api_key(name, config)),
+        )
         self._chat_urls = {url: chat_url(url) for url in config.endpoints}
-        transport.install_header_capture()  # also quiets httpx's INFO line per request
 
     def generate(self, request: GenerationRequest) -> Generation:
         endpoint = self._rotation.next()
@@ -88,10 +93,8 @@ class OpenAIBackend:
         if request.stop:  # as InferenceClient did: no `stop` key at all rather than null
             payload["stop"] = list(request.stop)
         payload = {k: v for k, v in payload.items() if v is not None}
-        response = transport.session().post(url, json=payload, headers=self._headers, timeout=self._timeout)
-        if response.status_code >= 400:
-            raise transport.from_status(response.status_code, response.text[:300], endpoint, response.headers)
-        return response.json()
+        body: Mapping[str, Any] = self._client.post(url, endpoint, payload)
+        return body
 
 
 def chat_url(base_url: str) -> str:

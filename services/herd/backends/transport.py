@@ -81,7 +81,8 @@ def api_key(name: str, config: ModelConfig) -> str | None:
 
 
 def auth_headers(key: str | None) -> dict[str, str]:
-    """For raw calls through the shared client, which never adds credentials by itself."""
+    """For raw calls (the shared client, the OpenAI backend's pool), which never add credentials by
+    themselves."""
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
@@ -94,7 +95,8 @@ def last_headers() -> Mapping[str, str]:
 
 
 def session() -> httpx2.Client:
-    """huggingface_hub's shared client: raw calls (OpenAI /v1/completions) go through the same pool."""
+    """huggingface_hub's shared client, for raw calls beside InferenceClient's (the context probes,
+    herd/backends/context.py). The OpenAI backend has its own pool (herd/backends/jsonclient.py)."""
     install_header_capture()
     return hf_http.get_session()
 
