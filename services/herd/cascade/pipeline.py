@@ -37,7 +37,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from functools import partial
+from functools import lru_cache, partial
 
 import psycopg
 
@@ -458,7 +458,13 @@ def _ends(rounds: int, key: StepKey) -> bool:
 
 
 def _price(config: ModelConfig) -> Decimal:
-    return Decimal(str(config.gpus.usd_per_hour))
+    return _usd(config.gpus.usd_per_hour)
+
+
+@lru_cache(maxsize=256)
+def _usd(value: float) -> Decimal:
+    # Once per price, not per attempt: a worker's CPU per message bounds its throughput.
+    return Decimal(str(value))
 
 
 def clean_text(text: str) -> str:
