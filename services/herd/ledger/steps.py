@@ -105,23 +105,8 @@ _PROMPT_WIDTH = len(PromptRow.__dataclass_fields__)
 _REVIEW_AT = _PROMPT_WIDTH + len(_ATTEMPT_FIELDS)
 
 
-@dataclass(frozen=True)
-class StepState:
-    """Everything phase 1 of a step needs, read in one round trip (see `load_step`)."""
-
-    prompt: PromptRow
-    attempt: AttemptRow | None  # already recorded for this step: a redelivery replays it
-    review: tuple[str, str] | None  # critique/refine: (answer under review, critique of it)
-
-
-def load_step(conn: psycopg.Connection, prompt_id: int, step: StepKey) -> StepState | None:
-    """The prompt with its job's task, the attempt already recorded for `step` if any and, for a
-    critique or refine step not yet recorded, the model's latest answer and this round's critique.
-
-    One statement instead of three or four: on an autocommit connection that is one round trip, and a
-    worker runs it once per message. The review subqueries run only when their CASE needs them."""
-    row = conn.execute(
-        f"""SELECT p.id, p.job_id, j.task, p.text, p.reference, p.fields, p.state,
+# Built once: the worker runs it once per message (psycopg prepares it by its text after a few uses).
+_LOAD_STEP = f"""SELECT p.id, p.job_id, j.task, p.text, p.reference, p.fields, p.state,
                    p.model, p.stage, p.round, j.kind, j.budget_usd,
                    {", ".join(f"a.{name}" for name in _ATTEMPT_FIELDS)},
                    CASE WHEN %(stage)s <> 'answer' AND a.id IS NULL THEN
@@ -138,7 +123,33 @@ def load_step(conn: psycopg.Connection, prompt_id: int, step: StepKey) -> StepSt
             FROM prompts p JOIN jobs j ON j.id = p.job_id
             LEFT JOIN attempts a ON a.prompt_id = p.id
                  AND a.model = %(model)s AND a.stage = %(stage)s AND a.round = %(round)s
-            WHERE p.id = %(id)s""",
+            WHERE p.id = %(id)s"""
+
+# Every NewAttempt field is a column of `attempts`, passed by name (`attempt.__dict__`).
+_NEW_FIELDS = tuple(NewAttempt.__dataclass_fields__)
+_INSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({', '.join(_NEW_FIELDS)}) "
+    f"VALUES ({', '.join(f'%({name})s' for name in _NEW_FIELDS)})"
+)
+
+
+@dataclass(frozen=True)
+class StepState:
+    """Everything phase 1 of a step needs, read in one round trip (see `load_step`)."""
+
+    prompt: PromptRow
+    attempt: AttemptRow | None  # already recorded for this step: a redelivery replays it
+    review: tuple[str, str] | None  # critique/refine: (answer under review, critique of it)
+
+
+def load_step(conn: psycopg.Connection, prompt_id: int, step: StepKey) -> StepState | None:
+    """The prompt with its job's task, the attempt already recorded for `step` if any and, for a
+    critique or refine step not yet recorded, the model's latest answer and this round's critique.
+
+    One statement instead of three or four: on an autocommit connection that is one round trip, and a
+    worker runs it once per message. The review subqueries run only when their CASE needs them."""
+    row = conn.execute(
+        _LOAD_STEP,
         {"id": prompt_id, "model": step.model, "stage": step.stage, "round": step.round},
     ).fetchone()
     if row is None:
@@ -176,15 +187,12 @@ def latest_answer(conn: psycopg.Connection, prompt_id: int, model: str) -> Attem
 
 def insert_attempt(conn: psycopg.Connection, attempt: NewAttempt) -> AttemptRow:
     """Record an attempt; if one already exists for the same step (a duplicate delivery), return it."""
-    values = attempt.__dict__
-    columns = ", ".join(values)
-    placeholders = ", ".join(f"%({name})s" for name in values)
     with conn.cursor(row_factory=class_row(AttemptRow)) as cur:
         cur.execute(
-            f"""INSERT INTO attempts ({columns}) VALUES ({placeholders})
+            f"""{_INSERT_ATTEMPT}
                 ON CONFLICT ON CONSTRAINT uq_attempts_step DO NOTHING
                 RETURNING {_ATTEMPT_COLUMNS}""",
-            values,
+            attempt.__dict__,
         )
         row = cur.fetchone()
     if row is not None:
@@ -195,6 +203,34 @@ def insert_attempt(conn: psycopg.Connection, attempt: NewAttempt) -> AttemptRow:
             f"attempt conflict without a row for prompt {attempt.prompt_id} on {attempt.model}"
         )
     return existing
+
+
+# record_final's one statement, built once (see its docstring).
+_RECORD_FINAL = f"""WITH attempt AS (
+        {_INSERT_ATTEMPT}
+        ON CONFLICT ON CONSTRAINT uq_attempts_step DO NOTHING
+        RETURNING id, prompt_id, model, answer),
+    final AS (
+        INSERT INTO finals (prompt_id, attempt_id, model, answer)
+        SELECT prompt_id, id, model, coalesce(answer, '') FROM attempt
+        ON CONFLICT (prompt_id) DO NOTHING),
+    done AS (
+        UPDATE prompts SET state = 'done', finished_at = now(), error = NULL,
+                           policy_version = %(policy_version_)s
+        WHERE id = (SELECT prompt_id FROM attempt) AND state <> 'done'
+        RETURNING id),
+    -- Every statement of the WITH sees the rows as they were before it: `freed` is the
+    -- prompt's state before `done`, so a slot is handed on only if the prompt held one.
+    freed AS (
+        SELECT FROM done JOIN prompts before ON before.id = done.id AND before.state = 'queued'),
+    refill AS (
+        UPDATE prompts SET state = 'queued', enqueued_at = now()
+        WHERE id IN (SELECT id FROM prompts
+                     WHERE state = 'pending' AND EXISTS (SELECT FROM freed)
+                     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING id, model, stage, round)
+    SELECT (SELECT count(*) FROM attempt), refill.id, refill.model, refill.stage, refill.round
+    FROM (SELECT) AS one LEFT JOIN refill ON true"""
 
 
 def record_final(
@@ -209,36 +245,9 @@ def record_final(
     general path, which replays the stored attempt. Same statements as insert_attempt + finalize +
     refill, chained through the inserted row instead of three more round trips.
     `policy_version`: the policy version that decided (None: the herd file), stored on the prompt."""
-    values = attempt.__dict__
-    columns = ", ".join(values)
-    placeholders = ", ".join(f"%({name})s" for name in values)
     rows = conn.execute(
-        f"""WITH attempt AS (
-                INSERT INTO attempts ({columns}) VALUES ({placeholders})
-                ON CONFLICT ON CONSTRAINT uq_attempts_step DO NOTHING
-                RETURNING id, prompt_id, model, answer),
-            final AS (
-                INSERT INTO finals (prompt_id, attempt_id, model, answer)
-                SELECT prompt_id, id, model, coalesce(answer, '') FROM attempt
-                ON CONFLICT (prompt_id) DO NOTHING),
-            done AS (
-                UPDATE prompts SET state = 'done', finished_at = now(), error = NULL,
-                                   policy_version = %(policy_version_)s
-                WHERE id = (SELECT prompt_id FROM attempt) AND state <> 'done'
-                RETURNING id),
-            -- Every statement of the WITH sees the rows as they were before it: `freed` is the
-            -- prompt's state before `done`, so a slot is handed on only if the prompt held one.
-            freed AS (
-                SELECT FROM done JOIN prompts before ON before.id = done.id AND before.state = 'queued'),
-            refill AS (
-                UPDATE prompts SET state = 'queued', enqueued_at = now()
-                WHERE id IN (SELECT id FROM prompts
-                             WHERE state = 'pending' AND EXISTS (SELECT FROM freed)
-                             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                RETURNING id, model, stage, round)
-            SELECT (SELECT count(*) FROM attempt), refill.id, refill.model, refill.stage, refill.round
-            FROM (SELECT) AS one LEFT JOIN refill ON true""",
-        {**values, "policy_version_": policy_version},
+        _RECORD_FINAL,
+        {**attempt.__dict__, "policy_version_": policy_version},
     ).fetchall()
     if not rows or rows[0][0] == 0:
         return None
