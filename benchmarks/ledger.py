@@ -33,11 +33,14 @@ def load(
     jobs: int = 10,
     rate: float = 100.0,
     seed: float = 0.42,
+    t0: str = T0,
+    prefix: str = "bench",
     progress: Callable[[str], None] | None = None,
 ) -> None:
-    """Append a ledger of about `attempts` attempts in `jobs` jobs `bench0`, `bench1`, ... run one after
-    the other (rate: attempts finished per second overall). One job per statement, so a 10M ledger
-    never holds all its rows in one transaction; `progress` gets a line per job."""
+    """Append a ledger of about `attempts` attempts in `jobs` jobs `<prefix>0`, `<prefix>1`, ... run one
+    after the other from `t0` (a timestamptz literal; rate: attempts finished per second overall). One
+    job per statement, so a 10M ledger never holds all its rows in one transaction; `progress` gets a
+    line per job."""
     prompts = attempts * 2 // 3
     per_job = max(1, prompts // jobs)
     conn.execute("SELECT setseed(%s)", (seed,))
@@ -46,14 +49,14 @@ def load(
         lo, hi = j * per_job, (prompts if j == jobs - 1 else (j + 1) * per_job)
         row = conn.execute(
             "INSERT INTO jobs (name, task, entry_model) VALUES (%s, 'qa', 'small') RETURNING id",
-            (f"bench{j}",),
+            (f"{prefix}{j}",),
         ).fetchone()
         assert row is not None
-        params = {"job": row[0], "lo": lo, "hi": hi - 1, "endpoints": endpoints, "rate": rate, "t0": T0}
+        params = {"job": row[0], "lo": lo, "hi": hi - 1, "endpoints": endpoints, "rate": rate, "t0": t0}
         conn.execute(
             """INSERT INTO prompts (job_id, doc_key, text, content_hash, state, model, finished_at)
                SELECT %(job)s, 'd' || i, 'text', md5(i::text), 'done', 'small', now()
-               FROM generate_series(%(lo)s, %(hi)s) i""",
+               FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) i""",
             params,
         )
         # Attempt k of the run finishes at k / rate s after T0 (plus jitter); small answers every
@@ -85,7 +88,7 @@ def load(
             params,
         )
         if progress:
-            progress(f"job bench{j}: {hi - lo:,} prompts in {time.perf_counter() - t:.1f} s")
+            progress(f"job {prefix}{j}: {hi - lo:,} prompts in {time.perf_counter() - t:.1f} s")
 
 
 def main() -> None:

@@ -13,9 +13,11 @@ each query, the old views' time beside the new ones', measured in the same run o
 new only (the old ones take minutes each): `model_costs`, `perfics_inputs` for one job, the report and
 the total with that job unsealed (computed live, as while a job runs), and the time to seal it; and the
 time the fill took to store every share and seal every job (what the pump ticks spread over the
-night). Jobs are `--jobs` (default one per 100,000 attempts: the same job size at 1M and 10M). The old
-views live in schema `sweep` (tests/support/sweep.py); pointing search_path at it makes `build` read
-them. Each new query runs twice and the faster time is printed; each old one runs once (minutes).
+night); and what one pump tick's fill costs while a job of `--running` attempts runs, and after it
+is done but still in the open tail (`pump_ticks`). Jobs are `--jobs` (default one per 100,000
+attempts: the same job size at 1M and 10M). The old views live in schema `sweep`
+(tests/support/sweep.py); pointing search_path at it makes `build` read them. Each new query runs
+twice and the faster time is printed; each old one runs once (minutes).
 
 Before 0010 (2026-12-01, 1M attempts, load average ~10): job_costs sum 118.8 s -> 37.8 s; job_model_costs
 one job 142.9 s -> 18.0 s; herd report one job 445.9 s -> 93.9 s: job_windows and perfics_inputs still
@@ -34,6 +36,14 @@ it 0.764 s. A report now grows with its job (here 100k attempts) and the unseale
 jobs) 541.8 s; job_costs sum 0.004 s; job_model_costs one job 0.001 s; model_costs 0.000 s;
 perfics_inputs one job 0.482 s; herd report one job 0.923 s (goal: under 2 s); unsealed: herd report
 2.478 s, job_costs sum 0.602 s; sealing one job 0.607 s.
+
+Pump ticks (2026-11-30, idle machine, load ~1, 1M attempts, `--skip-old`, a job of 20,000 attempts
+over the last 300 s, HERD_COST_SHARE_HORIZON_S's default): the check for sealable jobs collected the
+jobs of every attempt in every endpoint's open tail on every tick: 0.238 s per tick, 0.210 s of it
+that query. It now skips jobs with prompts still to run and looks for a finished job's newest
+attempt in each tail: 0.013 s per tick while the job runs (query 0.001 s) and 0.012 s once it is done
+but not yet sealable; the same run's report figures: herd report one job 1.260 s sealed, 2.900 s
+live, perfics_inputs one job 0.685 s.
 """
 
 from __future__ import annotations
@@ -52,8 +62,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.ledger import JOB_ATTEMPTS, load  # noqa: E402
 from herd.ledger.db import migrate  # noqa: E402
-from herd.ledger.shares import fill  # noqa: E402
+from herd.ledger.shares import _SEALABLE, fill  # noqa: E402
 from herd.reporting.build import build  # noqa: E402
+from herd.settings import Settings  # noqa: E402
 from tests.support.sweep import create_sweep_views  # noqa: E402
 
 
@@ -67,6 +78,44 @@ def timed(run: Callable[[], object], repeat: int = 2) -> float:
     return best
 
 
+def pump_ticks(conn: psycopg.Connection, attempts: int) -> None:
+    """What the pump's fill costs every tick while a job runs: a job `running0` of `attempts` attempts
+    finishing over the last `horizon` seconds (all in the open tail, so it cannot seal yet) with its
+    newest 1,000 prompts still queued, then ticks as the pump makes them (herd_workers/tasks.py: horizon
+    from the settings, 1 s budget, slices of 5,000): the first stores what is new, the next ones find
+    nothing to store or seal. Then the same once every prompt of the job is done but its attempts are
+    still in the tail (the minutes between a job's end and its seal)."""
+    horizon = Settings().cost_share_horizon_s
+    row = conn.execute("SELECT (now() - make_interval(secs => %s))::text", (horizon,)).fetchone()
+    assert row is not None
+    load(conn, attempts, jobs=1, rate=attempts / horizon, t0=row[0], prefix="running")
+    conn.execute(
+        """UPDATE prompts SET state = 'queued' WHERE id IN (
+               SELECT p.id FROM prompts p JOIN jobs j ON j.id = p.job_id AND j.name = 'running0'
+               ORDER BY p.id DESC LIMIT 1000)"""
+    )
+    conn.execute("ANALYZE")
+
+    def tick() -> float:
+        t = time.perf_counter()
+        fill(conn, horizon_s=horizon, budget_s=1.0, slice_attempts=5000)
+        return time.perf_counter() - t
+
+    def sealable() -> float:
+        t = time.perf_counter()
+        conn.execute(_SEALABLE, {"job": None}).fetchall()
+        return time.perf_counter() - t
+
+    label = f"pump tick, {attempts:,} attempts in the tail"
+    print(f"{label + ', first':45} {'':>12} {tick():12.3f}s", flush=True)
+    for when in ("job running", "job done, not sealed"):
+        if when != "job running":
+            conn.execute("UPDATE prompts SET state = 'done' WHERE state = 'queued'")
+        ticks = sorted(tick() for _ in range(5))
+        print(f"{f'pump tick, {when} (median of 5)':45} {'':>12} {ticks[2]:12.3f}s", flush=True)
+        print(f"{'  of which the sealable-jobs query':45} {'':>12} {sealable():12.3f}s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,6 +124,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep (and reuse) the loaded database")
     parser.add_argument("--jobs", type=int, help="default: one per 100,000 attempts")
     parser.add_argument("--skip-old", action="store_true", help="only the new views (e.g. at 10M)")
+    parser.add_argument(
+        "--running", type=int, default=20_000, help="attempts of the running job for the pump-tick figures"
+    )
     args = parser.parse_args()
     jobs = args.jobs or max(1, args.attempts // JOB_ATTEMPTS)
     job = f"bench{jobs // 2}"  # a job in the middle of the ledger
@@ -152,6 +204,7 @@ def main() -> None:
             t = time.perf_counter()
             conn.execute("SELECT cost_rollup_seal(id) FROM jobs WHERE name = %s", (job,))
             print(f"{'seal one job (cost_rollup_seal)':45} {'':>12} {time.perf_counter() - t:12.3f}s")
+            pump_ticks(conn, args.running)
     finally:
         if not args.keep:
             with psycopg.connect(server, autocommit=True) as admin:

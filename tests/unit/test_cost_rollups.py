@@ -182,3 +182,19 @@ def test_a_seal_waits_for_an_uncommitted_change_to_its_job(
         sealing.join(60)
     assert "early" in sealed(db)
     assert_views_equal(db)  # the racing attempt is in the stored figures
+
+
+@pytest.mark.parametrize("state", ["pending", "queued", "held"])
+def test_a_job_with_prompts_still_to_run_is_not_sealed_until_they_finish(
+    sweep: psycopg.Connection, state: str
+) -> None:
+    # Its shares may all be final, but its next attempt would unseal it; and checking a running job
+    # against the whole open tail on every pump tick was the tick's main cost.
+    db = sweep
+    job = job_run(db, "running", 0, 10, random.Random(3))
+    waiting = add_prompt(db, job, "not yet run", state=state)
+    assert fill(db, horizon_s=0).sealed == 0 and sealed(db) == set()
+    assert_views_equal(db)  # computed live meanwhile, as the sweep has it
+    db.execute("UPDATE prompts SET state = 'failed', error = 'x' WHERE id = %s", (waiting,))
+    assert fill(db, horizon_s=0).sealed == 1 and sealed(db) == {"running"}
+    assert_views_equal(db)
