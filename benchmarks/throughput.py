@@ -32,13 +32,17 @@ CLI) are printed with each part: on a small machine the worker process (one GIL)
 its Python time goes, by category (SQL, HTTP, events, publish, Celery receive/ack...). All subprocesses
 run in their own sessions and are stopped on exit, Ctrl-C included.
 
-Measured 2026-11-30, `--prompts 3000 --bare-events --skip submit --repeat 2 --baseline-src <main>`, 2
-cores shared with two other engineers' runs, load average 7.0 -> 5.1 (medians; ms = worker CPU per
-task or attempt): bare Celery 584 tasks/s (1.12 ms), with events 328/s (1.86 ms); Herd without events
-main 172 attempts/s (4.21 ms) -> this version 215/s (3.19 ms): 0.30x -> 0.37x bare; with events main
-143/s (5.20 ms) -> 169/s (4.10 ms): 0.44x -> 0.51x bare with events. The ratio moves with the load:
-earlier runs of this version alone gave 0.47x / 0.54x (load 8.2 -> 6.9) and 0.42x / 0.44x (load 1.9 ->
-2.6); the CPU per attempt is the steadier figure.
+--bare-herd-transport adds, after each bare run, the same bare Celery on Herd's Redis transport
+(herd/broker_transport.py), which also makes Celery's own receive and ack cheaper: against it, the
+ratio is Herd's own work per attempt.
+
+Measured 2026-11-30 18:12-18:17 UTC, `--prompts 4000 --bare-events --bare-herd-transport --skip submit
+--repeat 3 --baseline-src <5fc385b>`, idle 2-core machine (load 0.7 -> 2.5), medians (ms = worker CPU
+per task or attempt): bare Celery 788 tasks/s (1.19 ms), with events 575/s (1.57 ms); on Herd's
+transport 937/s (0.99 ms) and 699/s (1.25 ms); Herd without events 5fc385b 330 attempts/s (2.91 ms) ->
+this version 460/s (2.10 ms): 0.42x -> 0.58x bare (0.49x bare on Herd's transport); with events 273/s
+(3.40 ms) -> 367/s (2.61 ms): 0.47x -> 0.64x (0.53x). The ratio moves with the load; the CPU per
+attempt is the steadier figure.
 docs/scale.md has what changed and what the profile says is left.
 """
 
@@ -532,7 +536,7 @@ def start_py_spy(procs: Procs, pid: int, out_dir: Path, work: Path) -> subproces
 PROFILE_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("herd publish (refill messages)", ("publish (herd/queues.py",)),
     ("celery task events", ("celery/events/dispatcher.py",)),
-    ("inference HTTP call + parsing", ("Backend.generate (services/herd/backends/",)),
+    ("inference HTTP call + parsing", ("Backend.generate (herd/backends/",)),
     ("SQL (ledger, psycopg, pool)", ("herd/ledger/steps.py", "psycopg", "WorkerContext.connection")),
     ("pipeline, other Python", ("Pipeline.run (herd/cascade/pipeline.py",)),
     ("herd pump thread", ("Pump.",)),
