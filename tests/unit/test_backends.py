@@ -162,12 +162,29 @@ def test_the_chat_url_is_the_one_inference_client_built(base: str, url: str) -> 
 # The OpenAI backend's own HTTP client (herd/backends/jsonclient.py): what it kept of the httpx client.
 
 
-def test_the_environments_proxy_carries_openai_calls(double, monkeypatch) -> None:
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture
+def no_proxies(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No proxy in the environment, and huggingface_hub's shared httpx client made afresh before and
+    after the test: it reads the proxies once, when made (a worker's environment never changes, a
+    test's does)."""
+    from huggingface_hub.utils import _http as hf_http
+
+    for name in PROXY_VARIABLES:  # urllib and httpx read both cases
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    hf_http.close_session()
+    yield
+    hf_http.close_session()
+
+
+@pytest.mark.parametrize("proxy", ["{url}", "{netloc}"])  # a proxy without a scheme is http:// to httpx
+def test_the_environments_proxy_carries_openai_calls(double, monkeypatch, no_proxies, proxy: str) -> None:
     # `model.invalid` resolves nowhere: the answer can only come through the proxy (the double answers
     # absolute-form requests as a forward proxy would pass them on).
-    monkeypatch.setenv("HTTP_PROXY", double.url)
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.format(url=double.url, netloc=double.url.split("://")[1]))
     double.script([], default={"text": "via proxy"})
     unreachable = double.model_url("m").replace(double.url, "http://model.invalid:9")
     out = backend("openai", unreachable + "/v1").generate(request(CHAT))
@@ -175,11 +192,21 @@ def test_the_environments_proxy_carries_openai_calls(double, monkeypatch) -> Non
     assert [c["model"] for c in double.calls()] == ["m"]
 
 
-def test_no_proxy_sends_the_call_directly(double, monkeypatch) -> None:
+def test_no_proxy_sends_the_call_directly(double, monkeypatch, no_proxies) -> None:
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.0/8,localhost")  # an address range, as clusters set it
     double.script([], default={"text": "direct"})
     assert backend("openai", double.model_url("m") + "/v1").generate(request(CHAT)).text == "direct"
+
+
+def test_without_a_proxy_openai_calls_take_the_urllib3_pool(monkeypatch, no_proxies) -> None:
+    from herd.backends.jsonclient import proxy_configured
+
+    assert not proxy_configured()
+    monkeypatch.setenv("no_proxy", "localhost")  # bypass rules alone name no proxy
+    assert not proxy_configured()
+    monkeypatch.setenv("https_proxy", "http://proxy:3128")
+    assert proxy_configured()
 
 
 @contextlib.contextmanager
@@ -207,7 +234,13 @@ def answering(status: int, headers: dict[str, str], body: bytes) -> Iterator[str
         server.server_close()
 
 
-def test_a_redirect_is_a_permanent_error_naming_where_it_points() -> None:
+@pytest.mark.parametrize("proxied", [False, True])
+def test_a_redirect_is_a_permanent_error_naming_where_it_points(
+    monkeypatch, no_proxies, proxied: bool
+) -> None:
+    if proxied:  # the httpx path, bypassing the proxy for this host
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     moved = {"Location": "http://elsewhere:8000/v1/chat/completions"}
     with answering(308, moved, b"") as url, pytest.raises(PermanentError) as info:
         backend("openai", url).generate(request(CHAT))

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 
+import pytest
 import redis
+from celery import Celery
 from kombu import Connection
 
 from herd import broker_transport
@@ -29,10 +32,20 @@ def test_redis_urls_get_one_client_per_pool_and_keep_their_scheme(services: Serv
         assert second.ping()
 
 
+@pytest.fixture
+def celery_app(services: Services) -> Iterator[Celery]:
+    """Herd's Celery app on the test broker, its connection pools closed after (they would keep
+    whichever broker URL the app had when they were made)."""
+    app.close()
+    app.conf.broker_url = services.broker_url
+    yield app
+    app.close()
+
+
 def test_the_celery_app_publishes_through_it_in_kombus_own_message_format(
-    services: Services, db: object
+    services: Services, db: object, celery_app: Celery
 ) -> None:
-    with app.connection_for_write() as conn:
+    with celery_app.connection_for_write() as conn:
         assert isinstance(conn.default_channel, broker_transport.Channel)
     assert publish([(7, "small", "answer", 0), (8, "small", "critique", 1)]) == 2
     raw = redis.Redis.from_url(services.broker_url).lrange("herd.small", 0, -1)

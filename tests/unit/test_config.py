@@ -44,6 +44,17 @@ def test_good_file_resolves_the_route(tmp_path: Path) -> None:
     assert not route[2].escalates(0.0)  # last tier keeps its answer
 
 
+def test_tiers_are_computed_once_and_equal_configs_stay_equal(tmp_path: Path) -> None:
+    # tier() is asked once per message in a worker, so the frozen config answers from a cache made
+    # with it; the cache holds every (task, model), so it never makes two equal configs differ.
+    first, second = load_herd(write(tmp_path, GOOD)), load_herd(write(tmp_path, GOOD))
+    task = next(iter(first.tasks))
+    answers = {model: first.tier(task, model) for model in first.models}
+    assert first == second
+    assert all(first.tier(task, m) is answers[m] for m in first.models)  # the same object: cached
+    assert all(second.tier(task, m) == answers[m] for m in second.models)
+
+
 def test_wrong_type_names_line_and_key(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD.replace("threshold: 0.4", "threshold: lots"))
     with pytest.raises(ConfigError, match=r"herd.yaml:5: models.small.escalation.threshold: .*number"):

@@ -1,75 +1,79 @@
-"""JSON over HTTP for the OpenAI-compatible backend: one urllib3 connection pool per model.
+"""JSON over HTTP for the OpenAI-compatible backend: one urllib3 connection pool per endpoint.
 
 Every attempt is one POST, and a worker's throughput is bound by its own CPU (issue 12). Against the
 endpoint double with 8 threads, huggingface_hub's shared httpx client took 0.65 ms of CPU per call and
-urllib3 0.46 ms (benchmarks/throughput.py, docs/scale.md). The TGI backend and the context probes keep
-the httpx client (InferenceClient's, for TGI's typed errors and timing headers).
+a urllib3 pool 0.40 ms (docs/scale.md). The TGI backend and the context probes keep the httpx client.
 
-What the httpx client did and this keeps: the same timeout for connecting and for each read,
-`HTTP(S)_PROXY`/`ALL_PROXY`/`NO_PROXY` from the environment, connections reused per endpoint, no
-credential but the model's own key (`headers`), and the same named errors (`transport.from_status`,
-"timed out calling ...", "cannot reach ..."). What it does not: follow redirects. httpx turned a
-redirected POST into a GET; here a 3xx is a permanent error naming where the server points, so the
-herd file can be fixed.
+What the httpx client did and this keeps: the same timeout for connecting and for each read, the same
+trust store for HTTPS (httpx's own SSL context), gzip, connections reused per endpoint, no credential
+but the model's own key (`headers`), and the same named errors (`transport.from_status`, "timed out
+calling ...", "cannot reach ..."). With a proxy configured in the environment (`HTTP_PROXY`,
+`HTTPS_PROXY`, `ALL_PROXY`, any case) every call goes through the httpx client instead, which
+implements all of it (proxy logins, `NO_PROXY` address ranges, scheme-less proxy values): slower, but
+exactly as before. What neither path does: follow redirects. httpx turned a redirected POST into a
+GET; here a 3xx is a permanent error naming where the server points, so the herd file can be fixed.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx2
 import urllib3
 
 from herd.backends import transport
 from herd.backends.base import PermanentError, RetryableError
 
+try:
+    _VERSION = importlib.metadata.version("herd")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    _VERSION = "dev"
+
 
 class JsonClient:
-    """POST a JSON body, get the JSON body back, for one model's endpoints.
+    """POST a JSON body, get the JSON body back, for one model (any of its endpoints).
 
     `max_in_flight`: connections kept per endpoint (a worker runs that many calls at once; more are
     opened when needed, and closed after). `timeout_s`: seconds to connect, and seconds to wait for
     each read of the response. Thread-safe: a worker's threads share it."""
 
-    def __init__(
-        self, endpoints: Sequence[str], *, max_in_flight: int, timeout_s: float, headers: Mapping[str, str]
-    ) -> None:
-        timeout = urllib3.Timeout(connect=timeout_s, read=timeout_s)
-        self._headers = {"Content-Type": "application/json", "Accept": "application/json", **headers}
-        self._options: dict[str, Any] = {"maxsize": max_in_flight, "retries": False, "timeout": timeout}
-        # URL -> (pool, what to ask it for): a pool per endpoint's origin, built here so no call
-        # parses a URL or looks a pool up by key (PoolManager did both, ~10% of the POST's CPU).
-        self._routes: dict[str, tuple[urllib3.connectionpool.HTTPConnectionPool | urllib3.ProxyManager, str]]
-        self._routes = {}
-        self._pools: dict[str, urllib3.connectionpool.HTTPConnectionPool | urllib3.ProxyManager] = {}
-        for url in endpoints:
-            self._route(url)
+    def __init__(self, *, max_in_flight: int, timeout_s: float, headers: Mapping[str, str]) -> None:
+        self._timeout_s = timeout_s
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "User-Agent": f"herd/{_VERSION}",
+            **headers,
+        }
+        self._via_httpx = proxy_configured()
+        self._options: dict[str, Any] = {
+            "maxsize": max_in_flight,
+            "retries": False,
+            "timeout": urllib3.Timeout(connect=timeout_s, read=timeout_s),
+        }
+        self._ssl_context = httpx2.create_ssl_context() if not self._via_httpx else None
+        # URL -> (the pool of its origin, the path and query to ask it for): parsed on a URL's first
+        # call only (PoolManager parsed every URL and looked its pool up by key, ~10% of the POST's CPU).
+        self._pools: dict[str, urllib3.HTTPConnectionPool] = {}
+        self._routes: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
 
-    def _route(
-        self, url: str
-    ) -> tuple[urllib3.connectionpool.HTTPConnectionPool | urllib3.ProxyManager, str]:
+    def _route(self, url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        # Filled from worker threads without a lock: a race only builds the same entry twice.
         route = self._routes.get(url)
         if route is None:
             parts = urlsplit(url)
             origin = f"{parts.scheme}://{parts.netloc}"
             pool = self._pools.get(origin)
             if pool is None:
-                proxy = proxy_for(url)
-                pool = self._pools[origin] = (
-                    urllib3.ProxyManager(proxy, **self._options)
-                    if proxy is not None
-                    else urllib3.connection_from_url(origin, **self._options)
-                )
-            # A proxy is asked for the whole URL; a direct pool for the path (and query).
-            target = (
-                url
-                if isinstance(pool, urllib3.ProxyManager)
-                else urlunsplit(("", "", parts.path or "/", parts.query, ""))
-            )
-            route = self._routes[url] = (pool, target)
+                tls = {"ssl_context": self._ssl_context} if parts.scheme == "https" else {}
+                pool = self._pools[origin] = urllib3.connection_from_url(origin, **self._options, **tls)
+            route = self._routes[url] = (pool, urlunsplit(("", "", parts.path or "/", parts.query, "")))
         return route
 
     def post(self, url: str, endpoint: str, payload: Mapping[str, Any]) -> Any:
@@ -77,6 +81,8 @@ class JsonClient:
         base URL, for messages). Raises RetryableError (timeouts, refused or dropped connections,
         retryable statuses) or PermanentError (other statuses, redirects); json.JSONDecodeError or
         UnicodeDecodeError for a body that is not JSON (the caller maps them)."""
+        if self._via_httpx:
+            return self._post_httpx(url, endpoint, payload)
         pool, target = self._route(url)
         try:
             response = pool.urlopen(
@@ -93,22 +99,33 @@ class JsonClient:
             text = response.data.decode("utf-8", "replace")[:300]
             raise transport.from_status(response.status, text, endpoint, response.headers)
         if response.status >= 300:
-            where = response.headers.get("location", "(no Location header)")
-            raise PermanentError(
-                f"HTTP {response.status} from {endpoint}: redirected to {where}; "
-                "set the model's endpoint to the URL the server names",
-                status=response.status,
-                endpoint=endpoint,
-            )
+            raise _redirected(response.status, response.headers.get("location"), endpoint)
         return json.loads(response.data)
 
+    def _post_httpx(self, url: str, endpoint: str, payload: Mapping[str, Any]) -> Any:
+        """The same POST through huggingface_hub's shared httpx client (the caller maps its transport
+        errors), for proxied environments."""
+        headers = {k: v for k, v in self._headers.items() if k not in ("Accept-Encoding", "User-Agent")}
+        response = transport.session().post(
+            url, json=payload, headers=headers, timeout=self._timeout_s, follow_redirects=False
+        )
+        if response.status_code >= 400:
+            raise transport.from_status(response.status_code, response.text[:300], endpoint, response.headers)
+        if response.status_code >= 300:
+            raise _redirected(response.status_code, response.headers.get("location"), endpoint)
+        return response.json()
 
-def proxy_for(url: str) -> str | None:
-    """The proxy the environment names for `url` (`<scheme>_proxy`, else `all_proxy`; none when
-    `no_proxy` covers its host), as httpx and urllib read them; None: connect directly."""
-    parts = urlsplit(url)
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or (parts.hostname and urllib.request.proxy_bypass(parts.hostname)):
-        return None
-    return proxy
+
+def proxy_configured() -> bool:
+    """Whether the environment names a proxy (`<scheme>_proxy`/`all_proxy`, either case), which httpx
+    would use for some URL: then JsonClient posts through httpx, which applies it exactly."""
+    return any(scheme != "no" and value for scheme, value in urllib.request.getproxies().items())
+
+
+def _redirected(status: int, location: str | None, endpoint: str) -> PermanentError:
+    return PermanentError(
+        f"HTTP {status} from {endpoint}: redirected to {location or '(no Location header)'}; "
+        "set the model's endpoint to the URL the server names",
+        status=status,
+        endpoint=endpoint,
+    )

@@ -38,7 +38,6 @@ class OpenAIBackend:
         self._rotation = transport.EndpointRotation(config.endpoints)
         # Only the model's own key, never the machine's Hugging Face token.
         self._client = JsonClient(
-            config.endpoints,
             max_in_flight=config.max_in_flight,
             timeout_s=config.timeout_s,
             headers=transport.auth_headers(transport.api_key(name, config)),

@@ -181,29 +181,33 @@ class HerdConfig(_Strict):
     models: dict[str, ModelConfig] = Field(min_length=1)
     tasks: dict[str, TaskConfig] = Field(min_length=1)
     entry: str | None = None
-    # tier() answers, kept: a worker asks once per message, and the config is frozen.
+    # Every (task, model)'s tier, computed once when the config is made (it is frozen): a worker asks
+    # once per message. Filled for all pairs, so two equal configs hold equal caches.
     _tiers: dict[tuple[str, str], TaskTier] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: object, /) -> None:
+        self._tiers = {(task, model): self._tier(task, model) for task in self.tasks for model in self.models}
 
     def tier(self, task: str, model: str) -> TaskTier:
         """How `model` runs `task`: its prompt mode and where an uncertain answer goes next.
         Raises KeyError for a task or model the herd file does not name."""
         known = self._tiers.get((task, model))
-        if known is not None:
-            return known
+        return known if known is not None else self._tier(task, model)
+
+    def _tier(self, task: str, model: str) -> TaskTier:
         cfg = self.models[model]
         override = self.tasks[task].models.get(model, TaskModelOverride())
         esc = cfg.escalation
         next_model = override.next if "next" in override.model_fields_set else (esc.next if esc else None)
         threshold = override.threshold if override.threshold is not None else (esc.threshold if esc else None)
         measure = override.measure or (esc.measure if esc else "first_token_margin")
-        tier = self._tiers[(task, model)] = TaskTier(
+        return TaskTier(
             model=model,
             prompt_mode=override.prompt_mode or cfg.prompt_mode,
             next=next_model,
             measure=measure,
             threshold=threshold,
         )
-        return tier
 
     def entry_for(self, task: str) -> str:
         entry = self.tasks[task].entry or self.entry

@@ -105,14 +105,13 @@ SELECT (SELECT count(*) FROM stored), (SELECT count(*) FROM carried),
 
 
 # Jobs to seal (migration 0010): not sealed, with attempts, none of them in any endpoint's open tail,
-# so every share of the job is final. All jobs (job NULL) or one.
-# Cheap while jobs run, which is every pump tick of a night: a job with prompts still to run is not a
-# candidate (three probes of ix_prompts_job_id_state; its next attempt would unseal it anyway), and a
-# finished one is tested against each endpoint's tail newest-first, stopping at its first attempt
-# there. The earlier form collected the jobs of every attempt in every tail on every tick: 0.21 s
-# per tick with 20,000 attempts in the tail (benchmarks/ledger_bench.py).
+# so every share of the job is final. All jobs (job NULL) or one. A job with prompts still to run is
+# not a candidate (three probes of ix_prompts_job_id_state; its next attempt would unseal it anyway):
+# without that, every pump tick of a running job collected the jobs of every attempt in every open
+# tail (0.21 s with 20,000 attempts in it; benchmarks/ledger_bench.py). The tail is still scanned
+# once per tick from a job's last prompt until it is sealed (at most the share horizon).
 _SEALABLE = f"""
-WITH candidates AS MATERIALIZED (  -- first, so the tail test below runs for these jobs only
+WITH candidates AS (
     SELECT j.id
     FROM jobs j
     WHERE (%(job)s::bigint IS NULL OR j.id = %(job)s)
@@ -120,18 +119,19 @@ WITH candidates AS MATERIALIZED (  -- first, so the tail test below runs for the
       AND NOT EXISTS (SELECT FROM prompts o
                       WHERE o.job_id = j.id AND o.state IN ('pending', 'queued', 'held'))
       AND EXISTS (SELECT FROM prompts p JOIN attempts a ON a.prompt_id = p.id WHERE p.job_id = j.id)
-)
-SELECT c.id
-FROM candidates c
-WHERE NOT EXISTS (
-    SELECT FROM cost_share_marks m
+),
+tail_jobs AS (
+    SELECT DISTINCT p.job_id
+    FROM cost_share_marks m
     CROSS JOIN LATERAL (
-        SELECT FROM attempts a JOIN prompts p ON p.id = a.prompt_id
+        SELECT a.prompt_id FROM attempts a
         WHERE a.endpoint = m.endpoint AND a.finished_at > m.closed_until AND {_VALID}
-          AND p.job_id = c.id
-        ORDER BY a.finished_at DESC
-        LIMIT 1
-    ) tail)
+    ) a
+    JOIN prompts p ON p.id = a.prompt_id
+    WHERE EXISTS (SELECT FROM candidates)
+)
+SELECT c.id FROM candidates c
+WHERE NOT EXISTS (SELECT FROM tail_jobs t WHERE t.job_id = c.id)
 ORDER BY c.id
 """
 
