@@ -199,7 +199,7 @@ def test_no_proxy_sends_the_call_directly(double, monkeypatch, no_proxies) -> No
     assert backend("openai", double.model_url("m") + "/v1").generate(request(CHAT)).text == "direct"
 
 
-def test_without_a_proxy_openai_calls_take_the_urllib3_pool(monkeypatch, no_proxies) -> None:
+def test_only_a_named_proxy_sends_openai_calls_through_httpx(monkeypatch, no_proxies) -> None:
     from herd.backends.jsonclient import proxy_configured
 
     assert not proxy_configured()

@@ -20,7 +20,7 @@ import importlib.metadata
 import json
 import urllib.request
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
@@ -95,24 +95,18 @@ class JsonClient:
             raise RetryableError(f"timed out calling {endpoint}: {exc}", endpoint=endpoint) from exc
         except urllib3.exceptions.HTTPError as exc:
             raise RetryableError(f"cannot reach {endpoint}: {exc!r}", endpoint=endpoint) from exc
-        if response.status >= 400:
-            text = response.data.decode("utf-8", "replace")[:300]
-            raise transport.from_status(response.status, text, endpoint, response.headers)
         if response.status >= 300:
-            raise _redirected(response.status, response.headers.get("location"), endpoint)
+            _refuse(response.status, response.data, response.headers, endpoint)
         return json.loads(response.data)
 
     def _post_httpx(self, url: str, endpoint: str, payload: Mapping[str, Any]) -> Any:
         """The same POST through huggingface_hub's shared httpx client (the caller maps its transport
         errors), for proxied environments."""
-        headers = {k: v for k, v in self._headers.items() if k not in ("Accept-Encoding", "User-Agent")}
         response = transport.session().post(
-            url, json=payload, headers=headers, timeout=self._timeout_s, follow_redirects=False
+            url, json=payload, headers=self._headers, timeout=self._timeout_s, follow_redirects=False
         )
-        if response.status_code >= 400:
-            raise transport.from_status(response.status_code, response.text[:300], endpoint, response.headers)
         if response.status_code >= 300:
-            raise _redirected(response.status_code, response.headers.get("location"), endpoint)
+            _refuse(response.status_code, response.content, response.headers, endpoint)
         return response.json()
 
 
@@ -122,9 +116,13 @@ def proxy_configured() -> bool:
     return any(scheme != "no" and value for scheme, value in urllib.request.getproxies().items())
 
 
-def _redirected(status: int, location: str | None, endpoint: str) -> PermanentError:
-    return PermanentError(
-        f"HTTP {status} from {endpoint}: redirected to {location or '(no Location header)'}; "
+def _refuse(status: int, body: bytes, headers: Mapping[str, str], endpoint: str) -> NoReturn:
+    """Raise the error for a non-2xx answer: `transport.from_status` for an error status, a permanent
+    error naming where a redirect points (neither path follows one)."""
+    if status >= 400:
+        raise transport.from_status(status, body.decode("utf-8", "replace")[:300], endpoint, headers)
+    raise PermanentError(
+        f"HTTP {status} from {endpoint}: redirected to {headers.get('location') or '(no Location header)'}; "
         "set the model's endpoint to the URL the server names",
         status=status,
         endpoint=endpoint,
