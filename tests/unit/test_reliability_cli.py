@@ -49,11 +49,17 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(
     (tmp_path / "a.jsonl").write_text('{"id": "a", "text": "What is the capital of France?"}\n')
     herd.cli("submit", str(tmp_path / "a.jsonl"), "--job", "j", "--task", "qa")
     missing = tmp_path / "no-such-folder" / "out.csv"
-    for args in (("export", "j", "-o", str(missing)), ("report", "j", "-o", str(missing))):
+    written = tmp_path / "report.txt"
+    for args in (
+        ("export", "j", "-o", str(missing)),
+        ("report", "j", "-o", str(missing)),
+        # A good -o with a bad --plot: refused before the report is built, so -o is not written.
+        ("report", "j", "-o", str(written), "--plot", str(missing)),
+    ):
         result = herd.cli(*args, check=False)
         assert result.returncode == 2, result.stderr
         assert _one_error_line(result.stderr) == f"error: {missing}: folder {missing.parent} does not exist"
-    assert not missing.parent.exists()
+    assert not written.exists()
 
 
 def test_status_says_why_prompts_failed(make_herd, db: psycopg.Connection, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

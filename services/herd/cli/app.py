@@ -19,7 +19,7 @@ from herd.herdfile.model import ConfigError, HerdConfig, load_herd
 from herd.jobs.documents import InputError
 from herd.jobs.status import UnknownJobError
 from herd.ledger.db import SchemaError
-from herd.redact import install_log_redaction, redact
+from herd.redact import install_log_redaction, mask_url, redact
 from herd.settings import get_settings
 
 console = Console(stderr=True)
@@ -36,8 +36,6 @@ def unreachable_service(exc: BaseException) -> str | None:
     """One line for a database or broker that cannot be reached (down, wrong URL, no such database),
     with the URL's password masked; None for anything else. psycopg and herd.queues (the broker's
     errors) are imported lazily by the commands that use them, so they are looked up only if loaded."""
-    from herd.redact import mask_url
-
     settings = get_settings()
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(exc, psycopg.OperationalError):

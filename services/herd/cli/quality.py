@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from herd.cli.app import console, herd_config, main
-from herd.files import atomic_text
+from herd.files import atomic_text, check_output_path
 
 
 @main.command()
@@ -102,6 +102,11 @@ def report(
         parsed = Weights.parse(weights)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--weights") from exc
+    # Both files before the report is built: a typo in --plot must not cost a build, nor leave -o
+    # written and the plot missing.
+    for path in (output, plot_file):
+        if path is not None:
+            check_output_path(path)
     with psycopg.connect(database_url()) as conn:
         try:
             built = build(conn, job, scorer=scorer, weights=parsed)

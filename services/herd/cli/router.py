@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 import numpy as np
@@ -22,9 +22,6 @@ from herd.cli.policy import _user_errors
 from herd.cli.versions import add_activation
 from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import InputError
-
-if TYPE_CHECKING:  # herd --help imports no numpy-heavy policy code
-    pass
 
 
 @contextmanager

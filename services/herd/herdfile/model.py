@@ -191,8 +191,7 @@ class HerdConfig(_Strict):
     def tier(self, task: str, model: str) -> TaskTier:
         """How `model` runs `task`: its prompt mode and where an uncertain answer goes next.
         Raises KeyError for a task or model the herd file does not name."""
-        known = self._tiers.get((task, model))
-        return known if known is not None else self._tier(task, model)
+        return self._tiers[(task, model)]
 
     def _tier(self, task: str, model: str) -> TaskTier:
         cfg = self.models[model]

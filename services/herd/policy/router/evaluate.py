@@ -155,7 +155,7 @@ def no_tradeoff(single: dict[str, tuple[float, float]], strong: str, weak: str) 
     model costs no more than the cheapest (it is the cheapest, or prices tie, as at $0), or when the
     cheapest is as accurate. `single`: per model (accuracy, USD per 1k prompts) alone."""
     (strong_acc, strong_cost), (weak_acc, weak_cost) = single[strong], single[weak]
-    if strong == weak or strong_cost <= weak_cost:
+    if strong_cost <= weak_cost:  # also when strong is weak: one model is both
         return f"the most accurate model ({strong}) is also the cheapest: route everything to it"
     if strong_acc <= weak_acc:
         return (
