@@ -191,7 +191,10 @@ class HerdConfig(_Strict):
     def tier(self, task: str, model: str) -> TaskTier:
         """How `model` runs `task`: its prompt mode and where an uncertain answer goes next.
         Raises KeyError for a task or model the herd file does not name."""
-        return self._tiers[(task, model)]
+        known = self._tiers.get((task, model))
+        # A task or model not in the file: _tier raises the KeyError naming it (e.g. a herd file that
+        # lost a running job's task), which the worker records as the step's reason.
+        return known if known is not None else self._tier(task, model)
 
     def _tier(self, task: str, model: str) -> TaskTier:
         cfg = self.models[model]
