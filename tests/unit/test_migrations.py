@@ -1,8 +1,9 @@
 """Migrations: upgrade head and downgrade base on an empty database, no drift from the schema, every
-downgrade restoring exactly what the revision before it made."""
+downgrade restoring exactly what the revision before it made, and revisions that stand alone."""
 
 from __future__ import annotations
 
+import ast
 import threading
 from collections.abc import Iterator
 
@@ -12,6 +13,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 
 from herd.ledger.db import (
+    MIGRATIONS_DIR,
     SchemaError,
     alembic_config,
     current_revision,
@@ -131,3 +133,23 @@ def test_every_downgrade_restores_what_the_revision_before_made(empty_db: str) -
     for revision, before in zip(reversed(revisions), ["base", *revisions][-2::-1], strict=True):
         command.downgrade(alembic_config(empty_db), before)
         assert schema_of(empty_db) == made[before], f"downgrading {revision} to {before}"
+
+
+def test_no_revision_imports_another() -> None:
+    """A revision is a frozen snapshot: its SQL is stated whole in its own file, so editing one
+    revision can never change what another executes (CONTRIBUTING.md, script.py.mako)."""
+    versions = MIGRATIONS_DIR / "versions"
+    offenders = []
+    for path in sorted(versions.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [
+                f"{path.name}: {n}" for n in names if n.startswith(("herd_migrations", "importlib"))
+            ]
+    assert len(list(versions.glob("0*.py"))) >= 11
+    assert offenders == []
