@@ -139,11 +139,16 @@ def query_times(conn: psycopg.Connection, job: str, *, skip_old: bool) -> Iterat
 
 def unsealed_times(conn: psycopg.Connection, job: str) -> Iterator[QueryTime]:
     """`job` unsealed (its rows computed live, as while it runs), then the time to seal it again."""
-    total = lambda: conn.execute("SELECT sum(cost_usd) FROM job_costs").fetchall()  # noqa: E731
+
+    def total() -> object:
+        return conn.execute("SELECT sum(cost_usd) FROM job_costs").fetchall()
+
+    def seal() -> object:
+        return conn.execute("SELECT cost_rollup_seal(id) FROM jobs WHERE name = %s", (job,)).fetchall()
+
     conn.execute("DELETE FROM cost_rollup_jobs WHERE job_id = (SELECT id FROM jobs WHERE name = %s)", (job,))
     yield QueryTime(f"herd report {job}, job unsealed (live)", timed(lambda: build(conn, job), 2).best)
     yield QueryTime("sum(cost_usd) FROM job_costs, one unsealed", timed(total, 2).best)
-    seal = lambda: conn.execute("SELECT cost_rollup_seal(id) FROM jobs WHERE name = %s", (job,))  # noqa: E731
     yield QueryTime("seal one job (cost_rollup_seal)", timed(seal).best)
 
 
@@ -164,8 +169,13 @@ def pump_ticks(conn: psycopg.Connection, attempts: int) -> Iterator[QueryTime]:
                ORDER BY p.id DESC LIMIT 1000)"""
     )
     conn.execute("ANALYZE")
-    tick = lambda: fill(conn, horizon_s=horizon, budget_s=1.0, slice_attempts=5000)  # noqa: E731
-    sealable = lambda: conn.execute(_SEALABLE, {"job": None}).fetchall()  # noqa: E731
+
+    def tick() -> object:
+        return fill(conn, horizon_s=horizon, budget_s=1.0, slice_attempts=5000)
+
+    def sealable() -> object:
+        return conn.execute(_SEALABLE, {"job": None}).fetchall()
+
     yield QueryTime(f"pump tick, {attempts:,} attempts in the tail, first", timed(tick).best)
     for when in ("job running", "job done, not sealed"):
         if when != "job running":

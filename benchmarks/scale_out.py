@@ -144,9 +144,12 @@ def run_step(
             )
             commands0, usec0 = redis_commands(client)
             done0, _ = finished(conn)
-            alive = lambda: all(p.poll() is None for p in worker_procs)  # noqa: E731
             wait_finished(
-                conn, n, timeout=max(300, n / 5), alive=alive, what=f"{workers} workers (see {work})"
+                conn,
+                n,
+                timeout=max(300, n / 5),
+                alive=lambda: all(p.poll() is None for p in worker_procs),
+                what=f"{workers} workers (see {work})",
             )
             usage = cpu.stop()
             commands1, usec1 = redis_commands(client)

@@ -217,8 +217,8 @@ def stuck_report(db_url: str, broker_url: str, workers_alive: dict[str, bool]) -
         out["postgres"] = f"unreachable: {exc}"
     try:
         client = redis.Redis.from_url(broker_url, socket_timeout=3, socket_connect_timeout=3)
-        queues = {f"herd.{m}": int(client.llen(f"herd.{m}")) for m in MODELS}  # type: ignore[arg-type]
-        out["redis"] = {**queues, "unacked": int(client.hlen("unacked"))}  # type: ignore[arg-type]
+        queues = {f"herd.{m}": int(client.llen(f"herd.{m}")) for m in MODELS}
+        out["redis"] = {**queues, "unacked": int(client.hlen("unacked"))}
         client.close()
     except redis.RedisError as exc:
         out["redis"] = f"unreachable: {exc}"

@@ -142,8 +142,8 @@ def run_herd(
         if submit.returncode != 0:
             raise RuntimeError(f"herd submit failed ({submit.returncode}):\n{submit.stderr}")
         with psycopg.connect(services.database_url, autocommit=True) as conn:
-            alive = lambda: worker.poll() is None  # noqa: E731
-            wait_finished(conn, n, timeout=max(180, n / 10), alive=alive, what=f"herd (see {log})")
+            what = f"herd (see {log})"
+            wait_finished(conn, n, timeout=max(180, n / 10), alive=lambda: worker.poll() is None, what=what)
             usage = cpu.stop().with_seconds("submit cli", submit_cpu)
             stats = AttemptStats.read(conn)
     finally:

@@ -195,9 +195,12 @@ def wait_worker_ready(
     app = Celery("herd-harness", broker=broker_url, set_as_current=False)
     app.conf.update(task_serializer="json", accept_content=["json"])
     name = f"{model}@{socket.gethostname()}"
+
+    def answers() -> bool:
+        return bool(app.control.ping(destination=[name], timeout=0.5))
+
     try:
-        probe = lambda: bool(app.control.ping(destination=[name], timeout=0.5))  # noqa: E731
-        wait_for_log(proc, log, " ready.", what, timeout=timeout, probe=probe)
+        wait_for_log(proc, log, " ready.", what, timeout=timeout, probe=answers)
     finally:
         app.close()
 
