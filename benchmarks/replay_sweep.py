@@ -108,9 +108,10 @@ def run(data: CalibrationData, label: str, thresholds: int, repeat: int) -> None
     front_times, front = timed(points.front, 3)
     print(f"pareto front: {len(front):,} points in {min(front_times):.3f} s")  # type: ignore[arg-type]
     target = MinQuality(replay(data, Policy.single(data.task, "medium")).quality)
-    choose_times, choice = timed(lambda: choose(data, ROUTE, target), 1)
-    print(f"choose({target}): {choose_times[0]:.2f} s -> {choice.policy.summary()}")  # type: ignore[attr-defined]
-    print(f"  {choice.message}")  # type: ignore[attr-defined]
+    for method in ("point", "guarantee"):
+        choose_times, choice = timed(lambda m=method: choose(data, ROUTE, target, method=m), 1)  # type: ignore[misc]
+        print(f"choose({target}, {method}): {choose_times[0]:.2f} s -> {choice.policy.summary()}")  # type: ignore[attr-defined]
+        print(f"  {choice.message}")  # type: ignore[attr-defined]
 
 
 def main() -> None:
