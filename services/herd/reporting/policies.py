@@ -57,7 +57,7 @@ def choice_lines(choice: Choice) -> list[str]:
             f"searched {choice.searched} policies on {len(choice.train_rows)} prompts (order part); "
             f"tested {choice.tested} of {choice.candidates} candidates on {len(choice.held_out_rows)} "
             "others (test part)",
-            ("GUARANTEE: " if choice.guaranteed else "NO GUARANTEE: ") + choice.message,
+            ("GUARANTEE: " if choice.guaranteed else "") + choice.message,
         ]
     else:
         lines = [
@@ -78,19 +78,20 @@ def choice_lines(choice: Choice) -> list[str]:
         train_q, held_q = choice.reference_quality
         first = "order part" if guarantee else "train"
         lines.append(f"{choice.target.model} alone: quality {train_q:.3f} ({first}), {held_q:.3f} ({other})")
-    if guarantee:
+    if guarantee and choice.guaranteed:
         lines.append(
-            f"(the {other} figures describe the chosen policy on the prompts that tested it; what is "
-            "guaranteed is the bound above)"
+            f"(the {other} figures describe the chosen policy on the prompts that tested it; the promise "
+            "is the GUARANTEE line)"
         )
-    else:
+    elif not guarantee:
         lines.append(choice.message if choice.meets_target_on_held_out else f"NOTE: {choice.message}")
     if choice.thin is not None:
         lines.append(thin_text(choice))
     for r in choice.reliability:
         variant = "+refine" if r.refine else ""
         lines.append(
-            f"reliability of {r.model}{variant} ({r.measure} -> P(correct), {r.n} {other} answers): "
+            f"reliability of {r.model}{variant} ({r.measure} -> P(correct), {r.n} {other.replace(' ', '-')} "
+            "answers): "
             f"ECE {r.ece_before:.3f} raw, {r.ece_after:.3f} calibrated"
         )
     return lines
