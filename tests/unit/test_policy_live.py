@@ -299,7 +299,7 @@ def test_calibrate_promises_only_what_it_can_and_records_no_failed_guarantee_una
     failed = cli(path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "0.9")
     assert failed.exit_code == 1, failed.output
     assert (
-        "NO GUARANTEE: No guarantee" in failed.output
+        "\nNo guarantee: no policy, not even large alone, passed" in failed.output
         and "not recorded: its guarantee failed" in failed.output
     )
     assert db.execute("SELECT count(*) FROM policies").fetchone() == (0,)
