@@ -267,12 +267,8 @@ def test_report_groups_by_version_labels_partial_rows_and_shows_each_model_alone
     herd = load(tmp_path)
     path = tmp_path / "herd.yaml"
     calibrated(url, herd, script_cascade_pays())
-    assert (
-        cli(
-            path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "1", "--method", "point"
-        ).exit_code
-        == 0
-    )
+    chosen = cli(path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "1", "--method", "point")
+    assert chosen.exit_code == 0, chosen.output
     run_job(url, herd, script_cascade_pays(), "live", REFS)
     score(url, herd, "live")
     report = cli(path, url, "report", "live", "--scorer", "exact").output
