@@ -198,6 +198,8 @@ def eval_(
         ev = evaluate(fitted, texts, held)
         policies = entry_policies(herd, task, fitted.models, load_active(conn, task))
         composed = replay_routed(held, choice, policies, fitted.cut)
+    if loaded.unanswered:
+        out.print(loaded.non_answer_text(), markup=False)
     out.print(
         f"router v{v.version} of task {task} ({v.encoder}, tau {fitted.tau:.2f}, "
         f"good: score >= {fitted.cut}) on {held.n} held-out prompts of {job} (scorer {loaded.scorer})",
