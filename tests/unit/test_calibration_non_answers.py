@@ -154,3 +154,20 @@ def test_the_pure_core_leaves_non_answers_out_too() -> None:
     texts = [f"doc {'alpha' if m > 0.3 else 'beta'} {i}" for i, m in enumerate(margin)]
     router = train_router(texts, data, tau=0.5)
     assert router.info["n_train"] == n - 50
+
+
+def test_a_sample_without_any_answer_says_so_instead_of_asking_for_scores(
+    tmp_path: Path, url: str, db: psycopg.Connection
+) -> None:
+    """Every model server unreachable during the sample: the one-line error names the non-answers,
+    not a missing `herd score`."""
+    herd = load(tmp_path)
+    down = {m: {k: (HTTP_500, 0.0) for k in KEYS[:5]} for m in ("small", "large")}
+    run_job(url, herd, down, "cal", {k: REFS[k] for k in KEYS[:5]}, kind="calibration")
+    score(url, herd, "cal")
+    result = cli(tmp_path / "herd.yaml", url, "calibrate", "cal", "--task", "qa", "--match", "large")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: calibration job 'cal': no model answered (large: 5 http_5xx; small: 5 http_5xx): "
+        "nothing to choose on"
+    )

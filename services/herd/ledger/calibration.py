@@ -142,6 +142,13 @@ def load(
     job_id = calibration_job(conn, herd, job, task)
     scorers = job_scorers(conn, job_id)
     if not scorers:
+        answered = conn.execute(
+            "SELECT count(*) FROM attempts a JOIN prompts p ON p.id = a.prompt_id WHERE p.job_id = %s "
+            "AND a.status = 'ok'",
+            (job_id,),
+        ).fetchone()
+        if answered is not None and answered[0] == 0 and (why := _no_answers(conn, job_id)):
+            raise InputError(f"calibration job {job!r}: no model answered ({why}): nothing to choose on")
         raise InputError(f"job {job!r} has no scores: run `herd score {job}` first")
     if scorer is not None and scorer not in scorers:
         raise InputError(f"job {job!r} has no scores from {scorer!r}; its scorers: {', '.join(scorers)}")
@@ -189,6 +196,21 @@ def load(
         {m: _arrays(v) for m, v in plain.items()}, {m: _arrays(v) for m, v in refined.items()},
     )  # fmt: skip
     return Loaded(data, job_id, route, chosen, scorers, left_out, unanswered, kinds)
+
+
+def _no_answers(conn: psycopg.Connection, job_id: int) -> str:
+    """Per model, the kinds of the job's failed answer attempts, e.g. `gemma3: 48 unreachable`."""
+    counts: dict[str, dict[str, int]] = {}
+    for model, error in conn.execute(
+        """SELECT a.model, a.error FROM attempts a JOIN prompts p ON p.id = a.prompt_id
+           WHERE p.job_id = %s AND a.stage = 'answer' AND a.status = 'error'""",
+        (job_id,),
+    ):
+        kinds = counts.setdefault(str(model), {})
+        kind = non_answer(False, error, None) or ""
+        kinds[kind] = kinds.get(kind, 0) + 1
+    parts = [f"{m}: " + ", ".join(f"{n} {k}" for k, n in sorted(ks.items())) for m, ks in counts.items()]
+    return "; ".join(sorted(parts))
 
 
 def _parse(row: tuple[Any, ...]) -> _Attempt:
