@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from herd.backends.base import GenerationRequest
+from herd.backends.base import GenerationRequest, PermanentError
 from herd.cascade.active import ActivePolicies
 from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
@@ -44,6 +44,10 @@ tasks:
 # every attempt is charged exactly latency × GPUs × price.
 LATENCY = {"small": 0.001, "large": 0.002}
 Script = Mapping[str, Mapping[str, tuple[str, float]]]  # model -> prompt key -> (answer, p(top token))
+# Scripted non-answers: this answer makes the call fail (HTTP 500, the retries spent); an answer
+# starting with CUT_OFF comes back cut off at max_new_tokens (finish_reason "length").
+HTTP_500 = "!HTTP 500"
+CUT_OFF = "!cut off:"
 
 
 def load(tmp_path: Path, refine: str = "") -> HerdConfig:
@@ -54,15 +58,19 @@ def load(tmp_path: Path, refine: str = "") -> HerdConfig:
 
 def scripted(script: Script) -> dict[str, FakeBackend]:
     """One fake backend per model answering each prompt (found by its key `qNN` in the prompt text)
-    with the scripted answer and first-token probability (margin = 2p - 1)."""
+    with the scripted answer and first-token probability (margin = 2p - 1), or the scripted
+    non-answer (`HTTP_500`, `CUT_OFF`)."""
 
     def reply(model: str) -> Callable[[GenerationRequest], object]:
         def answer(request: GenerationRequest) -> object:
             text = request.prompt.text + " ".join(c for _, c in request.prompt.messages)
             key = re.findall(r"\bq\d+\b", text)[0]
             said, p = script[model][key]
-            gen = generation(said, p_first=p, latency_s=LATENCY[model])
-            return replace(gen, endpoint=f"http://{model}")
+            if said == HTTP_500:
+                raise PermanentError(f"HTTP 500 from http://{model}: internal server error")
+            cut = said.startswith(CUT_OFF)
+            gen = generation(said.removeprefix(CUT_OFF), p_first=p, latency_s=LATENCY[model])
+            return replace(gen, endpoint=f"http://{model}", finish_reason="length" if cut else "stop")
 
         return answer
 

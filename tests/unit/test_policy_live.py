@@ -136,7 +136,9 @@ def test_calibrate_finds_the_known_optimum(tmp_path: Path, url: str, db, case, t
     if case == "small is useless":
         script["small"] = {k: ("wrong", p_of(0.1 + 0.04 * i)) for i, k in enumerate(KEYS)}
     calibrated(url, herd, script)
-    result = cli(tmp_path / "herd.yaml", url, "calibrate", "cal", "--task", "qa", *target)
+    result = cli(
+        tmp_path / "herd.yaml", url, "calibrate", "cal", "--task", "qa", *target, "--method", "point"
+    )
     assert result.exit_code == 0, result.output
     text = db.execute("SELECT text FROM policies WHERE task = 'qa' AND version = 1").fetchone()[0]
     chosen = Policy.from_text(text)
@@ -155,10 +157,16 @@ def test_policy_versions_list_show_diff_and_roll_back(tmp_path: Path, url: str, 
     herd = load(tmp_path)
     calibrated(url, herd, script_cascade_pays())
     path = tmp_path / "herd.yaml"
-    assert cli(path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "1").exit_code == 0
+    assert (
+        cli(
+            path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "1", "--method", "point"
+        ).exit_code
+        == 0
+    )
     assert cli(path, url, "calibrate", "cal", "--task", "qa", "--max-cost-per-1k", "0.0003").exit_code == 0
     listed = cli(path, url, "policy", "list").output
     assert "qa v1" in listed and "* qa v2" in listed
+    assert listed.count("point estimate, no guarantee") == 2
     assert "tiers:" in cli(path, url, "policy", "show", "1", "--task", "qa").output
     diff = cli(path, url, "policy", "diff", "1", "2", "--task", "qa").output
     assert diff.startswith("--- qa v1") and "-  - model: large" in diff
@@ -210,8 +218,16 @@ def test_bad_arguments_give_one_line_and_write_nothing(tmp_path: Path, url: str,
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (args, lines)
     score(url, herd, "cal")
-    unreachable = cli(path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "1.5")
+    unreachable = cli(
+        path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "1.5", "--method", "point"
+    )
     assert unreachable.exit_code == 2 and "error: no policy reaches quality 1.5" in unreachable.output
+    for args, message in (
+        (["--min-quality", "1.5"], "error: a quality target must lie in [0, 1]"),
+        (["--match", "large", "--confidence", "1"], "error: --confidence must lie strictly between 0 and 1"),
+    ):
+        bad = cli(path, url, "calibrate", "cal", "--task", "qa", *args)
+        assert bad.exit_code == 2 and bad.output.strip().startswith(message), bad.output
     assert db.execute("SELECT count(*) FROM policies").fetchone() == (0,)
     assert db.execute("SELECT count(*) FROM jobs WHERE name = 's'").fetchone() == (0,)
 
@@ -251,7 +267,8 @@ def test_report_groups_by_version_labels_partial_rows_and_shows_each_model_alone
     herd = load(tmp_path)
     path = tmp_path / "herd.yaml"
     calibrated(url, herd, script_cascade_pays())
-    assert cli(path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "1").exit_code == 0
+    chosen = cli(path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "1", "--method", "point")
+    assert chosen.exit_code == 0, chosen.output
     run_job(url, herd, script_cascade_pays(), "live", REFS)
     score(url, herd, "live")
     report = cli(path, url, "report", "live", "--scorer", "exact").output
@@ -266,3 +283,35 @@ def test_report_groups_by_version_labels_partial_rows_and_shows_each_model_alone
     assert "by policy version" in report and f"version 1: {N} prompts, quality 1.000" in report
     assert f"each model alone on calibration job cal ({N} prompts, every model)" in report
     assert "small: quality 0.600" in report and "large: quality 1.000" in report
+
+
+def test_calibrate_promises_only_what_it_can_and_records_no_failed_guarantee_unasked(
+    tmp_path: Path, url: str, db
+) -> None:  # type: ignore[no-untyped-def]
+    herd = load(tmp_path)
+    path = tmp_path / "herd.yaml"
+    calibrated(url, herd, script_cascade_pays())
+    # 20 prompts cannot promise 90% quality at 90% confidence, even with large always right.
+    failed = cli(path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "0.9")
+    assert failed.exit_code == 1, failed.output
+    assert (
+        "\nNo guarantee: no policy, not even large alone, passed" in failed.output
+        and "not recorded: its guarantee failed" in failed.output
+    )
+    assert db.execute("SELECT count(*) FROM policies").fetchone() == (0,)
+    anyway = cli(path, url, "calibrate", "cal", "--task", "qa", "--min-quality", "0.9", "--activate-anyway")
+    assert anyway.exit_code == 0 and "recorded as version 1 of task qa (active" in anyway.output
+    # Matching large: large alone meets 98% of itself by definition; the cascade that equals large on
+    # these prompts is too thin to promise, and Herd says about how many prompts would do.
+    match = cli(path, url, "calibrate", "cal", "--task", "qa", "--match", "large")
+    assert match.exit_code == 0, match.output
+    assert "GUARANTEE: large alone meets quality >= 98% of large alone by definition" in match.output
+    assert "TOO THIN TO SAVE: small (" in match.output and "calibration prompts (" in match.output
+    assert "method: guarantee at 90% confidence (Learn then Test" in match.output
+    estimates = db.execute("SELECT estimates FROM policies WHERE version = 2").fetchone()[0]
+    assert estimates["method"] == "guarantee" and estimates["confidence"] == 0.9
+    assert estimates["guaranteed"] is True and estimates["bound"] == 0.0
+    assert estimates["too_thin"]["prompts_needed"] > N
+    listed = cli(path, url, "policy", "list", "--task", "qa").output.splitlines()
+    assert "NO guarantee at 90% (recorded anyway)" in listed[0]
+    assert "guaranteed at 90%, bound +0.000" in listed[1] and listed[1].startswith("*")

@@ -23,11 +23,12 @@ def _user_errors() -> Iterator[None]:
     """The pure core's errors about the user's input become one-line user errors (exit 2)."""
     from herd.policy.calibrate import UnreachableTargetError
     from herd.policy.data import CalibrationDataError
+    from herd.policy.guarantee import GuaranteeError
     from herd.policy.spec import PolicyError
 
     try:
         yield
-    except (CalibrationDataError, PolicyError, UnreachableTargetError) as exc:
+    except (CalibrationDataError, GuaranteeError, PolicyError, UnreachableTargetError) as exc:
         raise InputError(str(exc)) from None
     except ValueError as exc:  # herd.policy.confidence.fit_map: no usable value to calibrate on
         if "to calibrate on" in str(exc):
@@ -74,6 +75,7 @@ def replay(
 
     from herd.cascade.active import herd_policy, load_active
     from herd.ledger import calibration
+    from herd.ledger.calibration import MAX_NON_ANSWER_SHARE
     from herd.policy.replay import bootstrap
     from herd.policy.replay import replay as do_replay
     from herd.policy.spec import Policy
@@ -116,6 +118,10 @@ def replay(
             + (f", {loaded.left_out} prompts left out (unfinished or unscored)" if loaded.left_out else ""),
             markup=False,
         )
+        if loaded.unanswered:
+            over = loaded.unanswered_share > MAX_NON_ANSWER_SHARE
+            flag = " (WARNING: over 10% of the sample)" if over else ""
+            out.print(loaded.non_answer_text() + flag, markup=False)
         if routed_lines is not None:
             _print(routed_lines)
             return
@@ -150,12 +156,25 @@ def replay(
     "--match", "match_model", help="Target: the cheapest policy reaching --at x this model's quality."
 )
 @click.option("--at", type=float, default=0.98, show_default=True, help="Share of --match's quality.")
+@click.option(
+    "--method",
+    type=click.Choice(["guarantee", "point"]),
+    default="guarantee",
+    show_default=True,
+    help="guarantee: the cheapest policy that meets the target with probability >= --confidence "
+    "(Learn then Test); point: the cheapest by its point estimate on a train split, no guarantee.",
+)
+@click.option("--confidence", type=float, default=0.9, show_default=True, help="Confidence of the guarantee.")
 @click.option("--scorer", help="Scorer behind quality (default: the job's first by name).")
 @click.option(
     "--scorer-cut", type=float, help="Count a score >= CUT as correct (accuracy) instead of the mean."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/held-out split.")
-@click.option("--train-fraction", type=float, default=0.7, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split (and test order).")
+@click.option(
+    "--train-fraction",
+    type=float,
+    help="Share of the prompts that search (and order) the policies. Default: 0.3 (guarantee), 0.7 (point).",
+)
 @click.option(
     "--p-correct/--no-p-correct",
     default=True,
@@ -168,13 +187,30 @@ def replay(
     show_default=True,
     help="Make the new version the one workers run.",
 )
+@click.option(
+    "--activate-anyway",
+    is_flag=True,
+    help="Record (and activate) the policy even when its guarantee failed or its held-out estimate "
+    "missed the target.",
+)
+@click.option(
+    "--allow-non-answers",
+    is_flag=True,
+    help="Calibrate even when more than 10% of the prompts lack an answer from some model "
+    "(errors, timeouts, empty or cut-off answers); they are left out either way.",
+)
 @click.pass_context
 def calibrate(
     ctx: click.Context, job: str, task: str, min_quality: float | None, max_cost_per_1k: float | None,
-    match_model: str | None, at: float, scorer: str | None, scorer_cut: float | None, seed: int,
-    train_fraction: float, p_correct: bool, activate: bool,
+    match_model: str | None, at: float, method: str, confidence: float, scorer: str | None,
+    scorer_cut: float | None, seed: int, train_fraction: float | None, p_correct: bool, activate: bool,
+    activate_anyway: bool, allow_non_answers: bool,
 ) -> None:  # fmt: skip
-    """Choose the policy that meets a target on a calibration job, and record it as a new version."""
+    """Choose the policy that meets a target on a calibration job, and record it as a new version.
+
+    By default the choice carries a guarantee: with probability >= --confidence, the policy's quality
+    on new prompts drawn like the calibration sample meets the target (docs/policy.md). A choice
+    without one is not recorded unless --activate-anyway."""
     import psycopg
 
     from herd.ledger import calibration, policies
@@ -187,6 +223,8 @@ def calibrate(
     given = [t for t in (min_quality, max_cost_per_1k, match_model) if t is not None]
     if len(given) != 1:
         raise InputError("give exactly one target: --min-quality Q, --max-cost-per-1k USD or --match MODEL")
+    if not 0.0 < confidence < 1.0:
+        raise InputError(f"--confidence must lie strictly between 0 and 1 (got {confidence})")
     target: Target
     if min_quality is not None:
         target = MinQuality(min_quality)
@@ -201,17 +239,29 @@ def calibrate(
     measures = (*RAW_MEASURES, "p_correct") if p_correct else RAW_MEASURES
     with _user_errors(), psycopg.connect(database_url()) as conn:
         loaded = calibration.load(conn, herd, job, task, scorer)
+        loaded.check_non_answers(allow_non_answers, job)
         choice = choose(
             loaded.data, loaded.route, target, measures=measures, scorer_cut=scorer_cut,
-            train_fraction=train_fraction, seed=seed,
+            train_fraction=train_fraction, seed=seed, method=method, confidence=confidence,
         )  # fmt: skip
         text = choice.policy.to_text()
-        version = policies.record(
-            conn, task, text, loaded.job_id, view.estimates(choice, loaded.scorer, scorer_cut, job), activate
-        )
+        version = None
+        if not choice.refused or activate_anyway:
+            estimates = view.estimates(choice, loaded.scorer, scorer_cut, job, loaded)
+            version = policies.record(conn, task, text, loaded.job_id, estimates, activate)
+    if loaded.unanswered:
+        out.print(loaded.non_answer_text(), markup=False)
     out.print(f"target: {view.target_text(target)} (scorer {loaded.scorer}); chosen policy:", markup=False)
     out.print(text.rstrip(), markup=False)
     _print(view.choice_lines(choice))
+    if version is None:
+        why = "its guarantee failed" if choice.method == "guarantee" else "it missed the target on held-out"
+        out.print(
+            f"not recorded: {why}. Calibrate on more prompts, or re-run with --activate-anyway to record "
+            "it all the same.",
+            markup=False,
+        )
+        ctx.exit(1)
     state = "active" if activate else f"not active: `herd policy activate {version} --task {task}`"
     back = f"; roll back with `herd policy activate {version - 1} --task {task}`" if version > 1 else ""
     out.print(
@@ -227,10 +277,11 @@ def policy() -> None:
 @policy.command("list")
 @click.option("--task", help="Only this task.")
 def list_(task: str | None) -> None:
-    """Every version: task, version, when, from which job, held-out estimate, active."""
+    """Every version: task, version, when, from which job, held-out estimate, target, guarantee."""
     import psycopg
 
     from herd.ledger import policies
+    from herd.reporting import policies as view
     from herd.urls import database_url
 
     with psycopg.connect(database_url()) as conn:
@@ -245,7 +296,7 @@ def list_(task: str | None) -> None:
         mark = "*" if v.active else " "
         out.print(
             f"{mark} {v.task} v{v.version}  {v.created_at:%Y-%m-%d %H:%M}  from {v.source_job or '-'}  "
-            f"{figures}  target {v.estimates.get('target', '-')}",
+            f"{figures}  target {v.estimates.get('target', '-')}  {view.promise_text(v.estimates)}",
             markup=False,
         )
 

@@ -79,11 +79,14 @@ def router() -> None:
 @click.option("--train-fraction", type=float, default=0.7, show_default=True)
 @click.option("--activate/--no-activate", default=True, show_default=True,
               help="Make the new version the one `herd submit` routes with.")  # fmt: skip
+@click.option("--allow-non-answers", is_flag=True,
+              help="Train even when over 10% of the prompts lack an answer from some model.")  # fmt: skip
 @click.pass_context
 def train(
     ctx: click.Context, job: str, task: str, features: str, cut: float, models: str | None,
     min_quality: float | None, max_cost_per_1k: float | None, match_model: str | None, at: float,
     tau: float, scorer: str | None, seed: int, train_fraction: float, activate: bool,
+    allow_non_answers: bool = False,
 ) -> None:  # fmt: skip
     """Train a router on a calibration job's train split, report held-out figures, record a version."""
     import psycopg
@@ -102,6 +105,7 @@ def train(
         raise InputError(f"--tau must lie in [0, 1] (got {tau})")
     with _router_errors(), psycopg.connect(database_url()) as conn:
         loaded = calibration.load(conn, herd, job, task, scorer)
+        loaded.check_non_answers(allow_non_answers, job)
         data = loaded.data
         chosen = [m.strip() for m in models.split(",") if m.strip()] if models else loaded.route
         unknown = [m for m in chosen if m not in data.plain]
@@ -133,6 +137,8 @@ def train(
             "held_out": view.figures_json(ev),
         }  # fmt: skip
         version = routers.record(conn, fitted, loaded.job_id, figures, activate)
+    if loaded.unanswered:
+        out.print(loaded.non_answer_text(), markup=False)
     out.print(
         f"router for task {task} from calibration job {job} (scorer {loaded.scorer}, good: score >= {cut}): "
         f"{routers.encoder_name(fitted)} features, {len(chosen)} models ({', '.join(chosen)}), "
@@ -192,6 +198,8 @@ def eval_(
         ev = evaluate(fitted, texts, held)
         policies = entry_policies(herd, task, fitted.models, load_active(conn, task))
         composed = replay_routed(held, choice, policies, fitted.cut)
+    if loaded.unanswered:
+        out.print(loaded.non_answer_text(), markup=False)
     out.print(
         f"router v{v.version} of task {task} ({v.encoder}, tau {fitted.tau:.2f}, "
         f"good: score >= {fitted.cut}) on {held.n} held-out prompts of {job} (scorer {loaded.scorer})",

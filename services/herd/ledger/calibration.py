@@ -10,13 +10,18 @@ Per prompt and model on the task's route (herd file order):
 
 A prompt is left out while unfinished, when a model of the route never answered it, or when a
 successful deciding attempt has no score from the scorer (e.g. no reference); `Loaded.left_out` says
-how many. Errors are one-line user errors (InputError, UnknownJobError) raised before anything is written.
+how many. A prompt on which a model of the route gave *no answer* (an error, a timeout, an empty or
+cut-off answer: herd.ledger.outcomes) is left out too, never scored as a wrong answer: an outage
+during the sample says nothing of the model, and keeping it as a 0 makes the model look worse and
+the chosen policy escalate too little. `Loaded.non_answers` counts them per model and kind; past
+`MAX_NON_ANSWER_SHARE` of the sample, `check_non_answers` refuses the sample unless allowed.
+Errors are one-line user errors (InputError, UnknownJobError) raised before anything is written.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,12 +31,13 @@ from herd.cascade.active import herd_rounds
 from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import InputError
 from herd.jobs.status import UnknownJobError
+from herd.ledger.outcomes import non_answer
 from herd.policy.data import CalibrationData, ModelArrays
 from herd.policy.spec import RAW_MEASURES
 
 _ATTEMPTS = f"""
     SELECT c.prompt_id, c.model, c.stage, c.round, c.status, {", ".join(f"a.{m}" for m in RAW_MEASURES)},
-           s.score, c.cost_usd
+           s.score, c.cost_usd, a.error, a.finish_reason
     FROM attempt_costs c
     JOIN attempts a ON a.id = c.attempt_id
     JOIN prompts p ON p.id = c.prompt_id
@@ -40,14 +46,54 @@ _ATTEMPTS = f"""
     ORDER BY c.prompt_id, c.model, c.round, c.stage"""
 
 
+# A sample with more prompts than this share lacking an answer from some model is refused by
+# `herd calibrate` and `herd router train` unless allowed: leaving out a fifth of a sample can
+# leave out the prompts a model finds hard, and what remains no longer looks like the documents.
+MAX_NON_ANSWER_SHARE = 0.1
+
+
 @dataclass(frozen=True)
 class Loaded:
+    """`data` holds the prompts every model of the route answered. `left_out`: prompts unfinished,
+    unscored or never answered; `unanswered`: prompts left out for a non-answer, and
+    `non_answers[model][kind]` how many of them that model gave of each kind."""
+
     data: CalibrationData
     job_id: int
     route: list[str]
     scorer: str
     scorers: list[str]
     left_out: int
+    unanswered: int = 0
+    non_answers: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def unanswered_share(self) -> float:
+        return self.unanswered / max(self.data.n + self.unanswered, 1)
+
+    def non_answer_text(self) -> str:
+        """One line, e.g. `20 of 60 prompts left out for a non-answer (large: 20 http_5xx)`; "" if none."""
+        if not self.unanswered:
+            return ""
+        per_model = "; ".join(
+            f"{model}: " + ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+            for model, kinds in self.non_answers.items()
+        )
+        total = self.data.n + self.unanswered
+        return (
+            f"{self.unanswered} of {total} prompts left out: a model gave no answer, never counted as a "
+            f"wrong one ({per_model})"
+        )
+
+    def check_non_answers(self, allow: bool, job: str) -> None:
+        """InputError when more than MAX_NON_ANSWER_SHARE of the sample lacks an answer, unless `allow`."""
+        if allow or self.unanswered_share <= MAX_NON_ANSWER_SHARE:
+            return
+        raise InputError(
+            f"calibration job {job!r}: {self.non_answer_text()}; that is {self.unanswered_share:.0%} of the "
+            f"sample, over {MAX_NON_ANSWER_SHARE:.0%}: calibrate on a sample taken while every model "
+            "answers, or pass --allow-non-answers to leave them out"
+        )
 
 
 @dataclass(frozen=True)
@@ -58,6 +104,7 @@ class _Attempt:
     measures: dict[str, float]
     score: float | None
     cost: float
+    non_answer: str | None = None
 
 
 def calibration_job(conn: psycopg.Connection, herd: HerdConfig, job: str, task: str) -> int:
@@ -95,6 +142,13 @@ def load(
     job_id = calibration_job(conn, herd, job, task)
     scorers = job_scorers(conn, job_id)
     if not scorers:
+        answered = conn.execute(
+            "SELECT count(*) FROM attempts a JOIN prompts p ON p.id = a.prompt_id WHERE p.job_id = %s "
+            "AND a.status = 'ok'",
+            (job_id,),
+        ).fetchone()
+        if answered is not None and answered[0] == 0 and (why := _no_answers(conn, job_id)):
+            raise InputError(f"calibration job {job!r}: no model answered ({why}): nothing to choose on")
         raise InputError(f"job {job!r} has no scores: run `herd score {job}` first")
     if scorer is not None and scorer not in scorers:
         raise InputError(f"job {job!r} has no scores from {scorer!r}; its scorers: {', '.join(scorers)}")
@@ -108,12 +162,20 @@ def load(
     refined: dict[str, list[tuple[float, float, bool, dict[str, float]]]] = {
         m: [] for m in route if herd_rounds(herd, m) > 0
     }
-    left_out = 0
+    left_out = unanswered = 0
+    kinds: dict[str, dict[str, int]] = {}
     for prompt_id, models in sorted(per_prompt.items()):
         rows = {m: _plain(models.get(m, [])) for m in route}
         rows_refined = {m: _refined(models.get(m, [])) for m in refined}
         if any(r is None for r in (*rows.values(), *rows_refined.values())):
             left_out += 1
+            continue
+        missing = {m: k for m in route if (k := _non_answer(models.get(m, []), m in refined)) is not None}
+        if missing:
+            unanswered += 1
+            for m, kind in missing.items():
+                counts = kinds.setdefault(m, {})
+                counts[kind] = counts.get(kind, 0) + 1
             continue
         ids.append(prompt_id)
         for m, r in rows.items():
@@ -123,15 +185,32 @@ def load(
     total = conn.execute("SELECT count(*) FROM prompts WHERE job_id = %s", (job_id,)).fetchone()
     left_out += int(total[0]) - len(per_prompt) if total else 0
     if not ids:
+        why = f"; {unanswered} of them for a non-answer ({kinds})" if unanswered else ""
         raise InputError(
             f"calibration job {job!r} has no finished prompt answered by every model of {route} and scored "
-            f"by {chosen!r} ({left_out} left out): wait for the job, or run `herd score {job}`"
+            f"by {chosen!r} ({left_out + unanswered} left out{why}): wait for the job, or run "
+            f"`herd score {job}`"
         )
     data = CalibrationData(
         task, np.array(ids, dtype=np.int64),
         {m: _arrays(v) for m, v in plain.items()}, {m: _arrays(v) for m, v in refined.items()},
     )  # fmt: skip
-    return Loaded(data, job_id, route, chosen, scorers, left_out)
+    return Loaded(data, job_id, route, chosen, scorers, left_out, unanswered, kinds)
+
+
+def _no_answers(conn: psycopg.Connection, job_id: int) -> str:
+    """Per model, the kinds of the job's failed answer attempts, e.g. `gemma3: 48 unreachable`."""
+    counts: dict[str, dict[str, int]] = {}
+    for model, error in conn.execute(
+        """SELECT a.model, a.error FROM attempts a JOIN prompts p ON p.id = a.prompt_id
+           WHERE p.job_id = %s AND a.stage = 'answer' AND a.status = 'error'""",
+        (job_id,),
+    ):
+        kinds = counts.setdefault(str(model), {})
+        kind = non_answer(False, error, None) or ""
+        kinds[kind] = kinds.get(kind, 0) + 1
+    parts = [f"{m}: " + ", ".join(f"{n} {k}" for k, n in sorted(ks.items())) for m, ks in counts.items()]
+    return "; ".join(sorted(parts))
 
 
 def _parse(row: tuple[Any, ...]) -> _Attempt:
@@ -139,7 +218,17 @@ def _parse(row: tuple[Any, ...]) -> _Attempt:
         m: (float(v) if v is not None else np.nan) for m, v in zip(RAW_MEASURES, row[5:9], strict=True)
     }
     score = float(row[9]) if row[9] is not None else None
-    return _Attempt(str(row[2]), int(row[3]), row[4] == "ok", measures, score, float(row[10] or 0))
+    ok = row[4] == "ok"
+    return _Attempt(
+        str(row[2]), int(row[3]), ok, measures, score, float(row[10] or 0), non_answer(ok, row[11], row[12])
+    )
+
+
+def _non_answer(attempts: list[_Attempt], refined: bool) -> str | None:
+    """The kind of the first non-answer among the attempts that decide the model's arrays: the
+    answer step (plain), and with refinement every critique and refinement too; None if none."""
+    deciding = attempts if refined else [a for a in attempts if a.stage == "answer"]
+    return next((a.non_answer for a in deciding if a.non_answer is not None), None)
 
 
 def _plain(attempts: list[_Attempt]) -> tuple[float, float, bool, dict[str, float]] | None:

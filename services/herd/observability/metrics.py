@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from psycopg import sql
 
 from herd.cascade.vocabulary import PromptState
+from herd.ledger.outcomes import error_kind_sql
 from herd.queues import queue_for
 
 log = logging.getLogger(__name__)
@@ -46,29 +47,6 @@ OUTCOMES = ("ok", "escalated", "error")
 # Herd publishes without a priority, but a message sent with one must still be counted.
 PRIORITY_SEP = "\x06\x16"
 PRIORITY_STEPS = (3, 6, 9)
-
-# A bounded `kind` for every stored error text (herd/backends/transport.py and herd/cascade/pipeline.py
-# write them); first match wins. Free text never becomes a label.
-ERROR_KINDS: tuple[tuple[str, str], ...] = (
-    ("rate_limited", r"^(HTTP 429|overloaded)"),
-    ("http_5xx", r"^HTTP 5[0-9][0-9]"),
-    ("http_4xx", r"^(HTTP 4[0-9][0-9]|rejected:)"),
-    ("timeout", r"^timed out"),
-    ("unreachable", r"^cannot reach"),
-    ("no_logprobs", r"without (logprobs|token details|top_tokens)|malformed logprobs"),
-    ("malformed", r"^(malformed|unreadable)|without choices"),
-    ("empty_answer", r"^empty answer"),
-    ("template", r"template"),
-    ("ledger", r"^cannot record"),
-)
-
-
-def _error_kind_sql() -> sql.Composable:
-    whens = [
-        sql.SQL("WHEN error ~ {} THEN {}").format(sql.Literal(pattern), sql.Literal(kind))
-        for kind, pattern in ERROR_KINDS
-    ]
-    return sql.SQL("CASE {} ELSE 'other' END").format(sql.SQL(" ").join(whens))
 
 
 def _buckets_sql(column: str) -> sql.Composable:
@@ -86,7 +64,7 @@ ATTEMPTS_SQL = sql.SQL(
               CASE WHEN status = 'error' THEN {kind} END,
               count(*)
        FROM attempts GROUP BY 1, 2, 3, 4"""
-).format(kind=_error_kind_sql())
+).format(kind=error_kind_sql())
 
 # Latency of successful attempts, like the ledger's latency_percentiles view (an error's latency
 # measures the failure, not the model); busy time of every attempt that held an endpoint, since

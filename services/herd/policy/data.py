@@ -8,8 +8,11 @@ Per variant:
 - `score`: the scorer's score in [0, 1] of the deciding attempt; NaN allowed only where `ok` is False;
 - `cost_usd`: attributed cost of the model's attempts on the prompt (answer only when plain;
   answer + critiques + refines when refined), errors included since the live pipeline charges them;
-- `ok`: False when any of those attempts is an error. Live, an error fails the prompt: it ends there
-  with no answer (score 0, counted as a failure) and is never escalated;
+- `ok`: False when any of those attempts is not an answer (an error, a timeout, an empty or cut-off
+  answer). Live, an error fails the prompt: it ends there with no answer and is never escalated. In
+  a calibration sample it says nothing about the model's quality, so choosing and evaluating leave
+  such prompts out (`answered`): herd.ledger.calibration drops them when loading, and
+  herd.policy.calibrate and herd.policy.router drop any left in data built otherwise;
 - `measures`: name -> values of the deciding attempt (NaN = missing: never escalates).
 
 Building these arrays from the ledger is the caller's job; this module only checks and slices them.
@@ -114,6 +117,23 @@ class CalibrationData:
             return out
 
         return CalibrationData(self.task, self.prompt_ids, add(self.plain, False), add(self.refined, True))
+
+    def answered(self, models: Sequence[str] | None = None) -> np.ndarray:
+        """(n,) bool: every variant (plain and refined) of every model in `models` (default: all)
+        answered the prompt (`ok`). A row that is False holds a non-answer (an error, a timeout, an
+        empty or cut-off answer): no evidence of the model's quality either way."""
+        wanted = self.models if models is None else list(models)
+        ok = np.ones(self.n, dtype=bool)
+        for variants in (self.plain, self.refined):
+            for model in wanted:
+                if model in variants:
+                    ok &= variants[model].ok
+        return ok
+
+    def non_answers(self, models: Sequence[str] | None = None) -> dict[str, int]:
+        """Per model of `models` (default: all): prompts on which some variant gave no answer."""
+        wanted = self.models if models is None else list(models)
+        return {m: int((~self.answered([m])).sum()) for m in wanted}
 
     def check_route(self, route: Sequence[str]) -> None:
         """Raise CalibrationDataError unless every model of `route` has plain arrays, each once."""

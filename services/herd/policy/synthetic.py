@@ -4,6 +4,10 @@ Each prompt has a difficulty z ~ N(0, 1); model m answers correctly with probabi
 sigmoid(skill_m - z) and its measures carry a noisy signal of that correctness: the margin is
 sigmoid(noise + signal·(±1)) (high when right), entropies and NLL grow when wrong. A small share
 of attempts error or lack a measure, as in the ledger. Costs are lognormal around `usd[m]`.
+
+For checking a guarantee, `draw` takes i.i.d. calibration samples from a large synthetic
+*population*: any policy's quality on the population (its replay there) is then the exact truth the
+guarantee speaks of, since a new prompt is a uniform draw from the same population.
 """
 
 from __future__ import annotations
@@ -71,3 +75,10 @@ def synthetic(
         else {}
     )
     return CalibrationData(task, np.arange(n, dtype=np.int64), plain, refine)
+
+
+def draw(population: CalibrationData, n: int, seed: int) -> CalibrationData:
+    """n prompts drawn independently and uniformly, with replacement, from `population` (seeded):
+    an i.i.d. calibration sample whose truth is known (replay any policy on `population`)."""
+    rows = np.random.default_rng(seed).integers(0, population.n, n)
+    return population.take(rows)

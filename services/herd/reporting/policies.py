@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from herd.ledger.calibration import Loaded
 from herd.policy.calibrate import Choice, Match, MaxCostPer1k, MinQuality
 from herd.policy.replay import Interval, ReplayBootstrap, ReplayResult
 from herd.policy.sweep import SweepResult
@@ -44,27 +45,76 @@ def replay_lines(result: ReplayResult, boot: ReplayBootstrap) -> list[str]:
 
 
 def choice_lines(choice: Choice) -> list[str]:
+    """What `herd calibrate` prints after the policy text: the method, what carries the promise, the
+    figures on the rows not used to search, too-thin advice, reliability of P(correct)."""
     held = choice.held_out_intervals
-    lines = [
-        f"searched {choice.searched} policies on {len(choice.train_rows)} train prompts; "
-        f"estimated on {len(choice.held_out_rows)} held-out prompts",
-        f"train: quality {choice.train_quality:.3f}, cost per 1k prompts {usd(choice.train_cost_per_1k)}",
-        f"held-out: quality {interval(held.quality)}",
-        f"held-out: cost per 1k prompts {interval(held.cost_per_1k, money=True)}",
+    guarantee = choice.method == "guarantee"
+    other = "test part" if guarantee else "held-out"
+    if guarantee:
+        lines = [
+            f"method: guarantee at {choice.confidence:.0%} confidence (Learn then Test: candidates ordered "
+            f"by cost on one part of the prompts, tested in that order on the other; {choice.test} test)",
+            f"searched {choice.searched} policies on {len(choice.train_rows)} prompts (order part); "
+            f"tested {choice.tested} of {choice.candidates} candidates on {len(choice.held_out_rows)} "
+            "others (test part)",
+            ("GUARANTEE: " if choice.guaranteed else "") + choice.message,
+        ]
+    else:
+        lines = [
+            "method: point estimate (no guarantee: the cheapest policy whose estimate on the train prompts "
+            "meets the target)",
+            f"searched {choice.searched} policies on {len(choice.train_rows)} train prompts; estimated on "
+            f"{len(choice.held_out_rows)} held-out prompts",
+        ]
+    lines += [
+        f"{'order part' if guarantee else 'train'}: quality {choice.train_quality:.3f}, cost per 1k prompts "
+        f"{usd(choice.train_cost_per_1k)}",
+        f"{other}: quality {interval(held.quality)}",
+        f"{other}: cost per 1k prompts {interval(held.cost_per_1k, money=True)}",
     ]
     for tier, rate in zip(choice.policy.tiers[:-1], held.escalation_rate, strict=False):
-        lines.append(f"held-out: escalation from {tier.model} {interval(rate, percent=True)}")
+        lines.append(f"{other}: escalation from {tier.model} {interval(rate, percent=True)}")
     if choice.reference_quality is not None and isinstance(choice.target, Match):
         train_q, held_q = choice.reference_quality
-        lines.append(f"{choice.target.model} alone: quality {train_q:.3f} (train), {held_q:.3f} (held-out)")
-    lines.append(choice.message if choice.meets_target_on_held_out else f"NOTE: {choice.message}")
+        first = "order part" if guarantee else "train"
+        lines.append(f"{choice.target.model} alone: quality {train_q:.3f} ({first}), {held_q:.3f} ({other})")
+    if guarantee and choice.guaranteed:
+        lines.append(
+            f"(the {other} figures describe the chosen policy on the prompts that tested it; the promise "
+            "is the GUARANTEE line)"
+        )
+    elif not guarantee:
+        lines.append(choice.message if choice.meets_target_on_held_out else f"NOTE: {choice.message}")
+    if choice.thin is not None:
+        lines.append(thin_text(choice))
     for r in choice.reliability:
         variant = "+refine" if r.refine else ""
         lines.append(
-            f"reliability of {r.model}{variant} ({r.measure} -> P(correct), {r.n} held-out answers): "
+            f"reliability of {r.model}{variant} ({r.measure} -> P(correct), {r.n} {other.replace(' ', '-')} "
+            "answers): "
             f"ECE {r.ece_before:.3f} raw, {r.ece_after:.3f} calibrated"
         )
     return lines
+
+
+def thin_text(choice: Choice) -> str:
+    """Too little evidence to save: which cheaper policy looked good, and how many prompts would do."""
+    thin = choice.thin
+    if thin is None:
+        return ""
+    n = len(choice.train_rows) + len(choice.held_out_rows)
+    looked = (
+        f"TOO THIN TO SAVE: {thin.policy.summary()} ({usd(thin.cost_per_1k)} per 1k prompts against "
+        f"{usd(choice.train_cost_per_1k)}) met the target on the test part by its point estimate "
+        f"(quality {thin.quality:.3f}) but cannot be promised from {n} prompts"
+    )
+    if thin.prompts is None:
+        return f"{looked}; it sits too close to the target for any sample size Herd considers."
+    more = max(thin.prompts - n, 0)
+    return (
+        f"{looked}; about {thin.prompts:,} calibration prompts ({more:,} more) would let it pass with "
+        f"{thin.power:.0%} probability, if its per-prompt results hold."
+    )
 
 
 def target_text(target: MinQuality | MaxCostPer1k | Match) -> str:
@@ -75,8 +125,12 @@ def target_text(target: MinQuality | MaxCostPer1k | Match) -> str:
     return f"{target.at:.0%} of {target.model} alone"
 
 
-def estimates(choice: Choice, scorer: str, scorer_cut: float | None, job: str) -> dict[str, Any]:
-    """The JSON stored with a policy version: target, train and held-out figures, ECE."""
+def estimates(
+    choice: Choice, scorer: str, scorer_cut: float | None, job: str, loaded: Loaded | None = None
+) -> dict[str, Any]:
+    """The JSON stored with a policy version: target, method, guarantee (confidence, bound), the
+    figures on the search rows (`train`) and the other rows (`held_out`: the test part for the
+    guarantee), ECE, and the prompts left out for a non-answer."""
 
     def iv(i: Interval) -> dict[str, float | None]:
         return {
@@ -85,11 +139,22 @@ def estimates(choice: Choice, scorer: str, scorer_cut: float | None, job: str) -
         }
 
     held = choice.held_out_intervals
+    thin = choice.thin
     return {
         "calibration_job": job,
         "scorer": scorer,
         "scorer_cut": scorer_cut,
         "target": target_text(choice.target),
+        "method": choice.method,
+        "confidence": choice.confidence,
+        "guaranteed": choice.guaranteed,
+        "bound": choice.bound,
+        "test": choice.test or None,
+        "candidates_tested": choice.tested,
+        "too_thin": None if thin is None else {
+            "policy": thin.policy.summary(), "cost_per_1k_usd": thin.cost_per_1k, "quality": thin.quality,
+            "prompts_needed": thin.prompts, "power": thin.power,
+        },
         "train": {"prompts": len(choice.train_rows), "quality": choice.train_quality,
                   "cost_per_1k_usd": choice.train_cost_per_1k},
         "held_out": {"prompts": len(choice.held_out_rows), "quality": iv(held.quality),
@@ -99,7 +164,23 @@ def estimates(choice: Choice, scorer: str, scorer_cut: float | None, job: str) -
         "message": choice.message,
         "ece": [{"model": r.model, "refine": r.refine, "measure": r.measure, "before": r.ece_before,
                  "after": r.ece_after} for r in choice.reliability],
+        "left_out_no_answer": {
+            "prompts": loaded.unanswered if loaded is not None else sum(choice.left_out.values()),
+            "per_model": loaded.non_answers if loaded is not None else choice.left_out,
+        },
     }  # fmt: skip
+
+
+def promise_text(estimates: dict[str, Any]) -> str:
+    """`herd policy list`'s word on a version's promise, from its stored estimates."""
+    method = estimates.get("method")
+    if method == "guarantee" and estimates.get("guaranteed"):
+        bound = estimates.get("bound")
+        figure = f", bound {bound:+.3f}" if isinstance(bound, int | float) else ""
+        return f"guaranteed at {float(estimates.get('confidence') or 0):.0%}{figure}"
+    if method == "guarantee":
+        return f"NO guarantee at {float(estimates.get('confidence') or 0):.0%} (recorded anyway)"
+    return "point estimate, no guarantee"
 
 
 def front_rows(points: SweepResult, limit: int = 15) -> list[tuple[float, float, str]]:

@@ -199,6 +199,7 @@ def render(report: Report, fmt: str, out: IO[str], *, wide: bool = False) -> Non
             "policy_versions": [{k: _number(v) for k, v in asdict(r).items()} for r in report.versions],
             "models_alone": None if report.alone is None else {
                 "calibration_job": report.alone.job, "prompts": report.alone.prompts,
+                "left_out_no_answer": report.alone.unanswered,
                 "rows": [{k: _number(v) for k, v in asdict(r).items()} for r in report.alone.rows],
             },
         }  # fmt: skip

@@ -6,7 +6,9 @@
 - `alone`: a later-tier model's row in a cascade job is its quality on the prompts escalated to it
   (the hard ones), which a reader takes for the model's quality. When a calibration job exists for
   the task, every model answered every prompt there: `alone` gives each model's quality and
-  attributed cost per 1k prompts on those same prompts (the answer step, refinement off).
+  attributed cost per 1k prompts on those same prompts (the answer step, refinement off). A prompt
+  on which some model gave no answer (an error, a timeout, an empty or cut-off answer:
+  herd.ledger.outcomes) is left out for every model, never scored as a wrong answer, and counted.
 """
 
 from __future__ import annotations
@@ -33,13 +35,15 @@ class AloneRow:
     prompts: int
     quality: float | None
     cost_per_1k_prompts_usd: Decimal
+    no_answer: int = 0  # prompts on which this model gave no answer (left out for every model)
 
 
 @dataclass(frozen=True)
 class Alone:
     job: str  # the calibration job
-    prompts: int
+    prompts: int  # prompts every model answered: the rows' figures are on these
     rows: list[AloneRow]
+    unanswered: int = 0  # prompts left out because some model gave no answer
 
 
 def by_version(conn: psycopg.Connection, job: str, scorer: str | None) -> list[VersionRow]:
@@ -83,24 +87,38 @@ def alone(conn: psycopg.Connection, task: str, scorer: str | None) -> Alone | No
     if found is None:
         return None
     rows = conn.execute(
-        """SELECT c.model, count(*),
-                  avg(CASE WHEN c.status = 'ok' THEN s.score ELSE 0 END)
-                      FILTER (WHERE c.status <> 'ok' OR s.score IS NOT NULL),
-                  1000 * sum(c.cost_usd) / count(*)
-           FROM attempt_costs c JOIN prompts p ON p.id = c.prompt_id
-           LEFT JOIN scores s ON s.attempt_id = c.attempt_id AND s.scorer = %(scorer)s
-           WHERE c.job_id = %(job)s AND c.stage = 'answer' AND p.state IN ('done', 'failed')
-             -- Redundant with the job, but the job's attempts are then read by a range of their
-             -- prompt_id index, not found in a scan of the whole ledger (migration 0010's SPAN).
-             AND c.prompt_id BETWEEN (SELECT min(id) FROM prompts WHERE job_id = %(job)s)
-                                 AND (SELECT max(id) FROM prompts WHERE job_id = %(job)s)
-           GROUP BY c.model ORDER BY min(c.attempt_id)""",
+        """WITH answers AS (
+               SELECT c.prompt_id, c.model, c.attempt_id, c.cost_usd, s.score,
+                      c.status <> 'ok' OR a.finish_reason IS NOT DISTINCT FROM 'length' AS no_answer
+               FROM attempt_costs c JOIN attempts a ON a.id = c.attempt_id
+               JOIN prompts p ON p.id = c.prompt_id
+               LEFT JOIN scores s ON s.attempt_id = c.attempt_id AND s.scorer = %(scorer)s
+               WHERE c.job_id = %(job)s AND c.stage = 'answer' AND p.state IN ('done', 'failed')
+                 -- Redundant with the job, but the job's attempts are then read by a range of their
+                 -- prompt_id index, not found in a scan of the whole ledger (migration 0010's SPAN).
+                 AND c.prompt_id BETWEEN (SELECT min(id) FROM prompts WHERE job_id = %(job)s)
+                                     AND (SELECT max(id) FROM prompts WHERE job_id = %(job)s)
+           ), answered AS (
+               SELECT *, bool_or(no_answer) OVER (PARTITION BY prompt_id) AS left_out FROM answers
+           )
+           SELECT model, count(*) FILTER (WHERE NOT left_out),
+                  avg(score) FILTER (WHERE NOT left_out),
+                  1000 * coalesce(sum(cost_usd) FILTER (WHERE NOT left_out), 0)
+                      / greatest(count(*) FILTER (WHERE NOT left_out), 1),
+                  count(*) FILTER (WHERE no_answer),
+                  (SELECT count(DISTINCT prompt_id) FROM answered WHERE left_out)
+           FROM answered GROUP BY model ORDER BY min(attempt_id)""",
         {"scorer": scorer, "job": found[0]},
     ).fetchall()
+    unanswered = int(rows[0][5]) if rows else 0
     return Alone(
         str(found[1]),
-        int(found[2]),
-        [AloneRow(str(r[0]), int(r[1]), None if r[2] is None else float(r[2]), Decimal(r[3])) for r in rows],
+        max((int(r[1]) for r in rows), default=int(found[2])),
+        [
+            AloneRow(str(r[0]), int(r[1]), None if r[2] is None else float(r[2]), Decimal(r[3]), int(r[4]))
+            for r in rows
+        ],
+        unanswered,
     )
 
 
@@ -125,4 +143,10 @@ def lines(versions: list[VersionRow], alone_: Alone | None, money: object) -> li
         for r in alone_.rows:
             quality = f"{r.quality:.3f}" if r.quality is not None else "-"
             out.append(f"  {r.model}: quality {quality}, {fmt(r.cost_per_1k_prompts_usd)} USD per 1k prompts")
+        if alone_.unanswered:
+            counts = ", ".join(f"{r.model} {r.no_answer}" for r in alone_.rows if r.no_answer)
+            out.append(
+                f"  ({alone_.unanswered} more prompts left out: a model gave no answer there ({counts}); "
+                "an error or cut-off answer is not a wrong answer)"
+            )
     return out

@@ -30,7 +30,7 @@ def test_large_model_worse_keeps_the_small_model_alone() -> None:
     large_right = small_right & (margin > 0.4)  # right only where small is: escalation never helps
     data = scripted(small_right, large_right, margin)
     for target in (MinQuality(0.85), MaxCostPer1k(1.0), Match("large", at=1.0), Match("small", at=1.0)):
-        choice = choose(data, ROUTE, target)
+        choice = choose(data, ROUTE, target, method="point")
         assert choice.policy == Policy.single("t", "small"), target
 
 
@@ -38,15 +38,17 @@ def test_useless_small_model_gives_large_model_only() -> None:
     margin = margins(1)
     data = scripted(np.zeros(N, dtype=bool), margin > 0.2, margin)
     for target in (MinQuality(0.7), Match("large", at=1.0)):
-        choice = choose(data, ROUTE, target)
-        assert choice.policy == Policy.single("t", "large")
-        assert choice.meets_target_on_held_out, choice.message
+        for method in ("point", "guarantee"):
+            choice = choose(data, ROUTE, target, method=method)
+            assert choice.policy == Policy.single("t", "large")
+            assert choice.meets_target_on_held_out, choice.message
+            assert choice.guaranteed == (method == "guarantee"), choice.message
 
 
 def test_threshold_in_the_middle_wins() -> None:
     margin = margins(2)
     data = scripted(margin >= 0.5, np.ones(N, dtype=bool), margin)
-    choice = choose(data, ROUTE, MinQuality(1.0))
+    choice = choose(data, ROUTE, MinQuality(1.0), method="point")
     first = choice.policy.tiers[0]
     assert [t.model for t in choice.policy.tiers] == ROUTE
     assert first.measure == "first_token_margin"
@@ -62,10 +64,10 @@ def test_threshold_in_the_middle_wins() -> None:
 def test_match_is_the_cheapest_at_the_share_of_the_models_quality() -> None:
     margin = margins(3)
     data = scripted(margin >= 0.5, np.ones(N, dtype=bool), margin)
-    choice = choose(data, ROUTE, Match("large", at=0.8))
+    choice = choose(data, ROUTE, Match("large", at=0.8), method="point")
     assert choice.reference_quality is not None and choice.reference_quality[0] == 1.0
     assert 0.8 <= choice.train_quality < 0.85  # escalates just enough
-    small_alone = choose(data, ROUTE, Match("large", at=0.4))
+    small_alone = choose(data, ROUTE, Match("large", at=0.4), method="point")
     assert small_alone.policy == Policy.single("t", "small")
 
 
@@ -75,7 +77,7 @@ def test_unreachable_targets_name_the_best_policy() -> None:
     with pytest.raises(
         UnreachableTargetError, match=r"no policy reaches quality 0.95 on the 280 train prompts"
     ):
-        choose(data, ROUTE, MinQuality(0.95))
+        choose(data, ROUTE, MinQuality(0.95), method="point")
     with pytest.raises(UnreachableTargetError, match=r"the cheapest is small alone"):
         choose(data, ROUTE, MaxCostPer1k(1e-4))
 
@@ -85,9 +87,9 @@ def test_held_out_miss_is_flagged_in_a_plain_sentence() -> None:
     small_right = np.zeros(N, dtype=bool)
     small_right[train] = True  # perfect on train, useless on held-out
     data = scripted(small_right, np.ones(N, dtype=bool), margins(5))
-    choice = choose(data, ROUTE, MinQuality(0.9))
+    choice = choose(data, ROUTE, MinQuality(0.9), method="point")
     assert choice.policy == Policy.single("t", "small")
-    assert not choice.meets_target_on_held_out
+    assert not choice.meets_target_on_held_out and choice.refused
     assert choice.message.startswith(f"On {len(held)} held-out prompts the policy's quality is 0 ")
     assert "below the target 0.9" in choice.message
 
@@ -95,7 +97,7 @@ def test_held_out_miss_is_flagged_in_a_plain_sentence() -> None:
 def test_p_correct_policies_carry_their_maps() -> None:
     margin = margins(6)
     data = scripted(margin >= 0.5, np.ones(N, dtype=bool), margin)
-    choice = choose(data, ROUTE, MinQuality(1.0), measures=["p_correct"])
+    choice = choose(data, ROUTE, MinQuality(1.0), measures=["p_correct"], method="point")
     assert choice.policy.tiers[0].measure == "p_correct"
     assert Policy.from_text(choice.policy.to_text()) == choice.policy
     assert {r.model for r in choice.reliability} == set(ROUTE)
@@ -103,8 +105,9 @@ def test_p_correct_policies_carry_their_maps() -> None:
 
 def test_bad_inputs() -> None:
     data = scripted(np.ones(1, dtype=bool), np.ones(1, dtype=bool), np.ones(1))
-    with pytest.raises(CalibrationDataError, match="cannot be split"):
-        choose(data, ROUTE, MinQuality(0.5))
+    for method in ("point", "guarantee"):
+        with pytest.raises(CalibrationDataError, match="cannot be split"):
+            choose(data, ROUTE, MinQuality(0.5), method=method)
     data = scripted(np.ones(N, dtype=bool), np.ones(N, dtype=bool), margins())
     with pytest.raises(CalibrationDataError, match="'huge'"):
         choose(data, ["small", "huge"], MinQuality(0.5))

@@ -18,8 +18,10 @@ ALLOWED = {
     "collections",
     "dataclasses",
     "itertools",
+    "math",
     "typing",
     "numpy",
+    "scipy",
     "sklearn",
     "pydantic",
     "yaml",
@@ -27,7 +29,7 @@ ALLOWED = {
 
 
 @pytest.mark.parametrize("path", sorted(POLICY.glob("*.py")), ids=lambda p: p.name)
-def test_imports_only_stdlib_numpy_sklearn_pydantic_yaml_and_itself(path: Path) -> None:
+def test_imports_only_stdlib_numpy_scipy_sklearn_pydantic_yaml_and_itself(path: Path) -> None:
     for node in ast.walk(ast.parse(path.read_text())):
         names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
         if isinstance(node, ast.ImportFrom):

@@ -161,12 +161,21 @@ def verdict(tc: TaskChoice, found: Comparison) -> str:
     chosen, best = found.rows[0], found.row(f"{tc.best_alone} alone")
     floor = AT * best.accuracy
     what = f"{AT:.0%} of {tc.best_alone} alone on the same prompts ({_pct(floor)})"
+    promise = (
+        f"promised at {tc.choice.confidence:.0%} confidence"
+        if tc.choice.guaranteed
+        else "chosen without a guarantee"
+    )
     if chosen.accuracy >= floor - 1e-12:
-        return f"On the rest the chosen policy ({_pct(chosen.accuracy)}) meets the target, {what}."
+        return f"On the rest the chosen policy ({_pct(chosen.accuracy)}, {promise}) meets the target, {what}."
     return (
-        f"Missed on the rest: the chosen policy's {_pct(chosen.accuracy)} is below the target, {what}. "
-        f"It was chosen on {len(tc.choice.train_rows)} prompts; a larger calibration sample would "
-        "choose more reliably."
+        f"Missed on the rest: the chosen policy's {_pct(chosen.accuracy)} is below the target, {what}; it "
+        f"was {promise}"
+        + (
+            f", which fails in up to {1 - (tc.choice.confidence or 0):.0%} of samples."
+            if tc.choice.guaranteed
+            else "."
+        )
     )
 
 

@@ -3,9 +3,10 @@
 Starts what is missing (embedded Postgres and Redis, migrations, llama.cpp servers for SmolLM2 and
 Gemma-3, one worker per model), then per bundled task (docs/policy.md, "The demo"):
 1. calibrates on a seeded 40% sample (every model answers every prompt) and scores it;
-2. `herd calibrate`s it (98% of the best single model's quality, at the lowest cost), prints the
-   chosen policy with its held-out estimate, records it as the active version the workers run, and
-   trains a TF-IDF router on the same train prompts;
+2. `herd calibrate`s it (98% of the best single model's quality, at the lowest cost, promised at
+   90% confidence), prints the chosen policy and what it promises (or that the sample is too small
+   to promise a saving, and what it runs instead), records it as the active version the workers
+   run, and trains a TF-IDF router;
 3. runs the rest of the set as a live job under that version, and the rest again as a calibration
    job, so the closing table shows, on the same prompts that were never used to choose, the chosen
    policy as the workers ran it beside each model alone, the herd file's cascade, the router and
@@ -147,9 +148,11 @@ def choose_policies(
     say(
         console,
         "Choosing a policy per task (`herd calibrate`): target 98% of the best single model's "
-        "accuracy at the lowest cost, searched on 70% of the calibration prompts and estimated on "
-        "the held-out 30%. Why that target: as good as the best model, for less, is what a first "
-        "run should answer; quality per dollar alone would pick a cheap model however poor it is.",
+        "accuracy at the lowest cost, promised at 90% confidence. The policies are searched and "
+        "ordered by cost on 30% of the calibration prompts and tested in that order on the other 70%; "
+        "a cheaper policy is chosen only if it passes. Why that target: as good as the best model, "
+        "for less, is what a first run should answer; quality per dollar alone would pick a cheap "
+        "model however poor it is.",
     )
     choices = {}
     for p in plans:

@@ -189,8 +189,13 @@ class RouterEval:
 def evaluate(
     router: Router, texts: Sequence[str], data: CalibrationData, taus: np.ndarray | None = None
 ) -> RouterEval:
-    """Score `router` on `data` (held-out rows; `texts[i]` the prompt of row i) with its own cut."""
+    """Score `router` on `data` (held-out rows; `texts[i]` the prompt of row i) with its own cut.
+    Rows on which a routed model gave no answer are left out: a non-answer is not a wrong answer."""
     models, cut = list(router.models), router.cut
+    answered = data.answered(models)
+    if not answered.all():
+        texts = [t for t, keep in zip(texts, answered, strict=True) if keep]
+        data = data.take(np.flatnonzero(answered))
     p = router.p_good(texts)
     choice = route_rule(p, router.cost_usd, router.tau)
     s, w = strong_weak(data, models, cut)

@@ -1,8 +1,10 @@
 """Train a router on calibration data: per model, logistic regression for P(answer is good | prompt).
 
 Good = the model's deciding attempt succeeded and scored at or above `cut` (default 0.5, the
-scorer's pass mark for 0/1 scorers), i.e. `ModelArrays.effective_score(cut)`; an errored attempt is
-bad. Features are TF-IDF (fitted on the train prompts only) or the offline sentence encoder.
+scorer's pass mark for 0/1 scorers), i.e. `ModelArrays.effective_score(cut)`. A prompt on which a
+routed model gave no answer (an error, a cut-off answer: `CalibrationData.answered`) is left out of
+training: it is neither good nor bad. Features are TF-IDF (fitted on the train prompts only) or the
+offline sentence encoder.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def train_router(
     sublinear tf), "tfidf-char" (char_wb 2-4-grams) or "minilm" (the offline encoder; `encoder`
     overrides the built-in one, e.g. in tests).
 
-    Raises RouterError: texts not aligned with the data, no train prompts, an unknown model, or a model
+    Rows on which a routed model gave no answer are left out. Raises RouterError: texts not aligned
+    with the data, no train prompts, an unknown model, or a model
     whose train answers are all good or all bad (named, with the class).
     """
     from sklearn.linear_model import LogisticRegression
@@ -63,8 +66,11 @@ def train_router(
         raise RouterError("no models to route between")
     labels = good_labels(data, models, cut)
     rows = np.arange(data.n) if rows is None else np.asarray(rows)
-    if rows.size == 0:
-        raise RouterError("no prompts to train the router on")
+    answered = rows[data.answered(models)[rows]]
+    if answered.size == 0:
+        why = f" ({rows.size} left out: a routed model gave no answer)" if rows.size else ""
+        raise RouterError(f"no prompts to train the router on{why}")
+    rows = answered
     if features not in FEATURES:
         raise RouterError(f"unknown features {features!r} (one of {', '.join(FEATURES)})")
     y = labels[rows]
