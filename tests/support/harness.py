@@ -17,7 +17,8 @@ from tests.support.processes import Procs, wait_for_log
 
 REPO = Path(__file__).resolve().parents[2]
 TABLES = (
-    "finals, attempts, prompts, jobs, cost_share_marks, cost_share_cuts, cost_share_late, cost_rollup_jobs"
+    "finals, attempts, prompts, jobs, cost_share_marks, cost_share_cuts, cost_share_late, cost_rollup_jobs, "
+    "api_batches, api_file_chunks, api_files, api_keys"
 )
 
 
@@ -62,6 +63,21 @@ tasks:
     kind: qa
     completion: "Q: {{text}}\\nA:"
 """
+
+
+# A chat task on the same three tiers (small answers in chat mode, medium (TGI) and large in completion
+# mode get a transcript), and the route name `herd` for it: OpenAI batch requests (docs/batch-api.md).
+CHAT_TASK = """\
+  chat:
+    kind: chat
+routes:
+  herd: chat
+"""
+
+
+def chat_herd_yaml(double: EndpointDouble, *, retries: int = 2, timeout_s: float = 5.0) -> str:
+    """`herd_yaml` with the chat task and its route."""
+    return herd_yaml(double, retries=retries, timeout_s=timeout_s) + CHAT_TASK
 
 
 @dataclass
