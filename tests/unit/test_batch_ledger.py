@@ -85,13 +85,19 @@ def test_chat_requests_run_the_cascade_and_come_back_in_openais_shape(services, 
     assert list(by_id) == ["easy", "hard", "legacy"]  # submission order
 
     easy = ChatCompletion.model_validate(by_id["easy"]["response"]["body"])
-    assert (easy.model, easy.choices[0].message.content, easy.choices[0].logprobs) == ("small", "Paris.", None)
+    assert (easy.model, easy.choices[0].message.content, easy.choices[0].logprobs) == (
+        "small",
+        "Paris.",
+        None,
+    )
     assert easy.usage is not None and easy.usage.completion_tokens == 1 and easy.usage.prompt_tokens > 0
     assert by_id["easy"]["herd"]["models"] == ["small"] and by_id["easy"]["error"] is None
 
     hard = ChatCompletion.model_validate(by_id["hard"]["response"]["body"])
     assert (hard.model, hard.choices[0].message.content) == ("medium", "Surely.")
-    assert by_id["hard"]["herd"]["models"] == ["small", "medium"] and by_id["hard"]["herd"]["escalations"] == 1
+    assert (
+        by_id["hard"]["herd"]["models"] == ["small", "medium"] and by_id["hard"]["herd"]["escalations"] == 1
+    )
     content = hard.choices[0].logprobs.content  # type: ignore[union-attr]
     assert content is not None and [t.token for t in content] == ["Surely."]
     assert all(len(t.top_logprobs) == 2 for t in content)  # the caller's 2, not Herd's 5
@@ -105,16 +111,22 @@ def test_chat_requests_run_the_cascade_and_come_back_in_openais_shape(services, 
     assert (small_easy["top_p"], small_easy["seed"], small_easy["temperature"]) == (0.9, 7, 0.2)
     assert small_easy["logprobs"] is True and small_easy["top_logprobs"] == 5  # Herd's own, for its decision
     assert "metadata" not in small_easy  # the OpenAI platform's bookkeeping stays home
-    medium_hard = calls[("medium", "User: A hard one\nAssistant:")]  # TGI: a transcript, OpenAI's params mapped
+    medium_hard = calls[
+        ("medium", "User: A hard one\nAssistant:")
+    ]  # TGI: a transcript, OpenAI's params mapped
     assert (medium_hard["seed"], medium_hard["max_new_tokens"], medium_hard["top_n_tokens"]) == (7, 9, 5)
     assert medium_hard["stop"] == ["\nUser:"]
-    stored = db.execute("SELECT count(*) FILTER (WHERE logprobs IS NOT NULL), count(*) FROM attempts").fetchone()
+    stored = db.execute(
+        "SELECT count(*) FILTER (WHERE logprobs IS NOT NULL), count(*) FROM attempts"
+    ).fetchone()
     assert stored == (3, 4)  # only the attempts of requests that asked for logprobs keep them
 
 
 def test_a_model_named_alone_answers_alone(services, db, double, herd) -> None:  # type: ignore[no-untyped-def]
     double.script([], default={**UNSURE, "text": "Unsure."})
-    result = store(services, herd, jsonl(request("a", "Hi", model="small"), request("b", "Yo", model="small")))
+    result = store(
+        services, herd, jsonl(request("a", "Hi", model="small"), request("b", "Yo", model="small"))
+    )
     run(services, herd, result.dispatched)
     outputs, _, _ = exported(services)
     assert [(line["response"]["body"]["model"], line["herd"]["models"]) for line in outputs] == [
@@ -151,12 +163,12 @@ def test_a_file_with_bad_lines_stores_nothing_and_names_every_bad_line(services,
 
 
 def test_repeated_custom_ids_are_named_by_line(services, db, herd) -> None:  # type: ignore[no-untyped-def]
-    data = jsonl(request("a", "1"), request("b", "2"), request("a", "3"), *[request(f"x{i}", "y") for i in range(8)],
-                 request("b", "4"))  # fmt: skip
+    fillers = [request(f"x{i}", "y") for i in range(8)]
+    data = jsonl(request("a", "1"), request("b", "2"), request("a", "3"), *fillers, request("b", "4"))
     with pytest.raises(BatchInvalidError) as caught:
         store(services, herd, data)
-    assert sorted((e.line, e.code) for e in caught.value.errors) == [(3, "duplicate_custom_id"),
-                                                                      (12, "duplicate_custom_id")]  # fmt: skip
+    found = sorted((e.line, e.code) for e in caught.value.errors)
+    assert found == [(3, "duplicate_custom_id"), (12, "duplicate_custom_id")]
     assert db.execute("SELECT count(*) FROM prompts").fetchone() == (0,)
 
 
@@ -201,8 +213,8 @@ VLLM_EXAMPLE = (
     b'"meta-llama/Meta-Llama-3-8B-Instruct", "messages": [{"role": "system", "content": "You are a helpful '
     b'assistant."},{"role": "user", "content": "Hello world!"}],"max_completion_tokens": 1000}}\n'
     b'{"custom_id": "request-2", "method": "POST", "url": "/v1/chat/completions", "body": {"model": '
-    b'"meta-llama/Meta-Llama-3-8B-Instruct", "messages": [{"role": "system", "content": "You are an unhelpful '
-    b'assistant."},{"role": "user", "content": "Hello world!"}],"max_completion_tokens": 1000}}\n'
+    b'"meta-llama/Meta-Llama-3-8B-Instruct", "messages": [{"role": "system", "content": "You are an '
+    b'unhelpful assistant."},{"role": "user", "content": "Hello world!"}],"max_completion_tokens": 1000}}\n'
 )
 
 

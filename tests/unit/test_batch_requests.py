@@ -70,11 +70,14 @@ def line(**fields: object) -> bytes:
         (line(method="GET"), "invalid_value", "method", "POST"),
         (line(body=[1]), "invalid_value", "body", "object"),
         (line(body={"messages": []}), "missing_required_parameter", "body.model", "body.model"),
-        (line(body=chat(messages=[{"role": "user", "content": "a\u0000b"}])), "invalid_value", None, "U+0000"),
+        (line(body=chat(messages=[{"role": "user", "content": "a\u0000b"}])), "invalid_value", None,
+         "U+0000"),
         (line().replace(b'"Hi"', b'"\\ud83d"'), "invalid_value", None, "unpaired surrogate"),
     ],
 )  # fmt: skip
-def test_a_bad_line_is_one_error_with_its_line_code_and_field(raw: bytes, code: str, param: str, says: str) -> None:
+def test_a_bad_line_is_one_error_with_its_line_code_and_field(
+    raw: bytes, code: str, param: str, says: str
+) -> None:
     with pytest.raises(LineProblem) as caught:
         parse(12, raw)
     error = caught.value.error
@@ -108,7 +111,7 @@ def test_a_first_line_may_start_with_a_byte_order_mark() -> None:
         (CHAT, chat(max_tokens=0), "max_tokens", "greater than or equal to 1"),
         (CHAT, chat(messages=[]), "messages", "at least 1"),
         (CHAT, chat(messages=[{"role": "tool", "content": "x"}]), "messages.0.role", "'system'"),
-        (CHAT, chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+        (CHAT, chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
          "messages.0.content.0", "text only"),
         (CHAT, chat(messages=[{"role": "assistant", "content": "", "tool_calls": [{"id": "1"}]}]),
          "messages.0.tool_calls", "tool calls"),
@@ -119,7 +122,9 @@ def test_a_first_line_may_start_with_a_byte_order_mark() -> None:
         (COMPLETIONS, {"model": "herd"}, "prompt", "required"),
     ],
 )  # fmt: skip
-def test_what_herd_cannot_honour_is_refused_naming_the_field(url: str, body: dict, param: str, says: str) -> None:  # type: ignore[type-arg]
+def test_what_herd_cannot_honour_is_refused_naming_the_field(
+    url: str, body: dict, param: str, says: str
+) -> None:  # type: ignore[type-arg]
     with pytest.raises(RequestError) as caught:
         check(url, body, [OPENAI])
     assert caught.value.param == param
@@ -149,12 +154,21 @@ def test_a_checked_request_is_stored_as_sent_with_its_transcript_as_text() -> No
 def test_a_chat_model_gets_the_messages_and_the_callers_parameters_and_herd_adds_only_logprobs() -> None:
     body = chat(messages=[{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
                 max_completion_tokens=7, temperature=0.4, top_p=0.9, seed=11, stop="END",
-                response_format={"type": "json_object"}, metadata={"team": "a"}, store=True, top_k=40)  # fmt: skip
+                response_format={"type": "json_object"}, metadata={"team": "a"}, store=True,
+                top_k=40)  # fmt: skip
     request = generation_request("ignored", check(CHAT, body).fields(), "chat", PARAMS)
     assert request.prompt.mode == "chat"
-    assert request.prompt.as_messages() == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert request.prompt.as_messages() == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+    ]
     assert (request.max_new_tokens, request.temperature, request.stop) == (7, 0.4, ("END",))
-    assert request.extra == {"top_p": 0.9, "seed": 11, "response_format": {"type": "json_object"}, "top_k": 40}
+    assert request.extra == {
+        "top_p": 0.9,
+        "seed": 11,
+        "response_format": {"type": "json_object"},
+        "top_k": 40,
+    }
     assert request.top_logprobs == PARAMS.top_logprobs and request.caller_logprobs is None
 
 
@@ -176,7 +190,11 @@ def test_a_completion_mode_model_gets_a_transcript_that_stops_at_the_next_user_t
 def test_a_legacy_completions_body_goes_to_the_completions_endpoint_on_any_model() -> None:
     body = {"model": "herd", "prompt": "Once upon", "max_tokens": 5, "logprobs": 2}
     request = generation_request("", check(COMPLETIONS, body).fields(), "chat", PARAMS)
-    assert (request.prompt.mode, request.prompt.text, request.max_new_tokens) == ("completion", "Once upon", 5)
+    assert (request.prompt.mode, request.prompt.text, request.max_new_tokens) == (
+        "completion",
+        "Once upon",
+        5,
+    )
     assert request.caller_logprobs is not None and request.caller_logprobs.top == 2
 
 
@@ -194,7 +212,9 @@ def test_a_document_under_a_chat_task_is_one_user_message() -> None:
 
 
 TOKENS = (
-    TokenLogprob("Par", math.log(0.9), (("Par", math.log(0.9)), ("Lon", math.log(0.05)), ("Ber", math.log(0.01)))),
+    TokenLogprob(
+        "Par", math.log(0.9), (("Par", math.log(0.9)), ("Lon", math.log(0.05)), ("Ber", math.log(0.01)))
+    ),
     TokenLogprob("is", math.log(0.99), (("is", math.log(0.99)), ("ma", math.log(0.005)))),
 )
 
@@ -252,7 +272,9 @@ def test_a_name_is_a_route_a_chat_task_or_a_model_alone(tmp_path: Path) -> None:
         ("routes: {x: nope}", "routes.x: unknown chat task or model 'nope'"),
     ],
 )
-def test_a_bad_route_fails_at_load_naming_file_line_and_key(tmp_path: Path, routes_yaml: str, says: str) -> None:
+def test_a_bad_route_fails_at_load_naming_file_line_and_key(
+    tmp_path: Path, routes_yaml: str, says: str
+) -> None:
     path = herd_file(tmp_path, routes_yaml)
     with pytest.raises(ConfigError, match=f"{path}:8: {says}"):
         load_herd(path)
