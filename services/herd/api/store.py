@@ -84,14 +84,15 @@ class PostgresStore:
         return _PostgresWriter(conn, file_id)
 
     def read(self, file_id: str) -> Iterator[bytes]:
-        # One chunk per query, by key: no cursor or transaction held open between chunks, so a slow
-        # client holds a pooled connection and nothing else.
+        # One chunk per query, by key, each in its own short transaction: no cursor or snapshot held
+        # open between chunks, so a slow client holds a pooled connection and nothing else.
         with self._connect() as conn:
             seq = 0
             while True:
                 row = conn.execute(
                     "SELECT data FROM api_file_chunks WHERE file_id = %s AND seq = %s", (file_id, seq)
                 ).fetchone()
+                conn.commit()
                 if row is None:
                     return
                 yield bytes(row[0])

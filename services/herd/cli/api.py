@@ -6,20 +6,14 @@ import logging
 
 import click
 
-from herd.cli.app import console, database, fail, herd_config, main
+from herd.cli.app import console, database, fail, herd_config, main, wait_for_schema
 from herd.reporting.tables import Column, print_table
 
 
 @main.command()
 @click.option("--address", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port of the API (base URL /v1).")
-@click.option(
-    "--wait-for-schema",
-    "wait_s",
-    default=60.0,
-    show_default=True,
-    help="Seconds to wait for `herd migrate` (run elsewhere) to bring the schema up to date.",
-)
+@wait_for_schema
 @click.option("--loglevel", default="info", show_default=True)
 @click.pass_context
 def serve(ctx: click.Context, address: str, port: int, wait_s: float, loglevel: str) -> None:
