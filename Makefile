@@ -8,7 +8,7 @@ IMPORT_ROOTS := services:workers:migrations
 TYPED := services/herd workers/herd_workers migrations/herd_migrations tests benchmarks
 
 .DEFAULT_GOAL := help
-.PHONY: help install hooks fmt lint typecheck check test test-fast bench demo migrate
+.PHONY: help install hooks fmt lint typecheck check test test-fast bench demo migrate sql
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -50,3 +50,6 @@ demo: ## the whole system on this machine with two real local models (`herd down
 
 migrate: ## bring the database (HERD_DATABASE_URL, else the embedded one) to the latest revision
 	$(BIN)/herd migrate
+
+sql: ## regenerate migrations/herd_migrations/current.sql: the views, functions and triggers at head
+	$(BIN)/python -m herd_migrations.sqldump

@@ -28,8 +28,6 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
-import importlib
-
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -40,7 +38,6 @@ branch_labels = None
 depends_on = None
 
 TS = postgresql.TIMESTAMP(timezone=True)
-_V4 = importlib.import_module("herd_migrations.versions.0004_busy_seconds")
 
 # A busy interval exists only for a positive, finite busy_s (NaN > 0 is true in Postgres; NaN is also
 # greater than infinity, so the upper bound keeps it out): the rule of 0003's attempt_busy.
@@ -165,6 +162,78 @@ ATTEMPT_COSTS = f"""
 
 VIEWS: list[tuple[str, str]] = [("attempt_costs", ATTEMPT_COSTS)]
 
+# 0004's attempt_costs, which sweeps the whole ledger per query: downgrade() puts it back.
+PREVIOUS: dict[str, str] = {
+    "attempt_costs": """
+        WITH busy AS (
+            SELECT attempt_id, endpoint, busy_start, busy_end
+            FROM attempt_busy
+            WHERE busy_start IS NOT NULL
+        ),
+        events AS (
+            SELECT endpoint, busy_start AS t, 1 AS delta FROM busy
+            UNION ALL
+            SELECT endpoint, busy_end AS t, -1 AS delta FROM busy
+        ),
+        -- One row per distinct instant: each starts an elementary segment [t, next t).
+        instants AS (
+            SELECT endpoint, t, sum(delta) AS delta
+            FROM events
+            GROUP BY endpoint, t
+        ),
+        segments AS (
+            SELECT endpoint,
+                   t,
+                   sum(delta) OVER w AS in_flight,
+                   extract(epoch FROM lead(t) OVER w - t) AS length_s
+            FROM instants
+            WINDOW w AS (PARTITION BY endpoint ORDER BY t)
+        ),
+        cumulative AS (
+            SELECT endpoint,
+                   t,
+                   coalesce(sum(length_s / nullif(in_flight, 0)) OVER (
+                       PARTITION BY endpoint ORDER BY t
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS c
+            FROM segments
+        ),
+        shares AS (
+            SELECT b.attempt_id, b.busy_start, b.busy_end, c_end.c - c_start.c AS shared_s
+            FROM busy b
+            JOIN cumulative c_start ON c_start.endpoint = b.endpoint AND c_start.t = b.busy_start
+            JOIN cumulative c_end ON c_end.endpoint = b.endpoint AND c_end.t = b.busy_end
+        )
+        SELECT a.id AS attempt_id,
+               a.prompt_id,
+               p.job_id,
+               j.name AS job,
+               j.task,
+               a.model,
+               a.stage,
+               a.round,
+               a.status,
+               a.escalated,
+               a.endpoint,
+               a.started_at,
+               a.finished_at,
+               s.busy_start,
+               s.busy_end,
+               a.busy_s AS busy_s,
+               coalesce(s.shared_s, 0) AS shared_s,
+               a.gpu_count,
+               a.usd_per_gpu_hour,
+               coalesce(s.shared_s, 0) * a.gpu_count AS attributed_gpu_seconds,
+               coalesce(s.shared_s, 0) * a.gpu_count * a.usd_per_gpu_hour / 3600 AS cost_usd,
+               a.latency_s,
+               a.prompt_tokens,
+               a.generated_tokens
+        FROM attempts a
+        JOIN prompts p ON p.id = a.prompt_id
+        JOIN jobs j ON j.id = p.job_id
+        LEFT JOIN shares s ON s.attempt_id = a.id
+        """,
+}
+
 
 def upgrade() -> None:
     op.create_table(
@@ -216,9 +285,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    old = dict(_V4.VIEWS)
     for name, _ in VIEWS:
-        op.execute(f"CREATE OR REPLACE VIEW {name} AS {old[name]}")
+        op.execute(f"CREATE OR REPLACE VIEW {name} AS {PREVIOUS[name]}")
     for name, _ in TRIGGERS:
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON attempts")
     op.execute("DROP FUNCTION IF EXISTS cost_shares_note()")

@@ -33,8 +33,6 @@ Create Date: 2026-12-02
 
 from __future__ import annotations
 
-import importlib
-
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -45,9 +43,6 @@ branch_labels = None
 depends_on = None
 
 TS = postgresql.TIMESTAMP(timezone=True)
-_V4 = importlib.import_module("herd_migrations.versions.0004_busy_seconds")
-_V6 = importlib.import_module("herd_migrations.versions.0006_policies_budgets")
-_V9 = importlib.import_module("herd_migrations.versions.0009_cost_shares")
 
 # The span of one job's prompt ids, as a condition on a prompt id column: redundant with the join on
 # prompts.job_id, but it lets the planner read that job's attempts by a range of the
@@ -159,17 +154,33 @@ $$
 # computed before a change the trigger could not see.
 SEAL_LOCK = "pg_advisory_xact_lock_shared(1751478884, ({job} % 2147483647)::integer)"
 
-# Unseal the jobs of changed attempts (0009's note function, which also notes late arrivals).
-NOTE = _V9.NOTE_LATE.replace(
-    "    RETURN NULL;",
-    f"""    PERFORM {SEAL_LOCK.format(job="j.job_id")}
+# A changed attempt row `c` has a busy interval: 0009's rule.
+VALID = "c.endpoint IS NOT NULL AND c.busy_s > 0 AND c.busy_s < 'Infinity'"
+
+# 0009's note function (which notes late arrivals) and, after it, the unseal of the changed attempts' jobs.
+NOTE = f"""
+CREATE OR REPLACE FUNCTION cost_shares_note() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Conflicts with the fill's EXCLUSIVE lock: a fill waits for this transaction, or this
+    -- statement waits for the fill and then compares against its new closed_until.
+    LOCK TABLE cost_share_marks IN ROW EXCLUSIVE MODE;
+    INSERT INTO cost_share_marks (endpoint)
+    SELECT DISTINCT c.endpoint FROM changed c WHERE {VALID}
+    ON CONFLICT (endpoint) DO NOTHING;
+    INSERT INTO cost_share_late (endpoint, busy_start, busy_s)
+    SELECT c.endpoint, c.finished_at - make_interval(secs => c.busy_s), c.busy_s
+    FROM changed c
+    JOIN cost_share_marks m ON m.endpoint = c.endpoint
+    WHERE {VALID}
+      AND c.finished_at - make_interval(secs => c.busy_s) < m.closed_until;
+    PERFORM {SEAL_LOCK.format(job="j.job_id")}
     FROM (SELECT DISTINCT p.job_id FROM prompts p WHERE p.id IN (SELECT c.prompt_id FROM changed c)) j;
     DELETE FROM cost_rollup_jobs s USING prompts p
     WHERE p.id IN (SELECT c.prompt_id FROM changed c) AND s.job_id = p.job_id;
-    RETURN NULL;""",
-)
-if NOTE == _V9.NOTE_LATE:  # 0009's text moved: the unseal would be silently missing
-    raise RuntimeError("0010: 0009's cost_shares_note changed; update NOTE")
+    RETURN NULL;
+END
+$$
+"""
 
 UNSEAL_PROMPTS = f"""
 CREATE OR REPLACE FUNCTION cost_rollup_unseal_prompts() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -456,6 +467,234 @@ FUNCTION_SIGNATURES = [
 ]
 
 
+# What downgrade() puts back, as the revisions before wrote it: 0004's views (the sweep of the whole
+# ledger), 0006's policy_version_quality, and 0009's note function (without the unseal).
+PREVIOUS_VIEWS: dict[str, str] = {
+    "job_windows": """
+        SELECT p.job_id,
+               j.name AS job,
+               min(coalesce(b.busy_start, b.finished_at)) AS window_start,
+               max(b.finished_at) AS window_end,
+               extract(epoch FROM max(b.finished_at) - min(coalesce(b.busy_start, b.finished_at)))
+                   AS window_s
+        FROM attempt_busy b
+        JOIN prompts p ON p.id = b.prompt_id
+        JOIN jobs j ON j.id = p.job_id
+        GROUP BY p.job_id, j.name
+        """,
+    "job_model_costs": """
+        SELECT c.job,
+               c.task,
+               c.model,
+               count(*) AS attempts,
+               count(*) FILTER (WHERE c.stage = 'answer') AS answers,
+               count(*) FILTER (WHERE c.stage = 'critique') AS critiques,
+               count(*) FILTER (WHERE c.stage = 'refine') AS refinements,
+               count(*) FILTER (WHERE c.escalated) AS escalations,
+               count(*) FILTER (WHERE c.status = 'error') AS errors,
+               coalesce(sum(c.prompt_tokens), 0) AS prompt_tokens,
+               coalesce(sum(c.generated_tokens), 0) AS generated_tokens,
+               sum(c.attributed_gpu_seconds) / 3600 AS attributed_gpu_hours,
+               sum(c.cost_usd) AS cost_usd,
+               w.window_s * max(c.gpu_count) / 3600 AS provisioned_gpu_hours,
+               w.window_s * max(c.gpu_count) * max(c.usd_per_gpu_hour) / 3600 AS provisioned_cost_usd,
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY c.latency_s)
+                   FILTER (WHERE c.status = 'ok') AS latency_p50_s,
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY c.latency_s)
+                   FILTER (WHERE c.status = 'ok') AS latency_p95_s
+        FROM attempt_costs c
+        JOIN job_windows w ON w.job_id = c.job_id
+        GROUP BY c.job_id, c.job, c.task, c.model, w.window_s
+        """,
+    "job_costs": """
+        WITH prompt_counts AS (
+            SELECT job_id,
+                   count(*) AS prompts,
+                   count(*) FILTER (WHERE state = 'done') AS done,
+                   count(*) FILTER (WHERE state = 'failed') AS failed
+            FROM prompts
+            GROUP BY job_id
+        ),
+        model_totals AS (
+            SELECT job,
+                   sum(attributed_gpu_hours) AS attributed_gpu_hours,
+                   sum(cost_usd) AS cost_usd,
+                   sum(provisioned_gpu_hours) AS provisioned_gpu_hours,
+                   sum(provisioned_cost_usd) AS provisioned_cost_usd
+            FROM job_model_costs
+            GROUP BY job
+        )
+        SELECT j.name AS job,
+               j.task,
+               coalesce(pc.prompts, 0) AS prompts,
+               coalesce(pc.done, 0) AS done,
+               coalesce(pc.failed, 0) AS failed,
+               w.window_start,
+               w.window_end,
+               coalesce(m.attributed_gpu_hours, 0) AS attributed_gpu_hours,
+               coalesce(m.cost_usd, 0) AS cost_usd,
+               coalesce(m.provisioned_gpu_hours, 0) AS provisioned_gpu_hours,
+               coalesce(m.provisioned_cost_usd, 0) AS provisioned_cost_usd,
+               1000 * coalesce(m.cost_usd, 0) / nullif(pc.prompts, 0) AS cost_per_1k_prompts_usd
+        FROM jobs j
+        LEFT JOIN prompt_counts pc ON pc.job_id = j.id
+        LEFT JOIN job_windows w ON w.job_id = j.id
+        LEFT JOIN model_totals m ON m.job = j.name
+        """,
+    "model_costs": """
+        SELECT model,
+               count(*) AS attempts,
+               sum(attributed_gpu_seconds) / 3600 AS attributed_gpu_hours,
+               sum(cost_usd) AS cost_usd
+        FROM attempt_costs
+        GROUP BY model
+        """,
+    "perfics_inputs": """
+        WITH costed AS (
+            SELECT c.*, j.entry_model
+            FROM attempt_costs c
+            JOIN jobs j ON j.id = c.job_id
+        ),
+        -- A model's first answer to a prompt (base) and its last good one (refined): the
+        -- highest-round successful refinement, else that first answer.
+        firsts AS (
+            SELECT DISTINCT ON (prompt_id, model) job_id, prompt_id, model, attempt_id
+            FROM costed
+            WHERE stage = 'answer'
+            ORDER BY prompt_id, model, round, attempt_id
+        ),
+        lasts AS (
+            SELECT DISTINCT ON (prompt_id, model) prompt_id, model, attempt_id
+            FROM costed
+            WHERE stage IN ('answer', 'refine') AND status = 'ok'
+            ORDER BY prompt_id, model, stage = 'refine' DESC, round DESC, attempt_id DESC
+        ),
+        policy_prompts AS (
+            SELECT f.job_id, f.model AS policy, 'model' AS kind, f.prompt_id,
+                   f.attempt_id AS base_id, l.attempt_id AS refined_id
+            FROM firsts f
+            LEFT JOIN lasts l ON l.prompt_id = f.prompt_id AND l.model = f.model
+            UNION ALL
+            SELECT p.job_id, 'cascade', 'cascade', p.id, e.attempt_id, fin.attempt_id
+            FROM prompts p
+            JOIN jobs j ON j.id = p.job_id
+            LEFT JOIN firsts e ON e.prompt_id = p.id AND e.model = j.entry_model
+            LEFT JOIN finals fin ON fin.prompt_id = p.id
+            UNION ALL
+            SELECT p.job_id, j.entry_model || '-only', 'counterfactual', p.id, e.attempt_id, l.attempt_id
+            FROM prompts p
+            JOIN jobs j ON j.id = p.job_id
+            LEFT JOIN firsts e ON e.prompt_id = p.id AND e.model = j.entry_model
+            LEFT JOIN lasts l ON l.prompt_id = p.id AND l.model = j.entry_model
+        ),
+        policy_costs AS (
+            SELECT job_id, model AS policy, 'model' AS kind, sum(cost_usd) AS cost_usd,
+                   sum(attributed_gpu_seconds) / 3600 AS gpu_hours,
+                   count(*) FILTER (WHERE stage = 'refine') AS refinements
+            FROM costed
+            GROUP BY job_id, model
+            UNION ALL
+            SELECT job_id, 'cascade', 'cascade', sum(cost_usd), sum(attributed_gpu_seconds) / 3600,
+                   count(*) FILTER (WHERE stage = 'refine')
+            FROM costed
+            GROUP BY job_id
+            UNION ALL
+            SELECT job_id, entry_model || '-only', 'counterfactual', sum(cost_usd),
+                   sum(attributed_gpu_seconds) / 3600, count(*) FILTER (WHERE stage = 'refine')
+            FROM costed
+            WHERE model = entry_model
+            GROUP BY job_id, entry_model
+        ),
+        -- Every scorer that scored an attempt of the job; a job without any score gets one NULL
+        -- scorer, so its policies and their costs still show.
+        job_scorers AS (
+            SELECT DISTINCT c.job_id, s.scorer
+            FROM costed c
+            JOIN scores s ON s.attempt_id = c.attempt_id
+        ),
+        scorers AS (
+            SELECT job_id, scorer FROM job_scorers
+            UNION ALL
+            SELECT j.id, NULL FROM jobs j
+            WHERE NOT EXISTS (SELECT 1 FROM job_scorers js WHERE js.job_id = j.id)
+        ),
+        quality AS (
+            SELECT pp.job_id, pp.policy, pp.kind, sc.scorer,
+                   count(*) AS prompts,
+                   avg(base.score) AS quality_base,
+                   avg(refined.score) AS quality_refined
+            FROM policy_prompts pp
+            JOIN scorers sc ON sc.job_id = pp.job_id
+            LEFT JOIN scores base ON base.attempt_id = pp.base_id AND base.scorer = sc.scorer
+            LEFT JOIN scores refined ON refined.attempt_id = pp.refined_id AND refined.scorer = sc.scorer
+            GROUP BY pp.job_id, pp.policy, pp.kind, sc.scorer
+        )
+        SELECT j.name AS job,
+               j.task,
+               q.policy,
+               q.kind,
+               q.scorer,
+               q.prompts,
+               q.quality_base,
+               q.quality_refined,
+               coalesce(pc.refinements, 0)::numeric / q.prompts AS refinement_rounds,
+               coalesce(pc.cost_usd, 0) AS cost_usd,
+               1000 * coalesce(pc.cost_usd, 0) / q.prompts AS cost_per_1k_prompts_usd,
+               coalesce(pc.gpu_hours, 0) AS gpu_hours
+        FROM quality q
+        JOIN jobs j ON j.id = q.job_id
+        LEFT JOIN policy_costs pc ON pc.job_id = q.job_id AND pc.policy = q.policy AND pc.kind = q.kind
+        """,
+    "policy_version_quality": """
+        WITH prompt_costs AS (
+            SELECT prompt_id, sum(cost_usd) AS cost_usd
+            FROM attempt_costs
+            GROUP BY prompt_id
+        ),
+        final_scores AS (
+            SELECT f.prompt_id, s.scorer, s.score
+            FROM finals f
+            JOIN scores s ON s.attempt_id = f.attempt_id
+        )
+        SELECT j.name AS job,
+               j.task,
+               p.policy_version,
+               fs.scorer,
+               count(*) AS prompts,
+               count(*) FILTER (WHERE p.note = 'budget') AS kept_for_budget,
+               avg(fs.score) AS quality,
+               coalesce(sum(pc.cost_usd), 0) AS cost_usd,
+               1000 * coalesce(sum(pc.cost_usd), 0) / count(*) AS cost_per_1k_prompts_usd
+        FROM prompts p
+        JOIN jobs j ON j.id = p.job_id
+        LEFT JOIN prompt_costs pc ON pc.prompt_id = p.id
+        LEFT JOIN final_scores fs ON fs.prompt_id = p.id
+        WHERE p.state IN ('done', 'failed')
+        GROUP BY j.name, j.task, p.policy_version, fs.scorer
+        """,
+}
+
+PREVIOUS_NOTE = f"""
+CREATE OR REPLACE FUNCTION cost_shares_note() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- Conflicts with the fill's EXCLUSIVE lock: a fill waits for this transaction, or this
+    -- statement waits for the fill and then compares against its new closed_until.
+    LOCK TABLE cost_share_marks IN ROW EXCLUSIVE MODE;
+    INSERT INTO cost_share_marks (endpoint)
+    SELECT DISTINCT c.endpoint FROM changed c WHERE {VALID}
+    ON CONFLICT (endpoint) DO NOTHING;
+    INSERT INTO cost_share_late (endpoint, busy_start, busy_s)
+    SELECT c.endpoint, c.finished_at - make_interval(secs => c.busy_s), c.busy_s
+    FROM changed c
+    JOIN cost_share_marks m ON m.endpoint = c.endpoint
+    WHERE {VALID}
+      AND c.finished_at - make_interval(secs => c.busy_s) < m.closed_until;
+    RETURN NULL;
+END
+$$
+"""
+
+
 def upgrade() -> None:
     op.create_table(
         "cost_rollup_jobs",
@@ -493,9 +732,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    old = dict([*_V4.VIEWS, *_V6.VIEWS])
     for name, _ in VIEWS:
-        op.execute(f"CREATE OR REPLACE VIEW {name} AS {old[name]}")
+        op.execute(f"CREATE OR REPLACE VIEW {name} AS {PREVIOUS_VIEWS[name]}")
     for name, _, _ in TRIGGERS:
         table = "prompts" if "prompts" in name else "attempts"
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON {table}")
@@ -503,7 +741,7 @@ def downgrade() -> None:
         op.execute(f"DROP FUNCTION IF EXISTS {signature}")
     op.execute("DROP FUNCTION IF EXISTS cost_shares_reset()")
     op.execute("DROP FUNCTION IF EXISTS cost_rollup_unseal_prompts()")
-    op.execute(_V9.NOTE_LATE)
+    op.execute(PREVIOUS_NOTE)
     op.drop_table("cost_rollups")
     op.drop_table("cost_rollup_jobs")
     op.drop_index("ix_prompts_job_id_id", table_name="prompts")

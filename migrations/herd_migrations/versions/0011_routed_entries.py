@@ -25,8 +25,6 @@ Create Date: 2026-12-09
 
 from __future__ import annotations
 
-import importlib
-
 from alembic import op
 
 revision = "0011"
@@ -34,8 +32,20 @@ down_revision = "0010"
 branch_labels = None
 depends_on = None
 
-_V10 = importlib.import_module("herd_migrations.versions.0010_cost_rollups")
-span = _V10.span
+# The span of one job's prompt ids, as a condition on a prompt id column: redundant with the join on
+# prompts.job_id, but it lets the planner read that job's attempts by a range of the
+# (prompt_id, ...) index instead of scanning the whole table (ids of a job's prompts are nearly
+# contiguous: a job submits its prompts together). ix_prompts_job_id_id makes both ends O(log n).
+SPAN = (
+    "{col} BETWEEN (SELECT min(id) FROM prompts WHERE job_id = {job}) "
+    "AND (SELECT max(id) FROM prompts WHERE job_id = {job})"
+)
+
+
+def span(col: str, job: str) -> str:
+    """SPAN for prompt id column `col` and the SQL expression `job` giving the job's id."""
+    return SPAN.format(col=col, job=job)
+
 
 # The counterfactual row's policy name in a routed job (herd/reporting/build.py reads it).
 ROUTED_ENTRY = "routed entry"
@@ -174,9 +184,111 @@ $$
 """
 
 
+# 0010's cost_job_perfics, which downgrade() puts back.
+PREVIOUS_JOB_PERFICS = f"""
+CREATE OR REPLACE FUNCTION cost_job_perfics(job_id bigint, entry_model text) RETURNS TABLE (
+    policy text, kind text, scorer text, prompts bigint, quality_base double precision,
+    quality_refined double precision, refinement_rounds numeric, cost_usd numeric,
+    cost_per_1k_prompts_usd numeric, gpu_hours numeric)
+LANGUAGE sql STABLE SET jit = off AS $$
+        WITH model_sums AS (
+            SELECT r.model, r.cost_usd, r.attributed_gpu_seconds, r.refinements
+            FROM cost_rollups r
+            WHERE r.job_id = $1
+            UNION ALL
+            SELECT c.model, sum(c.cost_usd), sum(c.attributed_gpu_seconds),
+                   count(*) FILTER (WHERE c.stage = 'refine')
+            FROM attempt_costs c
+            WHERE c.job_id = $1 AND {span("c.prompt_id", "$1")}
+              AND NOT EXISTS (SELECT FROM cost_rollup_jobs s WHERE s.job_id = $1)
+            GROUP BY c.model
+        ),
+        pm AS (
+            SELECT p.id AS prompt_id,
+                   a.model,
+                   (array_agg(a.id ORDER BY a.round, a.id) FILTER (WHERE a.stage = 'answer'))[1] AS base_id,
+                   (array_agg(a.id ORDER BY a.stage = 'refine' DESC, a.round DESC, a.id DESC)
+                       FILTER (WHERE a.stage IN ('answer', 'refine') AND a.status = 'ok'))[1] AS refined_id,
+                   max(fin.attempt_id) AS final_id
+            FROM prompts p
+            LEFT JOIN attempts a ON a.prompt_id = p.id AND {span("a.prompt_id", "$1")}
+            LEFT JOIN finals fin ON fin.prompt_id = p.id AND {span("fin.prompt_id", "$1")}
+            WHERE p.job_id = $1
+            GROUP BY p.id, a.model
+        ),
+        policy_prompts AS (
+            SELECT model AS policy, 'model' AS kind, prompt_id, base_id, refined_id
+            FROM pm
+            WHERE base_id IS NOT NULL
+            UNION ALL
+            SELECT 'cascade', 'cascade', prompt_id,
+                   max(base_id) FILTER (WHERE model = $2), max(final_id)
+            FROM pm
+            GROUP BY prompt_id
+            UNION ALL
+            SELECT $2 || '-only', 'counterfactual', prompt_id,
+                   max(base_id) FILTER (WHERE model = $2),
+                   max(refined_id) FILTER (WHERE model = $2)
+            FROM pm
+            GROUP BY prompt_id
+        ),
+        policy_costs AS (
+            SELECT model AS policy, 'model' AS kind, cost_usd, attributed_gpu_seconds / 3600 AS gpu_hours,
+                   refinements
+            FROM model_sums
+            UNION ALL
+            SELECT 'cascade', 'cascade', sum(cost_usd), sum(attributed_gpu_seconds) / 3600,
+                   sum(refinements)::bigint
+            FROM model_sums
+            HAVING count(*) > 0
+            UNION ALL
+            SELECT $2 || '-only', 'counterfactual', cost_usd, attributed_gpu_seconds / 3600,
+                   refinements
+            FROM model_sums
+            WHERE model = $2
+        ),
+        job_scorers AS (
+            SELECT DISTINCT s.scorer
+            FROM prompts p
+            JOIN attempts a ON a.prompt_id = p.id AND {span("a.prompt_id", "$1")}
+            JOIN scores s ON s.attempt_id = a.id
+            WHERE p.job_id = $1
+        ),
+        scorers AS (
+            SELECT scorer FROM job_scorers
+            UNION ALL
+            SELECT NULL WHERE NOT EXISTS (SELECT 1 FROM job_scorers)
+        ),
+        quality AS (
+            SELECT pp.policy, pp.kind, sc.scorer,
+                   count(*) AS prompts,
+                   avg(base.score) AS quality_base,
+                   avg(refined.score) AS quality_refined
+            FROM policy_prompts pp
+            CROSS JOIN scorers sc
+            LEFT JOIN scores base ON base.attempt_id = pp.base_id AND base.scorer = sc.scorer
+            LEFT JOIN scores refined ON refined.attempt_id = pp.refined_id AND refined.scorer = sc.scorer
+            GROUP BY pp.policy, pp.kind, sc.scorer
+        )
+        SELECT q.policy,
+               q.kind,
+               q.scorer,
+               q.prompts,
+               q.quality_base,
+               q.quality_refined,
+               coalesce(pc.refinements, 0)::numeric / q.prompts AS refinement_rounds,
+               coalesce(pc.cost_usd, 0) AS cost_usd,
+               1000 * coalesce(pc.cost_usd, 0) / q.prompts AS cost_per_1k_prompts_usd,
+               coalesce(pc.gpu_hours, 0) AS gpu_hours
+        FROM quality q
+        LEFT JOIN policy_costs pc ON pc.policy = q.policy AND pc.kind = q.kind
+$$
+"""
+
+
 def upgrade() -> None:
     op.execute(JOB_PERFICS)
 
 
 def downgrade() -> None:
-    op.execute(_V10.JOB_PERFICS)
+    op.execute(PREVIOUS_JOB_PERFICS)
