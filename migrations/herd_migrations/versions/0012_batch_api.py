@@ -37,6 +37,10 @@ STATUSES = (
 )
 ACTIVE = "status IN ('validating', 'in_progress', 'finalizing', 'cancelling')"
 
+# A revision is a frozen snapshot: every statement it executes is written out in this file. This one
+# adds tables, a column and a check constraint, and no view, function or trigger: current.sql only
+# names its revision.
+
 
 def upgrade() -> None:
     op.drop_constraint("ck_jobs_kind", "jobs", type_="check")
