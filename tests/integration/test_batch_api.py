@@ -104,9 +104,11 @@ def test_the_sdk_runs_a_batch_from_upload_to_output_and_error_files(herd_with, d
         client.files.content(out_file.id).content
     )
 
-    # A batch is a Herd job: `herd status` takes its id.
+    # A batch is a Herd job: `herd status` and `herd report` take its id.
     status = herd.cli("status", batch.id).stdout
     assert f"job {batch.id} (task chat): 6 prompts" in status and "done: 5" in status
+    report = json.loads(herd.cli("report", batch.id, "--format", "json").stdout)
+    assert {row["policy"] for row in report["rows"]} >= {"small", "medium"}
 
 
 def test_a_file_with_bad_lines_fails_validation_naming_each_line(herd_with, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
