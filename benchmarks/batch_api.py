@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,100000", help="batch sizes, comma-separated")
     parser.add_argument("--paths", default="api,cli-batch,cli-documents", help="which paths to run")
     args = parser.parse_args(argv)
+    # A TERM (a timeout, a supervisor) unwinds through the `finally`s: workers, server, double and the
+    # embedded services stop with the benchmark.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [int(s) for s in args.sizes.split(",")]
     paths = args.paths.split(",")
     runs: list[Run] = []
