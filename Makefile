@@ -42,8 +42,8 @@ test: ## every test, as CI runs it (includes the slow real-model tests)
 test-fast: ## the tests without real models or worker processes (markers realmodel, integration)
 	$(BIN)/pytest -m "not realmodel and not integration"
 
-bench: ## throughput against bare Celery, and of herd submit (truncates the database it uses!)
-	$(BIN)/python benchmarks/throughput.py
+bench: ## Herd against bare Celery, and herd submit (empties the database it uses); others: docs/benchmarks.md
+	$(BIN)/python -m benchmarks.throughput
 
 demo: ## the whole system on this machine with two real local models (`herd down` stops it)
 	$(BIN)/herd demo

@@ -4,8 +4,8 @@
     python -m benchmarks.batch_api [--sizes 10000,100000] [--paths api,cli-batch,cli-documents]
 
 Services: HERD_DATABASE_URL / HERD_BROKER_URL when set, else an embedded Postgres / Redis under a temporary
-HERD_HOME (benchmarks/throughput.py's helpers). The ledger and the API's tables are truncated and the Redis
-db flushed before each run: never point it at data you need.
+HERD_HOME (tests/support/harness.py). The ledger (the API's tables too) is truncated and the Redis db
+flushed before each run: never point it at data you need. docs/batch-api.md has the latest figures.
 
 One model (`small`, OpenAI chat on an out-of-process endpoint double answering at once and confidently),
 one `herd worker` (max_in_flight 8). Per size N, each path on a fresh ledger:
@@ -25,21 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
-from benchmarks.throughput import Services, fresh_state, herd_env, services, start_double, stopping
+from benchmarks._lib.entry import run, stack, work_dir
+from benchmarks._lib.render import machine_state, table
 from tests.support.api import ApiServer, create_key, wait_batch
-from tests.support.processes import Procs, wait_for_log
+from tests.support.harness import Services, herd_env, reset, start_double, start_worker
+from tests.support.processes import Procs
 
-API_TABLES = "api_batches, api_file_chunks, api_files, api_keys"
 CONTENT = "What is the capital of country number {i}? Answer with one word."
 
 HERD = """\
@@ -85,17 +84,8 @@ def write_inputs(work: Path, n: int) -> tuple[Path, Path]:
     return batch, docs
 
 
-def fresh(svc: Services) -> None:
-    fresh_state(svc)
-    with psycopg.connect(svc.database_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {API_TABLES} RESTART IDENTITY CASCADE")
-
-
-def start_worker(procs: Procs, env: dict[str, str], work: Path) -> None:
-    log = work / "worker.log"
-    cmd = [sys.executable, "-m", "herd", "worker", "--model", "small", "--loglevel", "info"]
-    proc = procs.start(cmd, env=env, log=log)
-    wait_for_log(proc, log, " ready.", "worker small", timeout=120)
+def start_small(procs: Procs, env: dict[str, str], work: Path) -> None:
+    start_worker(procs, env, "small", work / "worker.log", timeout=120)
 
 
 def peak_mib(pid: int) -> float:
@@ -129,10 +119,9 @@ def herd_cli(env: dict[str, str], work: Path, *args: str) -> None:
         raise RuntimeError(f"herd {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
 
-def run_api(svc: Services, env: dict[str, str], work: Path, batch: Path, n: int) -> Run:
-    procs = Procs(cwd=work)
-    with stopping(procs):
-        start_worker(procs, env, work)
+def run_api(procs: Procs, env: dict[str, str], work: Path, batch: Path, n: int) -> Run:
+    try:
+        start_small(procs, env, work)
         server = ApiServer(procs, {**env, "HERD_API_POLL_S": "0.5"}, work / "serve.log").start()
         assert server.proc is not None
         client = server.client(create_key(env, work, "bench"))
@@ -153,17 +142,20 @@ def run_api(svc: Services, env: dict[str, str], work: Path, batch: Path, n: int)
                 f.write(chunk)
         wall = time.perf_counter() - started
         peak = peak_mib(server.proc.pid)
+    finally:
+        procs.stop_all()
     lines = sum(1 for _ in out.open("rb"))
     if lines != n:
         raise RuntimeError(f"the output file has {lines} lines, not {n}")
     return Run("api", n, wall, peak)
 
 
-def run_cli(env: dict[str, str], work: Path, path: Path, n: int, *, batch: bool, url: str) -> Run:
-    procs = Procs(cwd=work)
+def run_cli(
+    procs: Procs, env: dict[str, str], work: Path, path: Path, n: int, *, batch: bool, url: str
+) -> Run:
     job = f"{'batch' if batch else 'docs'}-{n}"
-    with stopping(procs):
-        start_worker(procs, env, work)
+    try:
+        start_small(procs, env, work)
         started = time.perf_counter()
         herd_cli(env, work, "submit", str(path), "--job", job, *(() if batch else ("--task", "documents")))
         wait_job(url, job, n, timeout=max(600.0, n / 20))
@@ -171,73 +163,85 @@ def run_cli(env: dict[str, str], work: Path, path: Path, n: int, *, batch: bool,
         fmt = ("--format", "openai-batch") if batch else ()
         herd_cli(env, work, "export", job, *fmt, "-o", str(out))
         wall = time.perf_counter() - started
+    finally:
+        procs.stop_all()
     return Run("cli-batch" if batch else "cli-documents", n, wall)
 
 
 def one_run(
-    path: str, svc: Services, env: dict[str, str], work: Path, n: int, batch: Path, docs: Path
+    path: str, svc: Services, procs: Procs, env: dict[str, str], work: Path, n: int, batch: Path, docs: Path
 ) -> Run:
     if path == "api":
-        return run_api(svc, env, work, batch, n)
+        return run_api(procs, env, work, batch, n)
     if path == "cli-batch":
-        return run_cli(env, work, batch, n, batch=True, url=svc.database_url)
-    if path == "cli-documents":
-        return run_cli(env, work, docs, n, batch=False, url=svc.database_url)
-    raise SystemExit(f"unknown path {path!r} (api, cli-batch, cli-documents)")
+        return run_cli(procs, env, work, batch, n, batch=True, url=svc.database_url)
+    return run_cli(procs, env, work, docs, n, batch=False, url=svc.database_url)
+
+
+PATHS = ("api", "cli-batch", "cli-documents")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.batch_api", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="10000,100000", help="batch sizes, comma-separated")
+    p.add_argument("--paths", default=",".join(PATHS), help="which paths to run, comma-separated")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.batch_api", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--sizes", default="10000,100000", help="batch sizes, comma-separated")
-    parser.add_argument("--paths", default="api,cli-batch,cli-documents", help="which paths to run")
-    args = parser.parse_args(argv)
-    # A TERM (a timeout, a supervisor) unwinds through the `finally`s: workers, server, double and the
-    # embedded services stop with the benchmark.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = parser().parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     paths = args.paths.split(",")
+    unknown = set(paths) - set(PATHS)
+    if unknown:
+        parser().error(f"unknown paths {sorted(unknown)} (known: {', '.join(PATHS)})")
+    print(machine_state(), flush=True)
     runs: list[Run] = []
-    with tempfile.TemporaryDirectory(prefix="herd-bench-batch-") as tmp:
-        work = Path(tmp)
-        with services(work / "home") as svc:
-            procs = Procs(cwd=work)
-            with stopping(procs):
-                _, url = start_double(procs, work)
-                herd_file = work / "herd.yaml"
-                herd_file.write_text(HERD.format(url=url))
-                env = herd_env(svc, herd_file, HERD_PUMP_INTERVAL_S="1")
-                for n in sizes:
-                    batch, docs = write_inputs(work, n)
-                    for path in paths:
-                        fresh(svc)
-                        run = one_run(path, svc, env, work, n, batch, docs)
-                        runs.append(run)
-                        peak = f", server peak {run.server_peak_mib:.0f} MiB" if run.server_peak_mib else ""
-                        line = f"{path:>13} {n:>7,} requests: {run.wall_s:7.1f} s, {run.rate:6.0f}/s{peak}"
-                        print(line, flush=True)
-    print_summary(runs, sizes)
+    with work_dir("herd-bench-batch-") as work, stack(work) as (svc, procs):
+        double = start_double(procs)
+        double.script({"rules": [], "default": {"text": "ok", "first": [0.99, 0.005]}})
+        herd_file = work / "herd.yaml"
+        herd_file.write_text(HERD.format(url=double.url))
+        env = herd_env(svc, herd_file, HERD_PUMP_INTERVAL_S="1")
+        for n in sizes:
+            batch, docs = write_inputs(work, n)
+            for path in paths:
+                reset(svc)
+                # The double stays up; each run's own processes stop with it.
+                result = one_run(path, svc, Procs(cwd=work), env, work, n, batch, docs)
+                runs.append(result)
+                peak = f", server peak {result.server_peak_mib:.0f} MiB" if result.server_peak_mib else ""
+                print(
+                    f"{path:>13} {n:>7,} requests: {result.wall_s:7.1f} s, {result.rate:6.0f}/s{peak}",
+                    flush=True,
+                )
+    print(summary(runs, sizes))
+    print(machine_state())
     return 0
 
 
-def print_summary(runs: list[Run], sizes: list[int]) -> None:
-    print("\npath           requests    wall s   requests/s   server peak MiB")
-    for run in runs:
-        peak = f"{run.server_peak_mib:.0f}" if run.server_peak_mib is not None else "-"
-        print(f"{run.path:<14} {run.size:>8,} {run.wall_s:9.1f} {run.rate:12.0f} {peak:>17}")
+def summary(runs: list[Run], sizes: list[int]) -> str:
+    rows = [
+        [r.path, f"{r.size:,}", f"{r.wall_s:.1f}", f"{r.rate:.0f}",
+         f"{r.server_peak_mib:.0f}" if r.server_peak_mib is not None else "-"]
+        for r in runs
+    ]  # fmt: skip
+    lines = ["", table(["path", "requests", "wall s", "requests/s", "server peak MiB"], rows)]
     by = {(r.path, r.size): r for r in runs}
     for n in sizes:
         api, docs = by.get(("api", n)), by.get(("cli-documents", n))
         if api and docs:
-            print(f"{n:,}: the API's rate is {api.rate / docs.rate:.2f}x herd submit's of the same prompts")
+            lines.append(
+                f"{n:,}: the API's rate is {api.rate / docs.rate:.2f}x herd submit's of the same prompts"
+            )
     if len(sizes) > 1 and all(("api", n) in by for n in sizes):
         low, high = by[("api", min(sizes))], by[("api", max(sizes))]
-        print(
+        lines.append(
             f"server peak memory {low.server_peak_mib:.0f} MiB at {low.size:,}, "
             f"{high.server_peak_mib:.0f} MiB at {high.size:,} ({high.size // low.size}x the requests)"
         )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

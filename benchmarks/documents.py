@@ -1,92 +1,120 @@
-"""Document conversion and chunking throughput on a generated 1,000-page set (issue 11).
+"""Document conversion and chunking throughput on a generated 1,000-page set.
 
-    python benchmarks/documents.py [--pages 1000] [--files 20]
+    python -m benchmarks.documents [--pages 1000] [--files 20]
 
-Makes, in a temporary folder, `--files` PDFs with a text layer totalling `--pages` pages (about 450
-words a page, tests/support/docfiles.py's writer) and the same text as .txt files. Then prints, in
-one run on this machine:
+Prints figures only; docs/documents.md has the latest. Makes, in a temporary folder, `--files` PDFs
+with a text layer totalling `--pages` pages (about 450 words a page, tests/support/docfiles.py's
+writer) and the same text as .txt files. Then measures, in one run on this machine:
 
 1. baseline: reading the .txt files through `herd.jobs.documents.read` (pages/s, MB/s);
-2. PDF: the same documents through `read` (pypdf text extraction; pages/s);
+2. PDF: the same documents through `read` (pypdf text extraction; pages/s), and the share of the
+   words the PDFs gave back;
 3. chunking: `herd.cascade.splitting.chunk` over the whole text at a 1,400-token budget (as
    chars at 4 chars/token) with 50 tokens of overlap: pages/s, MB/s and chunks made;
 4. truncation: `head_tail` of every document to the same budget (documents/s).
 
-Figures only, no asserts; single process, no database.
+Single process, no database.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as `python benchmarks/documents.py`: sys.path[0] is benchmarks/
-    sys.path.insert(0, str(REPO))
-
-from herd.cascade import splitting  # noqa: E402 - after the path fix above
-from herd.jobs import documents  # noqa: E402
-from tests.support import docfiles  # noqa: E402
+from benchmarks._lib.entry import run
+from benchmarks._lib.timing import timed
+from herd.cascade import splitting
+from herd.jobs import documents
+from tests.support import docfiles
 
 WORDS_PER_PAGE = 450
 CHUNK_CHARS = 1400 * 4
 OVERLAP_CHARS = 50 * 4
 
 
-def timed(fn):  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - started
+@dataclass(frozen=True)
+class DocumentFigures:
+    files: int
+    pages: int
+    text_mb: float
+    made_s: float  # generating the set
+    text_read_s: float
+    pdf_read_s: float
+    words_recovered: float  # words read from the PDFs / words of the text files
+    chunk_s: float
+    chunks: int
+    head_tail_s: float
+    documents: int
+
+
+def measure(folder: Path, pages: int, files: int) -> DocumentFigures:
+    per_file = max(1, pages // files)
+    pdfs, txts = [], []
+    made = time.perf_counter()
+    for i in range(files):
+        text = [docfiles.long_text(WORDS_PER_PAGE, seed=i * 10_000 + n) for n in range(per_file)]
+        pdfs.append(docfiles.write_pdf(folder / f"doc{i:03d}.pdf", text))
+        txt = folder / f"doc{i:03d}.txt"
+        txt.write_text("\n\n".join(text))
+        txts.append(txt)
+    made_s = time.perf_counter() - made
+    text_read = timed(lambda: list(documents.read(txts)))
+    pdf_read = timed(lambda: list(documents.read(pdfs)))
+    words = sum(len(r.text.split()) for r in text_read.result)
+    recovered = sum(len(r.text.split()) for r in pdf_read.result) / words
+    texts = [r.text for r in pdf_read.result]
+    chunked = timed(lambda: [splitting.chunk(t, CHUNK_CHARS, OVERLAP_CHARS) for t in texts])
+    cut = timed(lambda: [splitting.head_tail(t, CHUNK_CHARS) for t in texts])
+    return DocumentFigures(
+        files=files,
+        pages=per_file * files,
+        text_mb=sum(p.stat().st_size for p in txts) / 1e6,
+        made_s=made_s,
+        text_read_s=text_read.best,
+        pdf_read_s=pdf_read.best,
+        words_recovered=recovered,
+        chunk_s=chunked.best,
+        chunks=sum(len(c) for c in chunked.result),
+        head_tail_s=cut.best,
+        documents=len(texts),
+    )
+
+
+def lines(f: DocumentFigures) -> list[str]:
+    pages, mb = f.pages, f.text_mb
+    return [
+        f"set: {f.files} PDFs, {pages} pages, {mb:.1f} MB of text (made in {f.made_s:.1f}s)",
+        f"baseline  .txt read:  {pages / f.text_read_s:10.0f} pages/s  {mb / f.text_read_s:8.1f} MB/s",
+        f"PDF       pypdf read: {pages / f.pdf_read_s:10.1f} pages/s  "
+        f"({f.text_read_s / f.pdf_read_s:.4f}x the baseline; {f.pdf_read_s:.1f}s for {pages} pages)",
+        f"          words recovered from the PDFs: {f.words_recovered:.1%}",
+        f"chunking  (1400-token chunks, 50 overlap): {pages / f.chunk_s:10.0f} pages/s  "
+        f"{mb / f.chunk_s:8.1f} MB/s  {f.chunks} chunks",
+        f"truncate  head_tail:  {f.documents / f.head_tail_s:10.0f} documents/s",
+        f"summary: PDF {pages / f.pdf_read_s:.1f} pages/s, chunking {pages / f.chunk_s:.0f} pages/s, "
+        f"plain-text read {pages / f.text_read_s:.0f} pages/s",
+    ]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.documents", description=(__doc__ or "").splitlines()[0]
+    )
+    p.add_argument("--pages", type=int, default=1000)
+    p.add_argument("--files", type=int, default=20)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pages", type=int, default=1000)
-    parser.add_argument("--files", type=int, default=20)
-    args = parser.parse_args(argv)
-    per_file = max(1, args.pages // args.files)
+    args = parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="herd-docbench-") as tmp:
-        folder = Path(tmp)
-        pdfs, txts = [], []
-        made = time.perf_counter()
-        for i in range(args.files):
-            pages = [docfiles.long_text(WORDS_PER_PAGE, seed=i * 10_000 + n) for n in range(per_file)]
-            pdfs.append(docfiles.write_pdf(folder / f"doc{i:03d}.pdf", pages))
-            txt = folder / f"doc{i:03d}.txt"
-            txt.write_text("\n\n".join(pages))
-            txts.append(txt)
-        pages_total = per_file * args.files
-        size_mb = sum(p.stat().st_size for p in txts) / 1e6
-        print(f"set: {args.files} PDFs, {pages_total} pages, {size_mb:.1f} MB of text "
-              f"(made in {time.perf_counter() - made:.1f}s)")  # fmt: skip
-
-        text_records, text_s = timed(lambda: list(documents.read(txts)))
-        print(f"baseline  .txt read:  {pages_total / text_s:10.0f} pages/s  {size_mb / text_s:8.1f} MB/s")
-        pdf_records, pdf_s = timed(lambda: list(documents.read(pdfs)))
-        ratio = text_s / pdf_s
-        print(f"PDF       pypdf read: {pages_total / pdf_s:10.1f} pages/s  ({ratio:.4f}x the baseline; "
-              f"{pdf_s:.1f}s for {pages_total} pages)")  # fmt: skip
-        recovered = sum(len(r.text.split()) for r in pdf_records) / sum(
-            len(r.text.split()) for r in text_records
-        )
-        print(f"          words recovered from the PDFs: {recovered:.1%}")
-
-        texts = [r.text for r in pdf_records]
-        chunks, chunk_s = timed(lambda: [splitting.chunk(t, CHUNK_CHARS, OVERLAP_CHARS) for t in texts])
-        count = sum(len(c) for c in chunks)
-        print(f"chunking  (1400-token chunks, 50 overlap): {pages_total / chunk_s:10.0f} pages/s  "
-              f"{size_mb / chunk_s:8.1f} MB/s  {count} chunks")  # fmt: skip
-        _, cut_s = timed(lambda: [splitting.head_tail(t, CHUNK_CHARS) for t in texts])
-        print(f"truncate  head_tail:  {len(texts) / cut_s:10.0f} documents/s")
-        print(
-            f"summary: PDF {pages_total / pdf_s:.1f} pages/s, chunking {pages_total / chunk_s:.0f} "
-            f"pages/s, plain-text read {pages_total / text_s:.0f} pages/s"
-        )
+        figures = measure(Path(tmp), args.pages, args.files)
+    print("\n".join(lines(figures)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -1,112 +1,45 @@
-"""A synthetic ledger for benchmarks: N attempts over M endpoints with realistic overlaps.
+"""Load a synthetic ledger into a database, for benchmarks and for trying Herd's reports on a big one.
 
-    python benchmarks/ledger.py DATABASE_URL --attempts 1000000
+    python -m benchmarks.ledger DATABASE_URL [--attempts 1000000] [--endpoints 4] [--jobs N]
 
-Shape (issue 12's measurement): two models (`small`, `big`), `endpoints` endpoints each; every prompt
-is answered by `small`, half of them escalate to `big`, so prompts = attempts / 1.5; `jobs` jobs one
-after the other, like nightly runs (default: one per 100,000 attempts, so a job is the same size in
-a 1M and a 10M ledger and a report's time can be compared across ledger sizes). Attempts finish at
-`rate` per second overall with busy_s uniform in [0.2, 2.2) s, so
-each endpoint has ~rate * 1.2 / (2 * endpoints) requests in flight, the way a batching server does.
-
-Rows are generated inside Postgres (INSERT ... SELECT FROM generate_series), which is faster than
-COPY from Python since nothing crosses the socket; seeded, so two loads give the same ledger.
+Appends about `--attempts` attempts (two models, half the prompts escalated, `--jobs` jobs of 100,000
+attempts by default; benchmarks/_lib/synthetic_ledger.py has the shape) to the migrated database at
+DATABASE_URL, then VACUUM ANALYZE; prints a line per job and the time the whole load took.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
 import psycopg
 
-T0 = "2026-01-01 00:00:00+00"
-JOB_ATTEMPTS = 100_000  # attempts per job by default
+from benchmarks._lib.entry import run
+from benchmarks._lib.synthetic_ledger import default_jobs, load
 
 
-def load(
-    conn: psycopg.Connection,
-    attempts: int,
-    *,
-    endpoints: int = 4,
-    jobs: int = 10,
-    rate: float = 100.0,
-    seed: float = 0.42,
-    t0: str = T0,
-    prefix: str = "bench",
-    progress: Callable[[str], None] | None = None,
-) -> None:
-    """Append a ledger of about `attempts` attempts in `jobs` jobs `<prefix>0`, `<prefix>1`, ... run one
-    after the other from `t0` (a timestamptz literal; rate: attempts finished per second overall). One
-    job per statement, so a 10M ledger never holds all its rows in one transaction; `progress` gets a
-    line per job."""
-    prompts = attempts * 2 // 3
-    per_job = max(1, prompts // jobs)
-    conn.execute("SELECT setseed(%s)", (seed,))
-    for j in range(jobs):
-        t = time.perf_counter()
-        lo, hi = j * per_job, (prompts if j == jobs - 1 else (j + 1) * per_job)
-        row = conn.execute(
-            "INSERT INTO jobs (name, task, entry_model) VALUES (%s, 'qa', 'small') RETURNING id",
-            (f"{prefix}{j}",),
-        ).fetchone()
-        assert row is not None
-        params = {"job": row[0], "lo": lo, "hi": hi - 1, "endpoints": endpoints, "rate": rate, "t0": t0}
-        conn.execute(
-            """INSERT INTO prompts (job_id, doc_key, text, content_hash, state, model, finished_at)
-               SELECT %(job)s, 'd' || i, 'text', md5(i::text), 'done', 'small', now()
-               FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) i""",
-            params,
-        )
-        # Attempt k of the run finishes at k / rate s after T0 (plus jitter); small answers every
-        # prompt in order, big the odd ones, interleaved in time as escalations are.
-        conn.execute(
-            """WITH p AS (SELECT id, %(lo)s + row_number() OVER (ORDER BY id) - 1 AS i
-                          FROM prompts WHERE job_id = %(job)s),
-                    a AS (SELECT p.id AS prompt_id, m.model, m.model = 'big' AS esc,
-                                 (p.i * 3 / 2 + (m.model = 'big')::int) AS k
-                          FROM p CROSS JOIN (VALUES ('small'), ('big')) m(model)
-                          WHERE m.model = 'small' OR p.i %% 2 = 1)
-               INSERT INTO attempts (prompt_id, model, stage, round, status, answer, escalated, endpoint,
-                                     busy_s, gpu_count, usd_per_gpu_hour, latency_s, started_at,
-                                     finished_at, prompt_tokens, generated_tokens)
-               SELECT prompt_id, model, 'answer', 0, 'ok', 'an answer', model = 'small' AND NOT esc,
-                      'http://' || model || '-' || (k %% %(endpoints)s), b, 1, 0.8, b + 0.05,
-                      f - make_interval(secs => b + 0.05), f, 100, 20
-               FROM (SELECT a.*, round((0.2 + random() * 2)::numeric, 3)::float8 AS b,
-                            %(t0)s::timestamptz + make_interval(
-                                secs => round((k / %(rate)s + random() * 0.5)::numeric, 6)::float8) AS f
-                     FROM a ORDER BY k) x""",
-            params,
-        )
-        conn.execute(
-            """INSERT INTO finals (prompt_id, attempt_id, model, answer)
-               SELECT DISTINCT ON (a.prompt_id) a.prompt_id, a.id, a.model, 'an answer'
-               FROM attempts a JOIN prompts p ON p.id = a.prompt_id AND p.job_id = %(job)s
-               ORDER BY a.prompt_id, a.model = 'big' DESC""",
-            params,
-        )
-        if progress:
-            progress(f"job {prefix}{j}: {hi - lo:,} prompts in {time.perf_counter() - t:.1f} s")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.ledger",
+        description=(__doc__ or "").split("\n\n")[0],
     )
-    parser.add_argument("database_url")
-    parser.add_argument("--attempts", type=int, default=1_000_000)
-    parser.add_argument("--endpoints", type=int, default=4, help="per model")
-    parser.add_argument("--jobs", type=int, help="default: one per 100,000 attempts")
-    args = parser.parse_args()
+    p.add_argument("database_url", help="a migrated Herd database (`herd migrate`); rows are appended")
+    p.add_argument("--attempts", type=int, default=1_000_000)
+    p.add_argument("--endpoints", type=int, default=4, help="per model")
+    p.add_argument("--jobs", type=int, help="default: one per 100,000 attempts")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     with psycopg.connect(args.database_url, autocommit=True) as conn:
-        t = time.perf_counter()
-        jobs = args.jobs or max(1, args.attempts // JOB_ATTEMPTS)
+        started = time.perf_counter()
+        jobs = args.jobs or default_jobs(args.attempts)
         load(conn, args.attempts, endpoints=args.endpoints, jobs=jobs, progress=print)
         conn.execute("VACUUM ANALYZE")
-        print(f"loaded {args.attempts} attempts in {time.perf_counter() - t:.1f} s")
+        print(f"loaded {args.attempts} attempts in {time.perf_counter() - started:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

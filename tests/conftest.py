@@ -7,7 +7,6 @@ HERD_HOME, and stops them at the end: a fresh machine needs nothing running befo
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,11 +14,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-import redis
 
-from herd.ledger.db import migrate
+from tests.support import harness
 from tests.support.endpoint import EndpointDouble
-from tests.support.harness import REPO, TABLES, Herd, Services, herd_yaml
+from tests.support.harness import Herd, Services, herd_yaml
 
 
 @pytest.fixture(scope="session")
@@ -27,29 +25,16 @@ def services() -> Iterator[Services]:
     # Not pytest's tmp_path: pytest prunes old session folders, which would pull the data
     # directory out from under a Postgres that another session still runs.
     home = Path(tempfile.mkdtemp(prefix="herd-test-home-"))
-    db_url = os.environ.get("HERD_DATABASE_URL")
-    broker = os.environ.get("HERD_BROKER_URL")
-    started = not (db_url and broker)
-    if not db_url or not broker:
-        from herd.local.embedded import ensure_postgres, ensure_redis
-
-        db_url = db_url or ensure_postgres(home)
-        broker = broker or ensure_redis(home)
-    migrate(db_url)
-    yield Services(db_url, broker, home)
-    if started:
-        from herd.local.embedded import stop_all
-
-        stop_all(home)
+    with harness.services(home) as svc:
+        yield svc
     shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
 def db(services: Services) -> Iterator[psycopg.Connection]:
     """A connection to a database emptied before the test, with an empty broker."""
+    harness.reset(services)
     with psycopg.connect(services.database_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
-        redis.Redis.from_url(services.broker_url).flushdb()
         yield conn
 
 
@@ -74,17 +59,8 @@ def make_herd(
     def make(yaml_text: str | None = None, **env_overrides: str) -> Herd:
         path = tmp_path / "herd.yaml"
         path.write_text(yaml_text or herd_yaml(double))
-        env = {
-            **os.environ,
-            "HERD_DATABASE_URL": services.database_url,
-            "HERD_BROKER_URL": services.broker_url,
-            "HERD_HOME": str(services.home),
-            "HERD_HERD_FILE": str(path),
-            "HERD_PUMP_INTERVAL_S": "1",
-            "PYTHONPATH": str(REPO),
-            **env_overrides,
-        }
-        herd = Herd(services, path, env)
+        settings = {"HERD_PUMP_INTERVAL_S": "1", **env_overrides}
+        herd = Herd(services, path, harness.herd_env(services, path, **settings))
         herds.append(herd)
         return herd
 

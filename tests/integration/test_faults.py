@@ -1,4 +1,4 @@
-"""The fault-injection suite's short version (benchmarks/faults.py --short, docs/reliability.md).
+"""The fault-injection suite's short version (`python -m benchmarks.faults --short`, docs/reliability.md).
 
 150 prompts through the 3-tier herd on doubles that inject 424s, 5xx, 429s, malformed bodies and hangs,
 while workers are SIGKILLed, Redis and Postgres are SIGKILLed and restarted and the medium endpoint is
@@ -22,7 +22,7 @@ def test_short_fault_suite_keeps_the_delivery_guarantees(tmp_path: Path) -> None
     out = tmp_path / "faults.json"
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "benchmarks/faults.py", "--short", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.faults", "--short", "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -788,9 +788,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", help="JSON file in the POST /_script body format")
     parser.add_argument("--max-calls", type=int, default=100_000, help="call-log entries kept")
     args = parser.parse_args(argv)
-    double = EndpointDouble(args.host, args.port, args.max_calls)
-    if args.script:
-        with open(args.script, encoding="utf-8") as fh:
+    return serve(EndpointDouble(args.host, args.port, args.max_calls), args.script)
+
+
+def serve(double: EndpointDouble, script_path: str | None) -> int:
+    """Run `double` in this process until SIGTERM or Ctrl-C, scripted from `script_path` (the POST
+    /_script body format) if given; prints `READY <url>` once it listens (tests/support/processes.py's
+    `ready_line` reads it)."""
+    if script_path:
+        with open(script_path, encoding="utf-8") as fh:
             script = json.load(fh)
         double.script(script.get("rules") or [], script.get("default"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind through `finally` to close the socket

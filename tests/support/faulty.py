@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
 import sys
 import threading
 import time
@@ -47,6 +46,7 @@ from tests.support.endpoint import (
     _Handler,
     _Invalid,
     _Server,
+    serve,
 )
 
 FAULT_KINDS = ("status424", "status5xx", "status429", "malformed", "hang")
@@ -247,21 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-calls", type=int, default=100_000, help="call-log entries kept in memory")
     args = parser.parse_args(argv)
     double = FaultyDouble(args.host, args.port, json.loads(args.faults), args.call_log, args.max_calls)
-    if args.script:
-        with open(args.script, encoding="utf-8") as fh:
-            script = json.load(fh)
-        double.script(script.get("rules") or [], script.get("default"))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind through `finally` to close the socket
-    double.start()
-    print(f"READY {double.url}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except (KeyboardInterrupt, SystemExit):
-        pass
-    finally:
-        double.stop()
-    return 0
+    return serve(double, args.script)
 
 
 if __name__ == "__main__":

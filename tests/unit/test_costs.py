@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import math
-import os
 import random
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import pytest
 from herd.jobs.status import UnknownJobError
 from herd.reporting import build, plot, render
 from herd.reporting.perfics import PolicyInput, Weights, cost_penalty, score
-from tests.support.harness import REPO, Services
+from tests.support.harness import Services, herd_env
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 EPS = Decimal("1e-15")
@@ -507,13 +506,7 @@ def test_pareto_front() -> None:
 
 
 def herd(services: Services, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "HERD_DATABASE_URL": services.database_url,
-        "HERD_BROKER_URL": services.broker_url,
-        "HERD_HOME": str(services.home),
-        "PYTHONPATH": str(REPO),
-    }
+    env = herd_env(services, None)
     return subprocess.run(
         [sys.executable, "-m", "herd", *args],
         env=env,

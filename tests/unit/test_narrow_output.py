@@ -8,7 +8,6 @@ heading names the row and whose lines pair each label with its figure.
 from __future__ import annotations
 
 import io
-import os
 import re
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from herd.local.demo import run as demo
 from herd.local.demo.summary import PER_MODEL, print_summary
 from herd.reporting import build, render
 from herd.reporting.tables import Column, print_table
-from tests.support.harness import REPO, Services
+from tests.support.harness import Services, herd_env
 from tests.unit.test_costs import add_attempt, add_final, add_job, add_prompt, hand_job
 
 # Names as long as real ones; the counterfactual '<entry>-only' is then the longest policy name.
@@ -182,14 +181,7 @@ def test_demo_summary_at_80_columns(db: psycopg.Connection, small: str, large: s
 
 
 def cli(services: Services, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "HERD_DATABASE_URL": services.database_url,
-        "HERD_BROKER_URL": services.broker_url,
-        "HERD_HOME": str(services.home),
-        "PYTHONPATH": str(REPO),
-        "COLUMNS": "80",
-    }
+    env = herd_env(services, None, COLUMNS="80")
     return subprocess.run(
         [sys.executable, "-m", "herd", *args], env=env, cwd=services.home, capture_output=True, text=True
     )

@@ -1,5 +1,6 @@
-"""The bare Celery baseline of benchmarks/throughput.py: a minimal app with one task that does nothing but
-count itself (one Redis INCR, so the benchmark knows when N tasks are done without a result backend).
+"""The bare Celery baseline of benchmarks/throughput.py (run by bare.py here): a minimal app with one
+task that does nothing but count itself (one Redis INCR, so the benchmark knows when N tasks are done
+without a result backend).
 
 Configured like Herd's workers (herd/queues.py): JSON, no results, acks_late + reject_on_worker_lost,
 prefetch 1, same visibility timeout; the worker runs with the same `--pool threads --concurrency C
@@ -9,7 +10,7 @@ Herd's event settings, to show what they cost on their own. BENCH_BARE_TRANSPORT
 transport (herd/broker_transport.py: one Redis client per channel) under this app too, so Herd's own
 work per attempt can be told apart from what its transport saves Celery.
 
-    BENCH_BROKER_URL=redis://... celery -A benchmarks.bare_celery worker -Q bench.bare --pool threads ...
+    BENCH_BROKER_URL=redis://... celery -A benchmarks._lib.bare_celery worker -Q bench.bare --pool threads
 """
 
 from __future__ import annotations
@@ -21,14 +22,14 @@ from typing import Any
 import redis
 from celery import Celery
 
+from herd.broker_transport import install as install_herd_transport
+
 QUEUE = "bench.bare"
 COUNTER = "bench:bare:done"
 TASK = "bench.noop"
 EVENTS = os.environ.get("BENCH_BARE_EVENTS") == "1"
 if os.environ.get("BENCH_BARE_TRANSPORT") == "herd":
-    from herd import broker_transport
-
-    broker_transport.install()
+    install_herd_transport()
 
 app = Celery("bench_bare")
 app.conf.update(

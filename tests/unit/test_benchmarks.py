@@ -1,0 +1,53 @@
+"""Every benchmark imports and parses its arguments (`--help`), runs as `python -m benchmarks.<name>`,
+and is listed, with its command, in docs/benchmarks.md. The benchmarks themselves measure speed and
+are run by hand (docs/benchmarks.md); tests/integration/test_faults.py runs the fault suite's short
+version."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import throughput
+from benchmarks.__main__ import entries
+from tests.support.harness import REPO
+
+NAMES = sorted(entries())
+
+
+def test_the_benchmarks_are_found() -> None:
+    assert {"throughput", "faults", "scale_out", "ledger_bench"} <= set(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = importlib.import_module(f"benchmarks.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m benchmarks.{name}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_docs_give_the_command(name: str) -> None:
+    assert f"python -m benchmarks.{name}" in (REPO / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+
+
+def test_python_m_benchmarks_lists_them() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    )
+    listed = {line.split()[0] for line in done.stdout.splitlines() if line.startswith("  ")}
+    assert listed == set(NAMES)
+
+
+def test_a_bad_baseline_src_is_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        throughput.main(["--baseline-src", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert f"{tmp_path} is not a Herd source tree" in capsys.readouterr().err
