@@ -47,3 +47,10 @@ def atomic_text(path: Path) -> Iterator[IO[str]]:
     """`atomic_path` opened for UTF-8 text, newline translation off (CSV writes its own line ends)."""
     with atomic_path(path) as partial, partial.open("w", encoding="utf-8", newline="") as handle:
         yield handle
+
+
+@contextlib.contextmanager
+def atomic_binary(path: Path) -> Iterator[IO[bytes]]:
+    """`atomic_path` opened for bytes (JSONL Herd encodes itself)."""
+    with atomic_path(path) as partial, partial.open("wb") as handle:
+        yield handle

@@ -53,6 +53,21 @@ class Settings(BaseSettings):
     # rewind) stay rare; short, so the views' open tail, swept per query, stays small. 0 disables.
     cost_share_horizon_s: float = Field(default=300.0, ge=0)
 
+    # `herd serve`, the OpenAI Files and Batches API (herd/api/, docs/batch-api.md).
+    # Where files live: "postgres" (chunks in the ledger's database: nothing else to run or back up, and
+    # every replica of the server sees them) or a directory path shared by every replica.
+    api_file_store: str = "postgres"
+    # The largest upload, in bytes (2 GiB; OpenAI's own limit for a batch file is 200 MB).
+    api_max_file_bytes: int = Field(default=2 * 1024**3, ge=1024)
+    # The most requests one batch may hold (OpenAI's: 50,000). Validation streams, so this bounds a
+    # batch's time in `validating`, not memory.
+    api_max_requests: int = Field(default=1_000_000, ge=1)
+    # How often the server moves its batches along (validate, finalize, cancel, expire).
+    api_poll_s: float = Field(default=1.0, gt=0)
+    # A cancelled or expired batch waits this long for the requests already at a model (OpenAI: up to 10
+    # minutes), then writes its files without them.
+    api_drain_s: float = Field(default=600.0, ge=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

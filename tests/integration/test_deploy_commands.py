@@ -38,7 +38,8 @@ COMMANDS = [c for c in [*compose_commands(), *k8s_commands(K8S_HERD)] if c.role 
 
 def test_the_manifests_have_every_role() -> None:
     roles = {(c.source, c.role) for c in COMMANDS}
-    assert roles == {(s, r) for s in ("compose", "k8s") for r in ("migrate", "worker", "flower", "metrics")}
+    roles_ = ("migrate", "worker", "flower", "metrics", "serve")
+    assert roles == {(s, r) for s in ("compose", "k8s") for r in roles_}
 
 
 @pytest.fixture
@@ -115,6 +116,11 @@ def _run(command: ContainerCommand, services: Services, double, tmp_path: Path) 
             assert http_status(f"{base}/broker") == 401
             token = base64.b64encode(FLOWER_AUTH.encode()).decode()
             assert http_status(f"{base}/broker", {"Authorization": f"Basic {token}"}) == 200
+        elif command.role == "serve":
+            base = f"http://127.0.0.1:{port}"
+            wait_http(f"{base}/health", proc, log)
+            assert http_status(f"{base}/health") == 200  # what the healthcheck/probes ask
+            assert http_status(f"{base}/v1/batches") == 401  # everything else needs a key
         elif command.role == "metrics":
             url = f"http://127.0.0.1:{port}/metrics"
             wait_http(url, proc, log)

@@ -12,12 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from openai.types.chat import ChatCompletion
 from rich.console import Console
 
 from herd.herdfile.model import load_herd
 from herd.local import localherd
 from herd.local.demo import longdocs
 from herd.local.demo.run import JOBS, write_herd_file
+from tests.support.api import ApiServer, create_key, wait_batch
 from tests.support.harness import Services, wait_for
 
 pytestmark = pytest.mark.realmodel
@@ -115,3 +117,54 @@ def test_real_herd_chunks_the_demo_long_documents(make_herd, db, services, model
     longdocs.print_panel(Console(file=out, width=80), lines)
     print(f"\n{out.getvalue()}wall time {wall:.0f}s")
     assert "long documents, chunked" in out.getvalue()
+
+
+CAPITALS = ["France", "Japan", "Italy", "Egypt", "Canada", "Kenya"]
+
+
+def test_real_herd_answers_an_openai_batch(make_herd, db, services, model_urls, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An OpenAI batch through `herd serve` and the official SDK on the real local herd: the cascade's
+    route (SmolLM2 through its chat template, Gemma-3 on a transcript when unsure), and Gemma-3 asked
+    alone; every answer non-empty, with its model and its usage."""
+    herd = make_herd(write_herd_file(services.home, model_urls).read_text(), HERD_API_POLL_S="0.5")
+    for model in localherd.MODELS:
+        herd.start_worker(model)
+    server = ApiServer(herd.procs, herd.env, tmp_path / "serve.log").start()
+    client = server.client(create_key(herd.env, tmp_path, "demo"))
+
+    def run(model: str, questions: list[str]) -> list[ChatCompletion]:
+        lines = [
+            {"custom_id": f"{model}-{i}", "method": "POST", "url": "/v1/chat/completions",
+             "body": {"model": model, "max_tokens": 8, "logprobs": True, "top_logprobs": 2,
+                      "messages": [{"role": "system", "content": "Answer with one word."},
+                                   {"role": "user", "content": f"What is the capital of {q}?"}]}}
+            for i, q in enumerate(questions)
+        ]  # fmt: skip
+        path = tmp_path / f"{model}.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        upload = client.files.create(file=path.open("rb"), purpose="batch")
+        batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                      completion_window="24h")  # fmt: skip
+        done = wait_batch(client, batch.id, timeout=900)
+        failures = client.files.content(done.error_file_id).text if done.error_file_id else ""
+        assert done.status == "completed" and not failures, failures[:3000]
+        outputs = [json.loads(raw) for raw in client.files.content(done.output_file_id).text.splitlines()]  # type: ignore[arg-type]
+        assert [o["custom_id"] for o in outputs] == [line["custom_id"] for line in lines]
+        for o in outputs:
+            assert o["herd"]["models"][0] == (model if model in localherd.MODELS else "smollm2")
+            assert len(o["herd"]["models"]) == o["herd"]["escalations"] + 1
+        return [ChatCompletion.model_validate(o["response"]["body"]) for o in outputs]
+
+    answers = run("herd", CAPITALS) + run("gemma3", CAPITALS[:2])
+    for answer in answers:
+        (choice,) = answer.choices
+        assert choice.message.content and choice.message.content.strip(), answer
+        assert answer.model in localherd.MODELS
+        assert (
+            answer.usage is not None
+            and answer.usage.prompt_tokens > 0
+            and answer.usage.completion_tokens >= 1
+        )
+        assert choice.logprobs is not None and choice.logprobs.content
+        assert all(len(token.top_logprobs) <= 2 for token in choice.logprobs.content)
+    print("\n" + "\n".join(f"{a.model}: {a.choices[0].message.content!r}" for a in answers))

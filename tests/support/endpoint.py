@@ -317,7 +317,10 @@ class _Core:
         with self._lock:
             return [dict(c) for c in self._calls], self._total
 
-    def _record(self, model: str, protocol: str, prompt: str, status: int, auth: str | None) -> None:
+    def _record(
+        self, model: str, protocol: str, prompt: str, status: int, auth: str | None,
+        params: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         # Caller holds the lock. Logged on arrival, so in-flight (delayed) calls are already visible.
         self._calls.append(
             {
@@ -327,11 +330,14 @@ class _Core:
                 "status": status,
                 "time": time.time(),
                 "authorization": auth,
+                "params": params or {},  # the request's other fields (TGI: its `parameters`)
             }
         )
         self._total += 1
 
-    def _admit(self, model: str, protocol: str, prompt: str, auth: str | None) -> tuple[Rule, int]:
+    def _admit(
+        self, model: str, protocol: str, prompt: str, auth: str | None, params: dict[str, Any]
+    ) -> tuple[Rule, int]:
         with self._lock:
             rules = enumerate(self._rules)
             hits = ((i, r) for i, r in rules if r.model in (None, model) and r.match in prompt)
@@ -341,7 +347,7 @@ class _Core:
                 seen = self._seen.get((idx, model, prompt), 0)
                 if seen < len(rule.errors):
                     status, self._seen[(idx, model, prompt)] = rule.errors[seen], seen + 1
-            self._record(model, protocol, prompt, status, auth)
+            self._record(model, protocol, prompt, status, auth, params)
         return rule, status
 
     def serve(self, model: str, protocol: str, req: Any, auth: str | None = None) -> Reply:
@@ -370,7 +376,12 @@ class _Core:
                     f"{requested} tokens ({words} in the messages, {opts.limit or 0} in the completion)."
                 )
                 return _error(422 if protocol == "tgi" else 400, message)
-        rule, status = self._admit(model, protocol, prompt, auth)
+        params = (
+            dict(req.get("parameters") or {})
+            if protocol == "tgi"
+            else {k: v for k, v in req.items() if k not in ("messages", "prompt")}
+        )
+        rule, status = self._admit(model, protocol, prompt, auth, params)
         if rule.delay:
             time.sleep(rule.delay)  # outside the lock: other requests keep flowing
         if status != 200:

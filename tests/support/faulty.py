@@ -144,11 +144,14 @@ class _FaultyCore(_Core):
                 self._log.close()
                 self._log = None
 
-    def _record(self, model: str, protocol: str, prompt: str, status: int, auth: str | None) -> None:
+    def _record(
+        self, model: str, protocol: str, prompt: str, status: int, auth: str | None,
+        params: dict[str, Any] | None = None,
+    ) -> None:  # fmt: skip
         # Caller holds the lock. Skipped when serve() already logged this call on arrival.
         if getattr(self._local, "skip", False):
             return
-        super()._record(model, protocol, prompt, status, auth)
+        super()._record(model, protocol, prompt, status, auth, params)
         fault = getattr(self._local, "fault", None)
         self._calls[-1]["fault"] = fault
         if self._log is not None:

@@ -41,6 +41,10 @@ TABLES = (
     "cost_share_cuts",
     "cost_share_late",
     "cost_rollup_jobs",
+    "api_batches",
+    "api_file_chunks",
+    "api_files",
+    "api_keys",
 )
 
 
@@ -266,6 +270,21 @@ def start_double(
     env = with_pythonpath(os.environ if env is None else env, [REPO])
     proc = procs.start(cmd, env=env, stdout=subprocess.PIPE, errlog=errlog)
     return DoubleProcess(proc, ready_line(proc, f"endpoint double ({module})"))
+
+
+# A chat task on the same three tiers (small answers in chat mode, medium (TGI) and large in completion
+# mode get a transcript), and the route name `herd` for it: OpenAI batch requests (docs/batch-api.md).
+CHAT_TASK = """\
+  chat:
+    kind: chat
+routes:
+  herd: chat
+"""
+
+
+def chat_herd_yaml(double: EndpointDouble, *, retries: int = 2, timeout_s: float = 5.0) -> str:
+    """`herd_yaml` with the chat task and its route."""
+    return herd_yaml(double, retries=retries, timeout_s=timeout_s) + CHAT_TASK
 
 
 @dataclass

@@ -32,13 +32,27 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class CallerLogprobs:
+    """The logprobs the caller of an OpenAI request asked to get back (herd/cascade/requests.py):
+    `shape` "chat" (`logprobs.content`) or "completions" (the legacy arrays), `top` alternatives each."""
+
+    shape: str
+    top: int
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
+    """What one model call sends. `top_logprobs`: the alternatives Herd's measures need (the server
+    always returns logprobs). `extra`: a caller's other generation parameters, sent as they are
+    (top_p, seed, response_format, ...). `caller_logprobs`: what the caller itself asked for, None: none."""
+
     prompt: Prompt
     max_new_tokens: int
     stop: tuple[str, ...] = ()
     temperature: float = 0.0
     top_logprobs: int = 5
     extra: dict[str, object] = field(default_factory=dict)
+    caller_logprobs: CallerLogprobs | None = None
 
 
 class Backend(Protocol):

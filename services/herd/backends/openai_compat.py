@@ -65,7 +65,10 @@ class OpenAIBackend:
             raise transport.malformed(exc, endpoint) from exc
 
     def _chat(self, endpoint: str, request: GenerationRequest) -> Mapping[str, Any]:
+        # A caller's own parameters first (an OpenAI batch request's top_p, seed, response_format...),
+        # then what Herd sets: the model, the prompt and the logprobs its decision needs.
         payload = {
+            **request.extra,
             "model": self._served_model,
             "messages": request.prompt.as_messages(),
             "max_tokens": request.max_new_tokens,
@@ -78,6 +81,7 @@ class OpenAIBackend:
     def _completion(self, endpoint: str, request: GenerationRequest) -> Mapping[str, Any]:
         url = endpoint + ("/completions" if endpoint.endswith("/v1") else "/v1/completions")
         payload = {
+            **request.extra,
             "model": self._served_model,
             "prompt": request.prompt.text,
             "max_tokens": request.max_new_tokens,

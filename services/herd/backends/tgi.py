@@ -19,6 +19,10 @@ from herd.backends.logprobs import alternatives, chosen_logprob
 from herd.cascade.uncertainty import TokenLogprob
 from herd.herdfile.model import ModelConfig
 
+# The OpenAI request parameters /generate takes under the same name (an OpenAI batch request's
+# top_p, seed...: herd/cascade/requests.py refuses any other for a TGI model).
+TGI_PARAMS = frozenset({"top_p", "seed", "frequency_penalty", "repetition_penalty", "top_k"})
+
 
 class TgiBackend:
     def __init__(self, name: str, config: ModelConfig) -> None:
@@ -39,7 +43,12 @@ class TgiBackend:
             {"do_sample": True, "temperature": request.temperature}
             if request.temperature > 0
             else {"do_sample": False}  # greedy: TGI's logprobs are taken after the sampling warpers
-        )
+        ) | request.extra
+        # A caller's own parameters (an OpenAI batch request's top_p, seed...); herd/cascade/requests.py
+        # lets through only TGI_PARAMS.
+        unknown = sorted(set(request.extra) - TGI_PARAMS)
+        if unknown:
+            raise PermanentError(f"TGI's /generate takes no {', '.join(unknown)}", endpoint=endpoint)
         transport.clear_headers()
         started = time.perf_counter()
         try:

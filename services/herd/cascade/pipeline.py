@@ -40,9 +40,10 @@ from decimal import Decimal
 from functools import lru_cache, partial
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from herd.backends.base import Backend, BackendError, Generation, GenerationRequest, RetryableError
-from herd.cascade import chunks
+from herd.cascade import chunks, requests
 from herd.cascade.active import ActivePolicies, Rule, herd_rounds
 from herd.cascade.prompts import Prompt, RenderError, followup, render
 from herd.cascade.uncertainty import NoTokensError, measure
@@ -197,11 +198,14 @@ class Pipeline:
 
     def rule(self, prompt: PromptRow, model: str) -> Rule:
         """The decision rule for `model` on `prompt`. A calibration job runs the herd file's refinement
-        rounds (so both variants are recorded) and is decided by no policy version. A chunk of a long
-        document never escalates on its own: its document does (herd/cascade/chunks.py)."""
+                rounds (so both variants are recorded) and is decided by no policy version. A chunk of a long
+                document never escalates on its own: its document does (herd/cascade/chunks.py). A direct
+        job's model answers alone, with the herd file's refinement rounds and no policy version."""
         rule = self.policies.rule(self.herd, prompt.task, model)
         if self.long is not None and chunks.is_chunk(prompt):
             rule = replace(rule, next=None)
+        if prompt.kind == "direct":  # one model asked by name (an OpenAI batch's `model`): no cascade
+            return replace(rule, next=None, rounds=herd_rounds(self.herd, model), version=None)
         if prompt.kind == "calibration":
             return replace(rule, rounds=herd_rounds(self.herd, model), version=None)
         return rule
@@ -335,6 +339,7 @@ class Pipeline:
         # A decision rests on this answer only if nothing else follows it on this model.
         decides = _ends(rule.rounds, key)
         unsure = rule.escalates(scores.value) or (truncated and rule.next is not None)
+        returned = requests.returned_logprobs(generation.tokens, request.caller_logprobs)
         return replace(
             charged,
             status=AttemptStatus.OK,
@@ -344,6 +349,7 @@ class Pipeline:
             max_entropy=scores.max_entropy,
             mean_nll=scores.mean_nll,
             escalated=decides and unsure,
+            logprobs=Jsonb(returned) if returned is not None else None,
         )
 
     def _request(
@@ -356,8 +362,17 @@ class Pipeline:
     ) -> GenerationRequest:
         task = self.herd.tasks[prompt.task]
         params = config.generation
-        rendered: Prompt = render(task, step.prompt_mode, prompt.text, prompt.fields)
-        max_new_tokens = params.max_new_tokens
+        if task.kind == "chat":  # a request body, sent as its caller wrote it (herd/cascade/requests.py)
+            request = requests.generation_request(prompt.text, prompt.fields, step.prompt_mode, params)
+        else:
+            rendered: Prompt = render(task, step.prompt_mode, prompt.text, prompt.fields)
+            request = GenerationRequest(
+                prompt=rendered,
+                max_new_tokens=params.max_new_tokens,
+                stop=tuple(params.stop),
+                temperature=params.temperature,
+                top_logprobs=params.top_logprobs,
+            )
         if key.stage != ANSWER and config.refine is not None and context is not None:
             answer, critique = context
             instruction = (
@@ -365,16 +380,10 @@ class Pipeline:
                 if key.stage == CRITIQUE
                 else config.refine.refine.format(critique=critique)
             )
-            rendered = followup(rendered, answer, instruction)
+            request = replace(request, prompt=followup(request.prompt, answer, instruction))
             if key.stage == CRITIQUE:
-                max_new_tokens = config.refine.max_new_tokens
-        return GenerationRequest(
-            prompt=rendered,
-            max_new_tokens=max_new_tokens,
-            stop=tuple(params.stop) if key.stage != CRITIQUE else (),
-            temperature=params.temperature,
-            top_logprobs=params.top_logprobs,
-        )
+                request = replace(request, max_new_tokens=config.refine.max_new_tokens)
+        return replace(request, stop=()) if key.stage == CRITIQUE else request
 
     def _decide(
         self, conn: psycopg.Connection, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey,

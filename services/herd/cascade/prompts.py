@@ -55,8 +55,11 @@ def placeholders(template: str) -> set[str]:
 
 
 def required_fields(task: TaskConfig, modes: set[PromptMode]) -> set[str]:
-    """Fields a document must carry for every prompt mode the task's route uses."""
+    """Fields a document must carry for every prompt mode the task's route uses (none for a chat task:
+    its prompts are request bodies, herd/cascade/requests.py)."""
     names: set[str] = set()
+    if task.kind == "chat":
+        return names
     for mode in modes:
         names |= placeholders(template_for(task, mode))
         if mode == "chat" and task.system:

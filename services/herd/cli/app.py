@@ -108,6 +108,17 @@ def main(ctx: click.Context, herd_file: Path | None) -> None:
     ctx.obj = get_settings().herd_file
 
 
+# For the long-running commands a deployment starts beside `herd migrate` (worker, serve): they never
+# migrate, they wait for the schema (herd.ledger.db.ensure_current).
+wait_for_schema = click.option(
+    "--wait-for-schema",
+    "wait_s",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for `herd migrate` (run elsewhere) to bring the schema up to date.",
+)
+
+
 def herd_config(ctx: click.Context) -> HerdConfig:
     return load_herd(ctx.find_root().obj)
 

@@ -3,22 +3,39 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 
 from herd.cli.app import console, database, fail, herd_config, main, unreachable_service
 from herd.cli.output import count, counting_bar
-from herd.files import atomic_text
+from herd.files import atomic_binary, atomic_text
+from herd.jobs.documents import InputError
 from herd.reporting.tables import Column, print_table
 from herd.settings import get_settings
+
+if TYPE_CHECKING:
+    from herd.herdfile.model import HerdConfig
+    from herd.jobs.documents import InputFile
+    from herd.jobs.submit import SubmitResult
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--job", required=True, help="Job name; submitting the same job again adds only new documents.")
-@click.option("--task", required=True, help="Task template from the herd file.")
+@click.option("--task", help="Task template from the herd file (a batch file's lines name their own route).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "documents", "openai-batch"]),
+    default="auto",
+    show_default=True,
+    help="openai-batch: OpenAI batch request lines (custom_id, method, url, body); auto: recognised "
+    "from a .jsonl file's first line (docs/batch-api.md).",
+)
 @click.option("--text-column", default="text", show_default=True, help="CSV column holding the text.")
 @click.option(
     "--calibration",
@@ -35,10 +52,11 @@ from herd.settings import get_settings
 )
 @click.pass_context
 def submit(
-    ctx: click.Context, paths: tuple[str, ...], job: str, task: str, text_column: str,
+    ctx: click.Context, paths: tuple[str, ...], job: str, task: str | None, fmt: str, text_column: str,
     calibration: bool, sample: int | None, seed: int, budget_usd: float | None, skip_unreadable: bool,
 ) -> None:  # fmt: skip
-    """Store a document set (folders/globs of .txt/.md/.pdf/.docx/.html, JSONL, CSV) and start its prompts."""
+    """Store a document set (folders/globs of .txt/.md/.pdf/.docx/.html, JSONL, CSV) or OpenAI batch files
+    and start their prompts."""
     from decimal import Decimal
 
     import psycopg
@@ -48,9 +66,20 @@ def submit(
     from herd.jobs.sampling import sample as draw
     from herd.jobs.skipped import Collector
     from herd.jobs.submit import submit as do_submit
-    from herd.queues import check_broker, publish
+    from herd.queues import check_broker
 
     herd = herd_config(ctx)
+    files = documents.expand(list(paths))
+    if fmt == "openai-batch" or (fmt == "auto" and _batch_files(files)):
+        if task is not None or sample is not None or skip_unreadable:
+            raise InputError(
+                "a batch file's lines name their route in body.model: it takes no --task, --sample or "
+                "--skip-unreadable"
+            )
+        _submit_batch(herd, job, [f.path for f in files], calibration, budget_usd)
+        return
+    if task is None:
+        raise InputError("--task is required for a document set (only a batch file names its own route)")
     if sample is not None and not calibration:
         raise InputError("--sample needs --calibration (a sample is for calibrating a policy)")
     if sample is not None and sample < 1:
@@ -59,7 +88,6 @@ def submit(
         raise InputError("a calibration job runs every model on every prompt: it takes no --budget-usd")
     if budget_usd is not None and budget_usd < 0:
         raise InputError(f"--budget-usd must be >= 0 (got {budget_usd})")
-    files = documents.expand(list(paths))
     url = database()
     check_broker()  # before anything is written: a job whose messages cannot be sent is half a job
     skipped = Collector()
@@ -84,6 +112,15 @@ def submit(
                 skipped=skipped,
                 inputs=[str(f.path) for f in files],
             )
+    _publish(result, "document")
+    for item in skipped:
+        console.print(f"skipped {item.path}: {item.reason}", markup=False, soft_wrap=True)
+
+
+def _publish(result: SubmitResult, what: str) -> None:
+    """Send a committed submit's first messages and say what was stored."""
+    from herd.queues import publish
+
     try:
         publish(result.dispatched)
     except Exception as exc:
@@ -99,13 +136,59 @@ def submit(
             status=1,
         )
     console.print(
-        f"job {result.job}: read {count(result.read, 'document')}, "
+        f"job {result.job}: read {count(result.read, what)}, "
         f"added {count(result.added, 'new prompt')}, sent {len(result.dispatched)} to the queues",
         markup=False,
         soft_wrap=True,
     )
-    for item in skipped:
-        console.print(f"skipped {item.path}: {item.reason}", markup=False, soft_wrap=True)
+
+
+def _batch_files(files: list[InputFile]) -> bool:
+    """Whether every input is a .jsonl file whose first non-blank line is an OpenAI batch request."""
+    from herd.batch.format import looks_like_batch
+
+    if not files or any(f.path.suffix.lower() != ".jsonl" for f in files):
+        return False
+    with files[0].path.open("rb") as handle:
+        first = next((line for line in handle if line.strip()), b"")
+    return looks_like_batch(first.removeprefix(b"\xef\xbb\xbf"))
+
+
+def _submit_batch(
+    herd: HerdConfig, job: str, paths: list[Path], calibration: bool, budget_usd: float | None
+) -> None:
+    """`herd submit` of OpenAI batch files: every line checked, all stored or none (herd/batch/submit.py)."""
+    from decimal import Decimal
+
+    import psycopg
+
+    from herd.batch.submit import Source, submit_batch
+    from herd.queues import check_broker
+
+    url = database()
+    check_broker()
+    sources = [Source(str(path), _chunks(path)) for path in paths]
+    with counting_bar(console, "reading", "requests") as bar:
+        task_id = bar.add_task("read", total=None)
+        with psycopg.connect(url) as conn:
+            result = submit_batch(
+                conn,
+                herd,
+                job=job,
+                sources=sources,
+                window=get_settings().dispatch_window,
+                max_requests=None,
+                progress=lambda n: bar.advance(task_id, n),
+                calibration=calibration,
+                budget_usd=Decimal(str(budget_usd)) if budget_usd is not None else None,
+            )
+    _publish(result, "request")
+
+
+def _chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(size):
+            yield chunk
 
 
 # Short headers so the table fits 80 columns (the escalation rate shares the escalated column); the
@@ -178,17 +261,34 @@ def status(job: str) -> None:
 
 @main.command()
 @click.argument("job")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "openai-batch"]),
+    default="jsonl",
+    show_default=True,
+    help="openai-batch: OpenAI's batch output lines (and --errors for the failed requests).",
+)
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File (default stdout)."
 )
-def export(job: str, fmt: str, output: Path | None) -> None:
+@click.option(
+    "--errors",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --format openai-batch: the error file (failed, cancelled or expired requests).",
+)
+def export(job: str, fmt: str, output: Path | None, errors: Path | None) -> None:
     """Final answers of a job, with the model that produced each."""
     import psycopg
 
     from herd.jobs.status import export as do_export
     from herd.urls import database_url
 
+    if errors is not None and fmt != "openai-batch":
+        raise InputError("--errors is for --format openai-batch")
+    if fmt == "openai-batch":
+        _export_batch(job, output, errors)
+        return
     with psycopg.connect(database_url()) as conn:
         if output is None:
             exported = do_export(conn, job, sys.stdout, fmt)
@@ -196,3 +296,26 @@ def export(job: str, fmt: str, output: Path | None) -> None:
             with atomic_text(output) as handle:
                 exported = do_export(conn, job, handle, fmt)
     console.print(f"exported {count(exported, 'final answer')}")
+
+
+def _export_batch(job: str, output: Path | None, errors: Path | None) -> None:
+    """`herd export --format openai-batch`: the output (and error) file from the ledger, each written whole
+    or not at all."""
+    from contextlib import ExitStack
+
+    import psycopg
+
+    from herd.batch.export import write
+    from herd.urls import database_url
+
+    with ExitStack() as stack, psycopg.connect(database_url()) as conn:
+        out = stack.enter_context(atomic_binary(output)) if output is not None else sys.stdout.buffer
+        err = stack.enter_context(atomic_binary(errors)) if errors is not None else None
+        counts = write(conn, job, out, err)
+    console.print(
+        f"exported {count(counts.outputs, 'answer')} and {count(counts.errors, 'failed request')}"
+        + ("" if errors is not None or not counts.errors else " (not written: give --errors FILE)")
+        + (f"; {counts.unfinished} not finished yet" if counts.unfinished else ""),
+        markup=False,
+        soft_wrap=True,
+    )

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from herd.cli.app import console, database, herd_config, main
+from herd.cli.app import console, database, herd_config, main, wait_for_schema
 from herd.herdfile.model import ConfigError
 from herd.settings import get_settings
 
@@ -25,13 +25,7 @@ def migrate() -> None:
 @main.command()
 @click.option("--model", required=True, help="The herd model whose queue this worker consumes.")
 @click.option("--loglevel", default="info", show_default=True)
-@click.option(
-    "--wait-for-schema",
-    "wait_s",
-    default=60.0,
-    show_default=True,
-    help="Seconds to wait for `herd migrate` (run elsewhere) to bring the schema up to date.",
-)
+@wait_for_schema
 @click.pass_context
 def worker(ctx: click.Context, model: str, loglevel: str, wait_s: float) -> None:
     """Run a Celery worker for one model's queue (herd.<model>)."""

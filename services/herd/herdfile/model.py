@@ -19,7 +19,8 @@ from herd.herdfile.yamllines import YamlError, line_of, load_with_lines
 Protocol = Literal["tgi", "openai"]
 PromptMode = Literal["chat", "completion"]
 Measure = Literal["first_token_margin", "mean_entropy", "max_entropy", "mean_nll"]
-TaskKind = Literal["summarize", "classify", "extract", "qa", "template"]
+# `chat`: OpenAI chat/completions request bodies sent as they come (herd/cascade/requests.py), no template.
+TaskKind = Literal["summarize", "classify", "extract", "qa", "template", "chat"]
 
 # A margin is a confidence (escalate when it is LOW); the others are uncertainties (escalate when HIGH).
 CONFIDENCE_MEASURES: frozenset[str] = frozenset({"first_token_margin"})
@@ -181,6 +182,10 @@ class HerdConfig(_Strict):
     models: dict[str, ModelConfig] = Field(min_length=1)
     tasks: dict[str, TaskConfig] = Field(min_length=1)
     entry: str | None = None
+    # Names an OpenAI batch request's `body.model` may use, each for a `chat` task (its route, active
+    # policy and router decide) or a model (that model alone). A chat task's own name and every model's
+    # name work without an entry here (herd/batch/routes.py, docs/batch-api.md).
+    routes: dict[str, str] = Field(default_factory=dict)
     # Every (task, model)'s tier, computed once when the config is made (it is frozen): a worker asks
     # once per message. Filled for all pairs, so two equal configs hold equal caches.
     _tiers: dict[tuple[str, str], TaskTier] = PrivateAttr(default_factory=dict)
@@ -319,6 +324,24 @@ def _check_graph(herd: HerdConfig, fail: Any) -> None:
             if override.next is not None and override.next not in names:
                 raise fail(at + ("models", model_name, "next"), f"unknown model {override.next!r}")
         _check_task(herd, task_name, task, fail)
+    _check_routes(herd, fail)
+
+
+def _check_routes(herd: HerdConfig, fail: Any) -> None:
+    """Each route names a chat task or a model, and no name means two things."""
+    chat_tasks = {name for name, task in herd.tasks.items() if task.kind == "chat"}
+    for name, target in herd.routes.items():
+        at = ("routes", name)
+        if name in herd.models or name in herd.tasks:
+            what = "model" if name in herd.models else "task"
+            raise fail(at, f"{name!r} already names a {what}; a route needs a name of its own")
+        if target in herd.tasks and target not in chat_tasks:
+            raise fail(at, f"task {target!r} is a {herd.tasks[target].kind} task; a route needs a chat task")
+        if target not in chat_tasks and target not in herd.models:
+            known = sorted(chat_tasks | set(herd.models))
+            raise fail(at, f"unknown chat task or model {target!r} (known: {', '.join(known)})")
+        if not chat_tasks:
+            raise fail(at, "the herd file has no task of kind chat for requests to run under")
 
 
 def _check_task(herd: HerdConfig, task_name: str, task: TaskConfig, fail: Any) -> None:
@@ -327,6 +350,12 @@ def _check_task(herd: HerdConfig, task_name: str, task: TaskConfig, fail: Any) -
         raise fail(at + ("labels",), "a classify task needs at least two labels")
     if task.kind == "extract" and not task.fields:
         raise fail(at + ("fields",), "an extract task needs the `fields` to extract")
+    if task.kind == "chat":
+        for key in ("chat", "completion", "system", "instruction", "long_documents"):
+            if getattr(task, key) is not None:
+                raise fail(
+                    at + (key,), "a chat task sends each request's messages as they are: it takes no " + key
+                )
     for key in ("chat", "completion", "system", "instruction"):
         template = getattr(task, key)
         if template is not None:
@@ -349,7 +378,7 @@ def _check_task(herd: HerdConfig, task_name: str, task: TaskConfig, fail: Any) -
                 "TGI's /generate takes plain text: use prompt_mode `completion` here, "
                 "or protocol `openai` (TGI's Messages API) for chat",
             )
-        if step.prompt_mode == "completion" and task.completion is None:
+        if step.prompt_mode == "completion" and task.completion is None and task.kind != "chat":
             raise fail(at, f"model {model!r} runs this task in completion mode: give a `completion` template")
         if step.prompt_mode == "chat" and task.kind == "template" and task.chat is None:
             raise fail(at, f"model {model!r} runs this task in chat mode: give a `chat` template")

@@ -25,6 +25,16 @@ from herd.jobs.skipped import store as store_skipped
 from herd.ledger import steps as ledger
 
 
+class DuplicateIdsError(InputError):
+    """Ids that appear more than once in one submit: `duplicates` is (id, the sources it is at), for at
+    most three ids."""
+
+    def __init__(self, duplicates: list[tuple[str, list[str]]]) -> None:
+        self.duplicates = duplicates
+        detail = "; ".join(f"id {key!r} at {', '.join(sources[:3])}" for key, sources in duplicates)
+        super().__init__(f"duplicate document ids: {detail}")
+
+
 @dataclass(frozen=True)
 class SubmitResult:
     job: str
@@ -178,8 +188,7 @@ def _check_staging(conn: psycopg.Connection, job_id: int) -> None:
            GROUP BY doc_key HAVING count(*) > 1 LIMIT 3"""
     ).fetchall()
     if dup:
-        detail = "; ".join(f"id {key!r} at {', '.join(sources[:3])}" for key, sources in dup)
-        raise InputError(f"duplicate document ids: {detail}")
+        raise DuplicateIdsError([(str(key), list(sources)) for key, sources in dup])
     changed = conn.execute(
         """SELECT s.doc_key, s.source FROM staging s
            JOIN prompts p ON p.job_id = %s AND p.doc_key = s.doc_key

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     Table,
@@ -49,7 +50,8 @@ jobs = Table(
     Column("kind", Text, nullable=False, server_default="live"),
     # Cap on the job's attributed cost; escalations wait as 'held' candidates (herd/jobs/budget.py).
     Column("budget_usd", Numeric(18, 10)),
-    CheckConstraint("kind IN ('live', 'calibration')", name="kind"),
+    # direct: one model answers alone, no cascade (an OpenAI batch naming a model; 0012).
+    CheckConstraint("kind IN ('live', 'calibration', 'direct')", name="kind"),
 )
 
 prompts = Table(
@@ -132,6 +134,8 @@ attempts = Table(
     Column("finish_reason", Text),
     # Tokens of the document left out to fit the model's context (long_documents: truncate; 0007).
     Column("dropped_tokens", Integer),
+    # The token logprobs an OpenAI request's caller asked for, in OpenAI's shape; NULL when none (0012).
+    Column("logprobs", JSONB),
     # Redelivered or duplicate messages can never record the same step twice.
     UniqueConstraint("prompt_id", "model", "stage", "round", name="uq_attempts_step"),
     CheckConstraint("status IN ('ok', 'error')", name="status"),
@@ -300,4 +304,79 @@ cost_rollups = Table(
     Column("latency_p50_s", Float),
     Column("latency_p95_s", Float),
     Column("attributed_gpu_seconds", Numeric),
+)
+
+
+# The OpenAI Files and Batches API (`herd serve`, herd/api/; migration 0012). Keys are stored as the
+# SHA-256 of the token (never the token); every file and batch belongs to the owner of the key that
+# made it. `seq` orders lists and pages them (`after`); ids are the API's opaque strings.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("owner", Text, nullable=False),
+    # The token's first characters, to tell keys apart in `herd keys list` (not enough to use it).
+    Column("prefix", Text, nullable=False),
+    Column("sha256", Text, nullable=False, unique=True),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    Column("revoked_at", TS),
+)
+
+api_files = Table(
+    "api_files",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("seq", BigInteger, Identity(), nullable=False, unique=True),
+    Column("owner", Text, nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    CheckConstraint("purpose IN ('batch', 'batch_output')", name="purpose"),
+    Index("ix_api_files_owner_seq", "owner", "seq"),
+)
+
+# A stored file's bytes in order, in chunks of at most 1 MiB (herd/api/store.py).
+api_file_chunks = Table(
+    "api_file_chunks",
+    metadata,
+    Column("file_id", Text, ForeignKey("api_files.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+api_batches = Table(
+    "api_batches",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("seq", BigInteger, Identity(), nullable=False, unique=True),
+    Column("owner", Text, nullable=False),
+    Column("endpoint", Text, nullable=False),
+    # No foreign key: the input file may be deleted once its requests are in the ledger.
+    Column("input_file_id", Text, nullable=False),
+    Column("completion_window", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="validating"),
+    Column("output_file_id", Text),
+    Column("error_file_id", Text),
+    # Validation errors, OpenAI's `errors.data`: [{code, line, message, param}].
+    Column("errors", JSONB),
+    Column("metadata", JSONB),
+    Column("created_at", TS, nullable=False, server_default=func.now()),
+    Column("expires_at", TS, nullable=False),
+    *[
+        Column(f"{event}_at", TS)
+        for event in "in_progress finalizing completed failed expired cancelling cancelled".split()
+    ],
+    CheckConstraint(
+        "status IN ('validating', 'failed', 'in_progress', 'finalizing', 'completed', 'expired', "
+        "'cancelling', 'cancelled')",
+        name="status",
+    ),
+    Index("ix_api_batches_owner_seq", "owner", "seq"),
+    # What `herd serve`'s keeper polls: the few batches not yet at rest.
+    Index(
+        "ix_api_batches_active",
+        "status",
+        postgresql_where=text("status IN ('validating', 'in_progress', 'finalizing', 'cancelling')"),
+    ),
 )

@@ -29,7 +29,7 @@ class PromptRow:
     model: str
     stage: str
     round: int
-    kind: str = "live"  # the job's kind: 'live' or 'calibration'
+    kind: str = "live"  # the job's kind: 'live', 'calibration' or 'direct'
     budget_usd: Decimal | None = None  # the job's budget, None: no cap
 
 
@@ -85,6 +85,9 @@ class NewAttempt:
     finish_reason: str | None = None
     # Tokens of the document left out to fit the model's context (long_documents: truncate; 0007).
     dropped_tokens: int | None = None
+    # The token logprobs an OpenAI request's caller asked for, in OpenAI's shape (a psycopg Jsonb;
+    # herd/cascade/requests.py); None when none were asked for (0012).
+    logprobs: object | None = None
 
 
 @dataclass(frozen=True)

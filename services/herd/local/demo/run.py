@@ -231,7 +231,23 @@ def run(settings: Settings, console: Console, *, timeout_s: float = 3600.0) -> D
         highlight=False,
     )
     console.print(f"wall time {wall:.0f}s. The local herd keeps running; `herd down` stops it.")
+    print_batch_api_hint(console, localherd.herd_file(settings.home))
     return DemoResult([*(job for p in plans for job in p.jobs), longdocs.JOB], wall, states, choices)
+
+
+def batch_api_hint(herd_file: Path) -> tuple[str, str]:
+    """The two lines that put the OpenAI Batch API in front of the demo's herd (docs/batch-api.md)."""
+    return (
+        "herd keys create --owner me    # prints a key",
+        f'herd --herd-file {herd_file} serve    # then OpenAI(base_url="http://127.0.0.1:8080/v1", '
+        'api_key=KEY), model "herd"',
+    )
+
+
+def print_batch_api_hint(console: Console, herd_file: Path) -> None:
+    console.print("\nThe same herd speaks the OpenAI Batch API (docs/batch-api.md):", highlight=False)
+    for line in batch_api_hint(herd_file):
+        console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _plot(conn: psycopg.Connection, home: Path, job: str, task: str) -> Path:
