@@ -22,7 +22,9 @@ from herd.local.demo.run import JOBS, write_herd_file
 from tests.support.api import ApiServer, create_key, wait_batch
 from tests.support.harness import Services, wait_for
 
-pytestmark = pytest.mark.realmodel
+# The real models are slow on a busy two-core machine: each test waits on its own deadline (up to 900 s),
+# so the suite-wide 300 s timeout must not cut it short first.
+pytestmark = [pytest.mark.realmodel, pytest.mark.timeout(1200)]
 PER_TASK = 12
 
 
