@@ -79,13 +79,16 @@ class SearchResult:
         return np.arange(len(self))
 
 
-def thresholds_per_tier(depth: int, n_thresholds: int, grid_points: int) -> int:
+def thresholds_per_tier(
+    depth: int, n_thresholds: int, grid_points: int, families: int = 1, depth_points: int = 0
+) -> int:
     """Quantile levels per escalating tier of a `depth`-tier cascade: `n_thresholds`, lowered so that
-    levels^(depth - 1) <= max(grid_points, n_thresholds^2) (a 3-tier cascade keeps its full grid); 0 for
-    one tier."""
+    one family's grid, levels^(depth - 1), stays within max(grid_points, n_thresholds^2) (a 3-tier
+    cascade keeps its full grid), unless the depth's `families` together fit `depth_points` with
+    more levels (a depth with few families gets a finer grid); 0 for one tier."""
     if depth <= 1:
         return 0
-    budget = max(grid_points, n_thresholds**2)
+    budget = max(grid_points, n_thresholds**2, depth_points // max(families, 1))
     levels = int(math.floor(budget ** (1.0 / (depth - 1)) + 1e-9))
     return max(1, min(n_thresholds, levels))
 
@@ -206,6 +209,7 @@ def search(
     order: str = "cost",
     every_measure_to: int = 3,
     grid_points: int = 10_000,
+    depth_points: int = 2_000_000,
 ) -> SearchResult:
     """The exact Pareto front (quality, cost) of every policy in the space described in the module
     docstring over the models of `route`, on `data`'s prompts. `measures`, `refine`, `calibration`
@@ -239,10 +243,16 @@ def search(
     front = _Front()
     searched = families = 0
     for depth in range(1, len(models) + 1):
-        levels = thresholds_per_tier(depth, n_thresholds, grid_points)
-        for sequence in sequences(models, depth, order):
-            tiers = [escalating(m, depth) for m in sequence[:-1]]
-            finals = [Option(sequence[-1], None, r) for r in variants[sequence[-1]]]
+        shapes = [
+            (
+                [escalating(m, depth) for m in sequence[:-1]],
+                [Option(sequence[-1], None, r) for r in variants[sequence[-1]]],
+            )
+            for sequence in sequences(models, depth, order)
+        ]
+        count = sum(math.prod(len(t) for t in tiers) * len(finals) for tiers, finals in shapes)
+        levels = thresholds_per_tier(depth, n_thresholds, grid_points, count, depth_points)
+        for tiers, finals in shapes:
             for options in itertools.product(*tiers, finals):
                 grids = [inputs.bucketed(o, levels) for o in options[:-1]]
                 if any(len(thr) == 0 for thr, _ in grids):

@@ -45,7 +45,7 @@ def _herd(seed: int, models: int, refined: bool) -> CalibrationData:
 
 
 def _exhaustive(
-    data: CalibrationData, route: list[str], order: str, n_thresholds: int, every: int, grid: int
+    data: CalibrationData, route: list[str], order: str, n_thresholds: int, every: int, grid: int, budget: int
 ) -> np.ndarray:
     """(cost, quality) of the front of every policy of the space, each replayed on its own."""
     inputs = Inputs.of(data, route, MEASURES, None, (False, True), None)
@@ -54,45 +54,71 @@ def _exhaustive(
     models = models if order == "cost" else route
     points = []
     for depth in range(1, len(route) + 1):
-        levels = thresholds_per_tier(depth, n_thresholds, grid)
+        # Per sequence, per tier: the (refine, measure) options, then how many families they make.
+        shapes = []
         for sequence in sequences(models, depth, order):
             per_tier = []
             for i, model in enumerate(sequence):
                 variants = [r for r in (False, True) if (model, r) in inputs.variants]
-                if i == depth - 1:
-                    per_tier.append([Tier(model=model, refine=r) for r in variants])
-                    continue
+                names = [None] if i == depth - 1 else MEASURES
+                per_tier.append(
+                    [
+                        (r, name)
+                        for r, name in itertools.product(variants, names)
+                        if name is None or depth <= every or informative[(model, r)] == name
+                    ]
+                )
+            shapes.append((sequence, per_tier))
+        families = sum(int(np.prod([len(t) for t in per_tier])) for _, per_tier in shapes)
+        levels = thresholds_per_tier(depth, n_thresholds, grid, families, budget)
+        for sequence, per_tier in shapes:
+            tiers_options = []
+            for model, options in zip(sequence, per_tier, strict=True):
                 tiers = []
-                for r, name in itertools.product(variants, MEASURES):
-                    if depth > every and informative[(model, r)] != name:
+                for r, name in options:
+                    if name is None:
+                        tiers.append(Tier(model=model, refine=r))
                         continue
-                    key = inputs.keys[(model, r, name)]
-                    for t in candidate_thresholds(key, levels):
+                    for t in candidate_thresholds(inputs.keys[(model, r, name)], levels):
                         threshold = float(t if is_confidence(name) else -t)
                         tiers.append(
                             Tier(model=model, measure=cast(Measure, name), threshold=threshold, refine=r)
                         )
-                per_tier.append(tiers)
-            for tiers in itertools.product(*per_tier):
+                tiers_options.append(tiers)
+            for tiers in itertools.product(*tiers_options):
                 result = replay(data, Policy(task="t", entry=sequence[0], tiers=list(tiers)))
                 points.append((result.cost_per_1k, result.quality))
     everything = np.array(points)
     return everything[pareto_front(everything)]
 
 
-CASES = [(seed, 3, True, "any", 4, 3, 16) for seed in range(15)] + [
-    (100 + seed, 4, False, "cost", 3, 2, 4) for seed in range(15)
-]
+# (seed, models, refined, order, quantile levels, every_measure_to, grid_points, depth_points):
+# 3 models in any order with refinement; 4 cheapest first, deep ones on their best measure, grids
+# coarsened by depth (depth_points 0) or by the families per depth (depth_points 60).
+CASES = (
+    [(seed, 3, True, "any", 4, 3, 16, 0) for seed in range(10)]
+    + [(100 + seed, 4, False, "cost", 3, 2, 4, 0) for seed in range(10)]
+    + [(200 + seed, 4, True, "cost", 3, 2, 1, 60) for seed in range(10)]
+)
 
 
-@pytest.mark.parametrize(("seed", "models", "refined", "order", "levels", "every", "grid"), CASES)
+@pytest.mark.parametrize(("seed", "models", "refined", "order", "levels", "every", "grid", "budget"), CASES)
 def test_the_front_equals_an_exhaustive_enumeration(
-    seed: int, models: int, refined: bool, order: str, levels: int, every: int, grid: int
+    seed: int, models: int, refined: bool, order: str, levels: int, every: int, grid: int, budget: int
 ) -> None:
     data = _herd(seed, models, refined)
     route = data.models
-    found = search(data, route, MEASURES, levels, order=order, every_measure_to=every, grid_points=grid)
-    truth = _exhaustive(data, route, order, levels, every, grid)
+    found = search(
+        data,
+        route,
+        MEASURES,
+        levels,
+        order=order,
+        every_measure_to=every,
+        grid_points=grid,
+        depth_points=budget,
+    )
+    truth = _exhaustive(data, route, order, levels, every, grid, budget)
     got = np.column_stack([found.cost_per_1k, found.quality])
     assert got.shape == truth.shape, (got, truth)
     np.testing.assert_allclose(got, truth, rtol=1e-12, atol=1e-12)
@@ -112,6 +138,8 @@ def test_the_space_counts_what_the_rules_say() -> None:
     cost = search(data, data.models, ("first_token_margin",), 1, refine=(False,))
     assert cost.families == 7
     assert [thresholds_per_tier(d, 100, 10_000) for d in range(1, 10)] == [0, 100, 100, 21, 10, 6, 4, 3, 3]
+    # A depth with few families gets a finer grid from the depth's budget: 2,000,000 / 5 = 73^3.
+    assert thresholds_per_tier(4, 100, 10_000, families=5, depth_points=2_000_000) == 73
 
 
 def test_the_front_contains_todays_sweep_and_finds_skips() -> None:
