@@ -85,8 +85,8 @@ def _exhaustive(
                             Tier(model=model, measure=cast(Measure, name), threshold=threshold, refine=r)
                         )
                 tiers_options.append(tiers)
-            for tiers in itertools.product(*tiers_options):
-                result = replay(data, Policy(task="t", entry=sequence[0], tiers=list(tiers)))
+            for chosen in itertools.product(*tiers_options):
+                result = replay(data, Policy(task="t", entry=sequence[0], tiers=list(chosen)))
                 points.append((result.cost_per_1k, result.quality))
     everything = np.array(points)
     return everything[pareto_front(everything)]
