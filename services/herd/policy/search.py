@@ -18,12 +18,13 @@ The space (stated, so that "exact" has a meaning):
   values at levels 1/T .. 1, deduplicated, so only distinct effects are kept. T = `n_thresholds`
   (100) for a 2- or 3-tier cascade; a deeper one's grid is coarsened so its threshold combinations
   stay within `grid_points` (10,000), or within the depth's share of `depth_points` (2,000,000 over
-  the depth's families) when that allows more: `thresholds_per_tier`. On 9 models, 4 tiers get 25
-  levels per tier and 9 tiers 6; on 5 models, 73 and 37.
+  the depth's families, at most a quarter of it per family) when that allows more:
+  `thresholds_per_tier`. On 9 models, 4 tiers get 25 levels per tier and 9 tiers 5; on 5 models,
+  73 and 26.
 
 How it is fast: each family (a model sequence with its per-tier options) is evaluated over its whole
-threshold grid at once (`_sums`: histograms and cumulative sums, O(d·n + grid), the formula of
-herd.policy.sweep),
+threshold grid at once (`_sums`: one histogram and d - 1 cumulative sums, O(d·n + d·grid), the
+formula of herd.policy.sweep),
 then only the points not already dominated by the front found so far are kept (a binary search per
 point); those are merged into the front in batches. Nothing but the front is ever stored: memory is
 O(front + one family's grid), not O(policies). Dropping a point weakly dominated by a point already
@@ -47,8 +48,10 @@ from herd.policy.spec import RAW_MEASURES, CalibrationMap, Measure, Policy
 from herd.policy.sweep import Family, Inputs, Option, pareto_front, policy_thresholds
 
 ORDERS = ("cost", "route", "any")
-# Survivors buffered before a merge into the front: merging sorts front + buffer, so rarer is cheaper.
-_MERGE_AT = 50_000
+# Survivors buffered before a merge into the front: merging sorts front + buffer, so rarer is
+# cheaper, but a fresher front filters more. Bins of the front's quality-by-cost table.
+_MERGE_AT = 5_000
+_BINS = 4096
 
 
 @dataclass(frozen=True)
@@ -87,10 +90,11 @@ def thresholds_per_tier(
     """Quantile levels per escalating tier of a `depth`-tier cascade: `n_thresholds`, lowered so that
     one family's grid, levels^(depth - 1), stays within max(grid_points, n_thresholds^2) (a 3-tier
     cascade keeps its full grid), unless the depth's `families` together fit `depth_points` with
-    more levels (a depth with few families gets a finer grid); 0 for one tier."""
+    more levels (a depth with few families gets a finer grid, one family at most a quarter of
+    `depth_points`); 0 for one tier."""
     if depth <= 1:
         return 0
-    budget = max(grid_points, n_thresholds**2, depth_points // max(families, 1))
+    budget = max(grid_points, n_thresholds**2, min(depth_points // max(families, 1), depth_points // 4))
     levels = int(math.floor(budget ** (1.0 / (depth - 1)) + 1e-9))
     return max(1, min(n_thresholds, levels))
 
@@ -124,7 +128,12 @@ def best_measures(inputs: Inputs, cut: float = 0.5) -> dict[tuple[str, bool], st
 
 class _Front:
     """The front found so far (cost ascending, quality strictly ascending) and a buffer of points
-    not dominated by it when they were offered; `members[k]`: (family, cell) of point k."""
+    not dominated by it when they were offered; `members[k]`: (family, cell) of point k.
+
+    Offered points are first checked against a table of the front's quality at `_BINS` evenly
+    spaced costs, each point against the edge one bin below its own (so at or below its cost): a
+    point no better than that is dominated for sure, with one multiply per point; only the others
+    get the exact binary search."""
 
     def __init__(self) -> None:
         self.cost = np.empty(0)
@@ -133,13 +142,18 @@ class _Front:
         self.members: list[tuple[Family, int]] = []
         self.pending: list[tuple[np.ndarray, np.ndarray, Family]] = []
         self.pending_points = 0
+        self.table: tuple[float, float, np.ndarray] | None = None
 
     def offer(self, cost: np.ndarray, quality: np.ndarray, family: Family) -> None:
         """Keep the family's points (C-order cells) that no front point weakly dominates."""
         cells = np.arange(cost.size)
-        if self.cost.size:
-            before = np.searchsorted(self.cost, cost, side="right") - 1  # cheapest-or-equal front point
-            dominated = (before >= 0) & (self.quality[np.maximum(before, 0)] >= quality)
+        if self.table is not None:
+            low, width, floor = self.table
+            below = np.floor((cost - low) / width).astype(np.int64) - 1
+            sure = (below >= 0) & (quality <= floor[np.clip(below, 0, _BINS - 1)])
+            cells = cells[~sure]
+            before = np.searchsorted(self.cost, cost[cells], side="right") - 1  # cheapest-or-equal point
+            dominated = (before >= 0) & (self.quality[np.maximum(before, 0)] >= quality[cells])
             cells = cells[~dominated]
         if cells.size > 1:
             cells = cells[pareto_front(np.column_stack([cost[cells], quality[cells]]))]
@@ -162,6 +176,10 @@ class _Front:
         self.cost, self.quality, self.tiers = points[keep, 0], points[keep, 1], tiers[keep]
         self.members = [members[int(k)] for k in keep]
         self.pending, self.pending_points = [], 0
+        low, high = float(self.cost[0]), float(self.cost[-1])
+        width = (high - low) / _BINS if high > low else 1.0
+        edges = low + width * np.arange(_BINS)
+        self.table = (low, width, self.quality[np.searchsorted(self.cost, edges, side="right") - 1])
 
 
 def _sums(
@@ -173,31 +191,40 @@ def _sums(
     """Quality and cost sums (USD) of one family over its threshold grid, shape (T_0, ..., T_(d-2)).
 
     The formula of herd.policy.sweep (a prompt reaches tier k iff b_i <= m_i for every earlier
-    tier i), leaner for deep cascades: a prompt whose bucket at tier i is T_i (at or above every
-    threshold) reaches no tier past i at any grid point, so it leaves the histograms there; they
-    have T_i cells per axis instead of T_i + 1 (3^8 cells instead of 4^8 at 9 tiers), and quality and
-    cost are added in place.
+    tier i) in one histogram instead of one per tier: tier k's weight of a prompt goes to the cell
+    (b_0, ..., b_(k-1), 0, ..., 0); a cumulative sum along every axis then sums it over
+    b_i <= m_i for i < k and spreads it to every m_i for i >= k, which is the formula. A prompt whose
+    bucket at tier i is T_i (at or above every threshold) reaches no tier past i at any grid point,
+    so it leaves there. O(d·n + d·grid) with d - 1 cumulative sums, not d(d - 1)/2.
     """
     shape = tuple(len(thr) for thr, _ in grids)
-    d = len(options)
     s = [scores[(o.model, o.refine)] for o in options]
     c = [costs[(o.model, o.refine)] for o in options]
-    quality, cost = np.full(shape, s[0].sum()), np.full(shape, c[0].sum())
+    strides = [int(np.prod(shape[i + 1 :])) for i in range(len(shape))]
     alive = np.arange(len(s[0]))
     index = np.zeros(len(s[0]), dtype=np.int64)
-    for k in range(1, d):
+    cells: list[np.ndarray] = []
+    weights_q: list[np.ndarray] = []
+    weights_c: list[np.ndarray] = []
+    for k in range(1, len(options)):
         bucket = grids[k - 1][1][alive]
         reaches = bucket < shape[k - 1]
-        alive, index = alive[reaches], index[reaches] * shape[k - 1] + bucket[reaches]
+        alive, index = alive[reaches], index[reaches] + bucket[reaches] * strides[k - 1]
         if alive.size == 0:
             break
-        cells = int(np.prod(shape[:k]))
-        for total, weights in ((quality, s[k][alive] - s[k - 1][alive]), (cost, c[k][alive])):
-            h = np.bincount(index, weights=weights, minlength=cells).reshape(shape[:k])
-            for axis in range(k):
-                h = np.cumsum(h, axis=axis)
-            total += h.reshape(shape[:k] + (1,) * (d - 1 - k))
-    return quality, cost
+        cells.append(index)
+        weights_q.append(s[k][alive] - s[k - 1][alive])
+        weights_c.append(c[k][alive])
+    size = int(np.prod(shape))
+    at = np.concatenate(cells) if cells else np.zeros(0, dtype=np.int64)
+    totals = []
+    for weights, base in ((weights_q, s[0].sum()), (weights_c, c[0].sum())):
+        h = np.bincount(at, weights=np.concatenate(weights) if weights else None, minlength=size)
+        h = h.astype(float).reshape(shape)
+        for axis in range(len(shape)):
+            h = np.cumsum(h, axis=axis)
+        totals.append(h + base)
+    return totals[0], totals[1]
 
 
 def search(
