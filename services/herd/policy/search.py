@@ -201,29 +201,37 @@ def _sums(
     s = [scores[(o.model, o.refine)] for o in options]
     c = [costs[(o.model, o.refine)] for o in options]
     strides = [int(np.prod(shape[i + 1 :])) for i in range(len(shape))]
-    alive = np.arange(len(s[0]))
+    alive: np.ndarray | None = None  # None: every prompt (no gather until one leaves)
     index = np.zeros(len(s[0]), dtype=np.int64)
     cells: list[np.ndarray] = []
     weights_q: list[np.ndarray] = []
     weights_c: list[np.ndarray] = []
     for k in range(1, len(options)):
-        bucket = grids[k - 1][1][alive]
+        bucket = grids[k - 1][1] if alive is None else grids[k - 1][1][alive]
         reaches = bucket < shape[k - 1]
-        alive, index = alive[reaches], index[reaches] + bucket[reaches] * strides[k - 1]
-        if alive.size == 0:
+        if not reaches.all():
+            alive = np.flatnonzero(reaches) if alive is None else alive[reaches]
+            index, bucket = index[reaches], bucket[reaches]
+        index = index + bucket * strides[k - 1]
+        if index.size == 0:
             break
         cells.append(index)
-        weights_q.append(s[k][alive] - s[k - 1][alive])
-        weights_c.append(c[k][alive])
+        if alive is None:
+            weights_q.append(s[k] - s[k - 1])
+            weights_c.append(c[k])
+        else:
+            weights_q.append(s[k][alive] - s[k - 1][alive])
+            weights_c.append(c[k][alive])
     size = int(np.prod(shape))
     at = np.concatenate(cells) if cells else np.zeros(0, dtype=np.int64)
     totals = []
     for weights, base in ((weights_q, s[0].sum()), (weights_c, c[0].sum())):
         h = np.bincount(at, weights=np.concatenate(weights) if weights else None, minlength=size)
-        h = h.astype(float).reshape(shape)
+        h = h.astype(float, copy=False).reshape(shape)
         for axis in range(len(shape)):
             h = np.cumsum(h, axis=axis)
-        totals.append(h + base)
+        h += base
+        totals.append(h)
     return totals[0], totals[1]
 
 
