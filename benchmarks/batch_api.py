@@ -33,6 +33,7 @@ from pathlib import Path
 
 import psycopg
 
+from benchmarks._lib.cpu import peak_mib
 from benchmarks._lib.entry import run, stack, work_dir
 from benchmarks._lib.render import machine_state, table
 from tests.support.api import ApiServer, create_key, wait_batch
@@ -86,14 +87,6 @@ def write_inputs(work: Path, n: int) -> tuple[Path, Path]:
 
 def start_small(procs: Procs, env: dict[str, str], work: Path) -> None:
     start_worker(procs, env, "small", work / "worker.log", timeout=120)
-
-
-def peak_mib(pid: int) -> float:
-    """The process's peak resident set (VmHWM) in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
 def wait_job(url: str, job: str, n: int, timeout: float) -> None:

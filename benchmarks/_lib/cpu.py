@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 import psycopg
@@ -153,3 +154,11 @@ class PgBackends:
 def load_average() -> float:
     """The one-minute load average: printed beside every rate, since the machine is shared."""
     return os.getloadavg()[0]
+
+
+def peak_mib(pid: int | str = "self") -> float:
+    """A process's peak resident set so far (VmHWM, the kernel's high-water mark) in MiB; "self": this one."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")

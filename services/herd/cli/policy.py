@@ -51,7 +51,10 @@ def _print(lines: list[str]) -> None:
     help="Policy text (YAML, as `herd policy show` prints). Default: the current policy.",
 )
 @click.option(
-    "--sweep", is_flag=True, help="Replay every policy: the quality-cost curve and its Pareto front."
+    "--sweep",
+    is_flag=True,
+    help="Search every policy (any subset of the models, cheapest first; every measure, threshold and "
+    "refinement setting): the exact Pareto front of quality and cost.",
 )
 @click.option("--scorer", help="Scorer behind quality (default: the job's first by name).")
 @click.option(
@@ -78,8 +81,8 @@ def replay(
     from herd.ledger.calibration import MAX_NON_ANSWER_SHARE
     from herd.policy.replay import bootstrap
     from herd.policy.replay import replay as do_replay
+    from herd.policy.search import search
     from herd.policy.spec import Policy
-    from herd.policy.sweep import sweep as do_sweep
     from herd.reporting import policies as view
     from herd.urls import database_url
 
@@ -130,9 +133,13 @@ def replay(
             out.print(f"policy ({source}): {policy.summary()}", markup=False)
             _print(view.replay_lines(result, bootstrap(result, n_resamples=resamples)))
             return
-        points = do_sweep(data, loaded.route, scorer_cut=scorer_cut)
+        points = search(data, loaded.route, scorer_cut=scorer_cut)
     current = (result.cost_per_1k, result.quality, f"{policy.summary()} ({source})")
-    out.print(f"swept {len(points)} policies; Pareto front (cheapest first):", markup=False)
+    out.print(
+        f"searched {points.searched:,} policies ({points.families:,} model sequences with their tier "
+        f"options); Pareto front, {len(points)} policies (cheapest first):",
+        markup=False,
+    )
     for cost, quality, summary in view.front_rows(points):
         out.print(f"  {view.usd(cost):>12} per 1k  quality {quality:.3f}  {summary}", markup=False)
     out.print(

@@ -182,7 +182,7 @@ def eval_(
     from herd.cascade.routed import entry_policies
     from herd.ledger import calibration, routers
     from herd.policy.router import evaluate, replay_routed
-    from herd.policy.sweep import sweep
+    from herd.policy.search import search
     from herd.reporting import routers as view
     from herd.urls import database_url
 
@@ -214,7 +214,7 @@ def eval_(
         markup=False,
     )
     if plot_file is not None:
-        cascade = sweep(held, loaded.route, scorer_cut=fitted.cut)
+        cascade = search(held, loaded.route, scorer_cut=fitted.cut)
         title = f"{job} (task {task}): router v{v.version} vs cascade, {held.n} held-out prompts"
         view.plot_router(ev, fitted, cascade, (composed.quality, composed.cost_per_1k), title, plot_file)
         console.print(f"plot written to {plot_file}", markup=False, soft_wrap=True)

@@ -1,8 +1,9 @@
 """Choose the policy that meets a target, with a guarantee (default) or by a point estimate.
 
-The search space is everything `sweep` enumerates: every entry model on the route, every single
-model alone (never escalate), every depth, measure, refinement setting and quantile threshold per
-tier (FrugalGPT, Chen, Zaharia & Zou 2023, searches the same per-tier thresholds).
+The search space is everything herd.policy.search enumerates: every subset of the route's models
+run cheapest first (every entry model, every skip, every depth, every single model alone), each
+tier's refinement setting, measure and quantile threshold (FrugalGPT, Chen, Zaharia & Zou 2023,
+searches per-tier thresholds the same way); only its exact Pareto front on the search rows is kept.
 
 - `method="guarantee"`: Learn then Test along the cost order (herd.policy.guarantee): the search and
   the order of the candidates come from one seeded part of the prompts, the test from the other, so
@@ -23,8 +24,9 @@ from herd.policy.confidence import Reliability, add_p_correct, fit_maps, reliabi
 from herd.policy.data import CalibrationData, CalibrationDataError
 from herd.policy.guarantee import Certificate, Floor, GuaranteeError, certify, prompts_needed
 from herd.policy.replay import ReplayBootstrap, ReplayResult, bootstrap, replay
+from herd.policy.search import SearchResult, search
 from herd.policy.spec import RAW_MEASURES, Policy
-from herd.policy.sweep import SweepResult, sweep
+from herd.policy.sweep import SweepResult
 
 
 class UnreachableTargetError(ValueError):
@@ -129,7 +131,9 @@ def split(n: int, train_fraction: float = 0.7, seed: int = 0) -> tuple[np.ndarra
     return np.sort(order[:k]), np.sort(order[k:])
 
 
-def select(points: SweepResult, target: Target, reference: float | None = None, n_train: int = 0) -> int:
+def select(
+    points: SearchResult | SweepResult, target: Target, reference: float | None = None, n_train: int = 0
+) -> int:
     """Index of the point meeting `target`: cheapest (MinQuality, Match: quality >= at × `reference`)
     or best quality (MaxCostPer1k). Ties go to higher quality / lower cost, then fewer tiers, then
     the first point. Raises UnreachableTargetError naming the closest policy (`n_train`: for the message)."""
@@ -229,14 +233,15 @@ def choose(
     if maps:
         data = add_p_correct(data, maps)
     train, held = data.take(train_rows), data.take(held_rows)
-    points = sweep(train, route, measures, n_thresholds, scorer_cut, calibration=maps)
+    points = search(train, route, measures, n_thresholds, scorer_cut, calibration=maps)
     reference = None
     if isinstance(target, Match):
         single = Policy.single(data.task, target.model, target.refine)
         reference = (replay(train, single, scorer_cut).quality, replay(held, single, scorer_cut).quality)
     reliable = tuple(reliability(data, maps, held_rows, cut))
-    common: dict[str, Any] = {"train_rows": train_rows, "held_out_rows": held_rows, "searched": len(points),
-              "reference_quality": reference, "reliability": reliable, "left_out": left_out}  # fmt: skip
+    common: dict[str, Any] = {"train_rows": train_rows, "held_out_rows": held_rows,
+              "searched": points.searched, "reference_quality": reference, "reliability": reliable,
+              "left_out": left_out}  # fmt: skip
     if guarantee and not isinstance(target, MaxCostPer1k):
         return _guaranteed(
             data, train, held, points, target, scorer_cut, seed, n_resamples, confidence, advise, common
@@ -253,9 +258,9 @@ def choose(
 
 
 def candidates(
-    points: SweepResult, target: Target, task: str, reference_cost: float | None = None
+    points: SearchResult | SweepResult, target: Target, task: str, reference_cost: float | None = None
 ) -> tuple[list[Policy], int]:
-    """The candidates to test, safest first, from a sweep on the order part: its Pareto front from
+    """The candidates to test, safest first, from a search (or sweep) on the order part: its Pareto front from
     the most expensive to the cheapest (at most MAX_CANDIDATES, evenly spaced, the ends kept). For
     Match the model alone comes first and only points cheaper than it (`reference_cost`, USD per 1k
     on the order part) follow: anything costlier is never worth it. Returns (policies, sure), `sure`
@@ -275,7 +280,7 @@ def candidates(
 
 
 def _guaranteed(
-    data: CalibrationData, order: CalibrationData, test: CalibrationData, points: SweepResult,
+    data: CalibrationData, order: CalibrationData, test: CalibrationData, points: SearchResult,
     target: MinQuality | Match, scorer_cut: float | None, seed: int, n_resamples: int,
     confidence: float, advise: bool, common: dict[str, Any],
 ) -> Choice:  # fmt: skip

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
 
-from herd.policy.data import CalibrationData, CalibrationDataError
+from herd.policy.data import CalibrationData, CalibrationDataError, ModelArrays
 from herd.policy.spec import RAW_MEASURES, CalibrationMap, Measure, Policy, Tier, is_confidence
 
 
@@ -64,6 +64,26 @@ class Family:
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
+    def policy(self, task: str, cell: int, calibration: Mapping[tuple[str, bool], CalibrationMap]) -> Policy:
+        """The Policy of the family's point `cell` (0 <= cell < size, C order over `shape`);
+        `calibration[(model, refine)]` is recorded for the tiers escalating on `p_correct`."""
+        index = np.unravel_index(cell, self.shape) if self.shape else ()
+        tiers = [
+            Tier(
+                model=o.model,
+                measure=o.measure,
+                threshold=float(self.thresholds[t][index[t]]),
+                refine=o.refine,
+            )
+            for t, o in enumerate(self.options[:-1])
+        ]
+        last = self.options[-1]
+        tiers.append(Tier(model=last.model, refine=last.refine))
+        maps = {
+            o.model: calibration[(o.model, o.refine)] for o in self.options[:-1] if o.measure == "p_correct"
+        }
+        return Policy(task=task, entry=tiers[0].model, tiers=tiers, calibration=maps)
+
 
 @dataclass(frozen=True)
 class SweepResult:
@@ -87,24 +107,12 @@ class SweepResult:
         """The Policy of point `i` (0 <= i < len(self))."""
         offsets = np.array([f.offset for f in self.families])
         family = self.families[int(np.searchsorted(offsets, i, side="right")) - 1]
-        cell = np.unravel_index(int(i) - family.offset, family.shape) if family.shape else ()
-        tiers = [
-            Tier(
-                model=o.model,
-                measure=o.measure,
-                threshold=float(family.thresholds[t][cell[t]]),
-                refine=o.refine,
-            )
-            for t, o in enumerate(family.options[:-1])
-        ]
-        last = family.options[-1]
-        tiers.append(Tier(model=last.model, refine=last.refine))
-        maps = {
-            o.model: self.calibration[(o.model, o.refine)]
-            for o in family.options[:-1]
-            if o.measure == "p_correct"
-        }
-        return Policy(task=self.task, entry=tiers[0].model, tiers=tiers, calibration=maps)
+        return family.policy(self.task, int(i) - family.offset, self.calibration)
+
+    @property
+    def searched(self) -> int:
+        """How many policies were evaluated: every one of them is a point here."""
+        return len(self)
 
     def front(self) -> np.ndarray:
         """Indices of the Pareto-optimal points, by ascending cost."""
@@ -159,6 +167,54 @@ def _shortest(low: float, high: float, fallback: float) -> float:
     return float(fallback)
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What every search reads, per (model, refine) variant of the route: `scores` (effective, 0 on
+    error), `costs` (USD), `keys[(model, refine, measure)]` (escalate iff key < t, +inf never), the
+    p_correct `maps`; and the candidate thresholds with each prompt's bucket, cached per level count."""
+
+    variants: Mapping[tuple[str, bool], ModelArrays]
+    scores: Mapping[tuple[str, bool], np.ndarray]
+    costs: Mapping[tuple[str, bool], np.ndarray]
+    keys: Mapping[tuple[str, bool, str], np.ndarray]
+    maps: Mapping[tuple[str, bool], CalibrationMap]
+    buckets: dict[tuple[str, bool, str, int], tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, data: CalibrationData, route: Sequence[str], measures: Sequence[str], scorer_cut: float | None,
+        refine: Sequence[bool], calibration: Mapping[tuple[str, bool], CalibrationMap] | None,
+    ) -> Inputs:  # fmt: skip
+        """Raises CalibrationDataError for p_correct values without their calibration maps."""
+        variants = {
+            (m, r): data.arrays(m, r)
+            for m in route
+            for r in dict.fromkeys(refine)
+            if (data.refined if r else data.plain).get(m) is not None
+        }
+        keys = {
+            (m, r, name): a.key(name)
+            for (m, r), a in variants.items()
+            for name in measures
+            if name in a.measures
+        }
+        maps = dict(calibration or {})
+        unmapped = sorted({(m, r) for (m, r, name) in keys if name == "p_correct"} - set(maps))
+        if unmapped:
+            raise CalibrationDataError(f"p_correct values without their calibration maps for {unmapped}")
+        scores = {v: a.effective_score(scorer_cut) for v, a in variants.items()}
+        return cls(variants, scores, {v: a.cost_usd for v, a in variants.items()}, keys, maps)
+
+    def bucketed(self, opt: Option, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(thresholds in key units, ascending; each prompt's bucket: how many lie at or below its key)."""
+        cache = (opt.model, opt.refine, str(opt.measure), t)
+        if cache not in self.buckets:
+            key = self.keys[(opt.model, opt.refine, str(opt.measure))]
+            thr = candidate_thresholds(key, t)
+            self.buckets[cache] = (thr, np.searchsorted(thr, key, side="right"))
+        return self.buckets[cache]
+
+
 def sweep(
     data: CalibrationData,
     route: Sequence[str],
@@ -181,30 +237,15 @@ def sweep(
     """
     data.check_route(route)
     n = data.n
-    variants = {
-        (m, r): data.arrays(m, r)
-        for m in route
-        for r in dict.fromkeys(refine)
-        if (data.refined if r else data.plain).get(m) is not None
-    }
-    scores = {v: a.effective_score(scorer_cut) for v, a in variants.items()}
-    costs = {v: a.cost_usd for v, a in variants.items()}
-    keys = {
-        (m, r, name): a.key(name) for (m, r), a in variants.items() for name in measures if name in a.measures
-    }
-    maps = dict(calibration or {})
-    unmapped = sorted({(m, r) for (m, r, name) in keys if name == "p_correct"} - set(maps))
-    if unmapped:
-        raise CalibrationDataError(f"p_correct values without their calibration maps for {unmapped}")
-    buckets: dict[tuple[str, bool, str, int], tuple[np.ndarray, np.ndarray]] = {}
-
-    def bucketed(opt: Option, t: int) -> tuple[np.ndarray, np.ndarray]:
-        cache = (opt.model, opt.refine, str(opt.measure), t)
-        if cache not in buckets:
-            key = keys[(opt.model, opt.refine, str(opt.measure))]
-            thr = candidate_thresholds(key, t)
-            buckets[cache] = (thr, np.searchsorted(thr, key, side="right"))
-        return buckets[cache]
+    inputs = Inputs.of(data, route, measures, scorer_cut, refine, calibration)
+    variants, keys, scores, costs, maps = (
+        inputs.variants,
+        inputs.keys,
+        inputs.scores,
+        inputs.costs,
+        inputs.maps,
+    )
+    bucketed = inputs.bucketed
 
     families: list[Family] = []
     quality: list[np.ndarray] = []
@@ -239,17 +280,13 @@ def sweep(
                 grids = [bucketed(o, t) for o in options[:-1]]
                 if any(len(thr) == 0 for thr, _ in grids):
                     continue
-                q, c, esc = _grid(options, grids, scores, costs, n)
-                thresholds = tuple(
-                    thr if is_confidence(str(o.measure)) else -thr
-                    for (thr, _), o in zip(grids, options, strict=False)
-                )
-                family = Family(tuple(options), thresholds, offset, q.shape)
+                q, c, esc = grid_sums(options, grids, scores, costs, n)
+                family = Family(tuple(options), policy_thresholds(options, grids), offset, q.shape)
                 families.append(family)
                 quality.append(q.ravel() / n)
                 cost.append(c.ravel() / n * 1000.0)
                 padded = np.full((family.size, width), np.nan)
-                padded[:, : depth - 1] = esc.reshape(family.size, depth - 1)
+                padded[:, : depth - 1] = cast(np.ndarray, esc).reshape(family.size, depth - 1)
                 rates.append(padded)
                 tiers.append(np.full(family.size, depth))
                 offset += family.size
@@ -259,14 +296,25 @@ def sweep(
     )  # fmt: skip
 
 
-def _grid(
+def policy_thresholds(
+    options: Sequence[Option], grids: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> tuple[np.ndarray, ...]:
+    """Each escalating tier's candidate thresholds in its measure's own units (keys negate uncertainties)."""
+    return tuple(
+        thr if is_confidence(str(o.measure)) else -thr for (thr, _), o in zip(grids, options, strict=False)
+    )
+
+
+def grid_sums(
     options: Sequence[Option],
     grids: Sequence[tuple[np.ndarray, np.ndarray]],
     scores: Mapping[tuple[str, bool], np.ndarray],
     costs: Mapping[tuple[str, bool], np.ndarray],
     n: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quality sum, cost sum (USD) and escalation rates over the threshold grid of one family."""
+    rates: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Quality sum, cost sum (USD) and escalation rates (None unless `rates`) over the threshold
+    grid of one family."""
     shape = tuple(len(thr) for thr, _ in grids)
     d = len(options)
     s = [scores[(o.model, o.refine)] for o in options]
@@ -279,7 +327,7 @@ def _grid(
     for k in range(1, d):
         index = index * (shape[k - 1] + 1) + grids[k - 1][1]
         dims.append(shape[k - 1] + 1)
-        weights = np.stack([s[k] - s[k - 1], c[k], np.ones(n)])
+        weights = [s[k] - s[k - 1], c[k], *([np.ones(n)] if rates else [])]
         sums = []
         for w in weights:
             h = np.bincount(index, weights=w, minlength=int(np.prod(dims))).reshape(dims)
@@ -289,7 +337,10 @@ def _grid(
             sums.append(h.reshape(h.shape + (1,) * (d - 1 - k)))
         total_q = total_q + sums[0]
         total_c = total_c + sums[1]
-        reach.append(np.broadcast_to(sums[2], shape))
+        if rates:
+            reach.append(np.broadcast_to(sums[2], shape))
+    if not rates:
+        return total_q, total_c, None
     with np.errstate(invalid="ignore", divide="ignore"):
         esc = (
             np.stack([reach[i + 1] / reach[i] for i in range(d - 1)], axis=-1)

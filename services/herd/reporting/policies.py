@@ -12,6 +12,7 @@ import numpy as np
 from herd.ledger.calibration import Loaded
 from herd.policy.calibrate import Choice, Match, MaxCostPer1k, MinQuality
 from herd.policy.replay import Interval, ReplayBootstrap, ReplayResult
+from herd.policy.search import SearchResult
 from herd.policy.sweep import SweepResult
 
 
@@ -183,7 +184,7 @@ def promise_text(estimates: dict[str, Any]) -> str:
     return "point estimate, no guarantee"
 
 
-def front_rows(points: SweepResult, limit: int = 15) -> list[tuple[float, float, str]]:
+def front_rows(points: SearchResult | SweepResult, limit: int = 15) -> list[tuple[float, float, str]]:
     """(cost per 1k, quality, summary) of the Pareto front, cheapest first, thinned to `limit` rows."""
     front = points.front()
     if len(front) > limit:
@@ -194,8 +195,11 @@ def front_rows(points: SweepResult, limit: int = 15) -> list[tuple[float, float,
     ]
 
 
-def plot_sweep(points: SweepResult, current: tuple[float, float, str] | None, title: str, path: Path) -> None:
-    """Every swept policy (grey), the Pareto front (red) and the current policy (star), as PNG."""
+def plot_sweep(
+    points: SearchResult | SweepResult, current: tuple[float, float, str] | None, title: str, path: Path
+) -> None:
+    """The points kept (grey: every swept policy, or the searched front alone), the Pareto front (red)
+    and the current policy (star), as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -204,7 +208,13 @@ def plot_sweep(points: SweepResult, current: tuple[float, float, str] | None, ti
     fig = Figure(figsize=(8, 5.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.scatter(points.cost_per_1k, points.quality, s=4, color="0.75", label=f"{len(points)} policies")
+    ax.scatter(
+        points.cost_per_1k,
+        points.quality,
+        s=4,
+        color="0.75",
+        label=f"{len(points):,} of {points.searched:,} policies",
+    )
     front = points.front()
     ax.step(
         points.cost_per_1k[front], points.quality[front], where="post", color="tab:red", label="Pareto front"

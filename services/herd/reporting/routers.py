@@ -16,6 +16,7 @@ import numpy as np
 from herd.policy.router.compose import RoutedReplay
 from herd.policy.router.evaluate import RouterEval
 from herd.policy.router.model import Router
+from herd.policy.search import SearchResult
 from herd.policy.sweep import SweepResult
 from herd.reporting.policies import usd
 
@@ -111,11 +112,12 @@ def verdict(target: Any, ev: RouterEval) -> str:
 
 
 def plot_router(
-    ev: RouterEval, router: Router, cascade: SweepResult | None, composed: tuple[float, float] | None,
-    title: str, path: Path,
+    ev: RouterEval, router: Router, cascade: SearchResult | SweepResult | None,
+    composed: tuple[float, float] | None, title: str, path: Path,
 ) -> None:  # fmt: skip
     """The router's accuracy-cost curve over τ, its chosen τ, each model alone, the oracle, and the
-    cascade's replayed policies (grey) with their Pareto front, all on the same held-out prompts."""
+    cascade's policies kept by the search (grey) with their Pareto front, all on the same held-out
+    prompts."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
