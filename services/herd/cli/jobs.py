@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 @click.option(
     "--skip-unreadable",
     is_flag=True,
-    help="Go on past PDF/DOCX/HTML files that give no text; `herd status` and `herd export` list them.",
+    help="Go on past PDF/DOCX/HTML files that give no text or pass a bound (size, inflated size, pages, "
+    "time); `herd status` and `herd export` list them.",
 )
 @click.pass_context
 def submit(
