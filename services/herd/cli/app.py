@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from herd.brokerpolicy import EvictingBrokerError
 from herd.files import OutputPathError
 from herd.herdfile.model import ConfigError, HerdConfig, load_herd
 from herd.jobs.documents import InputError
@@ -24,6 +25,7 @@ from herd.settings import get_settings
 
 console = Console(stderr=True)
 USER_ERRORS: tuple[type[Exception], ...] = (
+    EvictingBrokerError,
     ConfigError,
     InputError,
     UnknownJobError,
@@ -66,6 +68,20 @@ def fail(message: str, status: int = 2) -> NoReturn:
     # soft_wrap: a long path must stay on one line, so the message can be grepped and clicked.
     console.print(Text.assemble(("error: ", "bold red"), redact(message)), soft_wrap=True)
     sys.exit(status)
+
+
+def warn(message: str) -> None:
+    """Print `message` as one warning line on stderr (credentials masked); the command goes on."""
+    console.print(Text.assemble(("warning: ", "bold yellow"), redact(message)), soft_wrap=True)
+
+
+def check_broker() -> None:
+    """The broker answers and cannot silently drop messages (herd/queues.py `check_broker`): raises
+    for a broker that is down or evicts; prints the warnings (no persistence, a policy unread)."""
+    from herd.queues import check_broker as check
+
+    for line in check():
+        warn(line)
 
 
 class HerdGroup(click.Group):
