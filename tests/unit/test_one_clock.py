@@ -25,16 +25,22 @@ def times(db: psycopg.Connection, attempt_id: int) -> tuple[datetime, datetime]:
     return row[0], row[1]
 
 
+def answered(
+    prompt_id: int, started_mono: float | None = None, ended_mono: float | None = None
+) -> ledger.NewAttempt:
+    return ledger.NewAttempt(
+        prompt_id=prompt_id, model="small", stage="answer", round=0, status="ok", answer="yes",
+        started_mono=started_mono, ended_mono=ended_mono,
+    )  # fmt: skip
+
+
 def test_an_attempts_times_are_the_databases_placed_by_the_monotonic_clock(db: psycopg.Connection) -> None:
     job = add_job(db, "night")
     prompts = [add_prompt(db, job, f"d{i}", state="queued") for i in range(3)]
-    base = {"model": "small", "stage": "answer", "round": 0, "status": "ok", "answer": "yes"}
     # A call that ran 1.5 s and ended 0.5 s ago on this host's monotonic clock.
     now = time.monotonic()
     before = db_now(db)
-    attempt = ledger.insert_attempt(
-        db, ledger.NewAttempt(prompt_id=prompts[0], started_mono=now - 2.0, ended_mono=now - 0.5, **base)
-    )
+    attempt = ledger.insert_attempt(db, answered(prompts[0], started_mono=now - 2.0, ended_mono=now - 0.5))
     after = db_now(db)
     started, finished = times(db, attempt.id)
     assert finished - started == timedelta(seconds=1.5)
@@ -43,7 +49,7 @@ def test_an_attempts_times_are_the_databases_placed_by_the_monotonic_clock(db: p
     now = time.monotonic()
     before = db_now(db)
     assert ledger.record_final(
-        db, ledger.NewAttempt(prompt_id=prompts[1], started_mono=now - 3.0, ended_mono=now - 1.0, **base)
+        db, answered(prompts[1], started_mono=now - 3.0, ended_mono=now - 1.0)
     ) == []  # fmt: skip
     after = db_now(db)
     row = db.execute("SELECT id FROM attempts WHERE prompt_id = %s", (prompts[1],)).fetchone()
@@ -53,7 +59,7 @@ def test_an_attempts_times_are_the_databases_placed_by_the_monotonic_clock(db: p
     assert before - timedelta(seconds=1.0) <= finished <= after - timedelta(seconds=1.0)
     # No stamps (a step that made no call): the statement's time, lasting nothing.
     before = db_now(db)
-    attempt = ledger.insert_attempt(db, ledger.NewAttempt(prompt_id=prompts[2], **base))
+    attempt = ledger.insert_attempt(db, answered(prompts[2]))
     started, finished = times(db, attempt.id)
     assert started == finished and before <= finished <= db_now(db)
 
