@@ -77,12 +77,23 @@ app = Celery("herd", include=["herd_workers.tasks"])
 app.add_defaults(_config)
 
 
-def check_broker(timeout_s: float = 5.0) -> None:
+def check_broker(timeout_s: float = 5.0) -> list[str]:
     """Connect to the broker once, within `timeout_s` seconds, or raise kombu's OperationalError
-    (the CLI prints it as one line). `herd submit` calls it before writing anything, so a broker that
-    is down leaves no job behind whose prompts wait a stale period for their messages."""
+    (the CLI prints it as one line); then judge its eviction policy and persistence
+    (herd/brokerpolicy.py): EvictingBrokerError for a Redis that may evict queued messages, unless
+    HERD_ALLOW_EVICTING_BROKER; the warnings to show otherwise. `herd submit` calls it before writing
+    anything, so a broker that is down leaves no job behind whose prompts wait a stale period for their
+    messages; workers and `herd serve` before they start."""
+    from herd import brokerpolicy
+    from herd.urls import broker_url
+
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=0, timeout=timeout_s)
+    settings = get_settings()
+    judged = brokerpolicy.check(
+        broker_url(settings), allow_evicting=settings.allow_evicting_broker, timeout_s=timeout_s
+    )
+    return judged.warnings
 
 
 def publish(dispatches: Iterable[tuple[int, str, str, int]]) -> int:

@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     # rewind) stay rare; short, so the views' open tail, swept per query, stays small. 0 disables.
     cost_share_horizon_s: float = Field(default=300.0, ge=0)
 
+    # Run on a Redis whose maxmemory-policy evicts any key (allkeys-*), which may drop queued messages
+    # (herd/brokerpolicy.py); without it, workers, `herd submit` and `herd serve` refuse to start.
+    allow_evicting_broker: bool = False
+
+    # Bounds on converting one PDF/DOCX/HTML file (herd/jobs/bounds.py): past any, the file is refused
+    # with one `file: reason` line (skipped under `herd submit --skip-unreadable`).
+    convert_max_file_bytes: int = Field(default=256 * 1024**2, ge=1)
+    convert_max_expanded_bytes: int = Field(default=256 * 1024**2, ge=1)
+    convert_max_ratio: float = Field(default=100.0, gt=1)
+    convert_max_pages: int = Field(default=10_000, ge=1)
+    convert_timeout_s: float = Field(default=120.0, ge=0)  # 0: no time bound
+
     # `herd serve`, the OpenAI Files and Batches API (herd/api/, docs/batch-api.md).
     # Where files live: "postgres" (chunks in the ledger's database: nothing else to run or back up, and
     # every replica of the server sees them) or a directory path shared by every replica.

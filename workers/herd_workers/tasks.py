@@ -15,7 +15,7 @@ from herd.herdfile.model import Retries
 from herd.ledger import shares
 from herd.ledger import steps as ledger
 from herd.ledger.steps import StepKey
-from herd.queues import BROKER_DOWN, TASK_ATTEMPT, app, publish
+from herd.queues import BROKER_DOWN, TASK_ATTEMPT, app, check_broker, publish
 from herd.settings import get_settings
 from herd_workers.context import get_context
 
@@ -159,6 +159,10 @@ _pump = Pump()
 def _start_pump(**_: object) -> None:
     try:
         get_context()  # fail at start, not on the first message, if the herd file or a model's key is bad
+        # Connected now, however late the broker came up: refuse one that may evict the queues
+        # (herd/brokerpolicy.py), for `herd worker` and a bare `celery worker` alike.
+        for line in check_broker():
+            log.warning("%s", line)
     except Exception as exc:
         # Celery only logs what a signal handler raises and would go on consuming; stop instead.
         log.critical("worker cannot start: %s", exc)

@@ -53,7 +53,6 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -288,11 +287,10 @@ class LongDocumentPolicy:
         """The `combine` attempt of a chunked document on `key.model` (see the module docstring)."""
         parts = self._parts(pipeline, prompt.id, key.model)
         config = self.herd.models[key.model]
-        now = datetime.now(UTC)
+        # No call: timestamped by the database at insert (one clock: herd/ledger/steps.py).
         base = NewAttempt(
             prompt_id=prompt.id, model=key.model, stage=COMBINE, round=0, status=AttemptStatus.ERROR,
             retries=retries, gpu_count=config.gpus.count, usd_per_gpu_hour=_price(config),
-            started_at=now, finished_at=now,
         )  # fmt: skip
         failed = [p for p in parts if p.answer is None]
         if not parts or failed:

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache, partial
 
@@ -179,7 +179,6 @@ class Pipeline:
             if prompt.state in FINISHED or StepKey(prompt.model, prompt.stage, prompt.round) != key:
                 return Outcome(OutcomeKind.SKIPPED)
             config = self.herd.models.get(key.model)
-            now = datetime.now(UTC)
             if state.attempt is None:
                 ledger.insert_attempt(
                     conn,
@@ -188,8 +187,7 @@ class Pipeline:
                         status=AttemptStatus.ERROR, retries=retries,
                         gpu_count=config.gpus.count if config else 0,
                         usd_per_gpu_hour=_price(config) if config else Decimal(0), error=reason,
-                        started_at=now, finished_at=now,
-                    ),
+                    ),  # timestamped by the database at insert (one clock: herd/ledger/steps.py)
                 )  # fmt: skip
             error = f"{key.model} {key.stage}: {reason}"
             log.warning("prompt %s failed: %s", prompt_id, error)
@@ -241,34 +239,36 @@ class Pipeline:
         retries: int, give_up: BackendError | None,
     ) -> NewAttempt:  # fmt: skip
         config = self.herd.models[step.model]
-        started = datetime.now(UTC)
+        # The monotonic clock, not the wall clock: the ledger turns these into the database's time
+        # (herd/ledger/steps.py), so a worker whose clock is off changes no window and no cost.
+        started = time.monotonic()
         failed = NewAttempt(
             prompt_id=prompt.id, model=key.model, stage=key.stage, round=key.round,
             status=AttemptStatus.ERROR, retries=retries, gpu_count=config.gpus.count,
-            usd_per_gpu_hour=_price(config), started_at=started, finished_at=started,
+            usd_per_gpu_hour=_price(config), started_mono=started, ended_mono=started,
         )  # fmt: skip
         if give_up is not None:
-            return replace(failed, error=str(give_up), finished_at=datetime.now(UTC))
+            return replace(failed, error=str(give_up), ended_mono=time.monotonic())
         try:
             request = self._request(prompt, step, key, config, context)
         except RenderError as exc:
-            return replace(failed, error=str(exc), finished_at=datetime.now(UTC))
+            return replace(failed, error=str(exc), ended_mono=time.monotonic())
         try:
             generation = self.backends[step.model].generate(request)
         except RetryableError:
             raise  # the caller backs off and retries, or calls again with `give_up`
         except BackendError as exc:
-            ended = datetime.now(UTC)
-            elapsed = (ended - started).total_seconds()
+            ended = time.monotonic()
+            elapsed = ended - started
             # The server answered (an error status, or no logprobs): the call held the endpoint, so
             # it is charged like any other request, at its measured latency.
             return replace(
                 failed, error=str(exc), endpoint=exc.endpoint or None, latency_s=elapsed,
-                busy_s=elapsed if exc.endpoint else None, finished_at=ended,
+                busy_s=elapsed if exc.endpoint else None, ended_mono=ended,
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - backends name their errors; anything else is a bug, recorded
             log.exception("prompt %s: the %s backend raised an unexpected error", prompt.id, step.model)
-            return replace(failed, error=f"unexpected error: {exc!r}", finished_at=datetime.now(UTC))
+            return replace(failed, error=f"unexpected error: {exc!r}", ended_mono=time.monotonic())
         # The call happened: whatever is wrong with its result, the attempt is charged for it.
         charged = replace(
             failed,
@@ -281,7 +281,7 @@ class Pipeline:
             compute_s=generation.timing.compute_s,
             busy_s=busy_seconds(generation),
             finish_reason=generation.finish_reason,
-            finished_at=started + timedelta(seconds=generation.timing.latency_s),
+            ended_mono=started + generation.timing.latency_s,
         )
         try:
             return self._judge(charged, generation, request, rule, key)

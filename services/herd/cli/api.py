@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from herd.cli.app import console, database, fail, herd_config, main, wait_for_schema
+from herd.cli.app import check_broker, console, database, fail, herd_config, main, wait_for_schema
 from herd.reporting.tables import Column, print_table
 
 
@@ -30,6 +30,9 @@ def serve(ctx: click.Context, address: str, port: int, wait_s: float, loglevel: 
     herd = herd_config(ctx)
     url = database_url()
     broker_url()  # the embedded Redis, started now if it is the one, not at the first batch
+    # It publishes batches' prompts: not to a Redis that may evict them. A Redis not up yet is not a
+    # reason to refuse to serve (publishing waits for it; the stale sweep re-sends).
+    check_broker(down_ok=True)
     # Like a worker, the server never migrates: a deployment migrates once, first (`herd migrate`).
     ensure_current(url, wait_s=wait_s)
     server = build(herd, get_settings(), url)

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
+from herd.brokerpolicy import EvictingBrokerError
 from herd.files import OutputPathError
 from herd.herdfile.model import ConfigError, HerdConfig, load_herd
 from herd.jobs.documents import InputError
@@ -24,6 +25,7 @@ from herd.settings import get_settings
 
 console = Console(stderr=True)
 USER_ERRORS: tuple[type[Exception], ...] = (
+    EvictingBrokerError,
     ConfigError,
     InputError,
     UnknownJobError,
@@ -66,6 +68,29 @@ def fail(message: str, status: int = 2) -> NoReturn:
     # soft_wrap: a long path must stay on one line, so the message can be grepped and clicked.
     console.print(Text.assemble(("error: ", "bold red"), redact(message)), soft_wrap=True)
     sys.exit(status)
+
+
+def warn(message: str) -> None:
+    """Print `message` as one warning line on stderr (credentials masked); the command goes on."""
+    console.print(Text.assemble(("warning: ", "bold yellow"), redact(message)), soft_wrap=True)
+
+
+def check_broker(*, down_ok: bool = False) -> None:
+    """The broker answers and cannot silently drop messages (herd/queues.py `check_broker`): raises
+    for a broker that evicts, and for one that is down unless `down_ok` (a server or worker started
+    before its Redis waits for it, and checks it again once connected); prints the warnings (no
+    persistence, a policy unread)."""
+    from herd.queues import BROKER_DOWN
+    from herd.queues import check_broker as check
+
+    try:
+        lines = check()
+    except BROKER_DOWN:
+        if not down_ok:
+            raise
+        return
+    for line in lines:
+        warn(line)
 
 
 class HerdGroup(click.Group):

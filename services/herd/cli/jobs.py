@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
-from herd.cli.app import console, database, fail, herd_config, main, unreachable_service
+from herd.cli.app import check_broker, console, database, fail, herd_config, main, unreachable_service
 from herd.cli.output import count, counting_bar
 from herd.files import atomic_binary, atomic_text
 from herd.jobs.documents import InputError
@@ -48,7 +48,8 @@ if TYPE_CHECKING:
 @click.option(
     "--skip-unreadable",
     is_flag=True,
-    help="Go on past PDF/DOCX/HTML files that give no text; `herd status` and `herd export` list them.",
+    help="Go on past PDF/DOCX/HTML files that give no text or pass a bound (size, inflated size, pages, "
+    "time); `herd status` and `herd export` list them.",
 )
 @click.pass_context
 def submit(
@@ -66,7 +67,6 @@ def submit(
     from herd.jobs.sampling import sample as draw
     from herd.jobs.skipped import Collector
     from herd.jobs.submit import submit as do_submit
-    from herd.queues import check_broker
 
     herd = herd_config(ctx)
     files = documents.expand(list(paths))
@@ -163,7 +163,6 @@ def _submit_batch(
     import psycopg
 
     from herd.batch.submit import Source, submit_batch
-    from herd.queues import check_broker
 
     url = database()
     check_broker()

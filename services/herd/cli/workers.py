@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from herd.cli.app import console, database, herd_config, main, wait_for_schema
+from herd.cli.app import check_broker, console, database, herd_config, main, wait_for_schema
 from herd.herdfile.model import ConfigError
 from herd.settings import get_settings
 
@@ -45,6 +45,9 @@ def worker(ctx: click.Context, model: str, loglevel: str, wait_s: float) -> None
     from herd_workers.context import get_context
 
     get_context()  # a bad herd file, key or database fails here, with exit status 2, before consuming
+    # A broker that may evict the queue: one line and exit 2, before consuming. One not up yet is
+    # waited for by Celery, and checked once connected (herd_workers/tasks.py `_start_pump`).
+    check_broker(down_ok=True)
     quiet_task_lines(loglevel)
     # app.start rather than worker_main: it returns the worker's exit code, which must reach the shell.
     code = app.start(

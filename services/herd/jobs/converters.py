@@ -20,7 +20,11 @@ Libraries, chosen by install weight and by the text they gave on files made like
   text is used rather than nothing.
 
 Every failure is an `UnreadableError` naming the file and one reason (encrypted, no text layer,
-corrupt archive); `herd submit --skip-unreadable` records it and goes on.
+corrupt archive, a bound passed); `herd submit --skip-unreadable` records it and goes on. Every
+conversion runs under the bounds of herd/jobs/bounds.py (size, inflated size and ratio, pages, time),
+and whatever a parser raises on a malformed file (its own errors, a RecursionError on deep nesting, a
+MemoryError) becomes that one line too: one hostile file in a folder of thousands must not stop the
+submit.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from herd.jobs import bounds
+from herd.jobs.bounds import LimitExceededError, Limits
 from herd.jobs.documents import InputError
 
 
@@ -43,12 +49,14 @@ class UnreadableError(InputError):
         self.reason = reason
 
 
-def pdf_text(path: Path) -> str:
+def pdf_text(path: Path, limits: Limits | None = None) -> str:
     """The text layer of every page, pages separated by a blank line (a paragraph boundary for the
-    chunker). Raises UnreadableError: encrypted with a password, no text layer, not a PDF."""
+    chunker). Raises UnreadableError: encrypted with a password, no text layer, not a PDF, a bound
+    passed (pages, a stream past pypdf's inflate limit, more text than `max_expanded_bytes`)."""
     from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
 
+    limits = limits or Limits()
     # pypdf logs what it repairs ("EOF marker not found") at WARNING, which Python's last-resort
     # handler prints above our one error line; what matters reaches the user as UnreadableError.
     quiet = logging.getLogger("pypdf")
@@ -65,12 +73,26 @@ def pdf_text(path: Path) -> str:
                 raise UnreadableError(path, "encrypted PDF (AES): decrypt it first") from None
             if not opened:
                 raise UnreadableError(path, "encrypted PDF: it needs a password (decrypt it first)")
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except UnreadableError:
+        count = len(reader.pages)
+        if count > limits.max_pages:
+            raise LimitExceededError(
+                f"PDF of {count} pages, over the limit of {limits.max_pages} (HERD_CONVERT_MAX_PAGES)"
+            )
+        pages: list[str] = []
+        size, packed = 0, path.stat().st_size
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            size += len(pages[-1])
+            bounds.check_expanded(size, packed, limits, "its text")
+    except (UnreadableError, LimitExceededError):
         raise
     except FileNotDecryptedError:
         raise UnreadableError(path, "encrypted PDF: it needs a password (decrypt it first)") from None
-    except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
+    except LimitReachedError:
+        # pypdf's own bound on one stream's inflated size (a decompression bomb, or a huge drawing).
+        reason = "not a readable PDF (a stream inflates past pypdf's limit of 75 MB)"
+        raise UnreadableError(path, reason) from None
+    except Exception as exc:  # noqa: BLE001 - on malformed files pypdf raises ValueError, KeyError, ... too
         raise UnreadableError(path, f"not a readable PDF ({_first_line(exc)})") from None
     if not pages:
         raise UnreadableError(path, "PDF has no pages")
@@ -80,12 +102,14 @@ def pdf_text(path: Path) -> str:
     return text
 
 
-def docx_text(path: Path) -> str:
-    """Paragraphs and tables (a row per line, cells separated by ` | `) in document order."""
+def docx_text(path: Path, limits: Limits | None = None) -> str:
+    """Paragraphs and tables (a row per line, cells separated by ` | `) in document order. The archive's
+    directory is checked against the inflate bounds before any member is read (herd/jobs/bounds.py)."""
     from docx import Document
     from docx.table import Table
 
     try:
+        bounds.check_archive(path, limits or Limits())
         document = Document(str(path))
         blocks: list[str] = []
         for item in document.iter_inner_content():
@@ -93,6 +117,8 @@ def docx_text(path: Path) -> str:
                 blocks.extend(" | ".join(cell.text.strip() for cell in row.cells) for row in item.rows)
             elif item.text.strip():
                 blocks.append(item.text.strip())
+    except LimitExceededError:
+        raise
     except Exception as exc:  # noqa: BLE001 - zipfile, lxml and python-docx each raise their own
         raise UnreadableError(path, f"not a readable DOCX (corrupt archive?) ({_first_line(exc)})") from None
     text = "\n\n".join(blocks)
@@ -101,7 +127,7 @@ def docx_text(path: Path) -> str:
     return text
 
 
-def html_text(path: Path) -> str:
+def html_text(path: Path, limits: Limits | None = None) -> str:
     """The page's title and main text (readability-lxml), one paragraph per block element; the page's
     whole visible text when readability finds no main text (a fragment, a page that is one table)."""
     import lxml.html
@@ -117,6 +143,8 @@ def html_text(path: Path) -> str:
             for junk in page.xpath("//script|//style|//noscript|//template"):
                 junk.drop_tree()
             main = _blocks(page)
+    except LimitExceededError:
+        raise
     except Exception as exc:  # noqa: BLE001 - lxml's and readability's parse errors vary by version
         raise UnreadableError(path, f"not readable HTML ({_first_line(exc)})") from None
     if title and (not main or title not in main[0]):
@@ -141,7 +169,7 @@ def _has_block(element: Any) -> bool:
     return any(child.tag in _BLOCKS for child in element.iterdescendants())
 
 
-CONVERTERS: dict[str, Callable[[Path], str]] = {
+CONVERTERS: dict[str, Callable[[Path, Limits], str]] = {
     ".pdf": pdf_text,
     ".docx": docx_text,
     ".html": html_text,
@@ -153,14 +181,24 @@ CONVERTERS: dict[str, Callable[[Path], str]] = {
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
-def convert(path: Path) -> str:
-    """`path`'s text by its suffix; UnreadableError for a file that gives none."""
+def convert(path: Path, limits: Limits | None = None) -> str:
+    """`path`'s text by its suffix; UnreadableError for a file that gives none or passes a bound of
+    `limits` (default: the HERD_CONVERT_* settings, herd/jobs/bounds.py)."""
+    limits = limits or Limits.from_settings()
     try:
-        text = CONVERTERS[path.suffix.lower()](path)
+        bounds.check_size(path, limits)
+        with bounds.deadline(limits.timeout_s):
+            text = CONVERTERS[path.suffix.lower()](path, limits)
     except UnreadableError:
         raise
+    except LimitExceededError as exc:
+        raise UnreadableError(path, str(exc)) from None
     except OSError as exc:
         raise UnreadableError(path, f"cannot read the file ({exc.strerror or exc})") from None
+    except RecursionError:  # nesting deeper than the interpreter's stack (crafted, or corrupt)
+        raise UnreadableError(path, "nested too deeply to read") from None
+    except MemoryError:
+        raise UnreadableError(path, "too large to convert in the memory available") from None
     return _UNSTORABLE.sub("", text)
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from herd.jobs import walk
+
 TEXT_SUFFIXES = (".txt", ".md")
 # One document per file, converted to text (herd/jobs/converters.py); keyed like .txt/.md.
 CONVERTED_SUFFIXES = (".pdf", ".docx", ".html", ".htm")
@@ -66,21 +68,21 @@ class InputFile:
 
 
 def expand(paths: list[str]) -> list[InputFile]:
-    """Files named by the arguments: files as given, folders searched for .txt/.md, globs expanded."""
+    """Files named by the arguments: files as given, folders searched for documents, globs expanded;
+    each real file once, and no link to a folder followed below a folder or a glob's literal part
+    (herd/jobs/walk.py: a link loop would list the documents again and again, or forever)."""
     files: list[InputFile] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES
-            )
+            found = [p for p in walk.folder_files(path) if p.suffix.lower() in DOCUMENT_SUFFIXES]
             if not found:
                 raise InputError(f"{path}: folder has no .txt, .md, .pdf, .docx or .html files")
             files.extend(InputFile(p, path) for p in found)
         elif path.is_file():
             files.append(InputFile(path, path.parent))
         elif glob.has_magic(raw):
-            matched = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
+            matched = walk.glob_files(raw)
             if not matched:
                 raise InputError(f"{raw}: pattern matches no files")
             files.extend(InputFile(p, _literal_folder(raw)) for p in matched)
@@ -91,7 +93,24 @@ def expand(paths: list[str]) -> list[InputFile]:
             raise InputError(
                 f"{file.path}: unsupported file type (use .txt, .md, .pdf, .docx, .html, .jsonl or .csv)"
             )
-    return files
+    return _once(files)
+
+
+def _once(files: list[InputFile]) -> list[InputFile]:
+    """`files` without a second path to a file already listed (a link, a hard link, an argument that
+    names a file inside a folder also given): the first spelling keeps it."""
+    seen: set[tuple[int, int]] = set()
+    kept: list[InputFile] = []
+    for file in files:
+        try:
+            real = walk.identity(file.path)
+        except OSError:  # vanished or unreadable: reading it reports that, naming the file
+            kept.append(file)
+            continue
+        if real not in seen:
+            seen.add(real)
+            kept.append(file)
+    return kept
 
 
 def _literal_folder(pattern: str) -> Path:

@@ -6,6 +6,7 @@ round trip), and several statements that must commit together run inside `conn.t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -79,6 +80,8 @@ class NewAttempt:
     gpu_count: int = 0
     usd_per_gpu_hour: Decimal = Decimal(0)
     error: str | None = None
+    # Explicit timestamps (an import, a test's fixture). Left None, as the pipeline does, they are the
+    # database's clock at insert, placed by `started_mono`/`ended_mono` (see _INSERT_ATTEMPT).
     started_at: datetime | None = None
     finished_at: datetime | None = None
     # As the server reported it ("length": cut off at max_new_tokens), for answers and errors alike.
@@ -88,6 +91,10 @@ class NewAttempt:
     # The token logprobs an OpenAI request's caller asked for, in OpenAI's shape (a psycopg Jsonb;
     # herd/cascade/requests.py); None when none were asked for (0012).
     logprobs: object | None = None
+    # When the call started and ended on this process's monotonic clock (time.monotonic(), seconds):
+    # not columns. Durations on one host's monotonic clock are right whatever its wall clock says.
+    started_mono: float | None = None
+    ended_mono: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,12 +135,30 @@ _LOAD_STEP = f"""SELECT p.id, p.job_id, j.task, p.text, p.reference, p.fields, p
                  AND a.model = %(model)s AND a.stage = %(stage)s AND a.round = %(round)s
             WHERE p.id = %(id)s"""
 
-# Every NewAttempt field is a column of `attempts`, passed by name (`attempt.__dict__`).
-_NEW_FIELDS = tuple(NewAttempt.__dataclass_fields__)
+# Every other NewAttempt field is a column of `attempts`, passed by name (`_attempt_params`).
+_TIMES = ("started_at", "finished_at", "started_mono", "ended_mono")
+_NEW_FIELDS = tuple(name for name in NewAttempt.__dataclass_fields__ if name not in _TIMES)
+# One clock: an attempt's timestamps enter the job's window and the cost shares of its endpoint
+# (migrations 0009/0010), so they come from the database, never from the worker's wall clock (a host
+# 10 minutes ahead made a job's provisioned cost 96 times and its attributed cost twice what it was).
+# The call ended `ago_s` before the statement (measured on the worker's monotonic clock, from the
+# call's end to now) and lasted `span_s`; statement_timestamp() is one value for the whole statement.
 _INSERT_ATTEMPT = (
-    f"INSERT INTO attempts ({', '.join(_NEW_FIELDS)}) "
-    f"VALUES ({', '.join(f'%({name})s' for name in _NEW_FIELDS)})"
+    f"INSERT INTO attempts ({', '.join(_NEW_FIELDS)}, started_at, finished_at) "
+    f"VALUES ({', '.join(f'%({name})s' for name in _NEW_FIELDS)}, "
+    "coalesce(%(started_at)s::timestamptz,"
+    " statement_timestamp() - make_interval(secs => %(ago_s)s + %(span_s)s)), "
+    "coalesce(%(finished_at)s::timestamptz, statement_timestamp() - make_interval(secs => %(ago_s)s)))"
 )
+
+
+def _attempt_params(attempt: NewAttempt) -> dict[str, Any]:
+    """`attempt`'s fields as statement parameters, with `ago_s` and `span_s` (seconds, >= 0) from its
+    monotonic stamps; an attempt without them is placed at the statement's time, lasting 0 s."""
+    now = time.monotonic()
+    ended = attempt.ended_mono if attempt.ended_mono is not None else now
+    started = attempt.started_mono if attempt.started_mono is not None else ended
+    return {**attempt.__dict__, "ago_s": max(0.0, now - ended), "span_s": max(0.0, ended - started)}
 
 
 @dataclass(frozen=True)
@@ -195,7 +220,7 @@ def insert_attempt(conn: psycopg.Connection, attempt: NewAttempt) -> AttemptRow:
             f"""{_INSERT_ATTEMPT}
                 ON CONFLICT ON CONSTRAINT uq_attempts_step DO NOTHING
                 RETURNING {_ATTEMPT_COLUMNS}""",
-            attempt.__dict__,
+            _attempt_params(attempt),
         )
         row = cur.fetchone()
     if row is not None:
@@ -250,7 +275,7 @@ def record_final(
     `policy_version`: the policy version that decided (None: the herd file), stored on the prompt."""
     rows = conn.execute(
         _RECORD_FINAL,
-        {**attempt.__dict__, "policy_version_": policy_version},
+        {**_attempt_params(attempt), "policy_version_": policy_version},
     ).fetchall()
     if not rows or rows[0][0] == 0:
         return None
