@@ -25,15 +25,19 @@ Entry answers are not capped: every prompt needs one. A budget below their cost 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from decimal import Decimal
 
 import numpy as np
 import psycopg
 
+from herd.herdfile.references import StaleReference
 from herd.ledger import steps as ledger
 from herd.ledger.steps import Dispatch
 from herd.policy.budget import allocate
+
+log = logging.getLogger(__name__)
 
 _LOCK = 7468280  # first key of pg_advisory_xact_lock(int, int); the second is the job id
 
@@ -59,12 +63,13 @@ def spent_usd(conn: psycopg.Connection, job_id: int) -> Decimal:
 
 
 def release(
-    conn: psycopg.Connection, job_id: int, next_of: Callable[[str], str | None], window: int
+    conn: psycopg.Connection, job_id: int, next_of: Callable[[str], str | StaleReference | None], window: int
 ) -> list[Dispatch]:
     """Release the held candidates of an idle budget job (see the module docstring); returns the
     dispatches to publish after the caller commits. A no-op while any prompt of the job is in flight.
 
-    `next_of(model)`: the model a held answer of `model` escalates to. Runs inside the caller's
+    `next_of(model)`: the model a held answer of `model` escalates to (None: none; a StaleReference:
+    it cannot, and the candidate fails with that reason). Runs inside the caller's
     transaction."""
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK, job_id))
     busy = conn.execute(
@@ -83,12 +88,19 @@ def release(
     remaining = budget - float(spent_usd(conn, job_id))
     estimates = _max_prompt_cost(conn, job_id)
     ids = np.array([int(r[0]) for r in held], dtype=np.int64)
-    targets = [next_of(str(r[1])) for r in held]
+    nexts = [next_of(str(r[1])) for r in held]
+    # A candidate whose next model is gone from the herd file fails with that reason: releasing it
+    # would send it to a queue no worker reads (herd/herdfile/references.py).
+    for r, target in zip(held, nexts, strict=True):
+        if isinstance(target, StaleReference):
+            log.warning("prompt %s failed: cannot escalate: %s", r[0], target)
+            ledger.fail(conn, int(r[0]), f"{r[1]} answer: cannot escalate: {target}")
+    targets = [None if isinstance(t, StaleReference) else t for t in nexts]
     # A missing confidence (should not happen: a missing value never escalates) goes last.
     conf = np.array([np.inf if r[2] is None else float(r[2]) for r in held])
     order = np.lexsort((ids, conf))
     # Candidates whose model has no next model any more (a policy change) keep their answer.
-    kept_anyway = [int(ids[i]) for i in order if targets[i] is None]
+    kept_anyway = [int(ids[i]) for i in order if nexts[i] is None]
     order = np.array([i for i in order if targets[i] is not None], dtype=np.int64)
     first_unknown = next((k for k, i in enumerate(order) if estimates.get(str(targets[i])) is None), None)
     prefix = order[: len(order) if first_unknown is None else first_unknown]
