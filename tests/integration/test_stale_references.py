@@ -1,6 +1,6 @@
 """Prompts queued at a model the herd file no longer defines, through a real worker: its start logs the
-stale reference, and its pump fails them with that reason instead of re-sending them to a queue no
-worker reads, every stale period, forever."""
+stale reference, and its pump's stale sweep fails them with that reason instead of re-sending them
+to a queue no worker reads, every stale period, forever."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ GONE = "names model 'small', which the herd file does not define"
 def test_a_worker_fails_prompts_queued_at_a_removed_model_with_the_reason(
     make_herd, db, double, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    herd = make_herd(herd_yaml(double), HERD_PUMP_INTERVAL_S="0.5")
+    herd = make_herd(herd_yaml(double), HERD_PUMP_INTERVAL_S="0.5", HERD_STALE_AFTER_S="2")
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps({"id": k, "text": f"question {k}"}) + "\n" for k in KEYS))
     herd.cli("submit", str(docs), "--job", "before", "--task", "qa")  # queued at `small`, no worker yet

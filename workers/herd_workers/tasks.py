@@ -140,9 +140,9 @@ class Pump:
         settings = get_settings()
         context = get_context()
         with context.connection() as conn, conn.transaction():  # an autocommit connection
-            # Prompts queued at a model the herd file lacks have no worker: fail them with that reason
-            # rather than re-send them to a queue nobody reads (herd/jobs/references.py).
-            fail_unknown_queued(conn, context.herd)
+            # Stale prompts queued at a model the herd file lacks have no worker: fail them with that
+            # reason rather than re-send them to a queue nobody reads (herd/jobs/references.py).
+            fail_unknown_queued(conn, context.herd, settings.stale_after_s)
             stale = ledger.reclaim_stale(conn, settings.stale_after_s, settings.dispatch_window)
             fresh = ledger.top_up(conn, settings.dispatch_window)
             # Budget jobs whose last steps ran concurrently (neither saw the job idle) release here.

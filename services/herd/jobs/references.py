@@ -5,10 +5,10 @@ on queues no worker reads. The check itself is herd/herdfile/references.py's `st
   `herd report`, the metrics exporter and a worker's start (a WARNING line per reference).
 - `waiting_at_unknown`: prompts of a job (or all) waiting (`pending`, `queued`, `held`) at a model or
   of a task the herd file does not define.
-- `fail_unknown_queued`: the pump's sweep fails `queued` prompts at a model (or of a task) the herd
-  file lacks, with that reason, instead of re-sending them to a queue no worker reads, forever.
-  Pending prompts reach `queued` through the dispatch window and are failed there, so each sweep reads
-  at most the window (the `ix_prompts_queued` index).
+- `fail_unknown_queued`: the pump's stale sweep fails stale `queued` prompts at a model (or of a task)
+  the herd file lacks, with that reason, instead of re-sending them to a queue no worker reads,
+  forever. Pending prompts reach `queued` through the dispatch window and are failed there, so each
+  sweep reads at most the window (the `ix_prompts_queued` index).
 """
 
 from __future__ import annotations
@@ -92,15 +92,20 @@ def waiting_at_unknown(
     return found
 
 
-def fail_unknown_queued(conn: psycopg.Connection, herd: HerdConfig) -> int:
-    """Fail every `queued` prompt waiting at a model, or of a task, the herd file does not define, with
-    the reason naming it; returns how many. Their slots of the dispatch window are free again for
-    the caller's top-up. Runs inside the caller's transaction (the pump's)."""
+def fail_unknown_queued(conn: psycopg.Connection, herd: HerdConfig, older_than_s: float) -> int:
+    """Fail every prompt `queued` for over `older_than_s` seconds (the stale sweep would re-send it) at a
+    model, or of a task, the herd file does not define, with the reason naming it; returns how many.
+    Their slots of the dispatch window are free again for the caller's top-up. Runs inside the
+    caller's transaction (the pump's).
+
+    Only stale ones: during a rolling change of the herd file a worker still on the old file must not
+    fail prompts that workers on the new one are consuming; a prompt nobody consumes goes stale."""
     rows = conn.execute(
         """SELECT p.id, j.task, p.model, p.policy_version FROM prompts p JOIN jobs j ON j.id = p.job_id
-           WHERE p.state = 'queued' AND (p.model <> ALL(%s) OR j.task <> ALL(%s))
+           WHERE p.state = 'queued' AND p.enqueued_at < now() - make_interval(secs => %s)
+             AND (p.model <> ALL(%s) OR j.task <> ALL(%s))
            FOR UPDATE OF p SKIP LOCKED""",
-        (list(herd.models), list(herd.tasks)),
+        (older_than_s, list(herd.models), list(herd.tasks)),
     ).fetchall()
     groups: dict[tuple[str, str, int | None], list[int]] = {}
     for prompt_id, task, model, version in rows:
