@@ -152,6 +152,12 @@ def test_the_sweep_and_the_budget_release_end_waits_at_a_removed_model(
         d for pid, model, stage, r in dispatched for d in pipe1.run(pid, StepKey(model, stage, r)).dispatches
     ]
     assert [d[1] for d in probe] == ["large"]
+    # The probe reserves what is left of the budget (nothing spent: the fake calls cost ~0).
+    reserved = db.execute("SELECT reserved_usd FROM prompts WHERE model = 'large'").fetchone()[0]
+    assert Decimal("0.99") < reserved <= 1
+    assert (
+        "reserved for escalations in flight: " in cli(tmp_path / "herd.yaml", url, "status", "capped").output
+    )
     assert db.execute("SELECT count(*) FROM prompts WHERE state = 'held'").fetchone() == (len(KEYS) - 1,)
     _, herd2 = renamed(tmp_path)  # `large` is gone before its worker read the probe
     with psycopg.connect(url) as conn:

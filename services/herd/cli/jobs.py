@@ -238,7 +238,8 @@ def status(ctx: click.Context, job: str) -> None:
         share = float(spent) / float(st.budget_usd) if st.budget_usd else 0.0
         out.print(
             f"budget: spent {spent:.6g} of {st.budget_usd:.6g} USD ({share:.0%}); "
-            f"candidates held: {st.states.get('held', 0)}; kept for lack of budget: {st.kept_for_budget}",
+            + (f"reserved for escalations in flight: {st.reserved_usd:.6g}; " if st.reserved_usd else "")
+            + f"candidates held: {st.states.get('held', 0)}; kept for lack of budget: {st.kept_for_budget}",
             markup=False,
             soft_wrap=True,
         )
