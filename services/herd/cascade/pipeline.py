@@ -441,7 +441,9 @@ class Pipeline:
         if prompt.budget_usd is not None:
             from herd.jobs.budget import release
 
-            refill += release(conn, prompt.job_id, partial(self._next_model, prompt), self.window)
+            refill += release(
+                conn, prompt.job_id, partial(self._next_model, prompt), self.window, unless_in_flight=True
+            )
         return tuple(refill)
 
     def _next_model(self, prompt: PromptRow, model: str) -> str | StaleReference | None:

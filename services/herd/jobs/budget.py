@@ -7,13 +7,14 @@ Design (docs/policy.md, "Job budgets"):
    policy's measure oriented so that lower means less likely correct; calibrated P(correct) when the
    policy uses `p_correct`) instead of sending it on.
 2. Once every prompt of the job has its first answers (nothing `pending` or `queued` but released
-   escalations), `release` runs under a per-job advisory lock, after every step of the job and on
-   every pump tick: it reconciles the reservations of escalations whose work is over (their actual
-   cost is in `attempt_costs` now), then herd.policy.release.plan_release takes candidates least
-   confident first, each with an estimate from its own prompt tokens, while the job's actual cost
-   plus its reservations is below the budget. Taken candidates go back to `pending` at their next
-   model with their estimate in `prompts.reserved_usd` (migration 0013), written in the same
-   transaction: concurrent workers see each other's reservations, never the same room twice.
+   escalations), `release` runs under a per-job advisory lock, after a step of the job that leaves
+   nothing in flight and on every pump tick: it reconciles the reservations of escalations whose
+   work is over (their actual cost is in `attempt_costs` now), then herd.policy.release.plan_release
+   takes candidates least confident first, each with an estimate from its own prompt tokens, while
+   the job's actual cost plus its reservations is below the budget. Taken candidates go back to
+   `pending` at their next model with their estimate in `prompts.reserved_usd` (migration 0013),
+   written in the same transaction: concurrent workers see each other's reservations, never the
+   same room twice.
 3. When the budget is used up and nothing is in flight, the remaining candidates keep their current
    answer as final with `prompts.note = 'budget'` (the export says so).
 
@@ -65,13 +66,17 @@ def spent_usd(conn: psycopg.Connection, job_id: int) -> Decimal:
 
 
 def release(
-    conn: psycopg.Connection, job_id: int, next_of: Callable[[str], str | StaleReference | None], window: int
-) -> list[Dispatch]:
+    conn: psycopg.Connection, job_id: int, next_of: Callable[[str], str | StaleReference | None], window: int,
+    *, unless_in_flight: bool = False,
+) -> list[Dispatch]:  # fmt: skip
     """Release held candidates of a budget job (see the module docstring); returns the dispatches to
     publish after the caller commits. A no-op while a prompt of the job awaits its first answers.
 
     `next_of(model)`: the model a held answer of `model` escalates to (None: none; a StaleReference:
-    it cannot, and the candidate fails with that reason). Runs inside the caller's transaction."""
+    it cannot, and the candidate fails with that reason). `unless_in_flight`: also a no-op while an
+    escalation of the job is in flight (a step's call: reading the job's costs takes seconds per 100k
+    attempts, too much after every escalation; the pump releases into the room meanwhile, once per
+    tick). Runs inside the caller's transaction."""
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK, job_id))
     # Reconcile: an escalation whose work on its model is over has its actual cost in attempt_costs.
     conn.execute(
@@ -79,7 +84,8 @@ def release(
            AND state NOT IN ('pending', 'queued')""",
         (job_id,),
     )
-    busy = conn.execute(f"SELECT EXISTS (SELECT FROM prompts WHERE job_id = %s AND {_UNANSWERED})", (job_id,))
+    waiting = f"{_UNANSWERED} OR reserved_usd IS NOT NULL" if unless_in_flight else _UNANSWERED
+    busy = conn.execute(f"SELECT EXISTS (SELECT FROM prompts WHERE job_id = %s AND ({waiting}))", (job_id,))
     row = busy.fetchone()
     if row is None or row[0]:
         return []
