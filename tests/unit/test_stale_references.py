@@ -153,7 +153,7 @@ def test_the_sweep_and_the_budget_release_end_waits_at_a_removed_model(
     ]
     assert [d[1] for d in probe] == ["large"]
     # The probe reserves what is left of the budget (nothing spent: the fake calls cost ~0).
-    reserved = db.execute("SELECT reserved_usd FROM prompts WHERE model = 'large'").fetchone()[0]
+    reserved = db.execute("SELECT reserved_usd FROM prompts WHERE model = 'large'").fetchone()[0]  # type: ignore[index]
     assert Decimal("0.99") < reserved <= 1
     assert (
         "reserved for escalations in flight: " in cli(tmp_path / "herd.yaml", url, "status", "capped").output
