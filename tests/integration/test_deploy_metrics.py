@@ -95,12 +95,16 @@ def test_metrics_endpoint_matches_the_ledger(make_herd, db, double, tmp_path) ->
     assert value(samples, "herd_prompts", state="done") == 8
     assert value(samples, "herd_prompts", state="failed") == 4
     assert value(samples, "herd_prompts", state="pending") == 0
+    # The exporter checks stored references against its herd file: nothing stale here.
+    for kind in ("policy", "router", "prompts"):
+        assert value(samples, "herd_stale_references", kind=kind, task="") == 0
     for model in ("small", "medium", "large"):
         assert value(samples, "herd_queue_length", model=model) == 0
         assert value(samples, "herd_queue_oldest_age_seconds", model=model) == 0
-    # Bounded labels: never a job name, a document key or a prompt id.
+    # Bounded labels: never a job name, a document key or a prompt id (a task: one of the herd file's,
+    # or of a stored version, on herd_stale_references).
     labels = {k for (_, pairs) in samples for k, _ in pairs}
-    assert labels <= {"model", "stage", "outcome", "kind", "state", "source", "le"}
+    assert labels <= {"model", "stage", "outcome", "kind", "state", "source", "le", "task"}
     assert not any("night" in v or "easy-" in v for (_, pairs) in samples for _, v in pairs)
 
 

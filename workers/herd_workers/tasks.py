@@ -12,6 +12,7 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from herd.backends.base import RetryableError
 from herd.herdfile.model import Retries
+from herd.jobs.references import fail_unknown_queued, stale_versions, waiting_at_unknown
 from herd.ledger import shares
 from herd.ledger import steps as ledger
 from herd.ledger.steps import StepKey
@@ -139,6 +140,9 @@ class Pump:
         settings = get_settings()
         context = get_context()
         with context.connection() as conn, conn.transaction():  # an autocommit connection
+            # Stale prompts queued at a model the herd file lacks have no worker: fail them with that
+            # reason rather than re-send them to a queue nobody reads (herd/jobs/references.py).
+            fail_unknown_queued(conn, context.herd, settings.stale_after_s)
             stale = ledger.reclaim_stale(conn, settings.stale_after_s, settings.dispatch_window)
             fresh = ledger.top_up(conn, settings.dispatch_window)
             # Budget jobs whose last steps ran concurrently (neither saw the job idle) release here.
@@ -167,7 +171,23 @@ def _start_pump(**_: object) -> None:
         # Celery only logs what a signal handler raises and would go on consuming; stop instead.
         log.critical("worker cannot start: %s", exc)
         raise WorkerShutdown(1) from exc
+    _warn_stale()
     _pump.start()
+
+
+def _warn_stale() -> None:
+    """One WARNING line per stored reference the herd file no longer backs (an active policy or router
+    version naming a missing model, prompts waiting at one): the worker runs on, and refuses each
+    escalation there with the same line (herd/herdfile/references.py)."""
+    context = get_context()
+    try:
+        with context.connection() as conn:
+            found = stale_versions(conn, context.herd) + waiting_at_unknown(conn, context.herd)
+    except psycopg.Error as exc:
+        log.warning("cannot check stored versions against the herd file: %s", exc)
+        return
+    for ref in found:
+        log.warning("%s", ref)
 
 
 @worker_shutdown.connect

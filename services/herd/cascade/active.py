@@ -9,6 +9,9 @@ numpy.interp (herd.policy.spec.CalibrationMap): plain numbers stored in the text
 Per (task, model) the `Rule` says: the next model (None: keep the answer), the measure and threshold,
 how many refinement rounds the model runs, and the version that decided (None: the herd file). A model
 the active policy does not name (a prompt already past it when a version changed) follows the herd file.
+A policy whose next model the herd file no longer defines gives a Rule with `stale` set: the pipeline
+fails an escalation there with that reason rather than send it to a queue no worker reads
+(herd/herdfile/references.py).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import psycopg
 
 from herd.herdfile.model import HerdConfig
+from herd.herdfile.references import StaleReference, stale_reference
 from herd.policy.spec import CalibrationMap, Policy, Tier, is_confidence
 
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
@@ -41,6 +45,7 @@ class Rule:
     rounds: int
     version: int | None = None
     calibration: CalibrationMap | None = None
+    stale: StaleReference | None = None  # `next` is a model the herd file does not define
 
     def value(self, value_of: ValueOf) -> float | None:
         """The rule's measure for an answer whose raw measures `value_of(name)` gives (None: missing)."""
@@ -82,17 +87,32 @@ def rule_for(herd: HerdConfig, task: str, model: str, active: tuple[int, Policy]
         if model in models:
             i = models.index(model)
             tier = policy.tiers[i]
+            next_model = models[i + 1] if i + 1 < len(models) else None
             return Rule(
                 model=model,
-                next=models[i + 1] if i + 1 < len(models) else None,
+                next=next_model,
                 measure=tier.measure or "first_token_margin",
                 threshold=tier.threshold,
                 rounds=herd_rounds(herd, model) if tier.refine else 0,
                 version=version,
                 calibration=policy.calibration.get(model),
+                stale=None if next_model is None else stale_policy(herd, task, version, [next_model]),
             )
     step = herd.tier(task, model)
     return Rule(model, step.next, step.measure, step.threshold, herd_rounds(herd, model))
+
+
+def stale_policy(
+    herd: HerdConfig, task: str, version: int, models: list[str], active: bool = True
+) -> StaleReference | None:
+    """The shared check (herd/herdfile/references.py) for models named by policy `version` of `task`."""
+    if task in herd.tasks and all(m in herd.models for m in models):
+        return None  # the common case, once per message: no strings built
+    holder = f"{'the active ' if active else ''}policy v{version} of task {task!r}"
+    return stale_reference(
+        herd, "policy", holder, task, models,
+        hint=f"activate another version, or `herd policy deactivate --task {task}`",
+    )  # fmt: skip
 
 
 def herd_policy(herd: HerdConfig, task: str) -> Policy:

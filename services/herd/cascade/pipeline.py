@@ -49,6 +49,7 @@ from herd.cascade.prompts import Prompt, RenderError, followup, render
 from herd.cascade.uncertainty import NoTokensError, measure
 from herd.cascade.vocabulary import FINISHED, AttemptStatus, OutcomeKind, PromptState, Stage
 from herd.herdfile.model import HerdConfig, ModelConfig, TaskTier
+from herd.herdfile.references import StaleReference, stale_reference
 from herd.ledger import steps as ledger
 from herd.ledger.steps import AttemptRow, Dispatch, NewAttempt, PromptRow, StepKey
 from herd.redact import mask_url, redact
@@ -189,10 +190,7 @@ class Pipeline:
                         usd_per_gpu_hour=_price(config) if config else Decimal(0), error=reason,
                     ),  # timestamped by the database at insert (one clock: herd/ledger/steps.py)
                 )  # fmt: skip
-            error = f"{key.model} {key.stage}: {reason}"
-            log.warning("prompt %s failed: %s", prompt_id, error)
-            freed = ledger.fail(conn, prompt_id, error)
-            return Outcome(OutcomeKind.FAILED, self._refill(conn, prompt, freed))
+            return self._fail(conn, prompt, f"{key.model} {key.stage}: {reason}")
 
     def rule(self, prompt: PromptRow, model: str) -> Rule:
         """The decision rule for `model` on `prompt`. A calibration job runs the herd file's refinement
@@ -393,10 +391,7 @@ class Pipeline:
         if attempt.status == AttemptStatus.ERROR:
             if calibration_next is not None:  # calibration: the other models still answer
                 return self._escalate(conn, prompt.id, key, calibration_next)
-            error = f"{step.model} {key.stage}: {attempt.error}"
-            log.warning("prompt %s failed: %s", prompt.id, error)
-            freed = ledger.fail(conn, prompt.id, error)
-            return Outcome(OutcomeKind.FAILED, self._refill(conn, prompt, freed))
+            return self._fail(conn, prompt, f"{step.model} {key.stage}: {attempt.error}")
         rounds = rule.rounds
         if key.stage == ANSWER and rounds:
             return self._advance(conn, prompt.id, key, StepKey(key.model, CRITIQUE, 1))
@@ -415,12 +410,21 @@ class Pipeline:
         if rule.version is not None:
             ledger.set_policy_version(conn, prompt.id, rule.version)
         if answer.escalated and rule.next is not None:
+            if rule.stale is not None:
+                # The next model is gone from the herd file: no worker would ever read its queue.
+                return self._fail(conn, prompt, f"{step.model} {key.stage}: cannot escalate: {rule.stale}")
             if prompt.budget_usd is None:
                 return self._escalate(conn, prompt.id, key, rule.next)
             held = ledger.hold(conn, prompt.id, key, rule.confidence(answer.uncertainty))
             return Outcome(OutcomeKind.HELD, self._refill(conn, prompt, held))
         freed = ledger.finalize(conn, prompt.id, answer.id, step.model, answer.answer or "")
         return Outcome(OutcomeKind.FINAL, self._refill(conn, prompt, freed))
+
+    def _fail(self, conn: psycopg.Connection, prompt: PromptRow, error: str) -> Outcome:
+        """Fail the prompt with `error` (logged: the worker's log names every failure) and refill."""
+        log.warning("prompt %s failed: %s", prompt.id, error)
+        freed = ledger.fail(conn, prompt.id, error)
+        return Outcome(OutcomeKind.FAILED, self._refill(conn, prompt, freed))
 
     def _escalate(self, conn: psycopg.Connection, prompt_id: int, src: StepKey, model: str) -> Outcome:
         moved = ledger.advance(conn, prompt_id, src, StepKey(model))
@@ -437,11 +441,18 @@ class Pipeline:
         if prompt.budget_usd is not None:
             from herd.jobs.budget import release
 
-            refill += release(conn, prompt.job_id, partial(self._next_model, prompt), self.window)
+            refill += release(
+                conn, prompt.job_id, partial(self._next_model, prompt), self.window, unless_in_flight=True
+            )
         return tuple(refill)
 
-    def _next_model(self, prompt: PromptRow, model: str) -> str | None:
-        return self.rule(prompt, model).next
+    def _next_model(self, prompt: PromptRow, model: str) -> str | StaleReference | None:
+        """Where a held answer of `model` escalates: a model, None (nowhere), or the StaleReference
+        saying why it cannot (the model, or the policy's next one, is gone from the herd file)."""
+        if model not in self.herd.models or prompt.task not in self.herd.tasks:
+            return stale_reference(self.herd, "prompts", "the held prompt's step", prompt.task, [model])
+        rule = self.rule(prompt, model)
+        return rule.stale if rule.stale is not None else rule.next
 
     def release_budgets(self, conn: psycopg.Connection) -> list[Dispatch]:
         """For the pump: release the held candidates of every idle budget job (see herd/jobs/budget.py).

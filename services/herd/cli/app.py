@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -22,6 +22,9 @@ from herd.jobs.status import UnknownJobError
 from herd.ledger.db import SchemaError
 from herd.redact import install_log_redaction, mask_url, redact
 from herd.settings import get_settings
+
+if TYPE_CHECKING:
+    import psycopg
 
 console = Console(stderr=True)
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -146,6 +149,20 @@ wait_for_schema = click.option(
 
 def herd_config(ctx: click.Context) -> HerdConfig:
     return load_herd(ctx.find_root().obj)
+
+
+def stale_lines(ctx: click.Context, conn: psycopg.Connection, job: str) -> list[str]:
+    """One `stale:` line per stored reference of `job` the herd file no longer backs (its task's active
+    policy or router naming a missing model, prompts waiting at one): herd/jobs/references.py."""
+    from herd.jobs.references import for_job
+
+    try:
+        herd = herd_config(ctx)
+    except ConfigError:
+        # No herd file here (status and report read only the ledger): nothing to check against. The
+        # workers' logs and `herd metrics`, which run with one, still show it.
+        return []
+    return [f"stale: {ref}" for ref in for_job(conn, herd, job)]
 
 
 def database() -> str:

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
-from herd.cli.app import check_broker, console, database, fail, herd_config, main, unreachable_service
+from herd.cli.app import (
+    check_broker,
+    console,
+    database,
+    fail,
+    herd_config,
+    main,
+    stale_lines,
+    unreachable_service,
+)
 from herd.cli.output import count, counting_bar
 from herd.files import atomic_binary, atomic_text
 from herd.jobs.documents import InputError
@@ -205,7 +214,8 @@ STATUS_COLUMNS = (
 
 @main.command()
 @click.argument("job")
-def status(job: str) -> None:
+@click.pass_context
+def status(ctx: click.Context, job: str) -> None:
     """Counts per state and per model, escalation rate and throughput of a job."""
     import psycopg
 
@@ -214,6 +224,7 @@ def status(job: str) -> None:
 
     with psycopg.connect(database_url()) as conn:
         st = job_status(conn, job)
+        stale = stale_lines(ctx, conn, job)
     out = Console()
     states = "  ".join(f"{k}: {v}" for k, v in st.states.items())
     out.print(f"job {st.job} (task {st.task}): {st.total} prompts  {states}", markup=False, soft_wrap=True)
@@ -235,7 +246,8 @@ def status(job: str) -> None:
         share = float(spent) / float(st.budget_usd) if st.budget_usd else 0.0
         out.print(
             f"budget: spent {spent:.6g} of {st.budget_usd:.6g} USD ({share:.0%}); "
-            f"candidates held: {st.states.get('held', 0)}; kept for lack of budget: {st.kept_for_budget}",
+            + (f"reserved for escalations in flight: {st.reserved_usd:.6g}; " if st.reserved_usd else "")
+            + f"candidates held: {st.states.get('held', 0)}; kept for lack of budget: {st.kept_for_budget}",
             markup=False,
             soft_wrap=True,
         )
@@ -254,6 +266,8 @@ def status(job: str) -> None:
             out.print(f"  {n} x {reason} (e.g. {example})", markup=False, soft_wrap=True)
         if shown < st.states.get("failed", 0):
             out.print(f"  {st.states['failed'] - shown} more, for other reasons (docs/sql.md)", markup=False)
+    for line in stale:
+        out.print(line, markup=False, soft_wrap=True)
     if st.throughput is not None:
         out.print(f"throughput: {st.throughput:.1f} prompts/s over {st.elapsed_s:.1f}s")
 

@@ -348,6 +348,7 @@ def diff(old: int, new: int, task: str) -> None:
 add_activation(
     policy,
     store="herd.ledger.policies",
+    kind="policy",
     activate_help=(
         "Make VERSION the one workers run (an earlier one: rollback). Workers pick it up within 30 s."
     ),

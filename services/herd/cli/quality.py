@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from herd.cli.app import console, herd_config, main
+from herd.cli.app import console, herd_config, main, stale_lines
 from herd.files import atomic_text, check_output_path
 
 
@@ -114,11 +114,14 @@ def report(
             raise click.BadParameter(str(exc), param_hint="--scorer") from exc
         except psycopg.errors.UndefinedTable as exc:
             raise click.ClickException("the reporting views are missing: run `herd migrate`") from exc
+        stale = stale_lines(click.get_current_context(), conn, job)
     if output is None:
         render(built, fmt, sys.stdout, wide=wide)
     else:
         with atomic_text(output) as handle:
             render(built, fmt, handle, wide=wide)
+    for line in stale:  # on stderr: the report itself may be JSON or CSV on stdout
+        console.print(line, markup=False, soft_wrap=True)
     if plot_file is not None:
         plot(built, plot_file)
         console.print(f"plot written to {plot_file}", markup=False, soft_wrap=True)

@@ -249,6 +249,7 @@ def list_(task: str | None) -> None:
 add_activation(
     router,
     store="herd.ledger.routers",
+    kind="router",
     activate_help="Make VERSION the router `herd submit` uses for TASK (an earlier one: rollback).",
     deactivate_help="No router for TASK: every prompt enters at the policy's (or herd file's) entry model.",
     active="task {task}: router version {version} is active",

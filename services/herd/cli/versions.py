@@ -10,12 +10,14 @@ import importlib
 import click
 
 from herd.cli.output import out
+from herd.jobs.documents import InputError
 
 
 def add_activation(
     group: click.Group,
     *,
     store: str,
+    kind: str,
     activate_help: str,
     deactivate_help: str,
     active: str,
@@ -24,11 +26,13 @@ def add_activation(
 ) -> None:
     """Register `activate VERSION --task T` and `deactivate --task T` on `group`.
 
-    `store` names the ledger module (herd.ledger.policies or herd.ledger.routers) with
-    `activate(conn, task, version)` and `deactivate(conn, task) -> bool`; it is imported only when a
-    command runs, so `herd --help` imports no database driver. `active` is formatted with `task` and
-    `version`; `deactivated` / `none_active` with `task`. A version the task lacks is the ledger's
-    one-line InputError, which `herd`'s entry point prints."""
+    `kind` ("policy" or "router", herd/herdfile/references.py) says which active version activation
+    checks against the herd file. `store` names the ledger module (herd.ledger.policies or
+    herd.ledger.routers) with `activate(conn, task, version)` and `deactivate(conn, task) -> bool`;
+    it is imported only when a command runs, so `herd --help` imports no database driver. `active` is
+    formatted with `task` and `version`; `deactivated` / `none_active` with `task`. A version the task
+    lacks, or one naming what the herd file lacks, is a one-line InputError (nothing activated), which
+    `herd`'s entry point prints."""
 
     @group.command(help=activate_help)
     @click.argument("version", type=int)
@@ -36,10 +40,18 @@ def add_activation(
     def activate(version: int, task: str) -> None:
         import psycopg
 
+        from herd.herdfile.model import load_herd
+        from herd.jobs.references import stale_versions
         from herd.urls import database_url
 
+        herd = load_herd(click.get_current_context().find_root().obj)
         with psycopg.connect(database_url()) as conn:
             v = importlib.import_module(store).activate(conn, task, version)
+            # The same check workers and `herd submit` make: a version naming what the herd file lacks
+            # is refused here, and the exception rolls the activation back.
+            for ref in stale_versions(conn, herd, task, active=False):
+                if ref.kind == kind:
+                    raise InputError(str(ref))
         out.print(active.format(task=task, version=v.version), markup=False)
 
     @group.command(help=deactivate_help)

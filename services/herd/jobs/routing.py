@@ -19,6 +19,7 @@ import psycopg
 
 from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import InputError
+from herd.jobs.references import stale_router
 from herd.ledger import routers
 from herd.policy.router.model import Router, route_rule
 
@@ -35,13 +36,9 @@ def active_router(conn: psycopg.Connection, herd: HerdConfig, task: str) -> tupl
     version, router = active
     if router.task != task:
         raise InputError(f"the active router v{version} of task {task!r} was trained for {router.task!r}")
-    route = {step.model for step in herd.route(task)}
-    unknown = [m for m in router.models if m not in herd.models or m not in route]
-    if unknown:
-        raise InputError(
-            f"the active router v{version} of task {task!r} routes to {unknown}, not on the task's route "
-            f"{sorted(route)}: train a new one, or `herd router deactivate --task {task}`"
-        )
+    stale = stale_router(herd, task, version, list(router.models))
+    if stale is not None:
+        raise InputError(str(stale))
     return version, router
 
 

@@ -47,6 +47,7 @@ class JobStatus:
     budget_usd: Decimal | None = None
     spent_usd: Decimal | None = None  # attributed cost so far; read only for a budget job
     kept_for_budget: int = 0  # answers kept at their model because the budget ran out
+    reserved_usd: Decimal = Decimal(0)  # estimates of the escalations in flight (herd/jobs/budget.py)
     skipped: list[Skipped] = field(default_factory=list)  # unreadable files (--skip-unreadable)
     chunks: int = 0  # chunk prompts of long documents (herd/cascade/chunks.py), not in `states`
     # Why prompts failed: (reason, prompts, one document id), most frequent first, at most FAILURE_ROWS.
@@ -148,7 +149,8 @@ def _with_documents(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobSta
 def _with_budget(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus:
     """Kind, budget, attributed spend and answers kept for lack of budget (migration 0005)."""
     row = conn.execute(
-        """SELECT j.kind, j.budget_usd, count(p.id) FILTER (WHERE p.note = 'budget')
+        """SELECT j.kind, j.budget_usd, count(p.id) FILTER (WHERE p.note = 'budget'),
+                  coalesce(sum(p.reserved_usd), 0)
            FROM jobs j LEFT JOIN prompts p ON p.job_id = j.id WHERE j.id = %s GROUP BY j.id""",
         (jid,),
     ).fetchone()
@@ -159,7 +161,10 @@ def _with_budget(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus
         from herd.jobs.budget import spent_usd
 
         spent = spent_usd(conn, jid)
-    return replace(st, kind=str(row[0]), budget_usd=row[1], spent_usd=spent, kept_for_budget=int(row[2]))
+    return replace(
+        st, kind=str(row[0]), budget_usd=row[1], spent_usd=spent, kept_for_budget=int(row[2]),
+        reserved_usd=Decimal(row[3]),
+    )  # fmt: skip
 
 
 # note: 'budget' when the answer was kept because the job's budget ran out (herd/jobs/budget.py).

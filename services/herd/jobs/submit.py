@@ -80,9 +80,12 @@ def submit(
     # A live job without a forced entry is routed per prompt when the task has an active router.
     routed = routing.active_router(conn, herd, task) if entry is None and kind == "live" else None
     if entry is None and kind == "live":
-        from herd.cascade.active import load_active
+        from herd.cascade.active import load_active, stale_policy
 
         active = load_active(conn, task)
+        stale = stale_policy(herd, task, active[0], active[1].models) if active is not None else None
+        if stale is not None:  # its escalations would wait on a queue no worker reads
+            raise InputError(str(stale))
         entry = active[1].entry if active is not None else None
     if entry is not None and entry not in herd.models:
         raise InputError(f"the entry model {entry!r} is not in the herd file")

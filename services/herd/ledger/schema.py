@@ -80,6 +80,8 @@ prompts = Table(
     Column("note", Text),
     # A held escalation candidate's confidence (lower: escalated first when the budget is released).
     Column("held_confidence", Float),
+    # A released escalation's estimated cost, USD, until reconciled with its actual cost (0013).
+    Column("reserved_usd", Numeric(18, 10)),
     # A chunk of a long document: its document's prompt, and its place in it (0007, herd/cascade/chunks.py).
     Column("parent_id", BigInteger, ForeignKey("prompts.id", ondelete="CASCADE")),
     Column("chunk_index", Integer),
@@ -95,6 +97,7 @@ prompts = Table(
     Index("ix_prompts_pending", "id", postgresql_where=text("state = 'pending'")),
     Index("ix_prompts_queued", "enqueued_at", postgresql_where=text("state = 'queued'")),
     Index("ix_prompts_held", "job_id", postgresql_where=text("state = 'held'")),
+    Index("ix_prompts_reserved", "job_id", postgresql_where=text("reserved_usd IS NOT NULL")),
     Index("ix_prompts_parent_id", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
 )
 

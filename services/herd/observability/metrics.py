@@ -8,7 +8,8 @@ answer for workers on other hosts). The ledger already records every attempt wit
 status, latency, busy time and price, and is shared by all workers everywhere, so counting there is
 exact by construction and the workers need no change. One exporter serves the whole deployment.
 
-Labels are bounded: model, stage, outcome, error kind, prompt state. Never a job name or prompt id.
+Labels are bounded: model, stage, outcome, error kind, prompt state, the kind and task of a stale
+reference. Never a job name or prompt id.
 
 Counters are ledger totals: deleting jobs from the ledger makes them go down, which Prometheus's
 rate() treats as a counter reset.
@@ -34,6 +35,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from psycopg import sql
 
 from herd.cascade.vocabulary import PromptState
+from herd.herdfile.model import HerdConfig
+from herd.herdfile.references import KINDS, StaleReference
+from herd.jobs.references import stale_versions, waiting_at_unknown
 from herd.ledger.outcomes import error_kind_sql
 from herd.queues import queue_for
 
@@ -93,14 +97,17 @@ class LedgerSnapshot:
     busy: list[tuple[Any, ...]] = field(default_factory=list)
     states: list[tuple[Any, ...]] = field(default_factory=list)
     queued: list[tuple[Any, ...]] = field(default_factory=list)
+    stale: list[StaleReference] | None = None  # None: no herd file to check against
     taken_at: float = 0.0
 
 
-def read_ledger(conn: psycopg.Connection[Any]) -> LedgerSnapshot:
-    """Every ledger figure in one read-only transaction, so they agree with each other."""
+def read_ledger(conn: psycopg.Connection[Any], herd: HerdConfig | None = None) -> LedgerSnapshot:
+    """Every ledger figure in one read-only transaction, so they agree with each other. With `herd`,
+    also the stored references it no longer backs (herd/jobs/references.py)."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return LedgerSnapshot(
+            stale=None if herd is None else stale_versions(conn, herd) + waiting_at_unknown(conn, herd),
             attempts=conn.execute(ATTEMPTS_SQL).fetchall(),
             latency=conn.execute(LATENCY_SQL).fetchall(),
             busy=conn.execute(BUSY_SQL).fetchall(),
@@ -184,6 +191,29 @@ def ledger_metrics(snap: LedgerSnapshot, costs: Sequence[tuple[Any, ...]] | None
     for state in PromptState:
         states.add_metric([state.value], counted.get(state.value, 0))
     yield states
+    if snap.stale is not None:
+        yield stale_metric(snap.stale)
+
+
+def stale_metric(found: Sequence[StaleReference]) -> GaugeMetricFamily:
+    """herd_stale_references{kind, task}: 1 per active policy or router version, and 1 per (job, model,
+    state) group of waiting prompts, that names a model or task the herd file lacks. Labels are
+    bounded: three kinds, and the tasks of stored versions. 0 for every kind when all is well."""
+    gauge = GaugeMetricFamily(
+        "herd_stale_references",
+        "Stored references (active policy/router versions, groups of waiting prompts) naming a model "
+        "or task the herd file does not define; each is refused where it is used.",
+        labels=["kind", "task"],
+    )
+    counts: dict[tuple[str, str], int] = {}
+    for ref in found:
+        counts[(ref.kind, ref.task)] = counts.get((ref.kind, ref.task), 0) + 1
+    for kind in KINDS:
+        if not any(k == kind for k, _ in counts):
+            gauge.add_metric([kind, ""], 0)
+    for (kind, task), n in sorted(counts.items()):
+        gauge.add_metric([kind, task], n)
+    return gauge
 
 
 def queue_metrics(
@@ -250,12 +280,14 @@ class HerdCollector(Collector):
         redis_client: Any,
         models: Sequence[str],
         *,
+        herd: HerdConfig | None = None,
         max_age_s: float = 0.0,
         cost_max_age_s: float = 300.0,
     ) -> None:
         self._connect = connect
         self._redis = redis_client
         self._models = list(models)
+        self._herd = herd
         self._max_age_s = max_age_s
         self._conn: psycopg.Connection[Any] | None = None
         self._snapshot: LedgerSnapshot | None = None
@@ -290,7 +322,7 @@ class HerdCollector(Collector):
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
-            self._snapshot = read_ledger(self._conn)
+            self._snapshot = read_ledger(self._conn, self._herd)
             return self._snapshot
         except psycopg.Error as exc:
             log.warning("metrics: cannot read the ledger: %s", exc)
