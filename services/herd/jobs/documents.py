@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from herd.errors import UserError
+
 TEXT_SUFFIXES = (".txt", ".md")
 # One document per file, converted to text (herd/jobs/converters.py); keyed like .txt/.md.
 CONVERTED_SUFFIXES = (".pdf", ".docx", ".html", ".htm")
@@ -35,7 +37,7 @@ DOCUMENT_SUFFIXES = TEXT_SUFFIXES + CONVERTED_SUFFIXES
 RESERVED = ("id", "text", "reference")
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """A document set that cannot be submitted; the message names the file and line."""
 
 
