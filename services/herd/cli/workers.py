@@ -11,8 +11,6 @@ import sys
 import click
 
 from herd.cli.app import console, database, herd_config, main, wait_for_schema
-from herd.herdfile.model import ConfigError
-from herd.settings import get_settings
 
 
 @main.command()
@@ -29,7 +27,9 @@ def migrate() -> None:
 @click.pass_context
 def worker(ctx: click.Context, model: str, loglevel: str, wait_s: float) -> None:
     """Run a Celery worker for one model's queue (herd.<model>)."""
+    from herd.herdfile.model import ConfigError
     from herd.queues import app, queue_for
+    from herd.settings import get_settings
 
     herd = herd_config(ctx)
     if model not in herd.models:
