@@ -22,6 +22,7 @@ from herd.redact import install_log_redaction, mask_url, redact
 
 if TYPE_CHECKING:
     from herd.herdfile.model import HerdConfig
+    from herd.settings import Settings
 
 console = Console(stderr=True)
 
@@ -30,11 +31,9 @@ def unreachable_service(exc: BaseException) -> str | None:
     """One line for a database or broker that cannot be reached (down, wrong URL, no such database),
     with the URL's password masked; None for anything else. psycopg and herd.queues (the broker's
     errors) are imported lazily by the commands that use them, so they are looked up only if loaded."""
-    from herd.settings import get_settings
-
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(exc, psycopg.OperationalError):
-        settings = get_settings()
+        settings = _settings()
         # Not herd.urls.database_url(): without a configured URL it would start the embedded server.
         where = (
             mask_url(settings.database_url)
@@ -44,12 +43,18 @@ def unreachable_service(exc: BaseException) -> str | None:
         return f"cannot reach the database at {where}: {_one_line(exc)}"
     queues = sys.modules.get("herd.queues")  # every broker call goes through it
     if queues is not None and isinstance(exc, queues.BROKER_DOWN):
-        settings = get_settings()
+        settings = _settings()
         where = (
             mask_url(settings.broker_url) if settings.broker_url else f"the embedded Redis ({settings.home})"
         )
         return f"cannot reach the broker at {where}: {_one_line(exc)}"
     return None
+
+
+def _settings() -> Settings:
+    from herd.settings import get_settings
+
+    return get_settings()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -107,17 +112,17 @@ class HerdGroup(click.Group):
     envvar="HERD_HERD_FILE",
     help="Herd definition (default herd.yaml, or $HERD_HERD_FILE).",
 )
-@click.pass_context
-def main(ctx: click.Context, herd_file: Path | None) -> None:
+def main(herd_file: Path | None) -> None:
     """Herd: run a herd of open LLMs as one system for bulk work."""
-    from herd.settings import get_settings
-
     install_log_redaction()
     if herd_file is not None:
         # Settings are the one source of configuration, also for the worker code Celery runs.
         os.environ["HERD_HERD_FILE"] = str(herd_file.resolve())
-        get_settings.cache_clear()
-    ctx.obj = get_settings().herd_file
+        # Settings read before (by an earlier command in the same process) are read again; not
+        # imported here otherwise: `herd COMMAND --help` runs this too, and need not load pydantic.
+        settings = sys.modules.get("herd.settings")
+        if settings is not None:
+            settings.get_settings.cache_clear()
 
 
 # For the long-running commands a deployment starts beside `herd migrate` (worker, serve): they never
@@ -132,9 +137,11 @@ wait_for_schema = click.option(
 
 
 def herd_config(ctx: click.Context) -> HerdConfig:
+    """The herd file `--herd-file`, $HERD_HERD_FILE or the default names, loaded and checked."""
     from herd.herdfile.model import load_herd
+    from herd.settings import get_settings
 
-    return load_herd(ctx.find_root().obj)
+    return load_herd(get_settings().herd_file)
 
 
 def database() -> str:
