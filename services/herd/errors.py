@@ -2,7 +2,7 @@
 
     HerdError                 anything Herd raises on purpose
     ├── UserError             bad input, configuration or usage: the user fixes it (exit status 2)
-    │     ConfigError, YamlError (herd file), InputError (documents, arguments), UnknownJobError,
+    │     SettingsError (HERD_*), ConfigError, YamlError (herd file), InputError (documents, arguments), UnknownJobError,
     │     PolicyError, CalibrationDataError, GuaranteeError, UnreachableTargetError, RouterError,
     │     EncoderUnavailableError, SchemaError (run `herd migrate`), OutputPathError, RenderError,
     │     RequestError, LineProblem, UnknownModelError, KeysError, ApiError, BodyTooLargeError,

@@ -119,3 +119,11 @@ def test_an_error_a_command_used_to_catch_itself_reaches_the_one_place(make_herd
     done = make_herd().cli("keys", "revoke", "nope", check=False)
     assert done.returncode == 2, done.stderr
     assert _one_line(done.stderr) == "error: no key with id or prefix 'nope' (`herd keys list` shows them)"
+
+
+def test_a_bad_setting_is_a_user_error_naming_the_variable(tmp_path: Path) -> None:
+    done = _herd(["-m", "herd", "status", "any"], tmp_path, HERD_DISPATCH_WINDOW="0")
+    assert done.returncode == 2, done.stderr
+    assert _one_line(done.stderr) == (
+        "error: HERD_DISPATCH_WINDOW: Input should be greater than or equal to 1 (got '0')"
+    )
