@@ -2,11 +2,12 @@
 
     HerdError                 anything Herd raises on purpose
     ├── UserError             bad input, configuration or usage: the user fixes it (exit status 2)
-    │     SettingsError (HERD_*), ConfigError, YamlError (herd file), InputError (documents, arguments), UnknownJobError,
-    │     PolicyError, CalibrationDataError, GuaranteeError, UnreachableTargetError, RouterError,
-    │     EncoderUnavailableError, SchemaError (run `herd migrate`), OutputPathError, RenderError,
-    │     RequestError, LineProblem, UnknownModelError, KeysError, ApiError, BodyTooLargeError,
-    │     FlowerConfigError, UnknownScorerError
+    │     SettingsError (HERD_*), ConfigError and YamlError (herd file), InputError (documents,
+    │     arguments), UnknownJobError, PolicyError, CalibrationDataError, NothingToCalibrateError,
+    │     GuaranteeError, UnreachableTargetError, RouterError, EncoderUnavailableError, SchemaError
+    │     (run `herd migrate`), OutputPathError, RenderError, RequestError, LineProblem,
+    │     UnknownModelError, KeysError, ApiError and BodyTooLargeError (HTTP 4xx), FlowerConfigError,
+    │     UnknownScorerError
     └── ServiceError          a service, endpoint, database or broker failed (exit status 1)
           BackendError (the backends' own tree: RetryableError, PermanentError, ...),
           ProcessError (a local process or embedded service), JudgeError, NoTokensError
