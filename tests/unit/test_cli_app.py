@@ -1,5 +1,6 @@
-"""herd/cli/app.py: the one place Herd's errors meet the user, and a `--help` that loads no database
-or numeric code. Every case runs the real `herd` in a child process, with no service to reach."""
+"""herd/cli/app.py: the one place Herd's errors meet the user, and a `--help` that loads no database,
+broker or numeric code. Every case runs the real `herd` in a child process, all but the one about
+`herd keys` with no service to reach."""
 
 from __future__ import annotations
 
@@ -10,10 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from herd.cli import main
 from tests.support.harness import REPO
 
-# What `herd --help` must not load: the database stack, and the numeric one.
-HEAVY = ("alembic", "sqlalchemy", "psycopg", "psycopg_binary", "numpy", "scipy", "sklearn")
+# What `herd --help` must not load: the database stack, the numeric one, the broker's, pydantic.
+HEAVY = frozenset(
+    "alembic sqlalchemy psycopg psycopg_binary numpy scipy sklearn celery kombu redis pydantic "
+    "pydantic_settings".split()
+)
+# `herd --help`, each command's and each group's --help, and one command of a group.
+HELP_ARGS = [["--help"], *([name, "--help"] for name in sorted(main.commands)), ["router", "train", "--help"]]
 
 # The real command group, with three commands that raise what commands raise.
 RAISING = """
@@ -96,8 +103,8 @@ def test_a_database_that_cannot_be_reached_is_a_service_error(tmp_path: Path) ->
     assert "s3cret-pw" not in done.stderr
 
 
-@pytest.mark.parametrize("args", [["--help"], ["status", "--help"], ["router", "train", "--help"]])
-def test_help_loads_no_database_or_numeric_code(args: list[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("args", HELP_ARGS, ids=" ".join)
+def test_help_loads_no_database_broker_or_numeric_code(args: list[str], tmp_path: Path) -> None:
     # -X importtime lists every module the process imported, one a line on stderr.
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "herd", *args],
