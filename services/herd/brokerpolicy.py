@@ -28,13 +28,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from herd.errors import UserError
+
 if TYPE_CHECKING:
     import redis
 
 EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 
-class EvictingBrokerError(Exception):
+class EvictingBrokerError(UserError):
     """The broker's `maxmemory-policy` evicts keys without a TTL: it may drop queued messages."""
 
 

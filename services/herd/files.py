@@ -8,8 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from herd.errors import UserError
 
-class OutputPathError(ValueError):
+
+class OutputPathError(UserError, ValueError):
     """An output path that cannot be written: its folder is missing, or it names a folder."""
 
 

@@ -19,10 +19,12 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from herd.errors import UserError
+
 LOOPBACK = "127.0.0.1"
 
 
-class FlowerConfigError(ValueError):
+class FlowerConfigError(UserError, ValueError):
     """`herd flower` was asked for something unsafe or impossible; the message says what to do."""
 
 

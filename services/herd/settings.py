@@ -10,8 +10,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from herd.errors import UserError
+
+
+class SettingsError(UserError, ValueError):
+    """A HERD_* variable with a value Herd cannot use; the message names each variable."""
 
 
 class Settings(BaseSettings):
@@ -83,4 +89,13 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; SettingsError, one line per bad variable, naming it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(
+            "\n".join(
+                f"HERD_{'.'.join(map(str, e['loc'])).upper()}: {e['msg']} (got {e['input']!r})"
+                for e in exc.errors()
+            )
+        ) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import throughput
+from benchmarks import cli_startup, throughput
 from benchmarks.__main__ import entries
 from tests.support.harness import REPO
 
@@ -51,3 +51,23 @@ def test_a_bad_baseline_src_is_refused_by_name(tmp_path: Path, capsys: pytest.Ca
         throughput.main(["--baseline-src", str(tmp_path)])
     assert exit_.value.code == 2
     assert f"{tmp_path} is not a Herd source tree" in capsys.readouterr().err
+
+
+def test_cli_startup_times_both_commands_beside_the_baseline(capsys: pytest.CaptureFixture[str]) -> None:
+    # This checkout as its own baseline, one run each: the table's shape, not its speed.
+    assert cli_startup.main(["--runs", "1", "--baseline-src", str(REPO)]) == 0
+    out = capsys.readouterr().out
+    assert f"baseline: {REPO}; 1 runs each" in out
+    rows = {line.split("  ")[0]: line.split()[-6:] for line in out.splitlines() if line.startswith("herd ")}
+    assert set(rows) == {"herd --help", "herd status --help"}
+    for figures in rows.values():
+        wall, base_wall, ratio, cpu, base_cpu, cpu_ratio = map(float, figures)
+        assert wall > 0 and base_wall > 0 and cpu > 0 and base_cpu > 0
+        assert ratio == pytest.approx(wall / base_wall, abs=0.01)
+
+
+def test_cli_startup_refuses_a_ref_git_does_not_know(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli_startup.main(["--runs", "1", "--baseline-ref", "no-such-ref-anywhere"])
+    assert exit_.value.code == 2
+    assert "--baseline-ref no-such-ref-anywhere: " in capsys.readouterr().err

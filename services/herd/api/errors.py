@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
+from herd.errors import UserError
 
-class ApiError(Exception):
+
+class ApiError(UserError):
     """A request the API refuses: its HTTP `status` and OpenAI's fields."""
 
     def __init__(

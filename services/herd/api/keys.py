@@ -17,12 +17,14 @@ from datetime import datetime
 import psycopg
 from psycopg.rows import class_row
 
+from herd.errors import UserError
+
 PREFIX = "sk-herd-"
 # Characters of a token kept for display: the prefix and 8 random ones.
 SHOWN = len(PREFIX) + 8
 
 
-class KeysError(ValueError):
+class KeysError(UserError, ValueError):
     """A `herd keys` request that cannot be done: no such key, an ambiguous prefix, a bad owner name."""
 
 

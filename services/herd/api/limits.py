@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from herd.api.errors import error_response
+from herd.errors import UserError
 
 # Batch creation and cancel bodies are a few hundred bytes; metadata adds at most ~10 KB.
 JSON_BYTES = 1024 * 1024
@@ -16,7 +17,7 @@ JSON_BYTES = 1024 * 1024
 FORM_OVERHEAD = 64 * 1024
 
 
-class BodyTooLargeError(Exception):
+class BodyTooLargeError(UserError):
     pass
 
 

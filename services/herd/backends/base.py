@@ -7,6 +7,7 @@ from typing import Protocol
 
 from herd.cascade.prompts import Prompt
 from herd.cascade.uncertainty import TokenLogprob
+from herd.errors import ServiceError
 from herd.redact import mask_url, redact
 
 
@@ -59,7 +60,7 @@ class Backend(Protocol):
     def generate(self, request: GenerationRequest) -> Generation: ...
 
 
-class BackendError(Exception):
+class BackendError(ServiceError):
     """An inference call failed. `status` is the HTTP status when there was one."""
 
     def __init__(self, message: str, *, status: int | None = None, endpoint: str = "") -> None:

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from herd.errors import UserError
+
 # A request line longer than this is refused without being held whole in memory.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 # A custom_id is a key of the ledger (prompts.doc_key): long enough for any id scheme, not a document.
@@ -42,7 +44,7 @@ class LineError:
         return f"{at}: {field}{self.message}"
 
 
-class LineProblem(ValueError):
+class LineProblem(UserError, ValueError):
     """A line that cannot be a request; carries its LineError."""
 
     def __init__(self, error: LineError) -> None:

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from herd.errors import UserError
 from herd.herdfile.model import HerdConfig, ModelConfig
 
 
-class UnknownModelError(LookupError):
+class UnknownModelError(UserError, LookupError):
     """`body.model` names nothing the herd file serves; the message lists what it does serve."""
 
 

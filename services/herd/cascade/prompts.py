@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from herd.errors import UserError
 from herd.herdfile.model import PromptMode, TaskConfig
 
 DEFAULT_CHAT: dict[str, str] = {
@@ -25,7 +26,7 @@ DEFAULT_CHAT: dict[str, str] = {
 BUILTINS: frozenset[str] = frozenset({"text", "labels", "fields", "instruction"})
 
 
-class RenderError(ValueError):
+class RenderError(UserError, ValueError):
     """A document lacks a field its task template needs."""
 
 

@@ -35,6 +35,7 @@ from herd.backends.base import CallerLogprobs, GenerationRequest
 from herd.backends.tgi import TGI_PARAMS
 from herd.cascade.prompts import Prompt
 from herd.cascade.uncertainty import TokenLogprob
+from herd.errors import UserError
 from herd.herdfile.model import GenerationParams, ModelConfig, PromptMode
 
 CHAT = "/v1/chat/completions"
@@ -69,7 +70,7 @@ _REFUSED = {
 }
 
 
-class RequestError(ValueError):
+class RequestError(UserError, ValueError):
     """A request body Herd cannot send: `param` is the field (dotted path), `code` OpenAI's kind."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_value") -> None:

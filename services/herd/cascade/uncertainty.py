@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from herd.errors import ServiceError
+
 
 @dataclass(frozen=True)
 class TokenLogprob:
@@ -32,7 +34,7 @@ class Uncertainty:
         return float(getattr(self, measure))
 
 
-class NoTokensError(ValueError):
+class NoTokensError(ServiceError, ValueError):
     """A generation without any scorable token: uncertainty cannot be computed."""
 
 

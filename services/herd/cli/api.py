@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from herd.cli.app import check_broker, console, database, fail, herd_config, main, wait_for_schema
+from herd.cli.app import check_broker, console, database, herd_config, main, wait_for_schema
 from herd.reporting.tables import Column, print_table
 
 
@@ -55,13 +55,10 @@ def create_key(owner: str) -> None:
     """Create a key and print it, once: it is stored only as its SHA-256."""
     import psycopg
 
-    from herd.api.keys import KeysError, create
+    from herd.api.keys import create
 
     with psycopg.connect(database()) as conn:
-        try:
-            key, token = create(conn, owner)
-        except KeysError as exc:
-            fail(str(exc))
+        key, token = create(conn, owner)
     click.echo(token)
     console.print(
         f"key {key.id} for {key.owner}: shown once, keep it secret. With the OpenAI SDK: "
@@ -98,12 +95,9 @@ def revoke_key(key: str) -> None:
     """Revoke KEY (its id, or the first characters `herd keys list` shows): it is refused from then on."""
     import psycopg
 
-    from herd.api.keys import KeysError, revoke
+    from herd.api.keys import revoke
 
     with psycopg.connect(database()) as conn:
-        try:
-            revoked = revoke(conn, key)
-        except KeysError as exc:
-            fail(str(exc))
+        revoked = revoke(conn, key)
     for item in revoked:
         console.print(f"revoked key {item.id} ({item.prefix}...) of {item.owner}", markup=False)

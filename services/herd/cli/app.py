@@ -1,12 +1,15 @@
-"""The `herd` command group and what its commands share: user errors as one line, the herd file, the database.
+"""The `herd` command group and what its commands share: errors as one line, the herd file, the database.
 
-Configuration is loaded lazily inside each command, so `--help` touches nothing."""
+Configuration is loaded lazily inside each command, and so is every module that reaches a database
+or a model: `herd --help` imports neither (tests/unit/test_cli_app.py holds it to that)."""
 
 from __future__ import annotations
 
 import os
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -14,36 +17,25 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from herd.brokerpolicy import EvictingBrokerError
-from herd.files import OutputPathError
-from herd.herdfile.model import ConfigError, HerdConfig, load_herd
-from herd.jobs.documents import InputError
-from herd.jobs.status import UnknownJobError
-from herd.ledger.db import SchemaError
+from herd.errors import ServiceError, UserError
 from herd.redact import install_log_redaction, mask_url, redact
-from herd.settings import get_settings
 
 if TYPE_CHECKING:
     import psycopg
 
+    from herd.herdfile.model import HerdConfig
+    from herd.settings import Settings
+
 console = Console(stderr=True)
-USER_ERRORS: tuple[type[Exception], ...] = (
-    EvictingBrokerError,
-    ConfigError,
-    InputError,
-    UnknownJobError,
-    SchemaError,
-    OutputPathError,
-)
 
 
 def unreachable_service(exc: BaseException) -> str | None:
     """One line for a database or broker that cannot be reached (down, wrong URL, no such database),
     with the URL's password masked; None for anything else. psycopg and herd.queues (the broker's
     errors) are imported lazily by the commands that use them, so they are looked up only if loaded."""
-    settings = get_settings()
     psycopg = sys.modules.get("psycopg")
     if psycopg is not None and isinstance(exc, psycopg.OperationalError):
+        settings = _settings()
         # Not herd.urls.database_url(): without a configured URL it would start the embedded server.
         where = (
             mask_url(settings.database_url)
@@ -53,11 +45,18 @@ def unreachable_service(exc: BaseException) -> str | None:
         return f"cannot reach the database at {where}: {_one_line(exc)}"
     queues = sys.modules.get("herd.queues")  # every broker call goes through it
     if queues is not None and isinstance(exc, queues.BROKER_DOWN):
+        settings = _settings()
         where = (
             mask_url(settings.broker_url) if settings.broker_url else f"the embedded Redis ({settings.home})"
         )
         return f"cannot reach the broker at {where}: {_one_line(exc)}"
     return None
+
+
+def _settings() -> Settings:
+    from herd.settings import get_settings
+
+    return get_settings()
 
 
 def _one_line(exc: BaseException) -> str:
@@ -96,24 +95,37 @@ def check_broker(*, down_ok: bool = False) -> None:
         warn(line)
 
 
+@contextmanager
+def naming_services() -> Iterator[None]:
+    """Raise a database or broker that cannot be reached (psycopg's and the broker's own exceptions,
+    not Herd's) as the ServiceError that names it (unreachable_service)."""
+    try:
+        yield
+    except Exception as exc:
+        down = unreachable_service(exc)
+        if down is None:
+            raise
+        raise ServiceError(down) from exc
+
+
 class HerdGroup(click.Group):
-    """Turn the errors a user can fix into one clear line and exit status 2, not a traceback."""
+    """The one place Herd's errors meet the user: a UserError (input, configuration, usage) is one
+    line and exit status 2, a ServiceError (a service failed) one line and exit status 1; anything
+    else is a bug, shown with its traceback. No error is classified by its message."""
 
     def invoke(self, ctx: click.Context) -> object:
-        from herd.local.daemons import ProcessError
-
         try:
-            return super().invoke(ctx)
-        except USER_ERRORS + (ProcessError,) as exc:
-            fail(str(exc))
+            with naming_services():
+                return super().invoke(ctx)
+        except UserError as exc:
+            fail(str(exc), status=2)
+        except ServiceError as exc:
+            fail(str(exc), status=1)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # click reports these itself
-        except Exception as exc:
-            down = unreachable_service(exc)
-            if down is not None:  # the environment, not a bug: one line, exit 1
-                fail(down, status=1)
-            # Anything else is a bug or an environment problem: its traceback, but never a credential
-            # (psycopg and SQLAlchemy quote a malformed database URL back, password and all).
+        except Exception:
+            # A bug: its traceback, but never a credential (psycopg and SQLAlchemy quote a malformed
+            # database URL back, password and all).
             print(redact(traceback.format_exc()), file=sys.stderr, end="")
             sys.exit(1)
 
@@ -125,15 +137,17 @@ class HerdGroup(click.Group):
     envvar="HERD_HERD_FILE",
     help="Herd definition (default herd.yaml, or $HERD_HERD_FILE).",
 )
-@click.pass_context
-def main(ctx: click.Context, herd_file: Path | None) -> None:
+def main(herd_file: Path | None) -> None:
     """Herd: run a herd of open LLMs as one system for bulk work."""
     install_log_redaction()
     if herd_file is not None:
         # Settings are the one source of configuration, also for the worker code Celery runs.
         os.environ["HERD_HERD_FILE"] = str(herd_file.resolve())
-        get_settings.cache_clear()
-    ctx.obj = get_settings().herd_file
+        # Settings read before (by an earlier command in the same process) are read again; not
+        # imported here otherwise: `herd COMMAND --help` runs this too, and need not load pydantic.
+        settings = sys.modules.get("herd.settings")
+        if settings is not None:
+            settings.get_settings.cache_clear()
 
 
 # For the long-running commands a deployment starts beside `herd migrate` (worker, serve): they never
@@ -148,12 +162,17 @@ wait_for_schema = click.option(
 
 
 def herd_config(ctx: click.Context) -> HerdConfig:
-    return load_herd(ctx.find_root().obj)
+    """The herd file `--herd-file`, $HERD_HERD_FILE or the default names, loaded and checked."""
+    from herd.herdfile.model import load_herd
+    from herd.settings import get_settings
+
+    return load_herd(get_settings().herd_file)
 
 
 def stale_lines(ctx: click.Context, conn: psycopg.Connection, job: str) -> list[str]:
     """One `stale:` line per stored reference of `job` the herd file no longer backs (its task's active
     policy or router naming a missing model, prompts waiting at one): herd/jobs/references.py."""
+    from herd.herdfile.model import ConfigError
     from herd.jobs.references import for_job
 
     try:

@@ -10,21 +10,12 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
-from herd.cli.app import (
-    check_broker,
-    console,
-    database,
-    fail,
-    herd_config,
-    main,
-    stale_lines,
-    unreachable_service,
-)
+from herd.cli.app import check_broker, console, database, herd_config, main, stale_lines, unreachable_service
 from herd.cli.output import count, counting_bar
+from herd.errors import ServiceError
 from herd.files import atomic_binary, atomic_text
 from herd.jobs.documents import InputError
 from herd.reporting.tables import Column, print_table
-from herd.settings import get_settings
 
 if TYPE_CHECKING:
     from herd.herdfile.model import HerdConfig
@@ -76,6 +67,7 @@ def submit(
     from herd.jobs.sampling import sample as draw
     from herd.jobs.skipped import Collector
     from herd.jobs.submit import submit as do_submit
+    from herd.settings import get_settings
 
     herd = herd_config(ctx)
     files = documents.expand(list(paths))
@@ -129,6 +121,7 @@ def submit(
 def _publish(result: SubmitResult, what: str) -> None:
     """Send a committed submit's first messages and say what was stored."""
     from herd.queues import publish
+    from herd.settings import get_settings
 
     try:
         publish(result.dispatched)
@@ -138,12 +131,11 @@ def _publish(result: SubmitResult, what: str) -> None:
             raise
         # The prompts are committed as queued (the submit was one transaction); only their messages
         # are missing, and that is what the workers' stale sweep re-sends.
-        fail(
+        raise ServiceError(
             f"{down}. Job {result.job}: {result.added} new prompts are stored but "
             f"{len(result.dispatched)} messages were not sent; a running worker re-sends them within "
-            f"{get_settings().stale_after_s:.0f} s (HERD_STALE_AFTER_S) once the broker is back",
-            status=1,
-        )
+            f"{get_settings().stale_after_s:.0f} s (HERD_STALE_AFTER_S) once the broker is back"
+        ) from exc
     console.print(
         f"job {result.job}: read {count(result.read, what)}, "
         f"added {count(result.added, 'new prompt')}, sent {len(result.dispatched)} to the queues",
@@ -172,6 +164,7 @@ def _submit_batch(
     import psycopg
 
     from herd.batch.submit import Source, submit_batch
+    from herd.settings import get_settings
 
     url = database()
     check_broker()

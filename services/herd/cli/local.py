@@ -10,7 +10,6 @@ from rich.table import Table
 
 from herd.cli.app import console, main
 from herd.cli.output import masked
-from herd.settings import get_settings
 
 
 @main.command()
@@ -27,6 +26,7 @@ def down() -> None:
     from herd.local import localherd
     from herd.local.embedded import status as service_status
     from herd.local.embedded import stop_all
+    from herd.settings import get_settings
 
     home = get_settings().home
     running = [f"{p.kind} {p.name}" for p in localherd.status(home) if p.pid] + [
@@ -42,6 +42,7 @@ def ps() -> None:
     """List the embedded services and the local herd's processes under HERD_HOME."""
     from herd.local import localherd
     from herd.local.embedded import status as service_status
+    from herd.settings import get_settings
 
     home = get_settings().home
     table = Table("process", "running", "pid", "url / log")
@@ -69,6 +70,7 @@ def demo(timeout: float) -> None:
     """Run the whole system locally: two real models choose a policy per task on a calibration
     sample, run the rest of the set under it, and compare it with each model alone."""
     from herd.local.demo import run as local_demo
+    from herd.settings import get_settings
 
     try:
         local_demo.run(get_settings(), Console(), timeout_s=timeout)

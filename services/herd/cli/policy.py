@@ -6,8 +6,6 @@ call. Every bad argument is one `error: ...` line with exit status 2, raised bef
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -16,24 +14,6 @@ from herd.cli.app import console, herd_config, main
 from herd.cli.output import out
 from herd.cli.versions import add_activation
 from herd.jobs.documents import InputError
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """The pure core's errors about the user's input become one-line user errors (exit 2)."""
-    from herd.policy.calibrate import UnreachableTargetError
-    from herd.policy.data import CalibrationDataError
-    from herd.policy.guarantee import GuaranteeError
-    from herd.policy.spec import PolicyError
-
-    try:
-        yield
-    except (CalibrationDataError, GuaranteeError, PolicyError, UnreachableTargetError) as exc:
-        raise InputError(str(exc)) from None
-    except ValueError as exc:  # herd.policy.confidence.fit_map: no usable value to calibrate on
-        if "to calibrate on" in str(exc):
-            raise InputError(str(exc)) from None
-        raise
 
 
 def _print(lines: list[str]) -> None:
@@ -91,7 +71,7 @@ def replay(
         raise InputError("give either --policy FILE or --sweep, not both")
     if plot_file is not None and not sweep:
         raise InputError("--plot draws the sweep: add --sweep")
-    with _user_errors(), psycopg.connect(database_url()) as conn:
+    with psycopg.connect(database_url()) as conn:
         loaded = calibration.load(conn, herd, job, task, scorer)
         active = load_active(conn, task)
         if policy_file is not None:
@@ -244,7 +224,7 @@ def calibrate(
             )
         target = Match(str(match_model), at)
     measures = (*RAW_MEASURES, "p_correct") if p_correct else RAW_MEASURES
-    with _user_errors(), psycopg.connect(database_url()) as conn:
+    with psycopg.connect(database_url()) as conn:
         loaded = calibration.load(conn, herd, job, task, scorer)
         loaded.check_non_answers(allow_non_answers, job)
         choice = choose(

@@ -92,7 +92,7 @@ def report(
     """Cost (attributed and provisioned), quality and PeRFICS of a job, per model and per policy."""
     import psycopg
 
-    from herd.reporting.build import UnknownScorerError, build
+    from herd.reporting.build import build
     from herd.reporting.perfics import Weights
     from herd.reporting.plot import plot
     from herd.reporting.render import render
@@ -110,8 +110,6 @@ def report(
     with psycopg.connect(database_url()) as conn:
         try:
             built = build(conn, job, scorer=scorer, weights=parsed)
-        except UnknownScorerError as exc:
-            raise click.BadParameter(str(exc), param_hint="--scorer") from exc
         except psycopg.errors.UndefinedTable as exc:
             raise click.ClickException("the reporting views are missing: run `herd migrate`") from exc
         stale = stale_lines(click.get_current_context(), conn, job)

@@ -7,34 +7,19 @@ raised before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from herd.cli.app import console, herd_config, main
 from herd.cli.output import out
-from herd.cli.policy import _user_errors
 from herd.cli.versions import add_activation
-from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import InputError
 
-
-@contextmanager
-def _router_errors() -> Iterator[None]:
-    """RouterError (one class only, unknown model, malformed JSON) and the policy errors: one line."""
-    from herd.policy.router.encoder import EncoderUnavailableError
-    from herd.policy.router.model import RouterError
-
-    with _user_errors():
-        try:
-            yield
-        except (RouterError, EncoderUnavailableError) as exc:
-            raise InputError(str(exc)) from None
+if TYPE_CHECKING:
+    from herd.herdfile.model import HerdConfig
 
 
 def _target(herd: HerdConfig, min_quality: float | None, max_cost: float | None, match: str | None,
@@ -103,7 +88,7 @@ def train(
     target = _target(herd, min_quality, max_cost_per_1k, match_model, at)
     if not 0.0 <= tau <= 1.0:
         raise InputError(f"--tau must lie in [0, 1] (got {tau})")
-    with _router_errors(), psycopg.connect(database_url()) as conn:
+    with psycopg.connect(database_url()) as conn:
         loaded = calibration.load(conn, herd, job, task, scorer)
         loaded.check_non_answers(allow_non_answers, job)
         data = loaded.data
@@ -187,7 +172,7 @@ def eval_(
     from herd.urls import database_url
 
     herd = herd_config(ctx)
-    with _router_errors(), psycopg.connect(database_url()) as conn:
+    with psycopg.connect(database_url()) as conn:
         v = routers.get(conn, task, version)
         fitted = v.router()
         job = job or v.source_job
@@ -265,6 +250,8 @@ def _unseen(
     `job` is not its training job): (their CalibrationData, their texts, the model the router picks
     for each as an object array, the training prompt ids left out). InputError naming `job` and
     ending in `nothing` when every prompt trained it."""
+    import numpy as np
+
     from herd.ledger import routers
 
     trained_on = set(v.figures.get("train_prompt_ids", [])) if job == v.source_job else set()
@@ -290,13 +277,12 @@ def replay_with_router(
     if router_version != "active" and not router_version.isdigit():
         raise InputError(f"--router takes a version number, got {router_version!r}")
     task = loaded.data.task
-    with _router_errors():
-        v = routers.get(conn, task, None if router_version == "active" else int(router_version))
-        fitted = v.router()
-        job_name = conn.execute("SELECT name FROM jobs WHERE id = %s", (loaded.job_id,)).fetchone()[0]
-        data, _, choice, trained_on = _unseen(conn, v, fitted, loaded.data, job_name, "nothing to replay")
-        policies = entry_policies(herd, task, fitted.models, active)
-        routed = replay_routed(data, choice, policies, fitted.cut)
+    v = routers.get(conn, task, None if router_version == "active" else int(router_version))
+    fitted = v.router()
+    job_name = conn.execute("SELECT name FROM jobs WHERE id = %s", (loaded.job_id,)).fetchone()[0]
+    data, _, choice, trained_on = _unseen(conn, v, fitted, loaded.data, job_name, "nothing to replay")
+    policies = entry_policies(herd, task, fitted.models, active)
+    routed = replay_routed(data, choice, policies, fitted.cut)
     which = "held-out prompts (the rest trained it)" if trained_on else "prompts"
     head = [
         f"router v{v.version} ({v.encoder}, tau {fitted.tau:.2f}) on {data.n} {which}, then {source} "

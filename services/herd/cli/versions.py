@@ -40,11 +40,11 @@ def add_activation(
     def activate(version: int, task: str) -> None:
         import psycopg
 
-        from herd.herdfile.model import load_herd
+        from herd.cli.app import herd_config
         from herd.jobs.references import stale_versions
         from herd.urls import database_url
 
-        herd = load_herd(click.get_current_context().find_root().obj)
+        herd = herd_config(click.get_current_context())
         with psycopg.connect(database_url()) as conn:
             v = importlib.import_module(store).activate(conn, task, version)
             # The same check workers and `herd submit` make: a version naming what the herd file lacks

@@ -11,8 +11,6 @@ import sys
 import click
 
 from herd.cli.app import check_broker, console, database, herd_config, main, wait_for_schema
-from herd.herdfile.model import ConfigError
-from herd.settings import get_settings
 
 
 @main.command()
@@ -29,7 +27,9 @@ def migrate() -> None:
 @click.pass_context
 def worker(ctx: click.Context, model: str, loglevel: str, wait_s: float) -> None:
     """Run a Celery worker for one model's queue (herd.<model>)."""
+    from herd.herdfile.model import ConfigError
     from herd.queues import app, queue_for
+    from herd.settings import get_settings
 
     herd = herd_config(ctx)
     if model not in herd.models:
@@ -117,12 +117,9 @@ def flower(ctx: click.Context, allow_unauthenticated: bool, args: tuple[str, ...
 
     It listens on 127.0.0.1 unless --address says otherwise; any other address needs credentials in
     FLOWER_BASIC_AUTH=user:password (or Flower's --auth)."""
-    from herd.monitor import FlowerConfigError, flower_args, show_every_queue
+    from herd.monitor import flower_args, show_every_queue
     from herd.queues import app, queue_for
 
-    try:
-        flower_argv = flower_args(args, allow_unauthenticated=allow_unauthenticated)
-    except FlowerConfigError as exc:
-        raise click.UsageError(str(exc)) from exc
+    flower_argv = flower_args(args, allow_unauthenticated=allow_unauthenticated)
     show_every_queue(app, [queue_for(model) for model in herd_config(ctx).models])
     app.start(["flower", *flower_argv])

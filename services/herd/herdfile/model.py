@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from herd.errors import UserError
 from herd.herdfile.yamllines import YamlError, line_of, load_with_lines
 
 Protocol = Literal["tgi", "openai"]
@@ -26,7 +27,7 @@ TaskKind = Literal["summarize", "classify", "extract", "qa", "template", "chat"]
 CONFIDENCE_MEASURES: frozenset[str] = frozenset({"first_token_margin"})
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """The herd file is invalid; the message names file, line and key."""
 
 

@@ -7,10 +7,12 @@ from typing import Any
 
 import yaml
 
+from herd.errors import UserError
+
 Path_ = tuple[str | int, ...]
 
 
-class YamlError(ValueError):
+class YamlError(UserError, ValueError):
     """A YAML file that cannot be used; the message starts with `file:line:`."""
 
 

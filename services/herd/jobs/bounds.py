@@ -30,13 +30,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from herd.errors import UserError
+
 # Below this many expanded bytes the ratio is not checked (a 1 MB XML part at 200:1 is harmless).
 RATIO_FLOOR = 16 * 1024 * 1024
 # A DOCX has a few dozen parts; an archive of more is not a document.
 MAX_ARCHIVE_MEMBERS = 10_000
 
 
-class LimitExceededError(Exception):
+class LimitExceededError(UserError):
     """A bound was passed: `str(error)` is the reason, without the file (the converter adds it)."""
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from herd.errors import UserError
 from herd.jobs import walk
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -37,7 +38,7 @@ DOCUMENT_SUFFIXES = TEXT_SUFFIXES + CONVERTED_SUFFIXES
 RESERVED = ("id", "text", "reference")
 
 
-class InputError(ValueError):
+class InputError(UserError, ValueError):
     """A document set that cannot be submitted; the message names the file and line."""
 
 

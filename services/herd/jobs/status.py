@@ -11,11 +11,12 @@ from typing import IO
 
 import psycopg
 
+from herd.errors import UserError
 from herd.jobs.skipped import Skipped, listed
 from herd.jobs.spreadsheet import safe_row
 
 
-class UnknownJobError(LookupError):
+class UnknownJobError(UserError, LookupError):
     pass
 
 

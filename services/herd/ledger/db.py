@@ -9,6 +9,8 @@ import psycopg
 from alembic import command
 from alembic.config import Config
 
+from herd.errors import UserError
+
 
 def _migrations_dir() -> Path:
     """Where the `herd_migrations` package is installed, found without importing it: the core never
@@ -46,7 +48,7 @@ def connect(url: str, **kwargs: object) -> psycopg.Connection:
     return psycopg.connect(url, **kwargs)  # type: ignore[arg-type]  # kwargs are connection options
 
 
-class SchemaError(RuntimeError):
+class SchemaError(UserError, RuntimeError):
     """The database's schema is not the one this version of Herd needs."""
 
 

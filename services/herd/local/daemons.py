@@ -15,10 +15,12 @@ from pathlib import Path
 
 import psutil
 
+from herd.errors import ServiceError
+
 TIMEOUT_S = 30.0
 
 
-class ProcessError(RuntimeError):
+class ProcessError(ServiceError, RuntimeError):
     """A background process failed to start or stop; the message names the log to read."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from herd.errors import UserError
 from herd.policy.confidence import Reliability, add_p_correct, fit_maps, reliability
 from herd.policy.data import CalibrationData, CalibrationDataError
 from herd.policy.guarantee import Certificate, Floor, GuaranteeError, certify, prompts_needed
@@ -29,7 +30,7 @@ from herd.policy.spec import RAW_MEASURES, Policy
 from herd.policy.sweep import SweepResult
 
 
-class UnreachableTargetError(ValueError):
+class UnreachableTargetError(UserError, ValueError):
     """No searched policy meets the target on the train prompts; the message gives the best one."""
 
 

@@ -20,6 +20,10 @@ from herd.policy.data import CalibrationData, CalibrationDataError, ModelArrays
 from herd.policy.spec import CalibrationMap, RawMeasure, is_confidence
 
 
+class NothingToCalibrateError(CalibrationDataError):
+    """No answer has a usable value of the measure (every one NaN), so P(correct) cannot be fitted."""
+
+
 def correct(arrays: ModelArrays, cut: float = 0.5) -> np.ndarray:
     """(n,) bool: the attempt is ok and its score >= `cut` (what P(correct) predicts)."""
     with np.errstate(invalid="ignore"):
@@ -30,12 +34,12 @@ def fit_map(values: np.ndarray, is_correct: np.ndarray, measure: str, refine: bo
     """Isotonic map from `values` (n,) of raw `measure` to P(correct), fitted on the pairs whose value
     is not NaN. Increasing for a confidence measure, decreasing for an uncertainty measure.
 
-    Raises ValueError when no value is usable.
+    Raises NothingToCalibrateError when no value is usable.
     """
     values = np.asarray(values, dtype=float)
     keep = ~np.isnan(values)
     if not keep.any():
-        raise ValueError(f"no {measure} values to calibrate on")
+        raise NothingToCalibrateError(f"no {measure} values to calibrate on")
     iso = IsotonicRegression(increasing=is_confidence(measure), out_of_bounds="clip", y_min=0.0, y_max=1.0)
     iso.fit(values[keep], np.asarray(is_correct, dtype=float)[keep])
     return CalibrationMap(

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from herd.errors import UserError
 from herd.policy.spec import is_confidence
 
 
-class CalibrationDataError(ValueError):
+class CalibrationDataError(UserError, ValueError):
     """Calibration arrays are missing, empty or inconsistent; the message names model and array."""
 
 

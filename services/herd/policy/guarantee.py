@@ -48,6 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from herd.errors import UserError
+
 # The betting test's cap on a bet, as a share of the most it could bet without going broke
 # (Waudby-Smith & Ramdas 2023 use 1/2 or 3/4): higher wins faster on clean data, loses more on a miss.
 BET_CAP = 0.75
@@ -56,7 +58,7 @@ POWER_RESAMPLES = 64
 MAX_TEST_PROMPTS = 100_000
 
 
-class GuaranteeError(ValueError):
+class GuaranteeError(UserError, ValueError):
     """The arguments of a test are out of range (a confidence outside (0, 1), a bad target)."""
 
 

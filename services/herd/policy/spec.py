@@ -28,6 +28,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from herd.errors import UserError
+
 Measure = Literal["first_token_margin", "mean_entropy", "max_entropy", "mean_nll", "p_correct"]
 RawMeasure = Literal["first_token_margin", "mean_entropy", "max_entropy", "mean_nll"]
 MEASURES: tuple[str, ...] = ("first_token_margin", "mean_entropy", "max_entropy", "mean_nll", "p_correct")
@@ -36,7 +38,7 @@ RAW_MEASURES: tuple[str, ...] = MEASURES[:4]
 CONFIDENCE_MEASURES: frozenset[str] = frozenset({"first_token_margin", "p_correct"})
 
 
-class PolicyError(ValueError):
+class PolicyError(UserError, ValueError):
     """A policy text or object is invalid; the message names the field, e.g. `tiers[1].threshold`."""
 
 

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from herd.backends.base import Backend, BackendError, GenerationRequest, RetryableError
 from herd.cascade.prompts import Prompt
+from herd.errors import ServiceError
 from herd.herdfile.model import ModelConfig, PromptMode, TaskConfig
 
 _ASCII_PUNCT = frozenset(string.punctuation)
@@ -121,7 +122,7 @@ JUDGE_MAX_NEW_TOKENS = 256  # an explanation, then the rating: far beyond a shor
 _RATING = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 
 
-class JudgeError(Exception):
+class JudgeError(ServiceError):
     """The judge gave no usable rating (unparseable reply, permanent error, retries spent)."""
 
 

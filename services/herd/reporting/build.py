@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
+from herd.errors import UserError
 from herd.jobs.status import UnknownJobError
 from herd.reporting import perfics
 from herd.reporting.perfics import PolicyInput, Weights
@@ -26,7 +27,7 @@ _KIND_ORDER = {"model": 0, "cascade": 1, "counterfactual": 2}
 ROUTED_ENTRY = "routed entry"
 
 
-class UnknownScorerError(LookupError):
+class UnknownScorerError(UserError, LookupError):
     pass
 
 

@@ -3,8 +3,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from herd.errors import UserError
 from herd.policy.calibrate import split
-from herd.policy.confidence import expected_calibration_error, fit_map, fit_maps, reliability
+from herd.policy.confidence import (
+    NothingToCalibrateError,
+    expected_calibration_error,
+    fit_map,
+    fit_maps,
+    reliability,
+)
 from herd.policy.spec import CalibrationMap
 
 from .conftest import arrays, dataset
@@ -47,3 +54,11 @@ def test_ece_definition() -> None:
     # bin 1: conf 0.05, acc 0.5; bin 10: conf 0.95, acc 1.0 -> (2·0.45 + 2·0.05) / 4
     assert expected_calibration_error(p, hit) == pytest.approx(0.25)
     assert expected_calibration_error(np.array([0.0, 1.0]), np.array([0, 1])) == 0.0
+
+
+def test_no_usable_value_is_a_typed_user_error() -> None:
+    # The demo falls back to the raw measures on this class, and herd calibrate prints it as one line:
+    # neither reads its message.
+    with pytest.raises(NothingToCalibrateError, match="no first_token_margin values to calibrate") as raised:
+        fit_map(np.full(5, np.nan), np.ones(5, dtype=bool), "first_token_margin")
+    assert isinstance(raised.value, UserError)

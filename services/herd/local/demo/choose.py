@@ -25,6 +25,7 @@ from herd.herdfile.model import HerdConfig
 from herd.ledger import calibration, policies
 from herd.ledger.calibration import Loaded
 from herd.policy.calibrate import ORDER_FRACTION, Choice, Match, choose, split
+from herd.policy.confidence import NothingToCalibrateError
 from herd.policy.data import CalibrationData
 from herd.policy.replay import replay
 from herd.policy.router import Router, RouterError, RouterEval, evaluate, train_held_out
@@ -94,9 +95,7 @@ def choose_task(conn: psycopg.Connection, herd: HerdConfig, task: str, job: str)
     try:
         choice = choose(data, route, target, measures=(*RAW_MEASURES, "p_correct"),
                         train_fraction=TRAIN_FRACTION, seed=SEED, confidence=CONFIDENCE)  # fmt: skip
-    except ValueError as exc:  # herd.policy.confidence: no usable margin to calibrate P(correct) on
-        if "to calibrate on" not in str(exc):
-            raise
+    except NothingToCalibrateError:  # no usable margin to calibrate P(correct) on: the raw measures
         choice = choose(data, route, target, train_fraction=TRAIN_FRACTION, seed=SEED, confidence=CONFIDENCE)
     estimates = view.estimates(choice, loaded.scorer, None, job)
     version, state = record_once(conn, task, choice.policy.to_text(), loaded.job_id, job, estimates)

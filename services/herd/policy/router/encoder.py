@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from herd.errors import UserError
+
 NAME = "all-MiniLM-L6-v2-onnx-int8"
 DIM = 384
 MAX_TOKENS = 256
@@ -34,7 +36,7 @@ VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3
 # module (tests/unit/router: encoding works with every socket blocked).
 
 
-class EncoderUnavailableError(RuntimeError):
+class EncoderUnavailableError(UserError, RuntimeError):
     """The encoder's packages or weights are missing or altered; the message says what to install."""
 
 

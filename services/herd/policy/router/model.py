@@ -20,12 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from herd.errors import UserError
 from herd.policy.router.tfidf import Tfidf
 
 FORMAT = "herd-router/1"
 
 
-class RouterError(ValueError):
+class RouterError(UserError, ValueError):
     """A router cannot be trained, read or applied; the message names the model, field or problem."""
 
 
