@@ -5,7 +5,7 @@ unacked-message bookkeeping step (`Channel.conn_or_acquire` -> `_create_client`)
 holds no connection of its own (it borrows one from the channel's pool per command), but with
 redis-py 8 building one fills a case-insensitive dict of ~170 response callbacks, upper-casing each
 name: 0.17 ms of CPU, three times per Herd attempt, ~15% of a worker's CPU against an instant endpoint
-(benchmarks/throughput.py, issue 12). Building it once per pool gives the same commands on the same
+(benchmarks/throughput.py). Building it once per pool gives the same commands on the same
 pool; redis-py's client is safe to share between threads (each command takes its own connection).
 
 Installed for `redis://` and `rediss://` broker URLs by herd/queues.py (`install`), under kombu's own

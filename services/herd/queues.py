@@ -106,7 +106,7 @@ def publish(dispatches: Iterable[tuple[int, str, str, int]]) -> int:
                 TASK_ATTEMPT,
                 args=args,
                 # What Flower shows as the task's arguments. Given, Celery skips its own `saferepr`
-                # of them: 0.1 ms of a worker's CPU per message (issue 12); these four never need
+                # of them: 0.1 ms of a worker's CPU per message; these four never need
                 # its truncation.
                 argsrepr=repr(args),
                 kwargsrepr="{}",

@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     # active.py): a new version or a rollback reaches every worker within this time.
     policy_ttl_s: float = Field(default=30.0, ge=0)
     # Celery task events (sent/received/started/succeeded), what Flower's task list shows. Off by
-    # default, measured (benchmarks/throughput.py, issue 12, one run): they cost a worker 0.74 ms of CPU
+    # default, measured (benchmarks/throughput.py, one run): they cost a worker 0.74 ms of CPU
     # per task in bare Celery and 0.91 ms per attempt in Herd (3.19 -> 4.10 ms), plus a `task-sent` event
     # per message published (docs/scale.md).
     # Flower needs none for queue lengths (read from the broker), and Flower itself switches workers'

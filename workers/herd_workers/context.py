@@ -26,8 +26,8 @@ class IdleCheck:
     """The pool's `check` callback: one round trip to Postgres (`ConnectionPool.check_connection`) only
     for a connection idle longer than `idle_s` seconds, the one that may have died unseen (a Postgres
     restart, failover or idle timeout). A busy worker hands a connection back and out again within
-    milliseconds; checking it every time cost two round trips per attempt, 3.6% of a worker's CPU
-    (issue 12). A connection that dies while busy fails its statement exactly as one checked a
+    milliseconds; checking it every time cost two round trips per attempt, 3.6% of a worker's CPU.
+    A connection that dies while busy fails its statement exactly as one checked a
     millisecond earlier would: the step is retried (herd_workers/tasks.py, Pipeline.run)."""
 
     def __init__(self, idle_s: float = CHECK_AFTER_IDLE_S) -> None:

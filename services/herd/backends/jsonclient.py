@@ -1,6 +1,6 @@
 """JSON over HTTP for the OpenAI-compatible backend: one urllib3 connection pool per endpoint.
 
-Every attempt is one POST, and a worker's throughput is bound by its own CPU (issue 12). Against the
+Every attempt is one POST, and a worker's throughput is bound by its own CPU. Against the
 endpoint double with 8 threads, huggingface_hub's shared httpx client took 0.65 ms of CPU per call and
 a urllib3 pool 0.40 ms (docs/scale.md). The TGI backend and the context probes keep the httpx client.
 

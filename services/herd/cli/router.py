@@ -42,7 +42,7 @@ def _target(herd: HerdConfig, min_quality: float | None, max_cost: float | None,
 
 @main.group()
 def router() -> None:
-    """Per-prompt routers learned from a calibration job: train, eval, list, activate (issue 10)."""
+    """Per-prompt routers learned from a calibration job: train, eval, list, activate."""
 
 
 @router.command()

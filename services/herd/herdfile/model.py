@@ -175,7 +175,7 @@ class TaskConfig(_Strict):
     completion: str | None = None
     entry: str | None = None
     models: dict[str, TaskModelOverride] = Field(default_factory=dict)
-    # None: no token counting at all (a too-long document fails at the server, as before issue 11).
+    # None: no token counting at all (a too-long document fails at the server).
     long_documents: LongDocuments | None = None
 
 

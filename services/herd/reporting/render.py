@@ -119,7 +119,7 @@ def render_table(report: Report, console: Console, *, wide: bool = False) -> Non
     print_table(console, columns(names), [cells(row, names) for row in report.rows])
     if any(row.partial for row in report.rows):
         # A partial row's figures are on the prompts routed or escalated to it, which a reader would
-        # otherwise take for what that model scores alone (issue 8, "honest comparisons").
+        # otherwise take for what that model scores alone ("honest comparisons").
         console.print(Text(footnote(report)))
     for line in version_lines(report):
         console.print(Text(line))

@@ -1,4 +1,4 @@
-"""Two honest additions to `herd report` (issue 8): per policy version, and each model alone.
+"""Two honest additions to `herd report`: per policy version, and each model alone.
 
 - `by_version`: the job's final answers grouped by the policy version that decided them (view
   `policy_version_quality`, migration 0005; version None = the herd file), so a job that ran under

@@ -1,7 +1,7 @@
 """The demo's per-model table: what each model did in the live jobs, with latency and tokens.
 
 Accuracy is not here: a later model's accuracy on the prompts escalated to it is not what it scores
-alone (issue 8 item 6). The comparison on the rest of the set (herd/local/demo/compare.py) has each
+alone. The comparison on the rest of the set (herd/local/demo/compare.py) has each
 model alone on the same prompts.
 """
 

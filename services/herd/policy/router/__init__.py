@@ -1,4 +1,4 @@
-"""The Herd router (issue 10), pure core: features, training, the routing rule, JSON, evaluation.
+"""The Herd router, pure core: features, training, the routing rule, JSON, evaluation.
 
 Imports nothing from the project but herd.policy. See docs in each module; the public names:
 """

@@ -6,7 +6,7 @@ nothing is ever unpickled, so a router may come from a database or a shared path
 the sha256 of its canonical JSON (sorted keys, floats as Python writes them, which round-trip
 exactly), so a loaded router predicts bit-for-bit what the saved one did.
 
-Routing rule (issue 10): the cheapest model (by mean attributed cost per prompt on the calibration
+Routing rule: the cheapest model (by mean attributed cost per prompt on the calibration
 data) whose predicted P(good) >= τ; when none reaches τ, the model with the highest predicted P(good).
 """
 
