@@ -77,9 +77,9 @@ def worker(ctx: click.Context, model: str, loglevel: str, wait_s: float) -> None
 
 
 # Celery's two INFO lines per task ("Task ... received", "Task ... succeeded in ..."): each attempt is
-# in the ledger with more detail; they were 3.7% of a worker's Python time against an instant endpoint
-#, and 200M lines for a 100M-attempt night. Herd's own lines (retries, failures) and
-# Celery's warnings stay.
+# in the ledger with more detail; they were 3.7% of a worker's Python time against an instant endpoint,
+# and 200M lines for a 100M-attempt night. Herd's own lines (retries, failures) and Celery's warnings
+# stay.
 PER_TASK_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 
 
