@@ -254,3 +254,43 @@ def test_status_and_report_show_the_estimate_beside_the_promise_and_flag_a_drop(
     assert doc["cost_usd"] > 0
     table = cli(herd_path, url, "report", "night")
     assert "DROP: the promise lies above the interval" in table.output
+
+
+def test_calibrate_from_audit_rechooses_the_entry_threshold_on_the_audit_sample(
+    tmp_path: Path, url: str, db: psycopg.Connection
+) -> None:
+    """small is sure and right on half the prompts, unsure and wrong on the other half; the audit
+    (every prompt) holds small's measures and large's answers: `herd calibrate --from-audit` chooses
+    small escalating its unsure answers to large, scored by agreement (no references), and records it."""
+    keys = [f"q{i:02d}" for i in range(60)]
+    s = {
+        "small": {
+            k: (f"answer {k}", p_of(0.9)) if i % 2 else ("wrong", p_of(0.1)) for i, k in enumerate(keys)
+        },
+        "large": {k: (f"answer {k}", p_of(0.9)) for k in keys},
+    }
+    herd_path = tmp_path / "herd.yaml"
+    run(url, tmp_path, "unaudited", keys, s, references=False, audit=None)
+    refused = cli(
+        herd_path, url, "calibrate", "unaudited", "--task", "qa", "--from-audit", "--match", "large"
+    )
+    assert refused.exit_code == 2 and "job 'unaudited' has no audit" in refused.output
+    run(url, tmp_path, "night", keys, s, references=False, audit=Audit(1.0, "large"))
+    chosen = cli(
+        herd_path,
+        url,
+        "calibrate",
+        "night",
+        "--task",
+        "qa",
+        "--from-audit",
+        "--match",
+        "large",
+        "--at",
+        "0.9",
+    )
+    assert chosen.exit_code == 0, chosen.output
+    assert "(scorer audit-agreement)" in chosen.output
+    assert "recorded as version 1 of task qa (active" in chosen.output
+    text = policies.versions(db, "qa")[0].text
+    assert "model: small" in text and "model: large" in text and "threshold" in text
