@@ -20,7 +20,7 @@ from herd.jobs.documents import InputError, Record
 from herd.jobs.submit import submit
 from herd.ledger import policies
 from herd.reporting.audit import agree, clopper_pearson, estimate
-from tests.support.cascade import HERD, connector, drive, load, pipeline
+from tests.support.cascade import CUT_OFF, HERD, HTTP_500, connector, drive, load, pipeline
 from tests.support.harness import Services
 from tests.unit.test_policy_live import cli, p_of
 
@@ -294,3 +294,22 @@ def test_calibrate_from_audit_rechooses_the_entry_threshold_on_the_audit_sample(
     assert "recorded as version 1 of task qa (active" in chosen.output
     text = policies.versions(db, "qa")[0].text
     assert "model: small" in text and "model: large" in text and "threshold" in text
+
+
+def test_a_cut_off_or_failed_reference_answer_is_left_out_never_a_disagreement(
+    tmp_path: Path, url: str, db: psycopg.Connection
+) -> None:
+    """large's calls fail (HTTP 500, retries spent) on 5 audited prompts and come back cut off on 5
+    more: those 10 are left out and counted; the estimate is on the 30 others, where small agrees."""
+    s = script(set(KEYS))
+    s["large"] = {
+        k: (HTTP_500, 0.0) if i < 5 else (CUT_OFF + f"answer {k}", p_of(0.9)) if i < 10 else s["large"][k]
+        for i, k in enumerate(KEYS)
+    }
+    run(url, tmp_path, "night", KEYS, s, references=False, audit=Audit(1.0, "large"))
+    herd = load(tmp_path)
+    with psycopg.connect(url) as conn:
+        job_id = conn.execute("SELECT id FROM jobs WHERE name = 'night'").fetchone()[0]  # type: ignore[index]
+        est = estimate(conn, job_id, "night", lambda: herd.tasks)
+    assert est is not None and est.left_out == 10
+    assert [(r.prompts, r.hits) for r in est.rows] == [(N - 10, N - 10)]

@@ -13,7 +13,8 @@ The interval is Clopper and Pearson's (1934) exact binomial interval (`scipy.sta
 .proportion_ci(method="exact")`), two-sided at LEVEL: it covers the true share with probability >=
 LEVEL for every n. A drop is flagged when the promise lies above the interval's upper bound: if the
 policy did keep its promise, that happens with probability <= (1 - LEVEL) / 2 per look.
-Prompts without an answer from either side (failed, or not finished yet) are left out and counted.
+Prompts without an answer from either side (failed, cut off, or not finished yet) are left out and
+counted, never scored as a disagreement: an outage says nothing of the policy's quality.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from scipy.stats import binomtest
 
 from herd.herdfile.model import TaskConfig
 from herd.jobs.audit import Audit, job_audit
+from herd.ledger.outcomes import non_answer
 from herd.quality.scorers import correct, label_of, normalize
 
 LEVEL = 0.95
@@ -95,11 +97,12 @@ class AuditEstimate:
 
 
 _PAIRS = """
-    SELECT p.policy_version, p.reference, f.answer, af.answer
+    SELECT p.policy_version, p.reference, f.answer, af.answer,
+           a.status, a.error, a.finish_reason, aa.status, aa.error, aa.finish_reason
     FROM prompts ap
     JOIN prompts p ON p.job_id = %(job)s AND p.doc_key = ap.doc_key AND p.parent_id IS NULL
-    JOIN finals f ON f.prompt_id = p.id
-    JOIN finals af ON af.prompt_id = ap.id
+    JOIN finals f ON f.prompt_id = p.id JOIN attempts a ON a.id = f.attempt_id
+    JOIN finals af ON af.prompt_id = ap.id JOIN attempts aa ON aa.id = af.attempt_id
     WHERE ap.job_id = %(audit)s AND ap.parent_id IS NULL"""
 
 _COST = "SELECT coalesce(sum(cost_usd), 0) FROM attempt_costs WHERE job_id = %s"
@@ -119,7 +122,13 @@ def estimate(
     name = task_name(conn, job_id)
     task = tasks().get(name) or TaskConfig(kind="qa")
     pairs: dict[int | None, list[tuple[str | None, str, str]]] = defaultdict(list)
-    for version, reference, final, theirs in conn.execute(_PAIRS, {"job": job_id, "audit": audit_id}):
+    for version, reference, final, theirs, *outcomes in conn.execute(
+        _PAIRS, {"job": job_id, "audit": audit_id}
+    ):
+        # A cut-off answer on either side is no answer (herd.ledger.outcomes), never a disagreement:
+        # left out, as calibration leaves it out.
+        if non_answer(outcomes[0] == "ok", *outcomes[1:3]) or non_answer(outcomes[3] == "ok", *outcomes[4:6]):
+            continue
         pairs[version].append((reference, str(final), str(theirs)))
     sampled_row = conn.execute(
         "SELECT count(*) FROM prompts WHERE job_id = %s AND parent_id IS NULL", (audit_id,)
@@ -186,7 +195,7 @@ def lines(est: AuditEstimate) -> list[str]:
     out = [
         f"audit: {est.sampled} prompts sampled at rate {a.rate:g}, answered by {a.reference} alone "
         f"(job {est.audit_job}); cost {est.cost_usd:.6g} USD beside the job's {est.job_cost_usd:.6g} USD"
-        + (f"; {est.left_out} not paired yet (unfinished or failed)" if est.left_out else "")
+        + (f"; {est.left_out} left out (unfinished, failed or cut off)" if est.left_out else "")
     ]
     for r in est.rows:
         version = "herd file" if r.version is None else f"policy version {r.version}"
