@@ -27,7 +27,7 @@ def read_audits(conn: psycopg.Connection[Any], tasks: Mapping[str, TaskConfig]) 
     """Per task: the audit estimate of its latest audited job (tasks without one are absent)."""
     out: dict[str, AuditEstimate] = {}
     for task, job_id, name in conn.execute(LATEST_AUDITED).fetchall():
-        found = estimate(conn, int(job_id), str(name), lambda: tasks)
+        found = estimate(conn, int(job_id), str(name), lambda: tasks, costs=False)
         if found is not None:
             out[str(task)] = found
     return out

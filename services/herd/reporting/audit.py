@@ -110,11 +110,13 @@ _COST = "SELECT coalesce(sum(cost_usd), 0) FROM attempt_costs WHERE job_id = %s"
 
 def estimate(
     conn: psycopg.Connection, job_id: int, job: str, tasks: Callable[[], Mapping[str, TaskConfig]],
-    level: float = LEVEL,
+    level: float = LEVEL, costs: bool = True,
 ) -> AuditEstimate | None:  # fmt: skip
     """The audit estimate of job `job_id` (named `job`), or None when it is not audited. `tasks()`
     gives the herd file's tasks (called only for an audited job: how to compare answers depends on
-    the task's kind and labels); a task the file no longer has compares normalized text."""
+    the task's kind and labels); a task the file no longer has compares normalized text. `costs`:
+    also read both jobs' attributed cost (the attempt_costs view; `herd metrics` skips it, as its
+    cost figures come from elsewhere), else they are 0."""
     found = job_audit(conn, job_id)
     if found is None:
         return None
@@ -134,8 +136,10 @@ def estimate(
         "SELECT count(*) FROM prompts WHERE job_id = %s AND parent_id IS NULL", (audit_id,)
     ).fetchone()
     sampled = int(sampled_row[0]) if sampled_row else 0
-    costs = [conn.execute(_COST, (jid,)).fetchone() for jid in (audit_id, job_id)]
-    cost, job_cost = (Decimal(row[0]) if row else Decimal(0) for row in costs)
+    cost = job_cost = Decimal(0)
+    if costs:
+        found_costs = [conn.execute(_COST, (jid,)).fetchone() for jid in (audit_id, job_id)]
+        cost, job_cost = (Decimal(row[0]) if row else Decimal(0) for row in found_costs)
     promises = _promises(conn, name, sorted(v for v in pairs if v is not None))
     rows = [
         _row(task, version, pairs[version], promises.get(version), level)
