@@ -72,8 +72,8 @@ def test_an_audited_job_shows_its_estimate_and_the_audit_flags_a_model_turned_ba
     first = {k for k in FIRST if audited("night", k, RATE)}
     out = herd.cli("submit", str(docs(tmp_path / "a.jsonl", FIRST)), "--job", "night", "--task", "qa").stderr
     assert f"audit: {len(first)} new prompts sampled at rate {RATE:g} for large alone" in out
-    assert wait_for(db, "night") == {"done": len(FIRST)}
-    assert wait_for(db, audit_job_name("night")) == {"done": len(first)}
+    assert wait_for(db, "night", timeout=180) == {"done": len(FIRST)}
+    assert wait_for(db, audit_job_name("night"), timeout=180) == {"done": len(first)}
     audit = report(herd)
     row = audit["rows"][0]
     assert (row["version"], row["measure"], row["prompts"], row["hits"]) == (
@@ -97,8 +97,8 @@ def test_an_audited_job_shows_its_estimate_and_the_audit_flags_a_model_turned_ba
     script(double, small_right=False)
     later = {k for k in LATER if audited("night", k, RATE)}
     herd.cli("submit", str(docs(tmp_path / "b.jsonl", LATER)), "--job", "night", "--task", "qa")
-    assert wait_for(db, "night") == {"done": len(FIRST) + len(LATER)}
-    assert wait_for(db, audit_job_name("night")) == {"done": len(first) + len(later)}
+    assert wait_for(db, "night", timeout=180) == {"done": len(FIRST) + len(LATER)}
+    assert wait_for(db, audit_job_name("night"), timeout=180) == {"done": len(first) + len(later)}
     audit = report(herd)
     row = audit["rows"][0]
     n = len(first) + len(later)

@@ -313,3 +313,19 @@ def test_a_cut_off_or_failed_reference_answer_is_left_out_never_a_disagreement(
         est = estimate(conn, job_id, "night", lambda: herd.tasks)
     assert est is not None and est.left_out == 10
     assert [(r.prompts, r.hits) for r in est.rows] == [(N - 10, N - 10)]
+
+
+def test_a_bad_audit_on_the_command_line_is_one_error_and_writes_nothing(
+    tmp_path: Path, url: str, db: psycopg.Connection
+) -> None:
+    load(tmp_path)
+    path = tmp_path / "docs.jsonl"
+    path.write_text('{"id": "q00", "text": "question q00"}\n')
+    for args, message in [
+        (("--audit", "2"), "--audit must be a share of the job's prompts between 0 and 1"),
+        (("--audit", "0.1", "--audit-reference", "huge"), "'huge' is not in the herd file"),
+        (("--audit", "0.1", "--calibration"), "only a live job can be audited"),
+    ]:
+        result = cli(tmp_path / "herd.yaml", url, "submit", str(path), "--job", "x", "--task", "qa", *args)
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)

@@ -267,6 +267,8 @@ def status(ctx: click.Context, job: str) -> None:
         )
     if st.kind == "calibration":
         out.print("calibration job: every model of the route answers every prompt", markup=False)
+    if st.kind == "audit":
+        out.print("audit job: a sample of another job's prompts, its reference model alone", markup=False)
     if st.chunks:
         out.print(f"long documents: {st.chunks} chunk prompts (in the model rows above)", markup=False)
     if st.skipped:
