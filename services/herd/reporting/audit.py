@@ -6,8 +6,10 @@ the reference model's own answer. Per policy version that decided the sampled pr
   that are right (herd.quality.scorers.correct: the label for a classify task, else the normalized
   answer), the same figure a calibration with the `exact`/`label` scorer promises;
 - `agreement` otherwise: the share of the cascade's final answers equal to the reference model's
-  (the same label for a classify task, else the same normalized text). It differs from the accuracy
-  by at most the reference model's error rate: |accuracy - agreement| <= 1 - the reference's accuracy.
+  (the same label for a classify task, else the same normalized text). Where a right answer is one
+  answer (a label, a short exact answer), it differs from the accuracy by at most the reference
+  model's error rate, |accuracy - agreement| <= 1 - the reference's accuracy (two right answers
+  agree; an answer agreeing with a right one is right). For free text it is a strict proxy.
 
 The interval is Clopper and Pearson's (1934) exact binomial interval (`scipy.stats.binomtest(k, n)
 .proportion_ci(method="exact")`), two-sided at LEVEL: it covers the true share with probability >=
