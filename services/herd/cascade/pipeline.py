@@ -196,11 +196,13 @@ class Pipeline:
         """The decision rule for `model` on `prompt`. A calibration job runs the herd file's refinement
                 rounds (so both variants are recorded) and is decided by no policy version. A chunk of a long
                 document never escalates on its own: its document does (herd/cascade/chunks.py). A direct
-        job's model answers alone, with the herd file's refinement rounds and no policy version."""
+        job's model (and an audit job's reference, herd/jobs/audit.py) answers alone, with the herd file's
+        refinement rounds and no policy version."""
         rule = self.policies.rule(self.herd, prompt.task, model)
         if self.long is not None and chunks.is_chunk(prompt):
             rule = replace(rule, next=None)
-        if prompt.kind == "direct":  # one model asked by name (an OpenAI batch's `model`): no cascade
+        # One model asked by name (an OpenAI batch's `model`), or an audit's reference: no cascade.
+        if prompt.kind in ("direct", "audit"):
             return replace(rule, next=None, rounds=herd_rounds(self.herd, model), version=None)
         if prompt.kind == "calibration":
             return replace(rule, rounds=herd_rounds(self.herd, model), version=None)

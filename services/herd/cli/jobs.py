@@ -46,6 +46,14 @@ if TYPE_CHECKING:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
 @click.option("--budget-usd", type=float, help="Cap on the job's attributed cost; uncertain answers wait.")
 @click.option(
+    "--audit",
+    "audit_rate",
+    type=float,
+    help="Share of the prompts (e.g. 0.02) also answered by a reference model alone, to check the live "
+    "policy's quality (docs/policy.md); default: the herd file's `audit:`, 0 turns it off.",
+)
+@click.option("--audit-reference", help="The audit's reference model (default: the task route's last).")
+@click.option(
     "--skip-unreadable",
     is_flag=True,
     help="Go on past PDF/DOCX/HTML files that give no text or pass a bound (size, inflated size, pages, "
@@ -55,6 +63,7 @@ if TYPE_CHECKING:
 def submit(
     ctx: click.Context, paths: tuple[str, ...], job: str, task: str | None, fmt: str, text_column: str,
     calibration: bool, sample: int | None, seed: int, budget_usd: float | None, skip_unreadable: bool,
+    audit_rate: float | None, audit_reference: str | None,
 ) -> None:  # fmt: skip
     """Store a document set (folders/globs of .txt/.md/.pdf/.docx/.html, JSONL, CSV) or OpenAI batch files
     and start their prompts."""
@@ -63,6 +72,7 @@ def submit(
     import psycopg
 
     from herd.jobs import documents
+    from herd.jobs.audit import resolve as resolve_audit
     from herd.jobs.documents import InputError
     from herd.jobs.sampling import sample as draw
     from herd.jobs.skipped import Collector
@@ -72,10 +82,10 @@ def submit(
     herd = herd_config(ctx)
     files = documents.expand(list(paths))
     if fmt == "openai-batch" or (fmt == "auto" and _batch_files(files)):
-        if task is not None or sample is not None or skip_unreadable:
+        if task is not None or sample is not None or skip_unreadable or audit_rate or audit_reference:
             raise InputError(
-                "a batch file's lines name their route in body.model: it takes no --task, --sample or "
-                "--skip-unreadable"
+                "a batch file's lines name their route in body.model: it takes no --task, --sample, "
+                "--skip-unreadable or --audit"
             )
         _submit_batch(herd, job, [f.path for f in files], calibration, budget_usd)
         return
@@ -89,6 +99,8 @@ def submit(
         raise InputError("a calibration job runs every model on every prompt: it takes no --budget-usd")
     if budget_usd is not None and budget_usd < 0:
         raise InputError(f"--budget-usd must be >= 0 (got {budget_usd})")
+    kind = "calibration" if calibration else "live"
+    audit = resolve_audit(herd, task, audit_rate, audit_reference, kind)
     url = database()
     check_broker()  # before anything is written: a job whose messages cannot be sent is half a job
     skipped = Collector()
@@ -108,12 +120,20 @@ def submit(
                 records=records,
                 window=get_settings().dispatch_window,
                 progress=lambda n: bar.advance(task_id, n),
-                kind="calibration" if calibration else "live",
+                kind=kind,
                 budget_usd=Decimal(str(budget_usd)) if budget_usd is not None else None,
                 skipped=skipped,
                 inputs=[str(f.path) for f in files],
+                audit=audit,
             )
     _publish(result, "document")
+    if audit is not None:
+        console.print(
+            f"audit: {count(result.audited, 'new prompt')} sampled at rate {audit.rate:g} for "
+            f"{audit.reference} alone (job {result.job}~audit)",
+            markup=False,
+            soft_wrap=True,
+        )
     for item in skipped:
         console.print(f"skipped {item.path}: {item.reason}", markup=False, soft_wrap=True)
 
@@ -209,15 +229,19 @@ STATUS_COLUMNS = (
 @click.argument("job")
 @click.pass_context
 def status(ctx: click.Context, job: str) -> None:
-    """Counts per state and per model, escalation rate and throughput of a job."""
+    """Counts per state and per model, escalation rate and throughput of a job, and its audit's
+    estimate of the live policy's quality."""
     import psycopg
 
+    from herd.jobs.status import job_id
     from herd.jobs.status import status as job_status
+    from herd.reporting.audit import estimate, lines
     from herd.urls import database_url
 
     with psycopg.connect(database_url()) as conn:
         st = job_status(conn, job)
         stale = stale_lines(ctx, conn, job)
+        audit = estimate(conn, job_id(conn, job)[0], job, lambda: herd_config(ctx).tasks)
     out = Console()
     states = "  ".join(f"{k}: {v}" for k, v in st.states.items())
     out.print(f"job {st.job} (task {st.task}): {st.total} prompts  {states}", markup=False, soft_wrap=True)
@@ -246,6 +270,8 @@ def status(ctx: click.Context, job: str) -> None:
         )
     if st.kind == "calibration":
         out.print("calibration job: every model of the route answers every prompt", markup=False)
+    if st.kind == "audit":
+        out.print("audit job: a sample of another job's prompts, its reference model alone", markup=False)
     if st.chunks:
         out.print(f"long documents: {st.chunks} chunk prompts (in the model rows above)", markup=False)
     if st.skipped:
@@ -263,6 +289,8 @@ def status(ctx: click.Context, job: str) -> None:
         out.print(line, markup=False, soft_wrap=True)
     if st.throughput is not None:
         out.print(f"throughput: {st.throughput:.1f} prompts/s over {st.elapsed_s:.1f}s")
+    for line in lines(audit) if audit is not None else []:
+        out.print(line, markup=False, soft_wrap=True)
 
 
 @main.command()

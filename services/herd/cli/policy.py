@@ -186,12 +186,19 @@ def replay(
     help="Calibrate even when more than 10% of the prompts lack an answer from some model "
     "(errors, timeouts, empty or cut-off answers); they are left out either way.",
 )
+@click.option(
+    "--from-audit",
+    is_flag=True,
+    help="JOB is an audited live job: choose on its audit sample between its entry model and the "
+    "audit's reference (threshold and measure of the entry); scored by accuracy where references "
+    "exist, else by agreement with the reference (docs/policy.md).",
+)
 @click.pass_context
 def calibrate(
     ctx: click.Context, job: str, task: str, min_quality: float | None, max_cost_per_1k: float | None,
     match_model: str | None, at: float, method: str, confidence: float, scorer: str | None,
     scorer_cut: float | None, seed: int, train_fraction: float | None, p_correct: bool, activate: bool,
-    activate_anyway: bool, allow_non_answers: bool,
+    activate_anyway: bool, allow_non_answers: bool, from_audit: bool,
 ) -> None:  # fmt: skip
     """Choose the policy that meets a target on a calibration job, and record it as a new version.
 
@@ -200,7 +207,7 @@ def calibrate(
     without one is not recorded unless --activate-anyway."""
     import psycopg
 
-    from herd.ledger import calibration, policies
+    from herd.ledger import audit_calibration, calibration, policies
     from herd.policy.calibrate import Match, MaxCostPer1k, MinQuality, Target, choose
     from herd.policy.spec import RAW_MEASURES
     from herd.reporting import policies as view
@@ -223,9 +230,14 @@ def calibrate(
                 f"unknown model {match_model!r}; the herd file defines: {', '.join(herd.models)}"
             )
         target = Match(str(match_model), at)
+    if from_audit and (scorer is not None or scorer_cut is not None):
+        raise InputError("--from-audit scores by accuracy, or agreement with the reference: no --scorer")
     measures = (*RAW_MEASURES, "p_correct") if p_correct else RAW_MEASURES
     with psycopg.connect(database_url()) as conn:
-        loaded = calibration.load(conn, herd, job, task, scorer)
+        if from_audit:
+            loaded = audit_calibration.load(conn, herd, job, task)
+        else:
+            loaded = calibration.load(conn, herd, job, task, scorer)
         loaded.check_non_answers(allow_non_answers, job)
         choice = choose(
             loaded.data, loaded.route, target, measures=measures, scorer_cut=scorer_cut,

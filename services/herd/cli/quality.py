@@ -80,7 +80,9 @@ def score(ctx: click.Context, job: str, scorer: str, judge_model: str | None, re
     show_default=True,
     help="PeRFICS weights: p refined quality, r refinement gain, c per doubling of cost.",
 )
+@click.pass_context
 def report(
+    ctx: click.Context,
     job: str,
     fmt: str,
     output: Path | None,
@@ -109,7 +111,7 @@ def report(
             check_output_path(path)
     with psycopg.connect(database_url()) as conn:
         try:
-            built = build(conn, job, scorer=scorer, weights=parsed)
+            built = build(conn, job, scorer=scorer, weights=parsed, tasks=lambda: herd_config(ctx).tasks)
         except psycopg.errors.UndefinedTable as exc:
             raise click.ClickException("the reporting views are missing: run `herd migrate`") from exc
         stale = stale_lines(click.get_current_context(), conn, job)

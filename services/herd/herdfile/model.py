@@ -179,10 +179,20 @@ class TaskConfig(_Strict):
     long_documents: LongDocuments | None = None
 
 
+class AuditConfig(_Strict):
+    """Every live job's default audit (`herd submit --audit` overrides it; docs/policy.md): a seeded
+    share `rate` of the job's prompts is also answered by `reference` alone (default: the last model
+    of each task's route)."""
+
+    rate: float = Field(gt=0.0, le=1.0, allow_inf_nan=False)
+    reference: str | None = None
+
+
 class HerdConfig(_Strict):
     models: dict[str, ModelConfig] = Field(min_length=1)
     tasks: dict[str, TaskConfig] = Field(min_length=1)
     entry: str | None = None
+    audit: AuditConfig | None = None
     # Names an OpenAI batch request's `body.model` may use, each for a `chat` task (its route, active
     # policy and router decide) or a model (that model alone). A chat task's own name and every model's
     # name work without an entry here (herd/batch/routes.py, docs/batch-api.md).
@@ -311,6 +321,8 @@ def _check_graph(herd: HerdConfig, fail: Any) -> None:
             raise fail(("models", name, "escalation", "next"), f"unknown model {model.escalation.next!r}")
     if herd.entry is not None and herd.entry not in names:
         raise fail(("entry",), f"unknown model {herd.entry!r}")
+    if herd.audit is not None and herd.audit.reference is not None and herd.audit.reference not in names:
+        raise fail(("audit", "reference"), f"unknown model {herd.audit.reference!r}")
     targets = {m.escalation.next for m in herd.models.values() if m.escalation and m.escalation.next}
     roots = [n for n in herd.models if n not in targets]
     for task_name, task in herd.tasks.items():

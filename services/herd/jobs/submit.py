@@ -19,6 +19,7 @@ import psycopg
 from herd.cascade.prompts import required_fields
 from herd.herdfile.model import HerdConfig
 from herd.jobs import routing
+from herd.jobs.audit import Audit, attach, audited
 from herd.jobs.documents import InputError, Record
 from herd.jobs.skipped import Skipped
 from herd.jobs.skipped import store as store_skipped
@@ -42,6 +43,7 @@ class SubmitResult:
     read: int
     added: int
     dispatched: list[ledger.Dispatch]
+    audited: int = 0  # prompts added to the job's audit sample (herd/jobs/audit.py)
 
 
 def content_hash(record: Record) -> str:
@@ -63,6 +65,7 @@ def submit(
     entry: str | None = None,
     skipped: Sequence[Skipped] = (),
     inputs: Sequence[str] = (),
+    audit: Audit | None = None,
 ) -> SubmitResult:
     """Store the records of `job` and claim the first dispatches. The caller publishes them.
 
@@ -74,7 +77,9 @@ def submit(
     router picks and records `prompts.router_version` and `router_p_good`. `skipped`: files that
     could not be read (`--skip-unreadable`), stored with the job once `records` is consumed (a list
     the reader fills as it goes, herd/jobs/skipped.py). `inputs`: the files read, as the user named
-    them, for the error when none holds a record. Raises InputError (one line, nothing written)."""
+    them, for the error when none holds a record. `audit`: a seeded sample of the records is also
+    stored in the job's audit job, for its reference model alone (herd/jobs/audit.py; see
+    `audit.resolve`). Raises InputError (one line, nothing written)."""
     if task not in herd.tasks:
         raise InputError(f"unknown task {task!r}; the herd file defines: {', '.join(sorted(herd.tasks))}")
     # A live job without a forced entry is routed per prompt when the task has an active router.
@@ -94,12 +99,13 @@ def submit(
     job_id = _job(conn, job, task, entry, kind, budget_usd)
     conn.execute(
         """CREATE TEMP TABLE staging (doc_key text, text text, reference text, fields jsonb,
-                                      content_hash text, source text, model text, router_p_good jsonb)
+                                      content_hash text, source text, audit boolean, model text,
+                                      router_p_good jsonb)
            ON COMMIT DROP"""
     )
     read = 0
     source = ""
-    columns = "doc_key, text, reference, fields, content_hash, source"
+    columns = "doc_key, text, reference, fields, content_hash, source, audit"
     try:
         with conn.cursor().copy(
             f"COPY staging ({columns}{', model, router_p_good' if routed else ''}) FROM STDIN"
@@ -124,6 +130,7 @@ def submit(
                     json.dumps(record.fields),
                     content_hash(record),
                     record.source,
+                    audit is not None and audited(job, record.key, audit.rate),
                 )
                 if writer is None:
                     copy.write_row(row)
@@ -155,9 +162,12 @@ def submit(
            ON CONFLICT (job_id, doc_key) DO NOTHING""",
         (job_id, entry, routed[0] if routed else None),
     ).rowcount
+    sampled = attach(conn, job, job_id, task, audit) if audit is not None else 0
     conn.commit()
     dispatched = fill_window(conn, window)
-    return SubmitResult(job=job, job_id=job_id, read=read, added=added, dispatched=dispatched)
+    return SubmitResult(
+        job=job, job_id=job_id, read=read, added=added, dispatched=dispatched, audited=sampled
+    )
 
 
 def fill_window(conn: psycopg.Connection, window: int) -> list[ledger.Dispatch]:

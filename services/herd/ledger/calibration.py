@@ -193,7 +193,7 @@ def load(
         )
     data = CalibrationData(
         task, np.array(ids, dtype=np.int64),
-        {m: _arrays(v) for m, v in plain.items()}, {m: _arrays(v) for m, v in refined.items()},
+        {m: model_arrays(v) for m, v in plain.items()}, {m: model_arrays(v) for m, v in refined.items()},
     )  # fmt: skip
     return Loaded(data, job_id, route, chosen, scorers, left_out, unanswered, kinds)
 
@@ -253,7 +253,7 @@ def _refined(attempts: list[_Attempt]) -> tuple[float, float, bool, dict[str, fl
     return deciding.score, cost, True, deciding.measures
 
 
-def _arrays(rows: list[tuple[float, float, bool, dict[str, float]]]) -> ModelArrays:
+def model_arrays(rows: list[tuple[float, float, bool, dict[str, float]]]) -> ModelArrays:
     return ModelArrays(
         np.array([r[0] for r in rows], dtype=float),
         np.array([r[1] for r in rows], dtype=float),

@@ -50,8 +50,12 @@ jobs = Table(
     Column("kind", Text, nullable=False, server_default="live"),
     # Cap on the job's attributed cost; escalations wait as 'held' candidates (herd/jobs/budget.py).
     Column("budget_usd", Numeric(18, 10)),
-    # direct: one model answers alone, no cascade (an OpenAI batch naming a model; 0012).
-    CheckConstraint("kind IN ('live', 'calibration', 'direct')", name="kind"),
+    # direct: one model answers alone, no cascade (an OpenAI batch naming a model; 0012). audit: the
+    # reference model alone on a seeded sample of the job `audit_of` (herd/jobs/audit.py; 0014).
+    Column("audit_of", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), unique=True),
+    Column("audit_rate", Float),
+    CheckConstraint("kind IN ('live', 'calibration', 'direct', 'audit')", name="kind"),
+    CheckConstraint("audit_rate IS NULL OR (audit_rate > 0 AND audit_rate <= 1)", name="audit_rate"),
 )
 
 prompts = Table(

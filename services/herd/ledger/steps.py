@@ -30,7 +30,7 @@ class PromptRow:
     model: str
     stage: str
     round: int
-    kind: str = "live"  # the job's kind: 'live', 'calibration' or 'direct'
+    kind: str = "live"  # the job's kind: 'live', 'calibration', 'direct' or 'audit'
     budget_usd: Decimal | None = None  # the job's budget, None: no cap
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +35,13 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from psycopg import sql
 
 from herd.cascade.vocabulary import PromptState
-from herd.herdfile.model import HerdConfig
+from herd.herdfile.model import HerdConfig, TaskConfig
 from herd.herdfile.references import KINDS, StaleReference
 from herd.jobs.references import stale_versions, waiting_at_unknown
 from herd.ledger.outcomes import error_kind_sql
+from herd.observability.audit import audit_metrics, read_audits
 from herd.queues import queue_for
+from herd.reporting.audit import AuditEstimate
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +100,20 @@ class LedgerSnapshot:
     states: list[tuple[Any, ...]] = field(default_factory=list)
     queued: list[tuple[Any, ...]] = field(default_factory=list)
     stale: list[StaleReference] | None = None  # None: no herd file to check against
+    audits: dict[str, AuditEstimate] = field(default_factory=dict)  # per task (observability/audit.py)
     taken_at: float = 0.0
 
 
-def read_ledger(conn: psycopg.Connection[Any], herd: HerdConfig | None = None) -> LedgerSnapshot:
+def read_ledger(
+    conn: psycopg.Connection[Any],
+    herd: HerdConfig | None = None,
+    tasks: Mapping[str, TaskConfig] | None = None,
+) -> LedgerSnapshot:
     """Every ledger figure in one read-only transaction, so they agree with each other. With `herd`,
-    also the stored references it no longer backs (herd/jobs/references.py)."""
+    also the stored references it no longer backs (herd/jobs/references.py); with the herd file's
+    `tasks` (by default `herd`'s), the audit estimates too."""
+    if tasks is None and herd is not None:
+        tasks = herd.tasks
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         return LedgerSnapshot(
@@ -113,6 +123,7 @@ def read_ledger(conn: psycopg.Connection[Any], herd: HerdConfig | None = None) -
             busy=conn.execute(BUSY_SQL).fetchall(),
             states=conn.execute(STATES_SQL).fetchall(),
             queued=conn.execute(QUEUED_SQL).fetchall(),
+            audits=read_audits(conn, tasks) if tasks is not None else {},
             taken_at=time.monotonic(),
         )
 
@@ -283,11 +294,13 @@ class HerdCollector(Collector):
         herd: HerdConfig | None = None,
         max_age_s: float = 0.0,
         cost_max_age_s: float = 300.0,
+        tasks: Mapping[str, TaskConfig] | None = None,
     ) -> None:
         self._connect = connect
         self._redis = redis_client
         self._models = list(models)
         self._herd = herd
+        self._tasks = tasks
         self._max_age_s = max_age_s
         self._conn: psycopg.Connection[Any] | None = None
         self._snapshot: LedgerSnapshot | None = None
@@ -322,7 +335,7 @@ class HerdCollector(Collector):
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
-            self._snapshot = read_ledger(self._conn, self._herd)
+            self._snapshot = read_ledger(self._conn, self._herd, self._tasks)
             return self._snapshot
         except psycopg.Error as exc:
             log.warning("metrics: cannot read the ledger: %s", exc)
@@ -349,6 +362,7 @@ class HerdCollector(Collector):
             if snap is not None:
                 costs = self._cost_rows()
                 yield from ledger_metrics(snap, costs)
+                yield from audit_metrics(snap.audits)
                 if self._costs_at is not None:
                     yield GaugeMetricFamily(
                         "herd_cost_age_seconds", "Age of the attributed cost figures.",

@@ -7,6 +7,7 @@ Money stays Decimal end to end here; render.py decides how to round it for each 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from decimal import Decimal
@@ -16,8 +17,10 @@ import psycopg
 from psycopg.rows import dict_row
 
 from herd.errors import UserError
+from herd.herdfile.model import TaskConfig
 from herd.jobs.status import UnknownJobError
 from herd.reporting import perfics
+from herd.reporting.audit import AuditEstimate, estimate
 from herd.reporting.perfics import PolicyInput, Weights
 from herd.reporting.versions import Alone, VersionRow, alone, by_version
 
@@ -89,6 +92,7 @@ class Report:
     rows: list[Row]
     versions: list[VersionRow] = field(default_factory=list)  # per policy version that decided
     alone: Alone | None = None  # each model alone on the task's calibration job, when there is one
+    audit: AuditEstimate | None = None  # the audit's estimate of the live policy (reporting/audit.py)
 
     @property
     def routed(self) -> bool:
@@ -109,8 +113,11 @@ def _query(conn: psycopg.Connection, sql: str, job: str) -> list[dict[str, Any]]
 
 
 def build(
-    conn: psycopg.Connection, job: str, *, scorer: str | None = None, weights: Weights | None = None
-) -> Report:
+    conn: psycopg.Connection, job: str, *, scorer: str | None = None, weights: Weights | None = None,
+    tasks: Callable[[], Mapping[str, TaskConfig]] | None = None,
+) -> Report:  # fmt: skip
+    """The report of `job`. With `tasks` (the herd file's tasks, read only if the job is audited),
+    the audit's estimate too."""
     weights = weights or Weights()
     idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
     with conn.transaction():
@@ -152,7 +159,11 @@ def build(
         conn.execute("SET LOCAL jit = off")
         versions = by_version(conn, job, chosen)
         models_alone = alone(conn, summary.task, chosen)
-    return Report(summary, chosen, scorers, weights, rows, versions, models_alone)
+        audited = None
+        if tasks is not None:
+            job_id = conn.execute("SELECT id FROM jobs WHERE name = %s", (job,)).fetchone()
+            audited = estimate(conn, int(job_id[0]), job, tasks) if job_id else None
+    return Report(summary, chosen, scorers, weights, rows, versions, models_alone, audited)
 
 
 # Row fields read from perfics_inputs as they are, and from job_model_costs (see _model_figures).

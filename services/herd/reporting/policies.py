@@ -146,6 +146,7 @@ def estimates(
         "scorer": scorer,
         "scorer_cut": scorer_cut,
         "target": target_text(choice.target),
+        "promised_quality": promised_quality(choice),
         "method": choice.method,
         "confidence": choice.confidence,
         "guaranteed": choice.guaranteed,
@@ -170,6 +171,18 @@ def estimates(
             "per_model": loaded.non_answers if loaded is not None else choice.left_out,
         },
     }  # fmt: skip
+
+
+def promised_quality(choice: Choice) -> float | None:
+    """The quality the target promises, as one number the audit compares with (herd/reporting/audit.py):
+    a quality target's floor; for a match target, `at` times the model alone's quality on the prompts
+    the choice was checked on (the held-out or test part); None for a cost target (no quality promised)."""
+    target = choice.target
+    if isinstance(target, MinQuality):
+        return float(target.quality)
+    if isinstance(target, Match) and choice.reference_quality is not None:
+        return float(target.at * choice.reference_quality[1])
+    return None
 
 
 def promise_text(estimates: dict[str, Any]) -> str:

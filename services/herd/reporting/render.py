@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.text import Text
 
 from herd.jobs.spreadsheet import safe_row
+from herd.reporting.audit import lines as audit_lines
 from herd.reporting.build import ROUTED_ENTRY, Report, Row
 from herd.reporting.tables import Column, print_table
 
@@ -123,6 +124,8 @@ def render_table(report: Report, console: Console, *, wide: bool = False) -> Non
         console.print(Text(footnote(report)))
     for line in version_lines(report):
         console.print(Text(line))
+    for line in audit_lines(report.audit) if report.audit is not None else []:
+        console.print(Text(line))
 
 
 def footnote(report: Report) -> str:
@@ -202,6 +205,13 @@ def render(report: Report, fmt: str, out: IO[str], *, wide: bool = False) -> Non
                 "left_out_no_answer": report.alone.unanswered,
                 "rows": [{k: _number(v) for k, v in asdict(r).items()} for r in report.alone.rows],
             },
+            "audit": None if report.audit is None else {
+                "audit_job": report.audit.audit_job, "rate": report.audit.audit.rate,
+                "reference": report.audit.audit.reference, "sampled": report.audit.sampled,
+                "left_out": report.audit.left_out, "cost_usd": _number(report.audit.cost_usd),
+                "interval_level": report.audit.level, "drop": report.audit.drop,
+                "rows": [{k: _number(v) for k, v in asdict(r).items()} for r in report.audit.rows],
+            },
         }  # fmt: skip
         json.dump(doc, out, indent=2, ensure_ascii=False, allow_nan=False)
         out.write("\n")
@@ -218,7 +228,8 @@ def _html(report: Report) -> str:
         "<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in cells(row, WIDE_COLUMNS)) + "</tr>\n"
         for row in report.rows
     )
-    lines = "".join(f"<p>{esc(line)}</p>\n" for line in _headline(report))
+    audit = audit_lines(report.audit) if report.audit is not None else []
+    lines = "".join(f"<p>{esc(line)}</p>\n" for line in [*_headline(report), *audit])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Herd report: {esc(report.summary.job)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
