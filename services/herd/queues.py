@@ -6,7 +6,7 @@ evaluated on first use, so importing it (or `herd --help`) connects to nothing a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import kombu.exceptions
@@ -18,10 +18,25 @@ from herd.settings import get_settings
 
 TASK_ATTEMPT = "herd.attempt"
 
-# What an unreachable broker raises: kombu's connection errors and redis-py's.
+Dispatch = tuple[int, str, str, int]  # (prompt id, model, stage, round): herd.ledger.steps.Dispatch
+
+
+class PublishError(Exception):
+    """`publish` could not send every message. `unsent`: the dispatches from the first one that failed
+    on (that one may in fact have reached Redis: a duplicate message is harmless, a lost one costs a
+    stale period); `__cause__`: what was raised (kombu's or redis-py's connection errors, or anything
+    else a broken producer raises: every failure of a publish is the broker's, never the step's)."""
+
+    def __init__(self, unsent: Sequence[Dispatch], cause: BaseException) -> None:
+        super().__init__(f"{len(unsent)} message(s) not sent: {cause!r}")
+        self.unsent: tuple[Dispatch, ...] = tuple(unsent)
+
+
+# What an unreachable broker raises: kombu's connection errors and redis-py's, and `publish`'s.
 BROKER_DOWN: tuple[type[BaseException], ...] = (
     kombu.exceptions.OperationalError,
     redis.exceptions.ConnectionError,
+    PublishError,
 )
 
 
@@ -85,22 +100,29 @@ def check_broker(timeout_s: float = 5.0) -> None:
         conn.ensure_connection(max_retries=0, timeout=timeout_s)
 
 
-def publish(dispatches: Iterable[tuple[int, str, str, int]]) -> int:
-    """Send one message per (prompt id, model, stage, round) to that model's queue: ids only."""
+def publish(dispatches: Iterable[Dispatch]) -> int:
+    """Send one message per (prompt id, model, stage, round) to that model's queue: ids only. Returns
+    how many were sent; raises PublishError (naming the ones not sent) for any failure, so a caller
+    can leave exactly those prompts due again (herd.ledger.steps.mark_due) instead of waiting a
+    stale period for them."""
+    todo = list(dispatches)
     sent = 0
-    with app.producer_or_acquire() as producer:
-        for prompt_id, model, stage, round_ in dispatches:
-            args = (prompt_id, model, stage, round_)
-            app.send_task(
-                TASK_ATTEMPT,
-                args=args,
-                # What Flower shows as the task's arguments. Given, Celery skips its own `saferepr`
-                # of them: 0.1 ms of a worker's CPU per message (issue 12); these four never need
-                # its truncation.
-                argsrepr=repr(args),
-                kwargsrepr="{}",
-                queue=queue_for(model),
-                producer=producer,
-            )
-            sent += 1
+    try:
+        with app.producer_or_acquire() as producer:
+            for prompt_id, model, stage, round_ in todo:
+                args = (prompt_id, model, stage, round_)
+                app.send_task(
+                    TASK_ATTEMPT,
+                    args=args,
+                    # What Flower shows as the task's arguments. Given, Celery skips its own `saferepr`
+                    # of them: 0.1 ms of a worker's CPU per message (issue 12); these four never need
+                    # its truncation.
+                    argsrepr=repr(args),
+                    kwargsrepr="{}",
+                    queue=queue_for(model),
+                    producer=producer,
+                )
+                sent += 1
+    except Exception as exc:  # noqa: BLE001 - whatever a broken producer raises, the message is not sent
+        raise PublishError(todo[sent:], exc) from exc
     return sent
