@@ -53,8 +53,8 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
         longest_request_s=request_bound(herd),
     )  # fmt: skip
     keeper = Housekeeper(work, LeaderLock(url), interval_s=settings.pump_interval_s)
-    server = serve(keeper, address, port)
     keeper.start()
+    server = serve(keeper, address, port)
     console.print(f"housekeeper: every {settings.pump_interval_s:g}s; health and metrics on "
                   f"http://{address}:{port}/health, /metrics", markup=False)  # fmt: skip
     stopped = threading.Event()

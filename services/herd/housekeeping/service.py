@@ -96,6 +96,8 @@ class Housekeeper:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        """Check the lock once (so /health answers for a known state from the start), then run."""
+        self._check_lock()
         for name, target in (("lock", self._lock_loop), ("dispatch", self._dispatch), ("seal", self._seal)):
             thread = threading.Thread(target=target if name == "lock" else self._loop(name, target),
                                       name=f"housekeeper-{name}", daemon=True)  # fmt: skip
@@ -120,22 +122,23 @@ class Housekeeper:
             return Health(False, f"leading, but no successful dispatch tick for {age:.0f}s")
         return Health(True, "leading")
 
+    def _check_lock(self) -> None:
+        try:
+            leading = self.lock.check()
+            self._last["lock"] = self.clock()
+        except Exception as exc:  # noqa: BLE001 - a database outage: retry, never die
+            leading = False
+            log.warning("housekeeper: leader lock check failed: %s", str(exc).strip().splitlines()[0])
+        if leading and not self._leading.is_set():
+            self._last["lead"] = self.clock()
+            self._leading.set()
+        elif not leading:
+            self._leading.clear()
+        self.metrics.leader.set(1 if leading else 0)
+
     def _lock_loop(self) -> None:
-        while True:
-            try:
-                leading = self.lock.check()
-                self._last["lock"] = self.clock()
-            except Exception as exc:  # noqa: BLE001 - a database outage: retry, never die
-                leading = False
-                log.warning("housekeeper: leader lock check failed: %s", str(exc).strip().splitlines()[0])
-            if leading and not self._leading.is_set():
-                self._last["lead"] = self.clock()
-                self._leading.set()
-            elif not leading:
-                self._leading.clear()
-            self.metrics.leader.set(1 if leading else 0)
-            if self.stopped.wait(self.interval_s):
-                return
+        while not self.stopped.wait(self.interval_s):
+            self._check_lock()
 
     def _loop(self, name: str, tick: Callable[[], None]) -> Callable[[], None]:
         def loop() -> None:
