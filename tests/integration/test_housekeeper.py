@@ -75,3 +75,19 @@ def test_with_every_worker_stopped_the_housekeeper_alone_seals_and_resends(
     # The re-sent messages are real: a worker that comes back finishes the job from them.
     start_worker(herd.procs, worker_env, "small", tmp_path / "worker2.log")
     assert wait_for(db, "lost") == {"done": 3}
+
+
+def test_a_report_on_a_finished_unsealed_job_seals_it_first(make_herd, db, double, tmp_path: Path) -> None:
+    double.script([{"model": "small", "match": "", "text": "yes", "first": CONFIDENT}])
+    herd = make_herd(herd_yaml({"small": double.model_url("small")}))
+    worker_env = {**herd.env, "HERD_PUMP_INTERVAL_S": "3600"}  # no pump: nobody seals but the report
+    worker = start_worker(herd.procs, worker_env, "small", tmp_path / "worker.log")
+    herd.cli("submit", str(jsonl(tmp_path / "night.jsonl", [{"id": i, "text": f"n {i}"} for i in range(5)])),
+             "--job", "night", "--task", "qa")  # fmt: skip
+    assert wait_for(db, "night") == {"done": 5}
+    herd.stop(worker)
+    assert not sealed(db, "night")
+    first = herd.cli("report", "night", "--format", "csv")
+    assert sealed(db, "night") and "sealed" in first.stderr
+    again = herd.cli("report", "night", "--format", "csv")
+    assert again.stdout == first.stdout and "sealed" not in again.stderr  # read from the stored rows

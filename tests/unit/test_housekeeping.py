@@ -25,7 +25,7 @@ from kombu import Connection
 from herd import broker_transport
 from herd.housekeeping.leader import LeaderLock
 from herd.housekeeping.service import Housekeeper, serve
-from herd.housekeeping.work import Housekeeping
+from herd.housekeeping.work import Housekeeping, seal_job
 from herd.ledger.steps import Dispatch
 from herd.local.embedded import ensure_redis, stop_all
 from herd.queues import PublishError, app, publish
@@ -312,3 +312,16 @@ def test_health_and_metrics_of_a_leader_and_a_standby(services: Services, db: ps
         for keeper, server in zip(keepers, servers, strict=True):
             keeper.stop()
             server.shutdown()
+
+
+def test_a_report_seals_a_finished_job_first_unless_it_cannot_be_final_yet(
+    services: Services, db: psycopg.Connection
+) -> None:
+    job, running = finished_moments_ago(db)
+    with psycopg.connect(services.database_url, autocommit=True) as conn:
+        # Another job's prompt is queued: its request may overlap, so the horizon (300 s) holds.
+        assert not seal_job(conn, job, settings(cost_share_horizon_s=300.0))
+        db.execute("UPDATE prompts SET state = 'done' WHERE id = %s", (running,))
+        assert seal_job(conn, job, settings(cost_share_horizon_s=300.0))
+        assert seal_job(conn, job, settings())  # sealed already: nothing to do
+    assert sealed(db) == [job]

@@ -84,14 +84,10 @@ class Housekeeping:
     def seal(self) -> shares.FillResult | None:
         """One bounded fill and seal; None when stored shares are off (`cost_share_horizon_s` 0).
         Raises psycopg errors."""
-        horizon_s = self.settings.cost_share_horizon_s
-        if horizon_s <= 0:
+        if self.settings.cost_share_horizon_s <= 0:
             return None
         with self.connect() as conn:
-            if ledger.count_queued(conn) == 0:
-                horizon_s = 0.0  # nothing in flight anywhere: every endpoint's time is final up to now
-            elif self.longest_request_s is not None:
-                horizon_s = min(horizon_s, self.longest_request_s)
+            horizon_s = closing_horizon(conn, self.settings, self.longest_request_s)
             return shares.fill(conn, horizon_s=horizon_s, budget_s=self.fill_budget_s, slice_attempts=5000)
 
 
@@ -99,3 +95,28 @@ def request_bound(herd: HerdConfig) -> float:
     """The longest a request of `herd` can be busy at its endpoint, seconds: its largest `timeout_s`
     (a client gives up after it) plus REQUEST_MARGIN_S."""
     return max((model.timeout_s for model in herd.models.values()), default=0.0) + REQUEST_MARGIN_S
+
+
+def closing_horizon(conn: psycopg.Connection, settings: Settings, longest_request_s: float | None) -> float:
+    """How far behind now (seconds, database clock) endpoint time may be closed: see the module
+    docstring."""
+    if ledger.count_queued(conn) == 0:
+        return 0.0  # nothing in flight anywhere: every endpoint's time is final up to now
+    if longest_request_s is not None:
+        return min(settings.cost_share_horizon_s, longest_request_s)
+    return settings.cost_share_horizon_s
+
+
+def seal_job(conn: psycopg.Connection, job_id: int, settings: Settings) -> bool:
+    """Seal finished job `job_id` now if its shares can be final (what `herd report` does before it
+    reads: a report is read many times, a job sealed once). Fills every endpoint's time up to the
+    closing horizon, without a time budget, then seals this job alone. True if the job is sealed
+    afterwards; False if it is not finished, its last attempts are too recent while other prompts
+    run, or stored shares are off. Raises psycopg errors (InsufficientPrivilege for a read-only role)."""
+    if shares.is_sealed(conn, job_id):
+        return True
+    if settings.cost_share_horizon_s <= 0:
+        return False
+    horizon_s = closing_horizon(conn, settings, None)
+    shares.fill(conn, horizon_s=horizon_s, budget_s=float("inf"), slice_attempts=50_000, job=job_id)
+    return shares.is_sealed(conn, job_id)
