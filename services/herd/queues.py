@@ -6,7 +6,7 @@ evaluated on first use, so importing it (or `herd --help`) connects to nothing a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import kombu.exceptions
@@ -14,23 +14,10 @@ import redis.exceptions
 from celery import Celery
 
 from herd import broker_transport, redact
+from herd.broker_errors import Dispatch, PublishError
 from herd.settings import get_settings
 
 TASK_ATTEMPT = "herd.attempt"
-
-Dispatch = tuple[int, str, str, int]  # (prompt id, model, stage, round): herd.ledger.steps.Dispatch
-
-
-class PublishError(Exception):
-    """`publish` could not send every message. `unsent`: the dispatches from the first one that failed
-    on (that one may in fact have reached Redis: a duplicate message is harmless, a lost one costs a
-    stale period); `__cause__`: what was raised (kombu's or redis-py's connection errors, or anything
-    else a broken producer raises: every failure of a publish is the broker's, never the step's)."""
-
-    def __init__(self, unsent: Sequence[Dispatch], cause: BaseException) -> None:
-        super().__init__(f"{len(unsent)} message(s) not sent: {cause!r}")
-        self.unsent: tuple[Dispatch, ...] = tuple(unsent)
-
 
 # What an unreachable broker raises: kombu's connection errors and redis-py's, and `publish`'s.
 BROKER_DOWN: tuple[type[BaseException], ...] = (

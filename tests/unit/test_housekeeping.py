@@ -116,7 +116,7 @@ def test_only_prompts_still_at_the_unsent_step_are_made_due(
         raise PublishError(dispatches, RuntimeError("closed channel"))
 
     unsent = [(first, "small", "answer", 0), (moved, "small", "answer", 0)]
-    assert send(connector(services), unsent, stale_after_s=STALE_S, via=refuse) == 2
+    assert send(connector(services), unsent, stale_after_s=STALE_S, publish=refuse) == 2
     due = db.execute(
         "SELECT id FROM prompts WHERE enqueued_at <= now() - make_interval(secs => %s)", (STALE_S,)
     ).fetchall()

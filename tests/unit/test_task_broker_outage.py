@@ -16,7 +16,6 @@ from herd.backends.base import RetryableError
 from herd.cascade.pipeline import Outcome
 from herd.cascade.vocabulary import OutcomeKind
 from herd.herdfile.model import Retries
-from herd.housekeeping import sending
 from herd.queues import PublishError
 from herd.settings import get_settings
 from herd_workers import tasks
@@ -82,7 +81,7 @@ def test_messages_not_sent_after_the_commit_are_due_at_the_next_tick(
         with psycopg.connect(services.database_url, autocommit=True) as conn:
             yield conn
 
-    monkeypatch.setattr(sending, "publish", publish)
+    monkeypatch.setattr(tasks, "publish", publish)
     monkeypatch.setattr(tasks, "get_context", lambda: FakeContext(pipeline, connection))
     assert tasks.attempt.run(prompt, "small") == OutcomeKind.ESCALATED
     assert pipeline.failed == []

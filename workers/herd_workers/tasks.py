@@ -15,7 +15,7 @@ from herd.herdfile.model import Retries
 from herd.housekeeping.sending import send
 from herd.housekeeping.work import Housekeeping, request_bound
 from herd.ledger.steps import StepKey
-from herd.queues import BROKER_DOWN, TASK_ATTEMPT, app
+from herd.queues import BROKER_DOWN, TASK_ATTEMPT, app, publish
 from herd.settings import get_settings
 from herd_workers.context import get_context
 
@@ -90,7 +90,12 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
         outcome = context.pipeline.fail_step(prompt_id, key, f"internal error: {exc!r}", retries=retries)
     if outcome.dispatches:  # most steps send nothing: skip acquiring a producer
         # Committed; what the broker refuses is left due at the next housekeeping tick (sending.py).
-        send(context.connection, outcome.dispatches, stale_after_s=get_settings().stale_after_s)
+        send(
+            context.connection,
+            outcome.dispatches,
+            stale_after_s=get_settings().stale_after_s,
+            publish=publish,
+        )
     return outcome.kind
 
 
@@ -137,7 +142,7 @@ class Pump:
         context = get_context()
         # Budget jobs whose last steps ran concurrently (neither saw the job idle) release here.
         work = Housekeeping(
-            context.connection, get_settings(), release=context.pipeline.release_budgets,
+            context.connection, get_settings(), release=context.pipeline.release_budgets, publish=publish,
             longest_request_s=request_bound(context.herd),
         )  # fmt: skip
         done = work.dispatch()

@@ -34,6 +34,7 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
     from herd.housekeeping.service import Housekeeper, serve
     from herd.housekeeping.work import Housekeeping, request_bound
     from herd.ledger.db import ensure_current
+    from herd.queues import publish
     from herd.settings import get_settings
     from herd.urls import database_url
 
@@ -49,7 +50,7 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
     # Budget releases need each task's decision rule (policies, herd file), never a model endpoint.
     pipeline = Pipeline(herd, {}, connect, ActivePolicies(connect, ttl_s=settings.policy_ttl_s))
     work = Housekeeping(
-        connect, settings, release=pipeline.release_budgets, fill_budget_s=fill_budget_s,
+        connect, settings, release=pipeline.release_budgets, publish=publish, fill_budget_s=fill_budget_s,
         longest_request_s=request_bound(herd),
     )  # fmt: skip
     keeper = Housekeeper(work, LeaderLock(url), interval_s=settings.pump_interval_s)

@@ -14,9 +14,9 @@ from contextlib import AbstractContextManager
 
 import psycopg
 
+from herd.broker_errors import PublishError
 from herd.ledger import steps as ledger
 from herd.ledger.steps import Dispatch
-from herd.queues import PublishError, publish
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,7 @@ Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 Publish = Callable[[Sequence[Dispatch]], int]
 
 
-def send(
-    connect: Connect, dispatches: Sequence[Dispatch], *, stale_after_s: float, via: Publish | None = None
-) -> int:
+def send(connect: Connect, dispatches: Sequence[Dispatch], *, stale_after_s: float, publish: Publish) -> int:
     """Publish committed `dispatches`; returns how many were NOT sent (0: all went out).
 
     On PublishError the unsent prompts are marked due (`ledger.mark_due`, with this process's
@@ -36,7 +34,7 @@ def send(
     if not dispatches:
         return 0
     try:
-        (via or publish)(dispatches)  # herd.queues.publish unless told otherwise
+        publish(dispatches)  # herd.queues.publish, passed in: this module needs no broker
         return 0
     except PublishError as exc:
         unsent = list(exc.unsent)

@@ -53,7 +53,8 @@ class Dispatched:
 
 
 class Housekeeping:
-    """The two halves over `connect` (autocommit connections). `release`: Pipeline.release_budgets,
+    """The two halves over `connect` (autocommit connections), sending with `publish`
+    (herd.queues.publish). `release`: Pipeline.release_budgets,
     or None where no pipeline is at hand (then idle budget jobs wait for one that has it).
     `fill_budget_s`: seconds one `seal` may spend filling and sealing before it returns (the next
     tick goes on). `longest_request_s`: see the module docstring (`request_bound` computes it from a
@@ -61,7 +62,7 @@ class Housekeeping:
 
     def __init__(
         self, connect: Connect, settings: Settings, *, release: Release | None = None,
-        fill_budget_s: float = 1.0, longest_request_s: float | None = None, publish: Publish | None = None,
+        publish: Publish, fill_budget_s: float = 1.0, longest_request_s: float | None = None,
     ) -> None:  # fmt: skip
         self.connect = connect
         self.settings = settings
@@ -78,7 +79,7 @@ class Housekeeping:
             fresh = ledger.top_up(conn, window)
             released = self.release(conn) if self.release is not None else []
         todo = stale + fresh + released
-        unsent = send(self.connect, todo, stale_after_s=self.settings.stale_after_s, via=self.publish)
+        unsent = send(self.connect, todo, stale_after_s=self.settings.stale_after_s, publish=self.publish)
         return Dispatched(len(stale), len(fresh) + len(released), unsent)
 
     def seal(self) -> shares.FillResult | None:
