@@ -23,6 +23,7 @@ with SKIP LOCKED.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -108,10 +109,12 @@ def closing_horizon(conn: psycopg.Connection, settings: Settings, longest_reques
     return settings.cost_share_horizon_s
 
 
-def seal_job(conn: psycopg.Connection, job_id: int, settings: Settings) -> bool:
+def seal_job(conn: psycopg.Connection, job_id: int, settings: Settings, *, pause_s: float = 0.2) -> bool:
     """Seal finished job `job_id` now if its shares can be final (what `herd report` does before it
     reads: a report is read many times, a job sealed once). Fills every endpoint's time up to the
-    closing horizon, without a time budget, then seals this job alone. True if the job is sealed
+    closing horizon in fills of one second each (each its own transaction: attempt inserts of running
+    jobs wait for a fill's lock on cost_share_marks, never for the whole catch-up), waiting `pause_s`
+    seconds while another process fills, then seals this job alone. True if the job is sealed
     afterwards; False if it is not finished, its last attempts are too recent while other prompts
     run, or stored shares are off. Raises psycopg errors (InsufficientPrivilege for a read-only role)."""
     if shares.is_sealed(conn, job_id):
@@ -119,5 +122,11 @@ def seal_job(conn: psycopg.Connection, job_id: int, settings: Settings) -> bool:
     if settings.cost_share_horizon_s <= 0:
         return False
     horizon_s = closing_horizon(conn, settings, None)
-    shares.fill(conn, horizon_s=horizon_s, budget_s=float("inf"), slice_attempts=50_000, job=job_id)
-    return shares.is_sealed(conn, job_id)
+    while True:
+        done = shares.fill(conn, horizon_s=horizon_s, budget_s=1.0, slice_attempts=5000, job=job_id)
+        if done.sealed or shares.is_sealed(conn, job_id):
+            return True
+        if done.busy:
+            time.sleep(pause_s)  # the housekeeper or a worker is filling: it may seal the job too
+        elif done.stored == 0 and done.carried == 0 and done.rewound == 0:
+            return False  # filled up to the horizon, and the job still cannot be sealed
