@@ -106,12 +106,12 @@ def load_and_fill(
     t = time.perf_counter()
     stored = sealed = 0
     # Up to the last job's first attempt: that job stays open, unfilled and unsealed (seal_figures).
-    row = conn.execute(
-        """SELECT extract(epoch FROM now() - min(a.finished_at)) + 1 FROM attempts a
-           JOIN prompts p ON p.id = a.prompt_id WHERE p.job_id = (SELECT max(id) FROM jobs)"""
-    ).fetchone()
-    horizon_s = float(row[0]) if row and row[0] is not None else 0.0
+    # A fill's horizon is relative to now(), so it is taken again before each fill.
+    last_start = """SELECT extract(epoch FROM now() - min(a.finished_at)) + 1 FROM attempts a
+                    JOIN prompts p ON p.id = a.prompt_id WHERE p.job_id = (SELECT max(id) FROM jobs)"""
     while True:
+        row = conn.execute(last_start).fetchone()
+        horizon_s = float(row[0]) if row and row[0] is not None else 0.0
         done = fill(conn, horizon_s=horizon_s, slice_attempts=50_000, budget_s=30)
         stored, sealed = stored + done.stored, sealed + done.sealed
         if done.stored == 0 and done.sealed == 0:
