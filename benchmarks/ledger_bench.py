@@ -15,7 +15,16 @@ new only (the old ones take minutes each): `model_costs`, `perfics_inputs` for o
 the total with that job unsealed (computed live, as while a job runs), and the time to seal it; and the
 time the fill took to store every share and seal every job (what the pump ticks spread over the
 night); and what one pump tick's fill costs while a job of `--running` attempts runs, and after it
-is done but still in the open tail. Jobs are `--jobs` (default one per 100,000 attempts: the same job
+is done but still in the open tail.
+
+The morning after (a second table, each figure beside a `count(*)` of the same job's attempts timed in
+the same run, the least any report of the job could cost): the last job of the ledger is left
+finished but unfilled and unsealed (the fill stops before its first attempt), as the night leaves it
+when nothing seals; `herd report` on it before the seal (every view live), the time to seal it as
+`herd report` does first (herd.housekeeping.work.seal_job: fill its endpoints' time, seal), the report
+after; and the report of a running job of `--report-running` attempts (its newest 1,000 prompts queued).
+
+Jobs are `--jobs` (default one per 100,000 attempts: the same job
 size at 1M and 10M). The old views live in schema `sweep` (tests/support/sweep.py); pointing
 search_path at it makes `build` read them. Each new query runs twice and the faster time is printed;
 each old one runs once (minutes).
@@ -38,6 +47,7 @@ from psycopg import sql
 from benchmarks._lib.entry import run, work_dir
 from benchmarks._lib.synthetic_ledger import default_jobs, load
 from benchmarks._lib.timing import timed
+from herd.housekeeping.work import seal_job
 from herd.ledger.db import migrate
 from herd.ledger.shares import _SEALABLE, fill
 from herd.reporting.build import build
@@ -95,8 +105,14 @@ def load_and_fill(
     load_s = time.perf_counter() - t
     t = time.perf_counter()
     stored = sealed = 0
+    # Up to the last job's first attempt: that job stays open, unfilled and unsealed (seal_figures).
+    # A fill's horizon is relative to now(), so it is taken again before each fill.
+    last_start = """SELECT extract(epoch FROM now() - min(a.finished_at)) + 1 FROM attempts a
+                    JOIN prompts p ON p.id = a.prompt_id WHERE p.job_id = (SELECT max(id) FROM jobs)"""
     while True:
-        done = fill(conn, horizon_s=0, slice_attempts=50_000, budget_s=30)
+        row = conn.execute(last_start).fetchone()
+        horizon_s = float(row[0]) if row and row[0] is not None else 0.0
+        done = fill(conn, horizon_s=horizon_s, slice_attempts=50_000, budget_s=30)
         stored, sealed = stored + done.stored, sealed + done.sealed
         if done.stored == 0 and done.sealed == 0:
             break
@@ -184,6 +200,62 @@ def pump_ticks(conn: psycopg.Connection, attempts: int) -> Iterator[QueryTime]:
         yield QueryTime("  of which the sealable-jobs query", timed(sealable).best)
 
 
+@dataclass(frozen=True)
+class BesideCount:
+    label: str
+    seconds: float
+    count_s: float  # SELECT count(*) of the same job's attempts, best of two, same run
+
+
+def job_attempts(conn: psycopg.Connection, job: str) -> Callable[[], object]:
+    """The baseline: count the job's attempts (through its prompts, as every report query must)."""
+    return lambda: conn.execute(
+        "SELECT count(*) FROM attempts a JOIN prompts p ON p.id = a.prompt_id "
+        "JOIN jobs j ON j.id = p.job_id WHERE j.name = %s",
+        (job,),
+    ).fetchall()
+
+
+def seal_figures(conn: psycopg.Connection) -> list[BesideCount]:
+    """The morning after (see the module docstring): the last job before and after its seal and the
+    time to seal it. Before any fill of the pump-tick figures (one would seal it). The report before
+    the seal runs once (it is the slow one)."""
+    row = conn.execute(
+        "SELECT name, id, EXISTS (SELECT FROM cost_rollup_jobs s WHERE s.job_id = j.id) FROM jobs j "
+        "WHERE name LIKE 'bench%%' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    assert row is not None
+    last, last_id, sealed = str(row[0]), int(row[1]), bool(row[2])
+    count = timed(job_attempts(conn, last), 2).best
+    out = []
+    if sealed:  # a kept database whose last job a previous run sealed
+        print(f"({last} is sealed already: run without --keep for the figures before the seal)")
+    else:
+        before = timed(lambda: build(conn, last)).best
+        out.append(BesideCount(f"herd report {last}, finished, unsealed (live)", before, count))
+        seal = timed(lambda: seal_job(conn, last_id, Settings())).best
+        out.append(BesideCount(f"seal {last} (what herd report does first)", seal, count))
+    after = timed(lambda: build(conn, last), 2).best
+    return [*out, BesideCount(f"herd report {last}, sealed", after, count)]
+
+
+def running_report(conn: psycopg.Connection, running: int) -> BesideCount:
+    """The report of a job of `running` attempts still running (see the module docstring)."""
+    horizon = Settings().cost_share_horizon_s
+    stamp = conn.execute("SELECT (now() - make_interval(secs => %s))::text", (horizon,)).fetchone()
+    assert stamp is not None
+    load(conn, running, jobs=1, rate=running / horizon, t0=stamp[0], prefix="report-running")
+    conn.execute(
+        """UPDATE prompts SET state = 'queued' WHERE id IN (
+               SELECT p.id FROM prompts p JOIN jobs j ON j.id = p.job_id AND j.name = 'report-running0'
+               ORDER BY p.id DESC LIMIT 1000)"""
+    )
+    conn.execute("ANALYZE")
+    count = timed(job_attempts(conn, "report-running0"), 2).best
+    report = timed(lambda: build(conn, "report-running0"), 2).best
+    return BesideCount(f"herd report, running job ({running:,} attempts)", report, count)
+
+
 def row(q: QueryTime, *, not_run: str = "") -> str:
     """A line of the table; `not_run` stands where the old views were not timed."""
     old = not_run if q.old_s is None else f"{q.old_s:.2f}s"
@@ -202,6 +274,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-old", action="store_true", help="only the new views (e.g. at 10M)")
     p.add_argument(
         "--running", type=int, default=20_000, help="attempts of the running job for the pump-tick figures"
+    )
+    p.add_argument(
+        "--report-running",
+        type=int,
+        default=1_000_000,
+        help="attempts of the running job whose report is timed",
     )
     return p
 
@@ -229,8 +307,12 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{'query':45} {'old (sweep)':>12} {'new (stored)':>13}")
             for q in query_times(conn, job, skip_old=args.skip_old):
                 say(row(q, not_run="-"))
+            morning = seal_figures(conn)
             for q in itertools.chain(unsealed_times(conn, job), pump_ticks(conn, args.running)):
                 say(row(q))
+            say(f"{'the morning after':52} {'time':>10} {'count(*)':>10}")
+            for b in [*morning, running_report(conn, args.report_running)]:
+                say(f"{b.label:52} {b.seconds:9.2f}s {b.count_s:9.2f}s")
     return 0
 
 

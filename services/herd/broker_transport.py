@@ -8,6 +8,11 @@ name: 0.17 ms of CPU, three times per Herd attempt, ~15% of a worker's CPU again
 (benchmarks/throughput.py). Building it once per pool gives the same commands on the same
 pool; redis-py's client is safe to share between threads (each command takes its own connection).
 
+A channel closed under its producer (a reconnect closes the connection's channels, and a pooled
+producer keeps the one it had) raises redis-py's ConnectionError, not kombu's AttributeError on the
+missing connection: kombu's `ensure` knows the former as recoverable, reconnects and revives the
+producer on a new channel, so a publish after a broker outage rebuilds its channel instead of failing.
+
 Installed for `redis://` and `rediss://` broker URLs by herd/queues.py (`install`), under kombu's own
 alias, so URLs, `as_uri()` and Flower's broker view are unchanged. Sentinel URLs keep kombu's transport.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import kombu.transport
+import redis.exceptions
 from kombu.transport import redis as kombu_redis
 
 # What `install` points kombu's aliases at: this module's Transport, by import path.
@@ -30,6 +36,8 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc] # kombu ships no type 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
             return super()._create_client(asynchronous=True)
+        if self.connection is None:  # closed by a reconnect: kombu's own code would raise AttributeError
+            raise redis.exceptions.ConnectionError("broker channel closed by a reconnect")
         pool = self.pool  # a new pool after a reconnect (kombu resets `_pool`): a new client for it
         client = self._herd_client
         if client is None or client.connection_pool is not pool:

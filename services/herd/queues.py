@@ -14,14 +14,16 @@ import redis.exceptions
 from celery import Celery
 
 from herd import broker_transport, redact
+from herd.broker_errors import Dispatch, PublishError
 from herd.settings import get_settings
 
 TASK_ATTEMPT = "herd.attempt"
 
-# What an unreachable broker raises: kombu's connection errors and redis-py's.
+# What an unreachable broker raises: kombu's connection errors and redis-py's, and `publish`'s.
 BROKER_DOWN: tuple[type[BaseException], ...] = (
     kombu.exceptions.OperationalError,
     redis.exceptions.ConnectionError,
+    PublishError,
 )
 
 
@@ -96,22 +98,29 @@ def check_broker(timeout_s: float = 5.0) -> list[str]:
     return judged.warnings
 
 
-def publish(dispatches: Iterable[tuple[int, str, str, int]]) -> int:
-    """Send one message per (prompt id, model, stage, round) to that model's queue: ids only."""
+def publish(dispatches: Iterable[Dispatch]) -> int:
+    """Send one message per (prompt id, model, stage, round) to that model's queue: ids only. Returns
+    how many were sent; raises PublishError (naming the ones not sent) for any failure, so a caller
+    can leave exactly those prompts due again (herd.ledger.steps.mark_due) instead of waiting a
+    stale period for them."""
+    todo = list(dispatches)
     sent = 0
-    with app.producer_or_acquire() as producer:
-        for prompt_id, model, stage, round_ in dispatches:
-            args = (prompt_id, model, stage, round_)
-            app.send_task(
-                TASK_ATTEMPT,
-                args=args,
-                # What Flower shows as the task's arguments. Given, Celery skips its own `saferepr`
-                # of them: 0.1 ms of a worker's CPU per message; these four never need
-                # its truncation.
-                argsrepr=repr(args),
-                kwargsrepr="{}",
-                queue=queue_for(model),
-                producer=producer,
-            )
-            sent += 1
+    try:
+        with app.producer_or_acquire() as producer:
+            for prompt_id, model, stage, round_ in todo:
+                args = (prompt_id, model, stage, round_)
+                app.send_task(
+                    TASK_ATTEMPT,
+                    args=args,
+                    # What Flower shows as the task's arguments. Given, Celery skips its own `saferepr`
+                    # of them: 0.1 ms of a worker's CPU per message; these four never
+                    # need its truncation.
+                    argsrepr=repr(args),
+                    kwargsrepr="{}",
+                    queue=queue_for(model),
+                    producer=producer,
+                )
+                sent += 1
+    except Exception as exc:  # noqa: BLE001 - whatever a broken producer raises, the message is not sent
+        raise PublishError(todo[sent:], exc) from exc
     return sent

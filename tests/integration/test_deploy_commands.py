@@ -38,7 +38,7 @@ COMMANDS = [c for c in [*compose_commands(), *k8s_commands(K8S_HERD)] if c.role 
 
 def test_the_manifests_have_every_role() -> None:
     roles = {(c.source, c.role) for c in COMMANDS}
-    roles_ = ("migrate", "worker", "flower", "metrics", "serve")
+    roles_ = ("migrate", "worker", "housekeeper", "flower", "metrics", "serve")
     assert roles == {(s, r) for s in ("compose", "k8s") for r in roles_}
 
 
@@ -121,6 +121,12 @@ def _run(command: ContainerCommand, services: Services, double, tmp_path: Path) 
             wait_http(f"{base}/health", proc, log)
             assert http_status(f"{base}/health") == 200  # what the healthcheck/probes ask
             assert http_status(f"{base}/v1/batches") == 401  # everything else needs a key
+        elif command.role == "housekeeper":
+            base = f"http://127.0.0.1:{port}"
+            wait_http(f"{base}/health", proc, log)
+            assert http_status(f"{base}/health") == 200  # what the healthcheck/probes ask
+            with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:
+                assert "herd_housekeeper_leader" in response.read().decode()
         elif command.role == "metrics":
             url = f"http://127.0.0.1:{port}/metrics"
             wait_http(url, proc, log)

@@ -41,7 +41,7 @@ class ContainerCommand:
 
     @property
     def role(self) -> str:
-        """migrate | worker | flower | metrics | serve | model-server."""
+        """migrate | worker | housekeeper | flower | metrics | serve | model-server."""
         if self.argv[0] == "herd":
             return self.argv[1]
         return "model-server"

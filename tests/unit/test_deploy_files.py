@@ -151,12 +151,32 @@ def test_compose_vllm_servers_reserve_distinct_gpus_and_are_the_herd_endpoints()
         assert config.endpoints == [f"http://llm-{model}:8000/v1"]
 
 
-def test_prometheus_scrapes_the_metrics_service() -> None:
+def test_prometheus_scrapes_the_metrics_service_and_the_housekeeper() -> None:
     config = yaml.safe_load((REPO / "infra/prometheus/prometheus.yml").read_text())
-    (job,) = config["scrape_configs"]
-    (target,) = job["static_configs"][0]["targets"]
-    command = compose()["services"]["metrics"]["command"]
-    assert target == f"metrics:{command[-1].removeprefix('--port=')}"
+    targets = [target for job in config["scrape_configs"] for target in job["static_configs"][0]["targets"]]
+    ports = {}
+    for name in ("metrics", "housekeeper"):
+        (port,) = [
+            a.removeprefix("--port=")
+            for a in compose()["services"][name]["command"]
+            if a.startswith("--port=")
+        ]
+        ports[name] = port
+    assert targets == [f"metrics:{ports['metrics']}", f"housekeeper:{ports['housekeeper']}"]
+
+
+def test_the_housekeeper_runs_once_in_compose_and_kubernetes_so_workers_may_scale_to_zero() -> None:
+    assert compose()["services"]["housekeeper"]["command"][:2] == ["herd", "housekeeper"]
+    resources = k8s_resources()
+    (deployment,) = [
+        r for r in resources if r["kind"] == "Deployment" and r["metadata"]["name"] == "herd-housekeeper"
+    ]
+    assert deployment["spec"]["replicas"] == 1
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:2] == ["herd", "housekeeper"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    scaled = [r for r in resources if r["kind"] == "ScaledObject"]
+    assert scaled and all(r["spec"]["minReplicaCount"] == 0 for r in scaled)
 
 
 @pytest.mark.parametrize("path", ["infra/Dockerfile"])

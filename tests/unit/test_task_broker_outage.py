@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import kombu.exceptions
+import psycopg
 import pytest
 from celery.exceptions import Reject
 
@@ -13,7 +16,11 @@ from herd.backends.base import RetryableError
 from herd.cascade.pipeline import Outcome
 from herd.cascade.vocabulary import OutcomeKind
 from herd.herdfile.model import Retries
+from herd.queues import PublishError
+from herd.settings import get_settings
 from herd_workers import tasks
+from tests.support.harness import Services
+from tests.unit.test_costs import add_job, add_prompt
 
 
 @dataclass
@@ -34,6 +41,7 @@ class FakePipeline:
 @dataclass
 class FakeContext:
     pipeline: FakePipeline
+    connection: Any = None
 
 
 @pytest.fixture
@@ -57,17 +65,32 @@ def test_a_retry_the_broker_cannot_take_defers_instead_of_failing(
     assert pipeline.failed == []
 
 
-def test_messages_not_sent_after_the_commit_are_left_to_the_pump(
-    pipeline: FakePipeline, monkeypatch: pytest.MonkeyPatch
+def test_messages_not_sent_after_the_commit_are_due_at_the_next_tick(
+    pipeline: FakePipeline, monkeypatch: pytest.MonkeyPatch, services: Services, db: psycopg.Connection
 ) -> None:
-    pipeline.outcome = Outcome(OutcomeKind.ESCALATED, ((1, "large", "answer", 0),))
+    prompt = add_prompt(db, add_job(db, "night"), "d0", state="queued", model="large")
+    db.execute("UPDATE prompts SET enqueued_at = now() WHERE id = %s", (prompt,))  # as the escalation left it
+    pipeline.outcome = Outcome(OutcomeKind.ESCALATED, ((prompt, "large", "answer", 0),))
 
-    def publish(_: Any) -> int:
-        raise kombu.exceptions.OperationalError("Connection refused")
+    def publish(dispatches: Any) -> int:
+        cause = kombu.exceptions.OperationalError("Connection refused")
+        raise PublishError(list(dispatches), cause) from cause
+
+    @contextmanager
+    def connection() -> Iterator[psycopg.Connection]:
+        with psycopg.connect(services.database_url, autocommit=True) as conn:
+            yield conn
 
     monkeypatch.setattr(tasks, "publish", publish)
-    assert tasks.attempt.run(1, "small") == OutcomeKind.ESCALATED
+    monkeypatch.setattr(tasks, "get_context", lambda: FakeContext(pipeline, connection))
+    assert tasks.attempt.run(prompt, "small") == OutcomeKind.ESCALATED
     assert pipeline.failed == []
+    # Due for the next tick's stale sweep, not a whole stale period after the escalation.
+    due = db.execute(
+        "SELECT enqueued_at <= now() - make_interval(secs => %s) FROM prompts WHERE id = %s",
+        (get_settings().stale_after_s, prompt),
+    ).fetchone()
+    assert due == (True,)
 
 
 def test_a_worker_that_stops_on_its_own_exits_with_a_failure() -> None:

@@ -12,9 +12,9 @@ from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from herd.backends.base import RetryableError
 from herd.herdfile.model import Retries
-from herd.jobs.references import fail_unknown_queued, stale_versions, waiting_at_unknown
-from herd.ledger import shares
-from herd.ledger import steps as ledger
+from herd.housekeeping.sending import send
+from herd.housekeeping.work import Housekeeping, request_bound
+from herd.jobs.references import stale_versions, waiting_at_unknown
 from herd.ledger.steps import StepKey
 from herd.queues import BROKER_DOWN, TASK_ATTEMPT, app, check_broker, publish
 from herd.settings import get_settings
@@ -90,13 +90,13 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
         log.exception("prompt %s on %s %s: unexpected error; failing the step", prompt_id, model, stage)
         outcome = context.pipeline.fail_step(prompt_id, key, f"internal error: {exc!r}", retries=retries)
     if outcome.dispatches:  # most steps send nothing: skip acquiring a producer
-        try:
-            publish(outcome.dispatches)
-        except BROKER_ERRORS as exc:
-            # Committed but not sent (Redis is down): the prompts are `queued` in Postgres without a
-            # message, which is exactly what the pump's stale sweep re-sends.
-            log.warning("prompt %s: %d message(s) not sent (%r); the pump re-sends them", prompt_id,
-                        len(outcome.dispatches), exc)  # fmt: skip
+        # Committed; what the broker refuses is left due at the next housekeeping tick (sending.py).
+        send(
+            context.connection,
+            outcome.dispatches,
+            stale_after_s=get_settings().stale_after_s,
+            publish=publish,
+        )
     return outcome.kind
 
 
@@ -112,10 +112,12 @@ def _backoff(model: str, retries: int, retry_after_s: float | None = None) -> fl
 
 
 class Pump:
-    """Per worker process: keep the dispatch window full and re-send prompts whose message was lost.
+    """Per worker process: the housekeeping tick (herd/housekeeping/work.py), opportunistically.
 
-    Submitting fills the window once; each finished prompt lets one more in. This loop repairs what
-    a crash between commit and publish could leave behind, so no prompt waits forever.
+    `herd housekeeper` does the same work whether or not any worker runs; a worker's pump only makes
+    it happen sooner where workers are up (a short fill budget, so it never holds its model's work).
+    Submitting fills the window once; each finished prompt lets one more in. This loop repairs what a
+    crash between commit and publish could leave behind.
     """
 
     def __init__(self) -> None:
@@ -137,23 +139,18 @@ class Pump:
                 log.exception("dispatch pump failed; retrying in %.0fs", settings.pump_interval_s)
 
     def tick(self) -> int:
-        settings = get_settings()
+        """One tick; returns how many messages went out (stale re-sends and window admissions)."""
         context = get_context()
-        with context.connection() as conn, conn.transaction():  # an autocommit connection
-            # Stale prompts queued at a model the herd file lacks have no worker: fail them with that
-            # reason rather than re-send them to a queue nobody reads (herd/jobs/references.py).
-            fail_unknown_queued(conn, context.herd, settings.stale_after_s)
-            stale = ledger.reclaim_stale(conn, settings.stale_after_s, settings.dispatch_window)
-            fresh = ledger.top_up(conn, settings.dispatch_window)
-            # Budget jobs whose last steps ran concurrently (neither saw the job idle) release here.
-            released = context.pipeline.release_budgets(conn)
-        sent = publish(stale + fresh + released)
-        if settings.cost_share_horizon_s > 0:
-            # Its own transaction after the dispatch work, bounded to one second: a report's open
-            # tail shrinks every tick, and a catching-up fill never delays the window.
-            with context.connection() as conn:
-                shares.fill(conn, horizon_s=settings.cost_share_horizon_s, budget_s=1.0, slice_attempts=5000)
-        return sent
+        # Budget jobs whose last steps ran concurrently (neither saw the job idle) release here.
+        work = Housekeeping(
+            context.connection, get_settings(), release=context.pipeline.release_budgets, publish=publish,
+            longest_request_s=request_bound(context.herd), herd=context.herd,
+        )  # fmt: skip
+        done = work.dispatch()
+        # The fill after the dispatch work, bounded to one second: a report's open tail shrinks every
+        # tick, and a catching-up fill never delays the window.
+        work.seal()
+        return done.resent + done.admitted - done.unsent
 
 
 _pump = Pump()

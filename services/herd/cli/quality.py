@@ -109,7 +109,9 @@ def report(
     for path in (output, plot_file):
         if path is not None:
             check_output_path(path)
-    with psycopg.connect(database_url()) as conn:
+    url = database_url()
+    _seal_first(url, job)
+    with psycopg.connect(url) as conn:
         try:
             built = build(conn, job, scorer=scorer, weights=parsed, tasks=lambda: herd_config(ctx).tasks)
         except psycopg.errors.UndefinedTable as exc:
@@ -125,3 +127,29 @@ def report(
     if plot_file is not None:
         plot(built, plot_file)
         console.print(f"plot written to {plot_file}", markup=False, soft_wrap=True)
+
+
+def _seal_first(url: str, job: str) -> None:
+    """Seal a finished, unsealed job before reporting it (herd.housekeeping.work.seal_job), so this
+    report and every later one read its stored cost rows instead of sweeping its attempts. Best effort:
+    a role that may only read (herd_reader), or a job that cannot be sealed yet, is reported live."""
+    import psycopg
+
+    from herd.housekeeping.work import seal_job
+    from herd.settings import get_settings
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            """SELECT j.id FROM jobs j WHERE j.name = %s
+                 AND NOT EXISTS (SELECT FROM cost_rollup_jobs s WHERE s.job_id = j.id)
+                 AND NOT EXISTS (SELECT FROM prompts p WHERE p.job_id = j.id
+                                 AND p.state IN ('pending', 'queued', 'held'))""",
+            (job,),
+        ).fetchone()
+        if row is None:  # unknown (build says so), sealed already, or still running
+            return
+        try:
+            if seal_job(conn, int(row[0]), get_settings()):
+                console.print(f"job {job}: finished; its costs are now stored (sealed)", markup=False)
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # a read-only role: the report computes the costs live, as before

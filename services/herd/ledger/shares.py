@@ -154,6 +154,7 @@ def fill(
     horizon_s: float,
     slice_attempts: int = 50_000,
     budget_s: float = 5.0,
+    job: int | None = None,
 ) -> FillResult:
     """Close each endpoint's time up to `horizon_s` seconds (database clock) before now.
 
@@ -162,8 +163,8 @@ def fill(
     connection; the whole call is one transaction, holding an EXCLUSIVE lock on cost_share_marks that
     makes concurrent attempt inserts wait for it (keep slices small). Then, in a transaction per job,
     seals every job whose shares are all final (`cost_rollup_seal`, migration 0010: one GROUP BY over
-    the job's attempts) until the budget is spent. Returns counts (FillResult); raises psycopg errors
-    as they come."""
+    the job's attempts) until the budget is spent; only job id `job` when given. Returns counts
+    (FillResult); raises psycopg errors as they come."""
     deadline = time.monotonic() + budget_s
     stored = carried = rewound = 0
     with conn.transaction():
@@ -210,10 +211,15 @@ def fill(
                     "INSERT INTO cost_share_cuts (endpoint, cut) VALUES (%s, %s)", (endpoint, new_cut)
                 )
                 cut = new_cut
-    return FillResult(stored, carried, rewound, sealed=_seal(conn, deadline))
+    return FillResult(stored, carried, rewound, sealed=_seal(conn, deadline, job))
 
 
-def _seal(conn: psycopg.Connection, deadline: float) -> int:
+def is_sealed(conn: psycopg.Connection, job_id: int) -> bool:
+    row = conn.execute("SELECT EXISTS (SELECT FROM cost_rollup_jobs WHERE job_id = %s)", (job_id,)).fetchone()
+    return bool(row and row[0])
+
+
+def _seal(conn: psycopg.Connection, deadline: float, job: int | None = None) -> int:
     """Seal every job whose shares are all final, one transaction per job, until `deadline`.
 
     Not under the fill's EXCLUSIVE lock on cost_share_marks: sealing a night's job is one GROUP BY
@@ -223,7 +229,7 @@ def _seal(conn: psycopg.Connection, deadline: float) -> int:
     changes: an insert into the job waits for the seal and then unseals it, or the seal waits for the
     insert and sees it when it checks the job again."""
     sealed = 0
-    for (job_id,) in conn.execute(_SEALABLE, {"job": None}).fetchall():
+    for (job_id,) in conn.execute(_SEALABLE, {"job": job}).fetchall():
         if time.monotonic() >= deadline:
             break
         try:

@@ -400,6 +400,26 @@ def reclaim_stale(conn: psycopg.Connection, older_than_s: float, limit: int) -> 
     return [(row[0], row[1], row[2], row[3]) for row in rows]
 
 
+def mark_due(conn: psycopg.Connection, dispatches: list[Dispatch], stale_after_s: float) -> int:
+    """Leave prompts whose message was not sent (a failed publish) due for a re-send at the next pump
+    tick: their `enqueued_at` goes back to `stale_after_s` seconds ago (database clock), the moment
+    `reclaim_stale` takes them. Only a prompt still `queued` at the very step of its dispatch moves (a
+    step that went on meanwhile, through an older message, is not sent back). Returns how many moved.
+
+    Without it a claim or a re-send whose publish failed kept the `enqueued_at` of the claim, and the
+    prompt waited a whole stale period more (30 min with the defaults) for a message nobody sent."""
+    if not dispatches:
+        return 0
+    ids, models, stages, rounds = (list(column) for column in zip(*dispatches, strict=True))
+    return conn.execute(
+        """UPDATE prompts p SET enqueued_at = least(p.enqueued_at, now() - make_interval(secs => %s))
+           FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::int[]) AS d(id, model, stage, round)
+           WHERE p.id = d.id AND p.state = 'queued'
+             AND p.model = d.model AND p.stage = d.stage AND p.round = d.round""",
+        (stale_after_s, ids, models, stages, rounds),
+    ).rowcount
+
+
 def count_queued(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT count(*) FROM prompts WHERE state = 'queued'").fetchone()
     return int(row[0]) if row else 0
