@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from herd.errors import ServiceError
+
 Dispatch = tuple[int, str, str, int]  # (prompt id, model, stage, round): herd.ledger.steps.Dispatch
 
 
-class PublishError(Exception):
+class PublishError(ServiceError):
     """`publish` could not send every message. `unsent`: the dispatches from the first one that failed
     on (that one may in fact have reached Redis: a duplicate message is harmless, a lost one costs a
     stale period); `__cause__`: what was raised (kombu's or redis-py's connection errors, or anything

@@ -30,22 +30,22 @@ TRANSPORT_PATH = f"{__name__}:Transport"
 _SCHEMES = ("redis", "rediss")
 
 
-class Channel(kombu_redis.Channel):  # type: ignore[misc] # kombu ships no type hints
+class Channel(kombu_redis.Channel):  # kombu's Redis transport is untyped: its methods are Any
     _herd_client: Any = None
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:
-            return super()._create_client(asynchronous=True)
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
         if self.connection is None:  # closed by a reconnect: kombu's own code would raise AttributeError
             raise redis.exceptions.ConnectionError("broker channel closed by a reconnect")
         pool = self.pool  # a new pool after a reconnect (kombu resets `_pool`): a new client for it
         client = self._herd_client
         if client is None or client.connection_pool is not pool:
-            client = self._herd_client = super()._create_client(asynchronous=False)
+            client = self._herd_client = super()._create_client(asynchronous=False)  # type: ignore[no-untyped-call]
         return client
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
+class Transport(kombu_redis.Transport):
     Channel = Channel
 
 

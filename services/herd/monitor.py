@@ -86,9 +86,9 @@ def show_every_queue(app: Any, queues: Sequence[str]) -> None:
     other queue a worker consumes. (Flower lists only the latter, or the app's default queue when
     it knows no worker yet.)"""
     from flower.views import BaseHandler
-    from kombu import Queue
+    from kombu.entity import Queue
 
-    app.conf.task_queues = [Queue(name) for name in queues]
+    app.conf.task_queues = [Queue(name) for name in queues]  # type: ignore[no-untyped-call]
     herd_queues = frozenset(queues)
 
     def every_queue(self: Any) -> list[str]:

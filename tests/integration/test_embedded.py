@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import psycopg
@@ -48,7 +49,7 @@ def run_child(home: Path) -> subprocess.Popen[str]:
     )
 
 
-def child_result(proc: subprocess.Popen[str]) -> dict:
+def child_result(proc: subprocess.Popen[str]) -> dict[str, Any]:
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     return json.loads(out)

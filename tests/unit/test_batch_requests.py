@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openai.types.chat.chat_completion import ChoiceLogprobs
@@ -123,8 +124,8 @@ def test_a_first_line_may_start_with_a_byte_order_mark() -> None:
     ],
 )  # fmt: skip
 def test_what_herd_cannot_honour_is_refused_naming_the_field(
-    url: str, body: dict, param: str, says: str
-) -> None:  # type: ignore[type-arg]
+    url: str, body: dict[str, Any], param: str, says: str
+) -> None:
     with pytest.raises(RequestError) as caught:
         check(url, body, [OPENAI])
     assert caught.value.param == param

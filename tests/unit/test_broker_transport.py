@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from celery import Celery
-from kombu import Connection
+from kombu.connection import Connection
 
 from herd import broker_transport
 from herd.queues import app, publish

@@ -18,6 +18,7 @@ from herd.herdfile.model import HerdConfig
 from herd.ledger import calibration
 from herd.ledger.calibration import MAX_NON_ANSWER_SHARE
 from herd.policy.calibrate import MinQuality, choose
+from herd.policy.data import CalibrationData
 from herd.policy.replay import replay
 from herd.policy.router import train_router
 from herd.policy.spec import Policy
@@ -96,7 +97,7 @@ def _large_alone(tmp_path: Path) -> Path:
     return path
 
 
-def _healthy(url: str, herd: HerdConfig, tmp_path: Path) -> calibration.CalibrationData:
+def _healthy(url: str, herd: HerdConfig, tmp_path: Path) -> CalibrationData:
     """The same prompts with large healthy, as a second calibration job."""
     run_job(url, herd, script(set()), "cal-healthy", {f"q{i:02d}": REFS[k] for i, k in enumerate(KEYS)},
             kind="calibration")  # fmt: skip

@@ -26,7 +26,13 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from huggingface_hub import InferenceClient
+from huggingface_hub import (
+    ChatCompletionOutputLogprob,
+    InferenceClient,
+    TextGenerationOutput,
+    TextGenerationOutputDetails,
+    TextGenerationOutputToken,
+)
 from huggingface_hub.errors import (
     BadRequestError,
     GenerationError,
@@ -35,12 +41,6 @@ from huggingface_hub.errors import (
     OverloadedError,
     TextGenerationError,
     ValidationError,
-)
-from huggingface_hub.inference._generated.types import (
-    ChatCompletionOutputLogprob,
-    TextGenerationOutput,
-    TextGenerationOutputDetails,
-    TextGenerationOutputToken,
 )
 
 from tests.support.endpoint import DEFAULT_TEXT, EndpointDouble, Rule

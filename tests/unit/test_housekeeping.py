@@ -20,15 +20,16 @@ import psycopg
 import pytest
 import redis
 from celery import Celery
-from kombu import Connection
+from kombu.connection import Connection
 
 from herd import broker_transport
+from herd.broker_errors import PublishError
 from herd.housekeeping.leader import LeaderLock
 from herd.housekeeping.service import Housekeeper, serve
 from herd.housekeeping.work import Housekeeping, seal_job
 from herd.ledger.steps import Dispatch
 from herd.local.embedded import ensure_redis, stop_all
-from herd.queues import PublishError, app, publish
+from herd.queues import app, publish
 from herd.settings import Settings
 from tests.support import harness
 from tests.support.harness import Services

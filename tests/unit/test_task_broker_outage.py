@@ -13,10 +13,10 @@ import pytest
 from celery.exceptions import Reject
 
 from herd.backends.base import RetryableError
+from herd.broker_errors import PublishError
 from herd.cascade.pipeline import Outcome
 from herd.cascade.vocabulary import OutcomeKind
 from herd.herdfile.model import Retries
-from herd.queues import PublishError
 from herd.settings import get_settings
 from herd_workers import tasks
 from tests.support.harness import Services

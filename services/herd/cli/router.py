@@ -81,7 +81,7 @@ def train(
     from herd.policy.router import evaluate, train_router
     from herd.policy.router.tau import CachedEncoder, choose_tau, out_of_fold
     from herd.reporting import routers as view
-    from herd.reporting.policies import target_text
+    from herd.reporting.policies import target_text, usd
     from herd.urls import database_url
 
     herd = herd_config(ctx)
@@ -133,7 +133,7 @@ def train(
     if picked is not None:
         out.print(
             f"target {target_text(target)}: tau {picked.tau:.2f} (train, {info['tau_from']}: accuracy "
-            f"{picked.accuracy:.3f}, {view.usd(picked.cost_per_1k)} per 1k"
+            f"{picked.accuracy:.3f}, {usd(picked.cost_per_1k)} per 1k"
             + (f"; {match_model} alone {picked.reference:.3f}" if picked.reference is not None else "")
             + ")",
             markup=False,
@@ -169,6 +169,7 @@ def eval_(
     from herd.policy.router import evaluate, replay_routed
     from herd.policy.search import search
     from herd.reporting import routers as view
+    from herd.reporting.policies import usd
     from herd.urls import database_url
 
     herd = herd_config(ctx)
@@ -195,7 +196,7 @@ def eval_(
     out.print(
         "router -> cascade (the active policy or herd file from each entry): "
         f"accuracy {composed.quality:.3f}, "
-        f"{view.usd(composed.cost_per_1k)} per 1k",
+        f"{usd(composed.cost_per_1k)} per 1k",
         markup=False,
     )
     if plot_file is not None:

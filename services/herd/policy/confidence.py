@@ -93,7 +93,9 @@ def raw_confidence(values: np.ndarray, measure: str) -> np.ndarray:
     probability; for entropies it is a monotone convention, not a probability.
     """
     values = np.asarray(values, dtype=float)
-    return np.clip(values, 0.0, 1.0) if is_confidence(measure) else np.exp(-np.maximum(values, 0.0))
+    return np.asarray(
+        np.clip(values, 0.0, 1.0) if is_confidence(measure) else np.exp(-np.maximum(values, 0.0))
+    )
 
 
 def expected_calibration_error(p: np.ndarray, is_correct: np.ndarray, n_bins: int = 10) -> float:

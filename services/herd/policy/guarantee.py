@@ -129,7 +129,7 @@ def _log_wealth(losses: np.ndarray, level: float, delta: float) -> np.ndarray:
     cap = BET_CAP / (1.0 - level) if level < 1.0 else np.inf
     bet = np.minimum(np.sqrt(2.0 * math.log(1.0 / delta) / (n * previous)), cap)
     log_k = np.cumsum(np.log1p(bet * (level - losses)), axis=-1)
-    return np.maximum(log_k.max(axis=-1), 0.0)
+    return np.asarray(np.maximum(log_k.max(axis=-1), 0.0))
 
 
 def _order(n: int, seed: int) -> np.ndarray:
@@ -148,7 +148,7 @@ def p_values(r: Risk, confidence: float, seed: int = 0) -> np.ndarray:
     if r.binary:
         return np.asarray(stats.binom.cdf(np.rint(losses.sum(axis=1)), n, r.level), dtype=float)
     ordered = losses[:, _order(n, seed)]
-    return np.minimum(1.0, np.exp(-_log_wealth(ordered, r.level, delta)))
+    return np.asarray(np.minimum(1.0, np.exp(-_log_wealth(ordered, r.level, delta))))
 
 
 def upper_bound(losses: np.ndarray, binary: bool, confidence: float, seed: int = 0) -> float:

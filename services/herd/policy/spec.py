@@ -80,7 +80,7 @@ class CalibrationMap(_Strict):
         values = np.asarray(values, dtype=float)
         out = np.interp(values, np.asarray(self.x), np.asarray(self.y))
         out[np.isnan(values)] = np.nan
-        return out
+        return np.asarray(out)
 
 
 class Tier(_Strict):

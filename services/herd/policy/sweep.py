@@ -131,7 +131,7 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     order = np.lexsort((-quality, cost))
     q = quality[order]
     best_before = np.concatenate([[-np.inf], np.maximum.accumulate(q)[:-1]])
-    return valid[order[q > best_before]]
+    return np.asarray(valid[order[q > best_before]])
 
 
 def candidate_thresholds(key: np.ndarray, n_thresholds: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from herd.policy.data import CalibrationData, ModelArrays
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return np.asarray(1.0 / (1.0 + np.exp(-x)))
 
 
 def _model(

