@@ -121,6 +121,6 @@ def publish(dispatches: Iterable[Dispatch]) -> int:
                     producer=producer,
                 )
                 sent += 1
-    except Exception as exc:  # noqa: BLE001 - whatever a broken producer raises, the message is not sent
+    except Exception as exc:  # whatever a broken producer raises, the message is not sent
         raise PublishError(todo[sent:], exc) from exc
     return sent

@@ -661,7 +661,7 @@ class _Handler(BaseHTTPRequestHandler):
     wbufsize = 64 * 1024  # headers + body leave in one write (handle_one_request flushes)
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence per-request logging
+    def log_message(self, format: str, *args: Any) -> None:  # silence per-request logging
         pass
 
     def do_GET(self) -> None:

@@ -74,7 +74,7 @@ class Procs:
         for proc in reversed(list(self.procs)):
             try:
                 self.stop(proc)
-            except Exception as exc:  # any failure: report it and keep stopping the others
+            except Exception as exc:  # noqa: BLE001 - any failure: report it and keep stopping the others
                 print(f"warning: could not stop pid {proc.pid}: {exc}", file=sys.stderr)
 
 

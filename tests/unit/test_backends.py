@@ -214,7 +214,7 @@ def answering(status: int, headers: dict[str, str], body: bytes) -> Iterator[str
     """A server that answers every POST with `status`, `headers` and `body`; yields its base URL."""
 
     class Fixed(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:  # http.server's name
             self.rfile.read(int(self.headers.get("Content-Length", "0")))
             self.send_response(status)
             for name, value in {**headers, "Content-Length": str(len(body))}.items():

@@ -86,7 +86,7 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
             "prompt %s on %s: database unavailable (%s); left to the stale sweep", prompt_id, model, reason
         )
         return "deferred"
-    except Exception as exc:  # noqa: BLE001 - no exception may leave a prompt without an outcome
+    except Exception as exc:  # no exception may leave a prompt without an outcome
         log.exception("prompt %s on %s %s: unexpected error; failing the step", prompt_id, model, stage)
         outcome = context.pipeline.fail_step(prompt_id, key, f"internal error: {exc!r}", retries=retries)
     if outcome.dispatches:  # most steps send nothing: skip acquiring a producer
@@ -135,7 +135,7 @@ class Pump:
         while not self._stop.wait(settings.pump_interval_s):
             try:
                 self.tick()
-            except Exception:  # noqa: BLE001 - the pump must outlive a database or broker hiccup
+            except Exception:  # the pump must outlive a database or broker hiccup
                 log.exception("dispatch pump failed; retrying in %.0fs", settings.pump_interval_s)
 
     def tick(self) -> int:

@@ -75,7 +75,7 @@ class Keeper:
                 self.tick()
             except psycopg.OperationalError as exc:
                 log.warning("batch keeper: database unavailable (%s); trying again", exc)
-            except Exception:  # noqa: BLE001 - the keeper outlives any one bad batch; logged with traceback
+            except Exception:  # the keeper outlives any one bad batch; logged with traceback
                 log.exception("batch keeper: tick failed")
             stop.wait(poll_s)
 
@@ -94,7 +94,7 @@ class Keeper:
                 status = self.step(batch_id)
             except psycopg.OperationalError:
                 raise
-            except Exception:  # noqa: BLE001 - one batch's bug must not stop the others
+            except Exception:  # one batch's bug must not stop the others
                 log.exception("batch keeper: batch %s", batch_id)
                 continue
             if status is not None:

@@ -54,14 +54,14 @@ class OpenAIBackend:
                 body = self._completion(endpoint, request)
         except BackendError:
             raise  # already named (an error status from our own HTTP call): keep its kind and message
-        except Exception as exc:  # noqa: BLE001 - every failure is mapped to a named error
+        except Exception as exc:  # every failure is mapped to a named error
             raise transport.map_exception(exc, endpoint) from exc
         latency = time.perf_counter() - started
         try:
             return _parse(body, endpoint, latency)
         except PermanentError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a body of the wrong shape is the server's error, named
+        except Exception as exc:  # a body of the wrong shape is the server's error, named
             raise transport.malformed(exc, endpoint) from exc
 
     def _chat(self, endpoint: str, request: GenerationRequest) -> Mapping[str, Any]:

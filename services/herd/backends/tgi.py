@@ -61,14 +61,14 @@ class TgiBackend:
                 return_full_text=False,
                 **sampling,
             )
-        except Exception as exc:  # noqa: BLE001 - every failure is mapped to a named error
+        except Exception as exc:  # every failure is mapped to a named error
             raise transport.map_exception(exc, endpoint) from exc
         latency = time.perf_counter() - started
         try:
             return _generation(out, endpoint, latency)
         except PermanentError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a body of the wrong shape is the server's error, named
+        except Exception as exc:  # a body of the wrong shape is the server's error, named
             raise transport.malformed(exc, endpoint) from exc
 
 

@@ -266,7 +266,7 @@ class Pipeline:
                 failed, error=str(exc), endpoint=exc.endpoint or None, latency_s=elapsed,
                 busy_s=elapsed if exc.endpoint else None, ended_mono=ended,
             )  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - backends name their errors; anything else is a bug, recorded
+        except Exception as exc:  # backends name their errors; anything else is a bug, recorded
             log.exception("prompt %s: the %s backend raised an unexpected error", prompt.id, step.model)
             return replace(failed, error=f"unexpected error: {exc!r}", ended_mono=time.monotonic())
         # The call happened: whatever is wrong with its result, the attempt is charged for it.
@@ -287,7 +287,7 @@ class Pipeline:
             return self._judge(charged, generation, request, rule, key)
         except NoTokensError as exc:
             return replace(charged, error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - an answer that breaks the measures is recorded, not lost
+        except Exception as exc:  # an answer that breaks the measures is recorded, not lost
             log.exception("prompt %s: cannot judge the answer of %s", prompt.id, step.model)
             return replace(charged, error=f"cannot judge the answer: {exc!r}")
 

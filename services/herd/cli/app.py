@@ -123,7 +123,7 @@ class HerdGroup(click.Group):
             fail(str(exc), status=1)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # click reports these itself
-        except Exception:
+        except Exception:  # noqa: BLE001 - a bug: its traceback, below
             # A bug: its traceback, but never a credential (psycopg and SQLAlchemy quote a malformed
             # database URL back, password and all).
             print(redact(traceback.format_exc()), file=sys.stderr, end="")

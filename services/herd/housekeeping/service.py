@@ -148,7 +148,7 @@ class Housekeeper:
                 started = self.clock()
                 try:
                     tick()
-                except Exception:  # noqa: BLE001 - outlive a database or broker outage
+                except Exception:  # outlive a database or broker outage
                     self.metrics.ticks.labels(name, "error").inc()
                     log.exception("housekeeper: %s tick failed; retrying in %.0fs", name, self.interval_s)
                     continue
@@ -179,7 +179,7 @@ class Housekeeper:
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # the base class's name
         pass  # a probe every few seconds is not worth a log line
 
 
