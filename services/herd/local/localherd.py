@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from herd.local.daemons import ProcessError, alive, file_lock, read_int, remembered_port, wait_until
 
 SERVER_START_TIMEOUT_S = 120.0
@@ -83,6 +85,18 @@ class Daemon:
         pid = read_int(self.pid_file)
         return pid if alive(pid, self.marker) else None
 
+    def exited(self, pid: int) -> bool:
+        """The process `start` returned has ended (gone, or a zombie), whatever its command line says.
+
+        Not `pid() is None`: between fork and exec the child still has our command line, without the
+        marker, so on a busy machine a process that is starting would be taken for one that died."""
+        try:
+            return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return True
+        except psutil.AccessDenied:  # /proc mounted hidepid: it exists
+            return False
+
     def start(self, cmd: list[str], env: Mapping[str, str] | None = None) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
@@ -117,11 +131,12 @@ def ensure_server(home: Path, name: str, *, threads: int = 2) -> str:
     with file_lock(folder / f"{name}.lock"):
         port = read_int(folder / f"{name}.port")
         daemon = _server(home, name, port)
-        if daemon.pid() is None or port is None:
+        pid = daemon.pid()
+        if pid is None or port is None:
             gguf = model.locate(home)
             port = remembered_port(folder / f"{name}.port")
             daemon = _server(home, name, port)
-            daemon.start([
+            pid = daemon.start([
                 sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
                 "--host", "127.0.0.1", "--port", str(port),
                 # Logprobs for every generated token need the logits of all tokens.
@@ -133,7 +148,7 @@ def ensure_server(home: Path, name: str, *, threads: int = 2) -> str:
         url = f"http://127.0.0.1:{port}/v1"
         wait_until(
             lambda: _answers(url), f"model server {name} did not come up", daemon.log,
-            give_up=lambda: daemon.pid() is None, timeout=SERVER_START_TIMEOUT_S,
+            give_up=lambda: daemon.exited(pid), timeout=SERVER_START_TIMEOUT_S,
         )  # fmt: skip
         return url
 
@@ -175,7 +190,7 @@ def ensure_worker(home: Path, model: str, env: Mapping[str, str]) -> int:
         wait_until(
             lambda: " ready." in daemon.log.read_text(errors="replace") if daemon.log.exists() else False,
             f"worker {model} did not start", daemon.log,
-            give_up=lambda: daemon.pid() is None, timeout=WORKER_START_TIMEOUT_S,
+            give_up=lambda: daemon.exited(pid), timeout=WORKER_START_TIMEOUT_S,
         )  # fmt: skip
         return pid
 
