@@ -248,7 +248,7 @@ def test_status_and_report_show_the_estimate_beside_the_promise_and_flag_a_drop(
     assert "quality >= 0.9, guaranteed at 90%" in status.output
     report = cli(herd_path, url, "report", "night", "--format", "json")
     assert report.exit_code == 0, report.output
-    doc = json.loads(report.output)["audit"]
+    doc = json.loads(report.stdout)["audit"]
     assert doc["drop"] is True and doc["rate"] == 1.0 and doc["reference"] == "large"
     assert doc["rows"][0]["hits"] == 10 and doc["rows"][0]["prompts"] == N
     assert doc["cost_usd"] > 0

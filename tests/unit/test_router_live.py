@@ -286,6 +286,6 @@ def test_report_of_a_routed_job_reads_each_prompts_own_entry(tmp_path: Path, url
     assert "small*" in report.output and "large*" in report.output
     assert "* routed per prompt: quality and cost on the prompts the router sent to it" in report.output
     assert "a later tier" not in report.output, report.output
-    built = json.loads(cli(path, url, "report", "live", "--format", "json").output)
+    built = json.loads(cli(path, url, "report", "live", "--format", "json").stdout)
     entry_row = next(r for r in built["rows"] if r["policy"] == "routed entry")
     assert entry_row["escalations"] == 0 and entry_row["latency_p50_s"] is None
