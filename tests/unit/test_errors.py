@@ -41,7 +41,7 @@ FOUND = herd_exceptions()
 KINDS: dict[str, type[HerdError]] = {
     "herd.herdfile.model.ConfigError": UserError,
     "herd.herdfile.yamllines.YamlError": UserError,
-    "herd.jobs.documents.InputError": UserError,
+    "herd.jobs.input_errors.InputError": UserError,
     "herd.jobs.status.UnknownJobError": UserError,
     "herd.ledger.db.SchemaError": UserError,  # run `herd migrate`
     "herd.policy.confidence.NothingToCalibrateError": UserError,

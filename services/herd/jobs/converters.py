@@ -37,7 +37,7 @@ from typing import Any
 
 from herd.jobs import bounds
 from herd.jobs.bounds import LimitExceededError, Limits
-from herd.jobs.documents import InputError
+from herd.jobs.input_errors import InputError
 
 
 class UnreadableError(InputError):

@@ -28,18 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from herd.errors import UserError
 from herd.jobs import walk
+from herd.jobs.input_errors import InputError as InputError  # re-exported: callers know it from here
 
 TEXT_SUFFIXES = (".txt", ".md")
 # One document per file, converted to text (herd/jobs/converters.py); keyed like .txt/.md.
 CONVERTED_SUFFIXES = (".pdf", ".docx", ".html", ".htm")
 DOCUMENT_SUFFIXES = TEXT_SUFFIXES + CONVERTED_SUFFIXES
 RESERVED = ("id", "text", "reference")
-
-
-class InputError(UserError, ValueError):
-    """A document set that cannot be submitted; the message names the file and line."""
 
 
 @dataclass(frozen=True)
