@@ -38,6 +38,7 @@ from benchmarks._lib.outcomes import (
     load,
     oracle,
 )
+from herd.errors import UserError
 from herd.policy.calibrate import Match, MinQuality, Target, UnreachableTargetError, choose
 from herd.policy.data import CalibrationData
 from herd.policy.replay import replay
@@ -196,6 +197,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.seeds < 1 or args.output_tokens < 0:
+        p.exit(2, f"{p.prog}: --seeds must be at least 1 and --output-tokens at least 0\n")
     try:
         outcomes = load(str(SAMPLE) if args.data == "sample" else args.data)
     except OutcomeDataError as e:
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                           args.confidence, args.output_tokens)
                 for seed in range(args.seeds)
             ]  # fmt: skip
-        except OutcomeDataError as e:
+        except UserError as e:  # a bad --judge-error, --confidence or --at, said by name
             p.exit(2, f"{p.prog}: {e}\n")
         print("\n".join(report(splits, outcomes, args.calibration, judge_error, args.confidence)), flush=True)
     return 0

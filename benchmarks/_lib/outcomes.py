@@ -105,6 +105,8 @@ def _read_json(path: Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
         raise OutcomeDataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise OutcomeDataError(f"{path}: cannot be read ({e.strerror or e})") from None
     except json.JSONDecodeError as e:
         raise OutcomeDataError(f"{path}, line {e.lineno}: not JSON ({e.msg})") from None
 

@@ -121,3 +121,21 @@ def test_public_outcomes_names_how_to_get_the_data(
         public_outcomes.main(["--data", str(tmp_path)])
     assert exit_.value.code == 2
     assert f"{tmp_path}: no train.json or test.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--confidence", "1.5"], "--confidence must lie strictly between 0 and 1"),
+        (["--judge-error", "2"], "--judge-error must lie in [0, 1]"),
+        (["--calibration", "299"], "--calibration must lie between 1 and 298 for 300 prompts"),
+    ],
+)
+def test_public_outcomes_refuses_bad_arguments_by_name(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        public_outcomes.main(["--data", "sample", "--seeds", "1", "--calibration", "60", *args])
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
