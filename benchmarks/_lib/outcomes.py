@@ -1,10 +1,11 @@
 """Public multi-model outcome data as Herd calibration arrays: LLMRouter's routing data.
 
 The data (ulab-uiuc/LLMRouter, MIT licence, `data/dcrouter_preprocessed/{train,test}.json` and
-`data/example_data/llm_candidates/default_llm.json`): 6,108 prompts (11 public task families: world
-knowledge, MMLU/GPQA, code, maths, commonsense, logic grids) each answered by the same 9 open models
-served by NVIDIA's API, with each answer's score (0/1 for 97% of them, a share of test cases or
-sub-answers otherwise), and each model's price in USD per million input and output tokens.
+`data/example_data/llm_candidates/default_llm.json`): 6,108 prompts from public benchmarks (its docs
+name world knowledge, MMLU/GPQA, code, maths and commonsense sets; logic-grid puzzles are there too),
+each answered by the same 9 open models served by NVIDIA's API, with each answer's score (0/1 for
+97% of them, a share of test cases or sub-answers otherwise), and each model's price in USD per
+million input and output tokens.
 
 What the data lacks, and the documented proxies this module puts in its place:
 
