@@ -6,13 +6,15 @@ version."""
 from __future__ import annotations
 
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from benchmarks import cli_startup, throughput
+from benchmarks import cli_startup, public_outcomes, throughput
 from benchmarks.__main__ import entries
 from tests.support.harness import REPO
 
@@ -71,3 +73,69 @@ def test_cli_startup_refuses_a_ref_git_does_not_know(capsys: pytest.CaptureFixtu
         cli_startup.main(["--runs", "1", "--baseline-ref", "no-such-ref-anywhere"])
     assert exit_.value.code == 2
     assert "--baseline-ref no-such-ref-anywhere: " in capsys.readouterr().err
+
+
+def test_public_outcomes_on_the_sample_prints_each_model_the_oracle_and_herds_choices(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The checked-in 300-prompt sample of LLMRouter's data: the figures are recomputed here from the
+    # JSON itself, independently of Herd's replay, on the same seeded held-out rows.
+    assert public_outcomes.main(["--data", "sample", "--calibration", "150", "--seeds", "1",
+                                 "--judge-error", "0.2"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    items = json.loads((public_outcomes.SAMPLE / "train.json").read_text(encoding="utf-8"))
+    prices = json.loads((public_outcomes.SAMPLE / "default_llm.json").read_text(encoding="utf-8"))
+    models = sorted(items[0]["scores"])
+    held = np.sort(np.random.default_rng(0).permutation(len(items))[150:])
+    assert f"300 prompts x {len(models)} models" in out
+    rows = {line[: line.index("  ")].strip(): line.split() for line in out.splitlines() if "  " in line}
+    best = []
+    for m in models:
+        scores = [items[i]["scores"][m] for i in held]
+        tokens = [np.ceil(len(items[i]["question"]) / 4) + 128 for i in held]
+        usd = (prices[m]["input_price"] + prices[m]["output_price"]) / 2e6
+        quality, cost = map(float, rows[f"{m} alone"][-2:])
+        assert quality == pytest.approx(np.mean(scores), abs=1e-4)
+        assert cost == pytest.approx(np.mean(tokens) * usd * 1000, rel=1e-3)
+        best.append(quality)
+    oracle = float(rows["per-prompt oracle"][-2])
+    assert oracle == pytest.approx(np.mean([max(items[i]["scores"].values()) for i in held]), abs=1e-4)
+    assert oracle > max(best)
+    chosen = [line for line in out.splitlines() if ", guarantee " in line or ", point " in line]
+    assert len(chosen) == 4  # two targets x two methods
+    for line in chosen:
+        quality = float(line.split()[-7])
+        assert 0.0 <= quality <= oracle + 1e-9
+    assert "no router's quality or cost on it" in out
+
+
+def test_public_outcomes_names_how_to_get_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HERD_BENCH_DATA", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        public_outcomes.main([])
+    assert exit_.value.code == 2
+    assert "git clone https://github.com/ulab-uiuc/LLMRouter" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        public_outcomes.main(["--data", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert f"{tmp_path}: no train.json or test.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--seeds", "0"], "--seeds must be at least 1"),
+        (["--confidence", "1.5"], "--confidence must lie strictly between 0 and 1"),
+        (["--judge-error", "2"], "--judge-error must lie in [0, 1]"),
+        (["--calibration", "299"], "--calibration must lie between 1 and 298 for 300 prompts"),
+    ],
+)
+def test_public_outcomes_refuses_bad_arguments_by_name(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        public_outcomes.main(["--data", "sample", "--seeds", "1", "--calibration", "60", *args])
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
