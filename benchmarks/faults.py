@@ -54,6 +54,8 @@ def plan_lines(plan: Plan) -> list[str]:
         f"  doubles: latency {plan.latency_s}s, faults per call {plan.faults}, hangs {plan.hang_s}s; "
         f"models: timeout {plan.timeout_s}s, retries {plan.retries} (backoff {plan.backoff_s}s..."
         f"{plan.backoff_max_s}s), max_in_flight {plan.max_in_flight}",
+        f"  Redis restarted empty (twice, the second at a due stale sweep): {plan.empty_redis}; "
+        f"workers partitioned from Redis and Postgres for {plan.partition_s:g}s (0: no partition)",
     ]
 
 
@@ -64,6 +66,7 @@ def report_lines(res: FaultReport) -> list[str]:
         when = "never" if ev.fired_at is None else f"t={ev.fired_at:6.1f}s"
         open_ = "" if ev.open_prompts is None else f" [{ev.open_prompts} open]"
         out.append(f"  {when}  {ev.action:<15}{ev.note}{open_}")
+    out += [f"  SKIPPED {why}" for why in res.skipped]
     if res.unexpected_exits:
         out.append("  workers that exited by themselves (restarted): " + "; ".join(res.unexpected_exits))
     out.append(f"  worker starts per model: {res.worker_starts}")
