@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from benchmarks._lib import faults_netns
 from benchmarks._lib.faults_plan import SHORT, Plan, schedule
 
 
@@ -32,3 +33,12 @@ def test_the_short_plan_has_both_faults() -> None:
     actions = [e.action for e in schedule(replace(SHORT))]
     assert "kill-redis-empty" in actions and "cut-network" in actions
     assert SHORT.partition_s > 0 and SHORT.empty_redis
+
+
+def test_the_partition_says_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faults_netns.os, "geteuid", lambda: 1000)
+    assert faults_netns.Netlab.unavailable() == "network namespaces need root"
+    monkeypatch.setattr(faults_netns.os, "geteuid", lambda: 0)
+    which = {"ip": "/sbin/ip"}.get
+    monkeypatch.setattr(faults_netns.shutil, "which", which)
+    assert faults_netns.Netlab.unavailable() == "socat not found on PATH"
