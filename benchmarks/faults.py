@@ -1,6 +1,7 @@
 """Fault injection: a 3-tier herd under injected faults, and whether Herd's delivery guarantees hold.
 
     python -m benchmarks.faults [--prompts 1000] [--short] [--seed 1] [--json OUT] [--keep]
+                                [--no-partition] [--no-empty-redis]
 
 The scenario (docs/reliability.md, which has the latest figures), everything on 127.0.0.1 under a
 private, temporary HERD_HOME (benchmarks/_lib/faults_run.py):
@@ -17,7 +18,10 @@ private, temporary HERD_HOME (benchmarks/_lib/faults_run.py):
   SIGKILLed (their whole process group; the last kill, the last fault, at 90%), Redis SIGKILLed and
   restarted, Postgres (the postmaster) SIGKILLed and restarted, and one model's double (medium)
   SIGKILLed and restarted on the same port after 60 seconds (8 with --short). Redis and Postgres stay
-  down a few seconds each, never both at once.
+  down a few seconds each, never both at once. Redis is also restarted with no data, twice, the
+  second time just as the stale sweep is due; and every worker runs in a network namespace that is
+  cut off from Redis and Postgres for 30 seconds (10 with --short; skipped, saying why, without root,
+  `ip` or `socat`): benchmarks/_lib/faults_netns.py.
 * Short plumbing periods so the run drains in minutes (printed with the figures): HERD_STALE_AFTER_S,
   HERD_VISIBILITY_TIMEOUT_S, HERD_PUMP_INTERVAL_S and a dispatch window small enough that no prompt
   waits in Redis for a whole stale period.
@@ -54,6 +58,8 @@ def plan_lines(plan: Plan) -> list[str]:
         f"  doubles: latency {plan.latency_s}s, faults per call {plan.faults}, hangs {plan.hang_s}s; "
         f"models: timeout {plan.timeout_s}s, retries {plan.retries} (backoff {plan.backoff_s}s..."
         f"{plan.backoff_max_s}s), max_in_flight {plan.max_in_flight}",
+        f"  Redis restarted empty (twice, the second at a due stale sweep): {plan.empty_redis}; "
+        f"workers partitioned from Redis and Postgres for {plan.partition_s:g}s (0: no partition)",
     ]
 
 
@@ -64,6 +70,7 @@ def report_lines(res: FaultReport) -> list[str]:
         when = "never" if ev.fired_at is None else f"t={ev.fired_at:6.1f}s"
         open_ = "" if ev.open_prompts is None else f" [{ev.open_prompts} open]"
         out.append(f"  {when}  {ev.action:<15}{ev.note}{open_}")
+    out += [f"  SKIPPED {why}" for why in res.skipped]
     if res.unexpected_exits:
         out.append("  workers that exited by themselves (restarted): " + "; ".join(res.unexpected_exits))
     out.append(f"  worker starts per model: {res.worker_starts}")
@@ -126,6 +133,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--latency", type=float, help="seconds per successful model call in the doubles")
     p.add_argument("--deadline", type=float, help="seconds after submit before reporting what is stuck")
+    p.add_argument("--no-partition", action="store_true", help="without the network partition")
+    p.add_argument("--no-empty-redis", action="store_true", help="without the Redis that restarts empty")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     p.add_argument("--keep", action="store_true", help="keep HERD_HOME with every log (work/ in it)")
     return p
@@ -141,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         plan.latency_s = args.latency
     if args.deadline is not None:
         plan.deadline_s = args.deadline
+    if args.no_partition:
+        plan.partition_s = 0.0
+    if args.no_empty_redis:
+        plan.empty_redis = False
     started = time.monotonic()
     print("\n".join(plan_lines(plan)), flush=True)
     with work_dir("herd-faults-", keep=args.keep) as home:

@@ -25,6 +25,8 @@ class Plan:
     endpoint_down_s: float = 60.0
     down_model: str = "medium"
     service_down_s: float = 5.0  # how long Redis and Postgres stay down after their SIGKILL
+    empty_redis: bool = True  # Redis restarted without its files, twice: the second at the stale sweep
+    partition_s: float = 30.0  # the workers cut off from Redis and Postgres (0: no partition)
     stale_after_s: float = 30.0
     visibility_timeout_s: int = 20
     pump_interval_s: float = 2.0
@@ -53,6 +55,7 @@ SHORT = Plan(
     worker_kills=2,
     endpoint_down_s=8.0,
     service_down_s=2.0,
+    partition_s=10.0,
     stale_after_s=15.0,
     visibility_timeout_s=10,
     pump_interval_s=1.0,
@@ -62,7 +65,7 @@ SHORT = Plan(
     hang_s=4.0,
     backoff_s=0.2,
     backoff_max_s=1.0,
-    deadline_s=100.0,
+    deadline_s=150.0,  # the partition and the empty Redis hold parts of the job up to ~25 s longer
 )
 
 
@@ -71,7 +74,9 @@ class Event:
     """A fault: fired once `after` of the prompts are finished (done or failed), or, for a restart, at
     `at` seconds after submit. A kill with `down_s` schedules its restart that long after it."""
 
-    action: str  # kill-worker | kill-redis | start-redis | kill-postgres | start-postgres | kill-endpoint ...
+    action: str  # kill-worker | kill-redis | kill-redis-empty | kill-redis-at-sweep | kill-postgres |
+    # kill-endpoint | cut-network, and for each with `down_s` its start-... (start-redis-empty, ...) or
+    # heal-network
     target: str = ""
     after: float | None = None  # fraction of prompts finished
     at: float | None = None  # seconds after submit
@@ -106,8 +111,15 @@ def write_docs(path: Path, plan: Plan) -> None:
 
 def schedule(plan: Plan) -> list[Event]:
     """Seeded faults at random points of the job's progress (so they hit a running job on any machine):
-    Redis goes down in the first part and Postgres in the second, so those two never overlap; the
-    endpoint outage starts in the first half; worker kills anywhere, the last one at `faults_until`."""
+    Redis goes down in the first part and Postgres in the second (and faults_run.py holds a service's
+    kill while another service is down or an empty-Redis fault is under way), so they never overlap;
+    the endpoint outage and the empty Redis start in the first half; worker kills anywhere, the last
+    one at `faults_until`; the partition (faults_netns.py) in the second half.
+
+    The empty Redis: SIGKILL, its files deleted, started again with no data, so every queued message is
+    lost; once the first of the prompts left queued is due for the stale sweep, Redis is killed and
+    restarted empty again (kill-redis-at-sweep, scheduled by faults_run.py), so the sweep runs into a
+    dead broker and its re-sends must stay due, not wait a second stale period."""
     rng = random.Random(f"schedule|{plan.seed}")
     lo, hi = plan.faults_from, plan.faults_until
     mid = (lo + hi) / 2
@@ -121,4 +133,8 @@ def schedule(plan: Plan) -> list[Event]:
     for i in range(plan.worker_kills):  # the last one at `faults_until`: the last fault, at a known point
         after = hi if i == plan.worker_kills - 1 else rng.uniform(lo, hi)
         events.append(Event("kill-worker", rng.choice(MODELS), after=after))
+    if plan.empty_redis:  # drawn last: the other faults stay where they were for a given seed
+        events.append(Event("kill-redis-empty", after=rng.uniform(lo, mid), down_s=plan.service_down_s))
+    if plan.partition_s:
+        events.append(Event("cut-network", after=rng.uniform(mid, hi), down_s=plan.partition_s))
     return sorted(events, key=lambda e: e.after or 0.0)

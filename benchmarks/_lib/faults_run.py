@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from benchmarks._lib.faults_figures import (
     log_figures,
     stuck_report,
 )
+from benchmarks._lib.faults_netns import ENDPOINTS_IP, SERVICES_IP, Netlab
 from benchmarks._lib.faults_plan import JOB, TASK, Event, Plan, double_script, schedule, write_docs
 from herd.local.embedded import ensure_postgres, ensure_redis
 from tests.support.harness import (
@@ -52,6 +54,7 @@ class FaultReport:
 
     plan: Plan
     events: list[Event]
+    skipped: list[str]  # faults not run, each with its reason
     unexpected_exits: list[str]  # workers that exited by themselves (and were restarted)
     worker_starts: dict[str, int]
     drained: bool
@@ -84,6 +87,8 @@ class Run:
         self.doubles: dict[str, DoubleProcess] = {}
         self.ports: dict[str, int] = {}
         self.env: dict[str, str] = {}
+        self.worker_env: dict[str, str] = {}  # the workers' own: across the partition when there is one
+        self.netlab: Netlab | None = None  # the workers' host, when the plan has a partition
 
     # -- services ------------------------------------------------------------------------------
 
@@ -110,6 +115,35 @@ class Run:
         while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
             time.sleep(0.05)
         return f"SIGKILL {name} pid {pid}"
+
+    def wipe_redis(self) -> str:
+        """Delete the (dead) embedded Redis's files, AOF and snapshot, so it starts again with no data."""
+        rd = self.home / "redis"
+        gone = []
+        for name in ("appendonlydir", "appendonly.aof", "dump.rdb"):
+            path = rd / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+            else:
+                continue
+            gone.append(name)
+        return f"deleted {', '.join(gone) or 'nothing (no files)'}"
+
+    def sweep_due_in(self) -> float | None:
+        """Seconds until the first queued prompt is due for the stale sweep (database clock), or None
+        if no prompt is queued or Postgres is unreachable."""
+        try:
+            with psycopg.connect(self.services.database_url, connect_timeout=2, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT extract(epoch FROM min(enqueued_at) - now()) FROM prompts WHERE state = 'queued'"
+                ).fetchone()
+        except psycopg.Error:
+            return None
+        if row is None or row[0] is None:
+            return None
+        return max(0.0, float(row[0]) + self.plan.stale_after_s)
 
     def restart_service(self, name: str) -> str:
         t = time.monotonic()
@@ -169,13 +203,39 @@ class Run:
             HERD_PUMP_INTERVAL_S=str(p.pump_interval_s),
             HERD_DISPATCH_WINDOW=str(p.dispatch_window),
         )
+        self.worker_env = self.env
+        if self.netlab is not None:
+            self.worker_env = self.across_netlab(herd_file, endpoints)
         return herd_file
+
+    def across_netlab(self, herd_file: Path, endpoints: dict[str, str]) -> dict[str, str]:
+        """The workers' environment on the netlab's worker host: Redis and Postgres through the
+        forwarders on SERVICES_IP, the doubles through those on ENDPOINTS_IP (a herd file of its own)."""
+        assert self.netlab is not None
+        logs = self.work / "forwarders.log"
+        svc = {self.services.database_url, self.services.broker_url}
+        for url in svc:
+            self.netlab.forward(SERVICES_IP, int(url.rsplit(":", 1)[1].split("/", 1)[0]), logs)
+        for model in MODELS:
+            self.netlab.forward(ENDPOINTS_IP, self.ports[model], logs)
+        ns_file = self.work / "herd-workers.yaml"
+        text = herd_file.read_text()
+        for url in endpoints.values():
+            text = text.replace(url, url.replace("127.0.0.1", ENDPOINTS_IP))
+        ns_file.write_text(text)
+        env = dict(self.env, HERD_HERD_FILE=str(ns_file))
+        for key in ("HERD_DATABASE_URL", "HERD_BROKER_URL"):
+            env[key] = env[key].replace("@127.0.0.1:", f"@{SERVICES_IP}:")
+        return env
 
     def start_worker(self, model: str) -> subprocess.Popen[Any]:
         self.worker_starts[model] += 1
         log = self.work / f"worker-{model}-{self.worker_starts[model]}.log"
         self.worker_logs.append(log)
-        proc = self.procs.start(worker_command(model), env=self.env, log=log)
+        cmd = worker_command(model)
+        if self.netlab is not None:
+            cmd = self.netlab.wrap(cmd)
+        proc = self.procs.start(cmd, env=self.worker_env, log=log)
         self.workers[model] = proc
         return proc
 
@@ -221,8 +281,15 @@ def perform(run: Run, ev: Event) -> None:
         ev.note = run.kill_worker(ev.target)
     elif kind in ("kill-redis", "kill-postgres"):
         ev.note = run.kill_service(kind.split("-", 1)[1])
+    elif kind in ("kill-redis-empty", "kill-redis-at-sweep"):
+        ev.note = f"{run.kill_service('redis')}; {run.wipe_redis()}"
     elif kind in ("start-redis", "start-postgres"):
         ev.note = run.restart_service(kind.split("-", 1)[1])
+    elif kind in ("start-redis-empty", "start-redis-at-sweep"):
+        ev.note = run.restart_service("redis") + " with no data"
+    elif kind in ("cut-network", "heal-network"):
+        assert run.netlab is not None
+        ev.note = run.netlab.cut() if kind == "cut-network" else run.netlab.heal()
     elif kind == "kill-endpoint":
         ev.note = run.kill_double(ev.target)
     elif kind == "start-endpoint":
@@ -232,19 +299,51 @@ def perform(run: Run, ev: Event) -> None:
         raise ValueError(kind)
 
 
+def _is_service(ev: Event) -> bool:
+    return ev.action.split("-")[1] in ("redis", "postgres", "network")
+
+
+def _at_sweep(run: Run, now: float) -> list[Event]:
+    """The second strike of the empty Redis: killed (and its files deleted) just before the first prompt
+    left queued by the first strike is due for the stale sweep, and down for at least two pump ticks,
+    so the sweep's re-sends meet a dead broker. None if nothing is queued (the fault is then noted)."""
+    due_in = run.sweep_due_in()
+    if due_in is None:
+        return []
+    tick = run.plan.pump_interval_s
+    down = max(run.plan.service_down_s, 2 * tick + 0.5)
+    return [Event("kill-redis-at-sweep", at=now + max(0.0, due_in - tick / 2), down_s=down)]
+
+
 def run_suite(plan: Plan, home: Path, say: Callable[[str], None]) -> FaultReport:
     """One run under `home` (a fresh folder); `say` gets a line as each step and fault happens."""
     events = schedule(plan)
+    skipped: list[str] = []
     with services(home, from_env=False) as svc:
         say(f"embedded Postgres and Redis under {home} in {svc.started_s:.1f}s")
         run = Run(plan, svc)
         try:
-            return _drive(run, events, say)
+            if plan.partition_s:
+                why = Netlab.unavailable()
+                if why is None:
+                    run.netlab = Netlab(run.procs)
+                    try:
+                        run.netlab.start()
+                    except (OSError, subprocess.SubprocessError) as exc:
+                        run.netlab.stop()
+                        run.netlab, why = None, f"network namespaces unavailable: {exc}"
+                if why is not None:
+                    skipped.append(f"partition: {why}")
+                    say(f"SKIPPED the partition fault: {why}")
+                    events = [ev for ev in events if ev.action != "cut-network"]
+            return _drive(run, events, skipped, say)
         finally:
             run.procs.stop_all()  # workers and doubles before the services they talk to
+            if run.netlab is not None:
+                run.netlab.stop()
 
 
-def _drive(run: Run, events: list[Event], say: Callable[[str], None]) -> FaultReport:
+def _drive(run: Run, events: list[Event], skipped: list[str], say: Callable[[str], None]) -> FaultReport:
     plan = run.plan
     for model in MODELS:
         run.start_double(model)
@@ -278,17 +377,28 @@ def _drive(run: Run, events: list[Event], say: Callable[[str], None]) -> FaultRe
     while True:
         now = time.monotonic() - t0
         due = [ev for ev in timed if (ev.at or 0.0) <= now]
-        due += [ev for ev in waiting if (ev.after or 0.0) * plan.prompts <= finished]
+        # A service's kill waits while another service is down or an empty-Redis fault is under way.
+        services_busy = any(_is_service(ev) for ev in timed)
+        due += [
+            ev
+            for ev in waiting
+            if (ev.after or 0.0) * plan.prompts <= finished and not (services_busy and _is_service(ev))
+        ]
         for ev in due:
             (timed if ev in timed else waiting).remove(ev)
             ev.open_prompts = plan.prompts - finished
             perform(run, ev)
             ev.fired_at = now = time.monotonic() - t0
             say(f"  t={now:6.1f}s {ev.note} [{ev.open_prompts} open]")
+            follow = []
             if ev.down_s:
-                restart = Event("start-" + ev.action.split("-", 1)[1], ev.target, at=now + ev.down_s)
-                timed.append(restart)
-                events.append(restart)
+                back = "heal-network" if ev.action == "cut-network" else "start-" + ev.action.split("-", 1)[1]
+                follow.append(Event(back, ev.target, at=now + ev.down_s))
+            if ev.action == "start-redis-empty":
+                follow += _at_sweep(run, now)
+            for later in follow:
+                timed.append(later)
+                events.append(later)
         run.supervise(now)
         if now >= next_poll:
             next_poll = now + 0.5
@@ -320,13 +430,16 @@ def _drive(run: Run, events: list[Event], say: Callable[[str], None]) -> FaultRe
         "drained within one stale period of the last fault": drain_after is not None
         and drain_after <= plan.stale_after_s,
         "every fault hit the job while prompts were open": all(
-            (ev.open_prompts or 0) > 0 for ev in events if ev.action.startswith("kill")
+            (ev.open_prompts or 0) > 0 for ev in events if ev.action.startswith(("kill", "cut"))
         ),
         "every fault fired": all(ev.fired_at is not None for ev in events),
+        "the empty Redis struck again at a due stale sweep": not plan.empty_redis
+        or any(ev.action == "kill-redis-at-sweep" and ev.fired_at is not None for ev in events),
     }
     return FaultReport(
         plan=plan,
         events=events,
+        skipped=skipped,
         unexpected_exits=run.unexpected_exits,
         worker_starts=dict(run.worker_starts),
         drained=drained_at is not None,

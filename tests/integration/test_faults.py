@@ -41,8 +41,10 @@ def test_short_fault_suite_keeps_the_delivery_guarantees(tmp_path: Path) -> None
     assert ledger["done_without_final"] == 0 and ledger["final_not_done"] == 0, report
     assert ledger["failed_without_reason"] == 0, report
     # The faults must have hit a job in progress, or the run proves nothing.
-    kills = [ev for ev in res["events"] if ev["action"].startswith("kill")]
-    assert len(kills) == 3 + plan["worker_kills"], report
+    kills = [ev for ev in res["events"] if ev["action"].startswith(("kill", "cut"))]
+    partition = 1 if plan["partition_s"] and not res["skipped"] else 0
+    assert len(kills) == 3 + plan["worker_kills"] + (2 if plan["empty_redis"] else 0) + partition, report
+    assert res["goals"]["the empty Redis struck again at a due stale sweep"], report
     assert all((ev["open_prompts"] or 0) > 0 for ev in kills), report
     assert res["calls"]["calls_total"] >= plan["prompts"], report
     assert sum(sum(d.values()) - d.get("none", 0) for d in res["calls"]["faults_drawn"].values()) > 0
