@@ -88,6 +88,9 @@ CREATE VIEW public.attempt_costs AS
                     sum(cost_share_carry.part_s) AS part_s
                    FROM cost_share_carry
                   GROUP BY cost_share_carry.attempt_id) k ON k.attempt_id = b.attempt_id
+        ), tail_map AS MATERIALIZED (
+         SELECT COALESCE(jsonb_object_agg(tail_shares.attempt_id::text, tail_shares.shared_s), '{}'::jsonb) AS shares
+           FROM tail_shares
         )
  SELECT a.id AS attempt_id,
     a.prompt_id,
@@ -111,11 +114,11 @@ CREATE VIEW public.attempt_costs AS
             ELSE NULL::timestamp with time zone
         END AS busy_end,
     a.busy_s,
-    COALESCE(s.shared_s, t.shared_s, 0::numeric) AS shared_s,
+    x.shared_s,
     a.gpu_count,
     a.usd_per_gpu_hour,
-    COALESCE(s.shared_s, t.shared_s, 0::numeric) * a.gpu_count::numeric AS attributed_gpu_seconds,
-    COALESCE(s.shared_s, t.shared_s, 0::numeric) * a.gpu_count::numeric * a.usd_per_gpu_hour / 3600::numeric AS cost_usd,
+    x.shared_s * a.gpu_count::numeric AS attributed_gpu_seconds,
+    x.shared_s * a.gpu_count::numeric * a.usd_per_gpu_hour / 3600::numeric AS cost_usd,
     a.latency_s,
     a.prompt_tokens,
     a.generated_tokens
@@ -123,7 +126,8 @@ CREATE VIEW public.attempt_costs AS
      JOIN prompts p ON p.id = a.prompt_id
      JOIN jobs j ON j.id = p.job_id
      LEFT JOIN cost_shares s ON s.attempt_id = a.id
-     LEFT JOIN tail_shares t ON t.attempt_id = a.id;
+     CROSS JOIN LATERAL ( SELECT COALESCE(s.shared_s, ((( SELECT m.shares
+                   FROM tail_map m)) ->> a.id::text)::numeric, 0::numeric) AS shared_s) x;
 
 
 -- view document_costs -----------------------------------------------------------------------------

@@ -1,15 +1,17 @@
-"""attempt_costs: the open tail's shares computed once per query, and its carried parts by one join.
+"""attempt_costs: the open tail's shares computed once per query and looked up per attempt, never joined.
 
 0009's `attempt_costs` sweeps the open tail (attempts whose endpoint's time is not closed yet) at
-query time. Two parts of it could run once per attempt instead of once per query:
+query time, and joins each attempt to its tail share. A job that has just landed has no planner
+statistics yet (a new calibration job in a ledger autovacuum has not re-analyzed: its models are not
+in the table's statistics), so the planner takes the job's attempts for one row and joins by nested
+loop, re-running the tail per attempt: 1,500 prompts x 3 models took 45 to 71 s in one query, where
+each attempt's carried part (a correlated subquery on `cost_share_carry`) ran 32 million times.
+Now, whatever the plan:
 
-- `tail_shares` was inlined by the planner into the outer join; when it misjudged the outer side as
-  one row (a job just written, its models not yet in the table's statistics: a new calibration job
-  in a ledger autovacuum has not re-analyzed), it chose a nested loop whose inner side re-ran the
-  tail's joins for every attempt of the job: 1,500 prompts x 3 models took 45 s in one query, 9
-  models minutes. MATERIALIZED computes it once;
-- each tail attempt's carried part was a correlated subquery on `cost_share_carry`, run for every row
-  the join above produced (32 million times in that query); it is now one grouped LEFT JOIN.
+- `tail_shares` is MATERIALIZED: computed once per query; the carried parts are one grouped join;
+- each attempt reads its tail share from one jsonb object (attempt id -> share, numeric and exact)
+  built once by an uncorrelated subquery, by a binary search: no join left that a misjudged plan
+  could turn into a scan of the tail per attempt (9 models x 1,500 prompts: 30 s -> 0.6 s).
 
 Same columns, same arithmetic, same numbers (tests/unit/test_cost_shares.py compares the view with
 0004's full sweep). The benchmark: `python -m benchmarks.nine_models`.
@@ -77,7 +79,7 @@ ATTEMPT_COSTS = f"""
                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS c
             FROM segments
         ),
-        -- MATERIALIZED: once per query, whatever join the planner puts it in (see the docstring).
+        -- MATERIALIZED: once per query, whatever the plan around it (see the docstring).
         tail_shares AS MATERIALIZED (
             SELECT b.attempt_id,
                    c_end.c - c_start.c + coalesce(k.part_s, 0) AS shared_s
@@ -87,6 +89,13 @@ ATTEMPT_COSTS = f"""
             LEFT JOIN (
                 SELECT attempt_id, sum(part_s) AS part_s FROM cost_share_carry GROUP BY attempt_id
             ) k ON k.attempt_id = b.attempt_id
+        ),
+        -- One jsonb object attempt id -> share (numeric, exact), read by an uncorrelated subquery
+        -- (an InitPlan: built once) with a binary search per attempt: no join the planner could
+        -- turn into one scan of the tail per attempt.
+        tail_map AS MATERIALIZED (
+            SELECT coalesce(jsonb_object_agg(attempt_id::text, shared_s), '{{}}'::jsonb) AS shares
+            FROM tail_shares
         )
         SELECT a.id AS attempt_id,
                a.prompt_id,
@@ -105,11 +114,11 @@ ATTEMPT_COSTS = f"""
                     THEN a.finished_at - make_interval(secs => a.busy_s) END AS busy_start,
                CASE WHEN {VALID.format(a="a")} THEN a.finished_at END AS busy_end,
                a.busy_s,
-               coalesce(s.shared_s, t.shared_s, 0) AS shared_s,
+               x.shared_s,
                a.gpu_count,
                a.usd_per_gpu_hour,
-               coalesce(s.shared_s, t.shared_s, 0) * a.gpu_count AS attributed_gpu_seconds,
-               coalesce(s.shared_s, t.shared_s, 0) * a.gpu_count * a.usd_per_gpu_hour / 3600 AS cost_usd,
+               x.shared_s * a.gpu_count AS attributed_gpu_seconds,
+               x.shared_s * a.gpu_count * a.usd_per_gpu_hour / 3600 AS cost_usd,
                a.latency_s,
                a.prompt_tokens,
                a.generated_tokens
@@ -117,7 +126,11 @@ ATTEMPT_COSTS = f"""
         JOIN prompts p ON p.id = a.prompt_id
         JOIN jobs j ON j.id = p.job_id
         LEFT JOIN cost_shares s ON s.attempt_id = a.id
-        LEFT JOIN tail_shares t ON t.attempt_id = a.id
+        CROSS JOIN LATERAL (
+            SELECT coalesce(
+                s.shared_s, ((SELECT m.shares FROM tail_map m) ->> a.id::text)::numeric, 0
+            ) AS shared_s
+        ) x
         """
 
 VIEWS: list[tuple[str, str]] = [("attempt_costs", ATTEMPT_COSTS)]
