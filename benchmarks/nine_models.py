@@ -189,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
                 log = work / f"herd{n}-{who.replace(' ', '_')}.log"
                 timeout = args.timeout if view == "old" else 10 * args.timeout
                 for t in timed_commands(svc, herd_file, n, src, log, timeout):
-                    met = t.wall_s is not None and t.wall_s < GOAL_S and t.peak_mb < GOAL_MB
+                    met = (
+                        t.wall_s is not None
+                        and t.wall_s < GOAL_S
+                        and t.peak_mb < GOAL_MB
+                        and t.status in (0, 1)
+                    )
                     wall = f"{t.wall_s:.1f}" if t.wall_s is not None else f"killed at {timeout:.0f}"
                     peak = f"{t.peak_mb:,.0f}" if t.wall_s is not None else f">= {t.peak_mb:,.0f}"
                     goal = "met" if met else "MISSED"
