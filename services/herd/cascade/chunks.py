@@ -1,8 +1,10 @@
 """Documents longer than a model's context: the task's `long_documents` policy (docs/documents.md).
 
-The pipeline (herd/cascade/pipeline.py) calls in at a few hooks; nothing here runs for a task without
-a policy. Before a document's `answer` step on model M, `fit` counts its tokens against M's budget
-(the context minus the rendered template, `max_new_tokens` and `margin_tokens`;
+The pipeline (herd/cascade/pipeline.py) calls one handler per stage (`answer`, `followup` for critique
+and refine, `waiting` for the chunks, `combine`), passing a connection factory and a `call` for the
+model, never itself; nothing here runs for a task without a policy. The SQL is in
+herd/ledger/chunks.py. Before a document's `answer` step on model M, `fit` counts its tokens against
+M's budget (the context minus the rendered template, `max_new_tokens` and `margin_tokens`;
 herd/backends/context.py) and says what to do:
 
 - it fits (or M's context is unknown): nothing;
@@ -52,31 +54,34 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from decimal import Decimal
+from typing import Any
 
 import psycopg
 
-from herd.backends.base import PermanentError
+from herd.backends.base import BackendError, GenerationRequest, PermanentError
 from herd.backends.context import ContextInfo
 from herd.cascade import splitting
 from herd.cascade.active import Rule
 from herd.cascade.prompts import Prompt, RenderError, render
-from herd.cascade.vocabulary import AttemptStatus, OutcomeKind, PromptState, Stage
-from herd.herdfile.model import HerdConfig, LongDocuments, TaskTier
+from herd.cascade.vocabulary import AttemptStatus, OutcomeKind, Stage
+from herd.herdfile.model import HerdConfig, LongDocuments, ModelConfig, TaskTier
+from herd.ledger import chunks as ledger
+from herd.ledger.chunks import CHUNKS, COMBINE, MARK, MEASURES, Part
+from herd.ledger.decisions import Outcome
 from herd.ledger.steps import Dispatch, NewAttempt, PromptRow, StepKey
-
-if TYPE_CHECKING:
-    from herd.backends.base import GenerationRequest
-    from herd.cascade.pipeline import Outcome, Pipeline
 
 log = logging.getLogger(__name__)
 
-CHUNKS = "chunks"  # the document's stage while its chunks run (prompts.stage; never an attempt's)
-COMBINE = Stage.COMBINE  # the step that merges the chunk answers (an attempt's stage, 0007)
-MARK = "_chunk"  # fields key of a chunk prompt: {"parent": id, "index": i, "of": n}
+__all__ = ["CHUNKS", "COMBINE", "MARK", "Fit", "LongDocumentPolicy", "Part", "is_chunk", "needed", "refused"]
+
 SAFETY = 0.9  # chunk sizes are set by a characters-per-token ratio: keep 10% in hand
-_MEASURES = ("first_token_margin", "mean_entropy", "max_entropy", "mean_nll")
+# One model call on a prompt (its text replaced), recorded as the attempt of the step; with an error,
+# no call: the error is recorded as the attempt (a `fail` policy's refusal).
+Call = Callable[[PromptRow, BackendError | None], NewAttempt]
+Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 _NOT_FOUND = re.compile(
     r"^(n/?a|none|unknown|not (found|mentioned|stated|given)|no answer|i don'?t know)\b", re.I
 )
@@ -109,6 +114,28 @@ class LongDocumentPolicy:
         self.context = context or ContextInfo(herd)
         # (model, rendered empty template) -> its tokens: the same for every document of a task.
         self._overhead: dict[tuple[str, str], int] = {}
+
+    # -- the stages' handlers: each gets what it needs, never the pipeline --------------------
+
+    def answer(
+        self, connect: Connect, prompt: PromptRow, step: TaskTier, key: StepKey, call: Call
+    ) -> Outcome | NewAttempt:
+        """The `answer` step of a document on `step.model`: its chunks made and queued (an Outcome), or
+        the attempt on the document as it is, cut to fit, or refused (`fit`)."""
+        fit = self.fit(prompt, step)
+        if fit is None:
+            return call(prompt, None)
+        if fit.chunks:
+            return self.split(connect, prompt, key, fit.chunks)
+        return _run(prompt, fit, call)
+
+    def followup(
+        self, prompt: PromptRow, step: TaskTier, request_for: Callable[[str], GenerationRequest], call: Call
+    ) -> NewAttempt:
+        """A critique or refine step: the attempt on the document as it is, or cut to fit with its
+        answer and instruction, or refused (`fit_followup`)."""
+        fit = self.fit_followup(prompt, step, request_for)
+        return call(prompt, None) if fit is None else _run(prompt, fit, call)
 
     # -- before an answer step ---------------------------------------------------------------
 
@@ -199,48 +226,15 @@ class LongDocumentPolicy:
 
     # -- chunk: fan out ----------------------------------------------------------------------
 
-    def split(self, pipeline: Pipeline, prompt: PromptRow, key: StepKey, pieces: tuple[str, ...]) -> Outcome:
+    def split(self, connect: Connect, prompt: PromptRow, key: StepKey, pieces: tuple[str, ...]) -> Outcome:
         """Make the chunk prompts and queue them, and park the document at stage `chunks`, in one
         transaction; only if the document is still at `key` (else a duplicate delivery did it)."""
-        from herd.cascade.pipeline import Outcome
-
-        with pipeline.connect() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT state, model, stage, round, doc_key FROM prompts WHERE id = %s FOR UPDATE",
-                (prompt.id,),
-            ).fetchone()
-            if row is None or (row[0], row[1], row[2], row[3]) != (
-                PromptState.QUEUED,
-                *key.__dict__.values(),
-            ):
-                return Outcome(OutcomeKind.SKIPPED)
-            total = len(pieces)
-            rows = [
-                (
-                    prompt.job_id, f"{row[4]}#{key.model}.{index + 1}of{total}", piece, prompt.reference,
-                    json.dumps({**prompt.fields, MARK: {"parent": prompt.id, "index": index, "of": total}}),
-                    key.model, prompt.id, index,
-                )
-                for index, piece in enumerate(pieces)
-            ]  # fmt: skip
-            with conn.cursor() as cur:
-                cur.executemany(
-                    """INSERT INTO prompts (job_id, doc_key, text, reference, fields, content_hash, model,
-                                           state, enqueued_at, parent_id, chunk_index)
-                       VALUES (%s, %s, %s, %s, %s, md5(%s), %s, 'queued', now(), %s, %s)
-                       ON CONFLICT (job_id, doc_key) DO NOTHING""",
-                    [(*r[:4], r[4], r[2], *r[5:]) for r in rows],
-                )
-            conn.execute(
-                "UPDATE prompts SET stage = %s, enqueued_at = now() WHERE id = %s", (CHUNKS, prompt.id)
-            )
-            children = conn.execute(
-                """SELECT id FROM prompts WHERE parent_id = %s AND model = %s AND state = 'queued'
-                   ORDER BY chunk_index""",
-                (prompt.id, key.model),
-            ).fetchall()
-        log.info("prompt %s: %d chunks on %s", prompt.id, total, key.model)
-        dispatches: tuple[Dispatch, ...] = tuple((int(c[0]), key.model, Stage.ANSWER, 0) for c in children)
+        with connect() as conn, conn.transaction():
+            children = ledger.split(conn, prompt, key, pieces)
+        if children is None:
+            return Outcome(OutcomeKind.SKIPPED)
+        log.info("prompt %s: %d chunks on %s", prompt.id, len(pieces), key.model)
+        dispatches: tuple[Dispatch, ...] = tuple((c, key.model, Stage.ANSWER, 0) for c in children)
         return Outcome(OutcomeKind.CHUNKED, dispatches)
 
     # -- chunk: the last one moves the document on ------------------------------------------
@@ -248,44 +242,23 @@ class LongDocumentPolicy:
     def chunk_finished(self, conn: psycopg.Connection, chunk: PromptRow) -> tuple[Dispatch, ...]:
         """In the transaction that finished `chunk`: if no chunk of its document on this model is
         still open, move the document to `combine` and return its dispatch (see the module docstring)."""
-        return self._advance(conn, int(chunk.fields[MARK]["parent"]), chunk.model)
+        return ledger.advance_document(conn, int(chunk.fields[MARK]["parent"]), chunk.model)
 
-    def waiting(self, pipeline: Pipeline, prompt: PromptRow, key: StepKey) -> Outcome:
+    def waiting(self, connect: Connect, prompt: PromptRow, key: StepKey) -> Outcome:
         """The document's message at stage `chunks` (the stale sweep re-sends it while chunks run):
         move it on if its chunks are all finished, else nothing."""
-        from herd.cascade.pipeline import Outcome
-
-        with pipeline.connect() as conn, conn.transaction():
-            moved = self._advance(conn, prompt.id, key.model)
+        with connect() as conn, conn.transaction():
+            moved = ledger.advance_document(conn, prompt.id, key.model)
         return Outcome(OutcomeKind.REFINING if moved else OutcomeKind.SKIPPED, moved)
-
-    def _advance(self, conn: psycopg.Connection, parent: int, model: str) -> tuple[Dispatch, ...]:
-        row = conn.execute(
-            "SELECT state, model, stage FROM prompts WHERE id = %s FOR UPDATE", (parent,)
-        ).fetchone()
-        if row is None or (row[0], row[1], row[2]) != (PromptState.QUEUED, model, CHUNKS):
-            return ()
-        # Counted after taking the lock: a chunk finishing concurrently committed before we got it,
-        # or will take the lock after us and see this one finished.
-        still = conn.execute(
-            """SELECT count(*) FROM prompts WHERE parent_id = %s AND model = %s
-               AND state NOT IN ('done', 'failed')""",
-            (parent, model),
-        ).fetchone()
-        if still is None or still[0]:
-            return ()
-        conn.execute(
-            "UPDATE prompts SET stage = %s, round = 0, enqueued_at = now() WHERE id = %s", (COMBINE, parent)
-        )
-        return ((parent, model, COMBINE, 0),)
 
     # -- combine ----------------------------------------------------------------------------
 
     def combine(
-        self, pipeline: Pipeline, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, retries: int
-    ) -> NewAttempt:
-        """The `combine` attempt of a chunked document on `key.model` (see the module docstring)."""
-        parts = self._parts(pipeline, prompt.id, key.model)
+        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, retries: int, parts: list[Part],
+        call: Call,
+    ) -> NewAttempt:  # fmt: skip
+        """The `combine` attempt of a chunked document on `key.model` from its chunks' `parts`
+        (`herd.ledger.chunks.parts`); `call` makes a summarize task's model call (module docstring)."""
         config = self.herd.models[key.model]
         # No call: timestamped by the database at insert (one clock: herd/ledger/steps.py).
         base = NewAttempt(
@@ -302,15 +275,15 @@ class LongDocumentPolicy:
         kind = self.herd.tasks[prompt.task].kind
         confidence = _confidence(rule)
         if kind == "summarize":
-            return self._summaries(pipeline, prompt, step, rule, key, retries, parts, base, confidence)
+            return self._summaries(prompt, step, rule, key, parts, base, confidence, call)
         answer, support = _merge(kind, self.herd.tasks[prompt.task].fields, parts, confidence)
         # Computed, not generated: no endpoint was held, so it costs nothing (busy 0 s).
         combined = replace(base, status=AttemptStatus.OK, answer=answer, busy_s=0.0, latency_s=0.0)
         return _with_uncertainty(combined, support, rule, confidence)
 
     def _summaries(
-        self, pipeline: Pipeline, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, retries: int,
-        parts: list[Part], base: NewAttempt, confidence: Callable[[Part | NewAttempt], float],
+        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, parts: list[Part],
+        base: NewAttempt, confidence: Callable[[Part | NewAttempt], float], call: Call,
     ) -> NewAttempt:  # fmt: skip
         joined = "\n\n".join(p.answer or "" for p in parts)
         policy = self.herd.tasks[prompt.task].long_documents
@@ -323,39 +296,11 @@ class LongDocumentPolicy:
                     joined, max(1, int(budget * len(joined) / count.tokens * SAFETY))
                 )
                 dropped = count.tokens - self.context.count(key.model, joined).tokens
-        attempt = pipeline.generate_attempt(replace(prompt, text=joined), step, rule, key, retries)
+        attempt = call(replace(prompt, text=joined), None)
         attempt = replace(attempt, stage=COMBINE, dropped_tokens=dropped)
         if attempt.status != AttemptStatus.OK:
             return attempt
         return _with_uncertainty(attempt, [*parts, attempt], rule, confidence)
-
-    def _parts(self, pipeline: Pipeline, parent: int, model: str) -> list[Part]:
-        with pipeline.connect() as conn:
-            rows = conn.execute(
-                f"""SELECT c.chunk_index, f.answer, c.error, {", ".join(f"a.{m}" for m in _MEASURES)}
-                    FROM prompts c LEFT JOIN finals f ON f.prompt_id = c.id
-                    LEFT JOIN attempts a ON a.id = f.attempt_id
-                    WHERE c.parent_id = %s AND c.model = %s ORDER BY c.chunk_index""",
-                (parent, model),
-            ).fetchall()
-        return [Part(int(r[0]), r[1], r[2], *r[3:]) for r in rows]
-
-
-@dataclass(frozen=True)
-class Part:
-    """A chunk's outcome: its final answer (None: it failed, `error` says why) and measures."""
-
-    index: int
-    answer: str | None
-    error: str | None
-    first_token_margin: float | None = None
-    mean_entropy: float | None = None
-    max_entropy: float | None = None
-    mean_nll: float | None = None
-
-    def uncertainty(self, measure: str) -> float | None:
-        value: float | None = getattr(self, measure, None)
-        return value
 
 
 def _prompt_text(prompt: Prompt) -> str:
@@ -378,7 +323,7 @@ def _with_uncertainty(
 ) -> NewAttempt:
     """`attempt` carrying the measures of its least confident supporting part, escalated by them."""
     worst = min(support, key=confidence)
-    measures: dict[str, float | None] = {m: getattr(worst, m, None) for m in _MEASURES}
+    measures: dict[str, float | None] = {m: getattr(worst, m, None) for m in MEASURES}
     return replace(
         attempt,
         first_token_margin=measures["first_token_margin"],
@@ -443,10 +388,14 @@ def _json_object(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _price(config: Any) -> Any:
-    from decimal import Decimal
-
+def _price(config: ModelConfig) -> Decimal:
     return Decimal(str(config.gpus.usd_per_hour))
+
+
+def _run(prompt: PromptRow, fit: Fit, call: Call) -> NewAttempt:
+    """The attempt on the text `fit` kept (or its refusal, without a call), with the tokens it dropped."""
+    refusal = refused(fit.refuse) if fit.refuse else None
+    return replace(call(replace(prompt, text=fit.text), refusal), dropped_tokens=fit.dropped_tokens)
 
 
 def refused(reason: str) -> PermanentError:

@@ -8,17 +8,21 @@ nothing to fix). The model's latest answer then decides: keep it (final) or esca
 model, which starts again at `answer`. Every step is its own message on the model's queue, so no
 task ever waits for another.
 
-Three short phases so no database connection is held during a slow inference call:
-  1. read the prompt and any attempt already recorded for this step (a redelivery): one query;
-  2. call the model, unless the attempt exists;
-  3. in one transaction: record the attempt, decide, update the prompt, claim a refill.
+`Pipeline.run` reads as load -> prepare -> call -> judge -> decide -> apply, in three short phases so
+no database connection is held during a slow inference call:
+  1. load: the prompt and any attempt already recorded for this step (a redelivery): one query;
+  2. prepare, call, judge, unless the attempt exists: the stage's handler (an answer, a critique or
+     refine, a long document's chunk wait or combine: herd/cascade/chunks.py) builds the request, the
+     backend answers, `_judge` measures the answer into a new attempt;
+  3. decide and apply, in one transaction: record the attempt, `decide` (herd/cascade/decide.py, a
+     pure function) and `apply` its decision (herd/ledger/decisions.py), claim a refill.
 The caller publishes the returned dispatches after that commit.
 
 `connect` gives autocommit connections. A worker's CPU per message is what bounds its throughput, and
-every round trip to Postgres costs some, so the common step (a new, confident answer that needs no
-refinement: final) does phase 3 in one statement, `ledger.record_final`; every other case (errors,
-refinement, escalation, redeliveries, a concurrent duplicate) takes the general path, several
-statements inside `conn.transaction()`.
+every round trip to Postgres costs some, so when `decide` keeps a new answer as final (the common
+step) and nothing else follows from it, phase 3 is one statement, `ledger.record_final`; every other
+case (errors, refinement, escalation, redeliveries, a concurrent duplicate) applies the decision with
+several statements inside `conn.transaction()`. Both paths take the same decision: they call `decide`.
 
 Who decides: the task's active policy version when there is one (herd/cascade/active.py, cached
 per worker), else the herd file. Two kinds of job change what happens after a model's work ends:
@@ -35,7 +39,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from decimal import Decimal
 from functools import lru_cache, partial
 
@@ -45,32 +49,24 @@ from psycopg.types.json import Jsonb
 from herd.backends.base import Backend, BackendError, Generation, GenerationRequest, RetryableError
 from herd.cascade import chunks, requests
 from herd.cascade.active import ActivePolicies, Rule, herd_rounds
+from herd.cascade.decide import Job, decide, ends, needs_kept
 from herd.cascade.prompts import Prompt, RenderError, followup, render
 from herd.cascade.uncertainty import NoTokensError, measure
 from herd.cascade.vocabulary import FINISHED, AttemptStatus, OutcomeKind, PromptState, Stage
 from herd.herdfile.model import HerdConfig, ModelConfig, TaskTier
 from herd.herdfile.references import StaleReference, stale_reference
+from herd.ledger import chunks as ledger_chunks
 from herd.ledger import steps as ledger
+from herd.ledger.decisions import Decision, Fail, Final, Outcome, apply
 from herd.ledger.steps import AttemptRow, Dispatch, NewAttempt, PromptRow, StepKey
 from herd.redact import mask_url, redact
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Connect", "Outcome", "Pipeline", "busy_seconds", "clean_text", "storable"]
+
 ANSWER, CRITIQUE, REFINE = Stage.ANSWER, Stage.CRITIQUE, Stage.REFINE
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened, for logs and tests, and the dispatches to publish after the commit."""
-
-    kind: OutcomeKind
-    dispatches: tuple[Dispatch, ...] = ()
-
-
-def no_issues(critique: str | None) -> bool:
-    """The generic critique prompt asks for exactly NO ISSUES when nothing needs fixing."""
-    return critique is not None and critique.strip().upper().startswith("NO ISSUES")
 
 
 class Pipeline:
@@ -96,7 +92,7 @@ class Pipeline:
         reason (a malformed answer, one the measures or Postgres cannot take), so the model is never
         called again for a step that has an outcome. Raises psycopg.OperationalError when the database
         is unreachable (the caller retries the step); anything else is a bug for `fail_step`."""
-        with self.connect() as conn:
+        with self.connect() as conn:  # load
             state = ledger.load_step(conn, prompt_id, key)
         if state is None:
             log.warning("prompt %s no longer exists; dropping its message", prompt_id)
@@ -107,28 +103,13 @@ class Pipeline:
         step = self.herd.tier(prompt.task, key.model)
         rule = self.rule(prompt, key.model)
         new = None
-        if existing is None and self.long is not None and give_up is None:
-            if key.stage == chunks.CHUNKS:
-                return self.long.waiting(self, prompt, key)
-            if key.stage == chunks.COMBINE:
-                new = self.long.combine(self, prompt, step, rule, key, retries)
-            elif key.stage == ANSWER:
-                fit = self.long.fit(prompt, step)
-                if fit is not None and fit.chunks:
-                    return self.long.split(self, prompt, key, fit.chunks)
-                if fit is not None:
-                    refusal = chunks.refused(fit.refuse) if fit.refuse else None
-                    new = self._attempt(
-                        replace(prompt, text=fit.text), step, rule, key, None, retries, refusal
-                    )
-                    new = replace(new, dropped_tokens=fit.dropped_tokens)
-        if existing is None and new is None and self.long is not None and give_up is None:
-            if key.stage in (CRITIQUE, REFINE):
-                new = self._fitted_followup(self.long, prompt, step, rule, key, state.review, retries)
-        if existing is None and new is None:
-            new = self._attempt(prompt, step, rule, key, state.review, retries, give_up)
-        try:
-            return self._record(prompt, step, rule, key, existing, new)
+        if existing is None:  # prepare -> call -> judge (a redelivery replays the recorded attempt)
+            done = self._handle(prompt, step, rule, key, state.review, retries, give_up)
+            if isinstance(done, Outcome):
+                return done  # a long document split into chunks, or waiting for them: no attempt
+            new = done
+        try:  # decide -> apply
+            return self._record(prompt, rule, key, existing, new)
         except psycopg.OperationalError as exc:
             # The connection died under us (Postgres restarted, failed over, an idle timeout). The
             # model's answer is in hand: record it on a fresh connection (the pool checks it) rather
@@ -136,7 +117,7 @@ class Pipeline:
             log.warning(
                 "prompt %s: recording %s %s failed (%s); trying again", prompt.id, key.model, key.stage, exc
             )
-            return self._record(prompt, step, rule, key, existing, new)
+            return self._record(prompt, rule, key, existing, new)
         except (psycopg.DataError, psycopg.IntegrityError, UnicodeError) as exc:
             if new is None or new.status != AttemptStatus.OK:
                 raise
@@ -149,22 +130,75 @@ class Pipeline:
                 escalated=False,
                 error=f"cannot record the answer: {exc}",
             )
-            return self._record(prompt, step, rule, key, existing, refused)
+            return self._record(prompt, rule, key, existing, refused)
+
+    def _handle(
+        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, review: tuple[str, str] | None,
+        retries: int, give_up: BackendError | None,
+    ) -> Outcome | NewAttempt:  # fmt: skip
+        """Prepare, call and judge step `key` with its stage's handler: the new attempt, or the Outcome
+        of a long document's step that makes none (split into chunks, waiting for them)."""
+
+        def call(
+            sent: PromptRow, refusal: BackendError | None, context: tuple[str, str] | None = review
+        ) -> NewAttempt:
+            return self._attempt(sent, step, rule, key, context, retries, refusal)
+
+        long = self.long
+        if long is None or give_up is not None:
+            return call(prompt, give_up)
+        if key.stage == chunks.CHUNKS:
+            return long.waiting(self.connect, prompt, key)
+        if key.stage == chunks.COMBINE:
+            with self.connect() as conn:
+                parts = ledger_chunks.parts(conn, prompt.id, key.model)
+            return long.combine(prompt, step, rule, key, retries, parts, partial(call, context=None))
+        if key.stage == ANSWER:
+            return long.answer(self.connect, prompt, step, key, call)
+        config = self.herd.models[step.model]
+        return long.followup(
+            prompt,
+            step,
+            lambda text: self._request(replace(prompt, text=text), step, key, config, review),
+            call,
+        )
 
     def _record(
-        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, existing: AttemptRow | None,
-        new: NewAttempt | None,
-    ) -> Outcome:  # fmt: skip
-        """Phase 3: record the new attempt (or replay the existing one), decide, move the prompt on."""
+        self, prompt: PromptRow, rule: Rule, key: StepKey, existing: AttemptRow | None, new: NewAttempt | None
+    ) -> Outcome:
+        """Phase 3: record the new attempt (or replay the existing one), decide, apply the decision.
+
+        The one-statement path: when `decide` keeps the new attempt itself as final and nothing else
+        follows from it (a budget job's step may release held candidates, a chunk's end may start its
+        document's combine step), `ledger.record_final` does it all."""
+        job = Job(self._calibration_next(prompt, key.model))
         with self.connect() as conn:
-            if new is not None and self._is_final(prompt, rule, key, new):
-                refill = ledger.record_final(conn, storable(new), rule.version)
-                if refill is not None:
-                    return Outcome(OutcomeKind.FINAL, tuple(refill))
-                # The step's attempt exists already (a concurrent duplicate): replay it below.
+            if new is not None and self._plain(prompt):
+                stored = storable(new)
+                if not needs_kept(key, stored):
+                    decision = decide(prompt, rule, key, stored, job)
+                    if isinstance(decision, Final) and decision.answer is stored:
+                        refill = ledger.record_final(conn, stored, decision.version)
+                        if refill is not None:
+                            return Outcome(OutcomeKind.FINAL, tuple(refill))
+                        # The step's attempt exists already (a concurrent duplicate): replay it below.
             with conn.transaction():
                 attempt = existing or ledger.insert_attempt(conn, storable(new))  # type: ignore[arg-type]
-                return self._decide(conn, prompt, step, rule, key, attempt)
+                kept = ledger.latest_answer(conn, prompt.id, key.model) if needs_kept(key, attempt) else None
+                return self._apply(conn, prompt, key, decide(prompt, rule, key, attempt, job, kept))
+
+    def _plain(self, prompt: PromptRow) -> bool:
+        """Whether a final answer of `prompt` only frees its slot for one pending prompt (`_refill`)."""
+        return prompt.budget_usd is None and not (self.long is not None and chunks.is_chunk(prompt))
+
+    def _apply(
+        self, conn: psycopg.Connection, prompt: PromptRow, key: StepKey, decision: Decision
+    ) -> Outcome:
+        """Write `decision` (herd/ledger/decisions.py) and, when the prompt left the window, refill it."""
+        applied = apply(conn, prompt.id, key, decision)
+        if applied.freed is None:
+            return Outcome(applied.kind, applied.dispatches)
+        return Outcome(applied.kind, applied.dispatches + self._refill(conn, prompt, applied.freed))
 
     def fail_step(self, prompt_id: int, key: StepKey, reason: str, *, retries: int = 0) -> Outcome:
         """The last resort when running step `key` raised something no other rule covers (a bug, a
@@ -190,7 +224,7 @@ class Pipeline:
                         usd_per_gpu_hour=_price(config) if config else Decimal(0), error=reason,
                     ),  # timestamped by the database at insert (one clock: herd/ledger/steps.py)
                 )  # fmt: skip
-            return self._fail(conn, prompt, f"{key.model} {key.stage}: {reason}")
+            return self._apply(conn, prompt, key, Fail(f"{key.model} {key.stage}: {reason}"))
 
     def rule(self, prompt: PromptRow, model: str) -> Rule:
         """The decision rule for `model` on `prompt`. A calibration job runs the herd file's refinement
@@ -221,18 +255,6 @@ class Pipeline:
 
             self._window = get_settings().dispatch_window
         return self._window
-
-    def _is_final(self, prompt: PromptRow, rule: Rule, key: StepKey, new: NewAttempt) -> bool:
-        """Whether `_decide` would keep this new attempt as the final answer without reading anything
-        else: a successful answer that ends this model's work (no refinement left) and is not escalated.
-        Must agree with `_decide`; anything else (critique, escalation, errors) takes the general path.
-        Budget jobs always take it: their steps may release held candidates."""
-        if prompt.budget_usd is not None or self._calibration_next(prompt, key.model) is not None:
-            return False
-        if self.long is not None and chunks.is_chunk(prompt):
-            return False  # its end may start its document's combine step: the general path
-        ends = _ends(rule.rounds, key)
-        return new.status == AttemptStatus.OK and ends and not (new.escalated and rule.next is not None)
 
     def _attempt(
         self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, context: tuple[str, str] | None,
@@ -291,28 +313,6 @@ class Pipeline:
             log.exception("prompt %s: cannot judge the answer of %s", prompt.id, step.model)
             return replace(charged, error=f"cannot judge the answer: {exc!r}")
 
-    def _fitted_followup(
-        self, long: chunks.LongDocumentPolicy, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey,
-        review: tuple[str, str] | None, retries: int,
-    ) -> NewAttempt | None:  # fmt: skip
-        """A critique or refine step whose prompt (document, answer, instruction) is over the model's
-        context, run on the document cut to fit (herd/cascade/chunks.py `fit_followup`); None: it fits."""
-        config = self.herd.models[step.model]
-        fit = long.fit_followup(
-            prompt, step, lambda text: self._request(replace(prompt, text=text), step, key, config, review)
-        )
-        if fit is None:
-            return None
-        refusal = chunks.refused(fit.refuse) if fit.refuse else None
-        new = self._attempt(replace(prompt, text=fit.text), step, rule, key, review, retries, refusal)
-        return replace(new, dropped_tokens=fit.dropped_tokens)
-
-    def generate_attempt(
-        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, retries: int
-    ) -> NewAttempt:
-        """One model call on `prompt` as it is, recorded as an attempt for `key` (a combine step)."""
-        return self._attempt(prompt, step, rule, key, None, retries, None)
-
     def _judge(
         self,
         charged: NewAttempt,
@@ -337,7 +337,7 @@ class Pipeline:
             return replace(charged, error=f"empty answer{cut}, finish_reason={generation.finish_reason}")
         scores = measure(generation.tokens)
         # A decision rests on this answer only if nothing else follows it on this model.
-        decides = _ends(rule.rounds, key)
+        decides = ends(rule.rounds, key)
         unsure = rule.escalates(scores.value) or (truncated and rule.next is not None)
         returned = requests.returned_logprobs(generation.tokens, request.caller_logprobs)
         return replace(
@@ -385,53 +385,6 @@ class Pipeline:
                 request = replace(request, max_new_tokens=config.refine.max_new_tokens)
         return replace(request, stop=()) if key.stage == CRITIQUE else request
 
-    def _decide(
-        self, conn: psycopg.Connection, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey,
-        attempt: AttemptRow,
-    ) -> Outcome:  # fmt: skip
-        calibration_next = self._calibration_next(prompt, key.model)
-        if attempt.status == AttemptStatus.ERROR:
-            if calibration_next is not None:  # calibration: the other models still answer
-                return self._escalate(conn, prompt.id, key, calibration_next)
-            return self._fail(conn, prompt, f"{step.model} {key.stage}: {attempt.error}")
-        rounds = rule.rounds
-        if key.stage == ANSWER and rounds:
-            return self._advance(conn, prompt.id, key, StepKey(key.model, CRITIQUE, 1))
-        if key.stage == CRITIQUE and not no_issues(attempt.answer):
-            return self._advance(conn, prompt.id, key, StepKey(key.model, REFINE, key.round))
-        if key.stage == REFINE and key.round < rounds:
-            return self._advance(conn, prompt.id, key, StepKey(key.model, CRITIQUE, key.round + 1))
-        answer = attempt if key.stage != CRITIQUE else ledger.latest_answer(conn, prompt.id, key.model)
-        if answer is None:
-            raise RuntimeError(f"prompt {prompt.id}: no answer from {key.model} to keep or escalate")
-        if key.stage == CRITIQUE and rule.escalates(answer.uncertainty):
-            ledger.mark_escalated(conn, answer.id)  # the critique found nothing; the answer stays unsure
-            answer = replace(answer, escalated=True)
-        if calibration_next is not None:
-            return self._escalate(conn, prompt.id, key, calibration_next)
-        if rule.version is not None:
-            ledger.set_policy_version(conn, prompt.id, rule.version)
-        if answer.escalated and rule.next is not None:
-            if rule.stale is not None:
-                # The next model is gone from the herd file: no worker would ever read its queue.
-                return self._fail(conn, prompt, f"{step.model} {key.stage}: cannot escalate: {rule.stale}")
-            if prompt.budget_usd is None:
-                return self._escalate(conn, prompt.id, key, rule.next)
-            held = ledger.hold(conn, prompt.id, key, rule.confidence(answer.uncertainty))
-            return Outcome(OutcomeKind.HELD, self._refill(conn, prompt, held))
-        freed = ledger.finalize(conn, prompt.id, answer.id, step.model, answer.answer or "")
-        return Outcome(OutcomeKind.FINAL, self._refill(conn, prompt, freed))
-
-    def _fail(self, conn: psycopg.Connection, prompt: PromptRow, error: str) -> Outcome:
-        """Fail the prompt with `error` (logged: the worker's log names every failure) and refill."""
-        log.warning("prompt %s failed: %s", prompt.id, error)
-        freed = ledger.fail(conn, prompt.id, error)
-        return Outcome(OutcomeKind.FAILED, self._refill(conn, prompt, freed))
-
-    def _escalate(self, conn: psycopg.Connection, prompt_id: int, src: StepKey, model: str) -> Outcome:
-        moved = ledger.advance(conn, prompt_id, src, StepKey(model))
-        return Outcome(OutcomeKind.ESCALATED, ((prompt_id, model, ANSWER, 0),) if moved else ())
-
     def _refill(self, conn: psycopg.Connection, prompt: PromptRow, freed: bool) -> tuple[Dispatch, ...]:
         """If this step took the prompt out of the window (`freed`: not a redelivered, already finished
         step), let one more in: Redis holds a bounded number of messages. In a budget job, then
@@ -466,17 +419,6 @@ class Pipeline:
             held = PromptRow(0, job_id, task, "", None, {}, PromptState.HELD, "", ANSWER, 0)
             dispatches += release(conn, job_id, partial(self._next_model, held), self.window)
         return dispatches
-
-    def _advance(self, conn: psycopg.Connection, prompt_id: int, src: StepKey, dst: StepKey) -> Outcome:
-        moved = ledger.advance(conn, prompt_id, src, dst)
-        return Outcome(OutcomeKind.REFINING, ((prompt_id, dst.model, dst.stage, dst.round),) if moved else ())
-
-
-def _ends(rounds: int, key: StepKey) -> bool:
-    """No further step of this model follows `key` when it runs `rounds` refinement rounds: its answer
-    is the one that is kept or escalated (a critique may still stop the rounds earlier; `_decide`
-    handles that case)."""
-    return (key.stage == ANSWER and not rounds) or (key.stage == REFINE and key.round == rounds)
 
 
 def _price(config: ModelConfig) -> Decimal:

@@ -96,6 +96,10 @@ class NewAttempt:
     started_mono: float | None = None
     ended_mono: float | None = None
 
+    def uncertainty(self, measure: str) -> float | None:
+        value: float | None = getattr(self, measure)
+        return value
+
 
 @dataclass(frozen=True)
 class StepKey:
