@@ -14,8 +14,9 @@ import redis.exceptions
 from celery import Celery
 
 from herd import broker_transport, redact
-from herd.broker_errors import Dispatch, PublishError
+from herd.broker_errors import PublishError
 from herd.settings import get_settings
+from herd.vocabulary import Dispatch
 
 TASK_ATTEMPT = "herd.attempt"
 

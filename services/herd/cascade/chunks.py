@@ -57,14 +57,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from herd.backends.base import PermanentError
+from herd.backends.base import PermanentError, Prompt
 from herd.backends.context import ContextInfo
 from herd.cascade import splitting
-from herd.cascade.active import Rule
-from herd.cascade.prompts import Prompt, RenderError, render
-from herd.cascade.vocabulary import AttemptStatus, OutcomeKind, PromptState, Stage
+from herd.cascade.prompts import RenderError, render
 from herd.herdfile.model import HerdConfig, LongDocuments, TaskTier
-from herd.ledger.steps import Dispatch, NewAttempt, PromptRow, StepKey
+from herd.ledger.steps import NewAttempt, PromptRow
+from herd.policy.active import Rule
+from herd.vocabulary import AttemptStatus, Dispatch, OutcomeKind, PromptState, Stage, StepKey
 
 if TYPE_CHECKING:
     from herd.backends.base import GenerationRequest

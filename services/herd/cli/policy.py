@@ -1,6 +1,6 @@
 """`herd replay`, `herd calibrate` and `herd policy list/show/diff/activate/deactivate` (docs/policy.md).
 
-Replay and calibrate read a calibration job's attempts only (herd/ledger/calibration.py): no model
+Replay and calibrate read a calibration job's attempts only (herd/policy/calibration.py): no model
 call. Every bad argument is one `error: ...` line with exit status 2, raised before anything is written.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from herd.cli.app import console, herd_config, main
-from herd.cli.output import out
 from herd.cli.versions import add_activation
-from herd.jobs.documents import InputError
+from herd.input_errors import InputError
+from herd.output import out
 
 
 def _print(lines: list[str]) -> None:
@@ -56,9 +56,9 @@ def replay(
     """Quality, cost per 1k prompts and escalation of any policy, from a calibration job's attempts."""
     import psycopg
 
-    from herd.cascade.active import herd_policy, load_active
-    from herd.ledger import calibration
-    from herd.ledger.calibration import MAX_NON_ANSWER_SHARE
+    from herd.policy import calibration
+    from herd.policy.active import herd_policy, load_active
+    from herd.policy.calibration import MAX_NON_ANSWER_SHARE
     from herd.policy.replay import bootstrap
     from herd.policy.replay import replay as do_replay
     from herd.policy.search import search
@@ -207,8 +207,9 @@ def calibrate(
     without one is not recorded unless --activate-anyway."""
     import psycopg
 
-    from herd.ledger import audit_calibration, calibration, policies
-    from herd.policy.calibrate import Match, MaxCostPer1k, MinQuality, Target, choose
+    from herd.policy import audit_calibration, calibration
+    from herd.policy import versions as policies
+    from herd.policy.calibrate import Match, MaxCostPer1k, MinQuality, Target, choose, target_text
     from herd.policy.spec import RAW_MEASURES
     from herd.reporting import policies as view
     from herd.urls import database_url
@@ -250,7 +251,7 @@ def calibrate(
             version = policies.record(conn, task, text, loaded.job_id, estimates, activate)
     if loaded.unanswered:
         out.print(loaded.non_answer_text(), markup=False)
-    out.print(f"target: {view.target_text(target)} (scorer {loaded.scorer}); chosen policy:", markup=False)
+    out.print(f"target: {target_text(target)} (scorer {loaded.scorer}); chosen policy:", markup=False)
     out.print(text.rstrip(), markup=False)
     _print(view.choice_lines(choice))
     if version is None:
@@ -279,7 +280,7 @@ def list_(task: str | None) -> None:
     """Every version: task, version, when, from which job, held-out estimate, target, guarantee."""
     import psycopg
 
-    from herd.ledger import policies
+    from herd.policy import versions as policies
     from herd.reporting import policies as view
     from herd.urls import database_url
 
@@ -307,7 +308,7 @@ def show(version: int, task: str) -> None:
     """The policy text of a version (pasteable into `herd replay --policy`)."""
     import psycopg
 
-    from herd.ledger import policies
+    from herd.policy import versions as policies
     from herd.urls import database_url
 
     with psycopg.connect(database_url()) as conn:
@@ -326,7 +327,7 @@ def diff(old: int, new: int, task: str) -> None:
 
     import psycopg
 
-    from herd.ledger import policies
+    from herd.policy import versions as policies
     from herd.urls import database_url
 
     with psycopg.connect(database_url()) as conn:
@@ -339,7 +340,7 @@ def diff(old: int, new: int, task: str) -> None:
 
 add_activation(
     policy,
-    store="herd.ledger.policies",
+    store="herd.policy.versions",
     kind="policy",
     activate_help=(
         "Make VERSION the one workers run (an earlier one: rollback). Workers pick it up within 30 s."

@@ -35,9 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from herd.input_errors import InputError
 from herd.jobs import bounds
 from herd.jobs.bounds import LimitExceededError, Limits
-from herd.jobs.input_errors import InputError
 
 
 class UnreadableError(InputError):

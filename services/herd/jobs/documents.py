@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from herd.input_errors import InputError
 from herd.jobs import walk
-from herd.jobs.input_errors import InputError as InputError  # re-exported: callers know it from here
 
 TEXT_SUFFIXES = (".txt", ".md")
 # One document per file, converted to text (herd/jobs/converters.py); keyed like .txt/.md.

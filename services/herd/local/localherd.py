@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from herd.local.daemons import ProcessError, alive, file_lock, read_int, remembered_port, wait_until
+from herd.embedded.daemons import ProcessError, alive, file_lock, read_int, remembered_port, wait_until
 
 SERVER_START_TIMEOUT_S = 120.0
 WORKER_START_TIMEOUT_S = 60.0

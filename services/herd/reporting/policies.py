@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from herd.ledger.calibration import Loaded
-from herd.policy.calibrate import Choice, Match, MaxCostPer1k, MinQuality
+from herd.policy.calibrate import Choice, Match, MinQuality, target_text
+from herd.policy.calibration import Loaded
 from herd.policy.replay import Interval, ReplayBootstrap, ReplayResult
 from herd.policy.search import SearchResult
 from herd.policy.sweep import SweepResult
@@ -116,14 +116,6 @@ def thin_text(choice: Choice) -> str:
         f"{looked}; about {thin.prompts:,} calibration prompts ({more:,} more) would let it pass with "
         f"{thin.power:.0%} probability, if its per-prompt results hold."
     )
-
-
-def target_text(target: MinQuality | MaxCostPer1k | Match) -> str:
-    if isinstance(target, MinQuality):
-        return f"quality >= {target.quality:g}"
-    if isinstance(target, MaxCostPer1k):
-        return f"cost <= ${target.usd:g} per 1k prompts"
-    return f"{target.at:.0%} of {target.model} alone"
 
 
 def estimates(

@@ -21,26 +21,6 @@ from herd.policy.sweep import SweepResult
 from herd.reporting.policies import usd
 
 
-def _num(v: float) -> float | None:
-    """JSON has no NaN (and JSONB refuses it): an undefined figure is null."""
-    return float(v) if math.isfinite(v) else None
-
-
-def figures_json(ev: RouterEval) -> dict[str, Any]:
-    """The held-out figures stored with a router version (JSONB; NaN as null)."""
-    return {
-        "prompts": ev.n,
-        "router": {"accuracy": ev.router[0], "cost_per_1k_usd": ev.router[1]},
-        "single": {m: {"accuracy": a, "cost_per_1k_usd": c} for m, (a, c) in ev.single.items()},
-        "oracle": {"accuracy": ev.oracle[0], "cost_per_1k_usd": ev.oracle[1]},
-        "strong": ev.strong, "weak": ev.weak, "apgr": _num(ev.apgr), "cpt50": _num(ev.cpt50),
-        "no_tradeoff": ev.no_tradeoff,
-        "herd": {"strong": ev.herd.strong, "strong_wrong": ev.herd.n_strong_wrong, "rescued": ev.herd.rescued,
-                 "share": _num(ev.herd.share), "possible": _num(ev.herd.possible)},
-        "shares": ev.shares,
-    }  # fmt: skip
-
-
 def _pct(v: float) -> str:
     return "-" if math.isnan(v) else f"{v:.1%}"
 

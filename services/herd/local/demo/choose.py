@@ -22,9 +22,10 @@ import numpy as np
 import psycopg
 
 from herd.herdfile.model import HerdConfig
-from herd.ledger import calibration, policies
-from herd.ledger.calibration import Loaded
+from herd.policy import calibration
+from herd.policy import versions as policies
 from herd.policy.calibrate import ORDER_FRACTION, Choice, Match, choose, split
+from herd.policy.calibration import Loaded
 from herd.policy.confidence import NothingToCalibrateError
 from herd.policy.data import CalibrationData
 from herd.policy.replay import replay
@@ -86,7 +87,7 @@ def record_once(
 
 def choose_task(conn: psycopg.Connection, herd: HerdConfig, task: str, job: str) -> TaskChoice:
     """Load the scored calibration job, choose and record (or reuse) the policy, train the router.
-    Commits. Raises InputError / UnknownJobError from herd.ledger.calibration as `herd calibrate` does."""
+    Commits. Raises InputError / UnknownJobError from herd.policy.calibration as `herd calibrate` does."""
     loaded = calibration.load(conn, herd, job, task)
     data, route = loaded.data, loaded.route
     train_rows, _ = split(data.n, TRAIN_FRACTION, SEED)  # the split `choose` makes below

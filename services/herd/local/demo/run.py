@@ -31,20 +31,20 @@ from pathlib import Path
 import psycopg
 from rich.console import Console
 
-from herd.cli.output import counting_bar
 from herd.files import atomic_text
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.jobs.submit import submit
 from herd.ledger.db import migrate
-from herd.ledger.steps import Dispatch
 from herd.local import localherd
 from herd.local.demo import compare, longdocs, plan
 from herd.local.demo.choose import TaskChoice, choose_task, lines
 from herd.local.demo.output import say
 from herd.local.demo.plan import TaskPlan
 from herd.local.demo.summary import print_summary
+from herd.output import counting_bar
 from herd.settings import Settings
 from herd.urls import broker_url, database_url
+from herd.vocabulary import Dispatch
 
 HERE = Path(__file__).parent
 # Bundled document sets with references, one per task.
