@@ -207,10 +207,8 @@ def calibrate(
     without one is not recorded unless --activate-anyway."""
     import psycopg
 
-    from herd.policy import audit_calibration, calibration
-    from herd.policy import versions as policies
-    from herd.policy.calibrate import Match, MaxCostPer1k, MinQuality, Target, choose, target_text
-    from herd.policy.spec import RAW_MEASURES
+    from herd.policy.calibrate import Match, MaxCostPer1k, MinQuality, Target, target_text
+    from herd.policy.workflow import CalibrateOptions, calibrate_version
     from herd.reporting import policies as view
     from herd.urls import database_url
 
@@ -218,8 +216,6 @@ def calibrate(
     given = [t for t in (min_quality, max_cost_per_1k, match_model) if t is not None]
     if len(given) != 1:
         raise InputError("give exactly one target: --min-quality Q, --max-cost-per-1k USD or --match MODEL")
-    if not 0.0 < confidence < 1.0:
-        raise InputError(f"--confidence must lie strictly between 0 and 1 (got {confidence})")
     target: Target
     if min_quality is not None:
         target = MinQuality(min_quality)
@@ -231,24 +227,11 @@ def calibrate(
                 f"unknown model {match_model!r}; the herd file defines: {', '.join(herd.models)}"
             )
         target = Match(str(match_model), at)
-    if from_audit and (scorer is not None or scorer_cut is not None):
-        raise InputError("--from-audit scores by accuracy, or agreement with the reference: no --scorer")
-    measures = (*RAW_MEASURES, "p_correct") if p_correct else RAW_MEASURES
+    options = CalibrateOptions(method, confidence, scorer, scorer_cut, seed, train_fraction, p_correct,
+                               activate, activate_anyway, allow_non_answers, from_audit)  # fmt: skip
     with psycopg.connect(database_url()) as conn:
-        if from_audit:
-            loaded = audit_calibration.load(conn, herd, job, task)
-        else:
-            loaded = calibration.load(conn, herd, job, task, scorer)
-        loaded.check_non_answers(allow_non_answers, job)
-        choice = choose(
-            loaded.data, loaded.route, target, measures=measures, scorer_cut=scorer_cut,
-            train_fraction=train_fraction, seed=seed, method=method, confidence=confidence,
-        )  # fmt: skip
-        text = choice.policy.to_text()
-        version = None
-        if not choice.refused or activate_anyway:
-            estimates = view.estimates(choice, loaded.scorer, scorer_cut, job, loaded)
-            version = policies.record(conn, task, text, loaded.job_id, estimates, activate)
+        calibrated = calibrate_version(conn, herd, job, task, target, options)
+    loaded, choice, text, version = calibrated.loaded, calibrated.choice, calibrated.text, calibrated.version
     if loaded.unanswered:
         out.print(loaded.non_answer_text(), markup=False)
     out.print(f"target: {target_text(target)} (scorer {loaded.scorer}); chosen policy:", markup=False)

@@ -16,10 +16,11 @@ from herd.herdfile.model import Measure, TaskTier
 from herd.policy.spec import RAW_MEASURES, Tier
 
 POLICY = Path(__file__).resolve().parents[3] / "services" / "herd" / "policy"
-# Where the package meets the ledger: versions, the active policies, calibration jobs, job budgets.
+# Where the package meets the ledger: versions, the active policies, calibration jobs, job budgets,
+# and the workflows of `herd calibrate` and `herd router train`.
 STORAGE = {
     "active.py", "audit_calibration.py", "calibration.py", "job_budget.py", "versioned.py", "versions.py",
-    "router/versions.py",
+    "workflow.py", "router/versions.py", "router/workflow.py",
 }  # fmt: skip
 PURE = sorted(p for p in POLICY.glob("*.py") if p.name not in STORAGE)
 ALLOWED = {

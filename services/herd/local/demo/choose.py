@@ -31,6 +31,7 @@ from herd.policy.data import CalibrationData
 from herd.policy.replay import replay
 from herd.policy.router import Router, RouterError, RouterEval, evaluate, train_held_out
 from herd.policy.spec import RAW_MEASURES, Policy
+from herd.policy.workflow import estimates as version_estimates
 from herd.reporting import policies as view
 
 TRAIN_FRACTION = ORDER_FRACTION  # the share that searches and orders the policies
@@ -98,7 +99,7 @@ def choose_task(conn: psycopg.Connection, herd: HerdConfig, task: str, job: str)
                         train_fraction=TRAIN_FRACTION, seed=SEED, confidence=CONFIDENCE)  # fmt: skip
     except NothingToCalibrateError:  # no usable margin to calibrate P(correct) on: the raw measures
         choice = choose(data, route, target, train_fraction=TRAIN_FRACTION, seed=SEED, confidence=CONFIDENCE)
-    estimates = view.estimates(choice, loaded.scorer, None, job)
+    estimates = version_estimates(choice, loaded.scorer, None, job)
     version, state = record_once(conn, task, choice.policy.to_text(), loaded.job_id, job, estimates)
     conn.commit()
     texts = prompt_texts(conn, data.prompt_ids)
