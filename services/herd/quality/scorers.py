@@ -172,7 +172,7 @@ class Judge:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if backend is None:
-            from herd.backends.registry import make_backend  # the HTTP stack only when a judge is used
+            from herd.backends.registry import make_backend  # noqa: PLC0415 - the HTTP stack only when a judge is used
 
             backend = make_backend(name, config)
         self.name, self.config, self.backend, self._sleep = name, config, backend, sleep

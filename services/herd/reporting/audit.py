@@ -33,6 +33,7 @@ from herd.herdfile.model import TaskConfig
 from herd.ledger.outcomes import non_answer
 from herd.quality.audit import Audit, job_audit
 from herd.quality.scorers import agree, correct
+from herd.reporting.policies import promise_text
 
 LEVEL = 0.95
 
@@ -173,7 +174,6 @@ def _promises(
     conn: psycopg.Connection, task: str, versions: list[int]
 ) -> dict[int | None, tuple[float | None, str]]:
     """Per policy version of `task`: (the promised quality, e.g. 0.9, or None; its words)."""
-    from herd.reporting.policies import promise_text
 
     out: dict[int | None, tuple[float | None, str]] = {}
     for version, estimates in conn.execute(

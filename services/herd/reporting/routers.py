@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from herd.policy.calibrate import Match, MaxCostPer1k
 from herd.policy.router.compose import RoutedReplay
 from herd.policy.router.evaluate import RouterEval
 from herd.policy.router.model import Router
 from herd.policy.search import SearchResult
 from herd.policy.sweep import SweepResult
+from herd.reporting.plot import save_png
 from herd.reporting.policies import usd
 
 
@@ -78,7 +80,6 @@ def routed_lines(routed: RoutedReplay, summaries: dict[str, str]) -> list[str]:
 
 def verdict(target: Any, ev: RouterEval) -> str:
     """One sentence: does the router at its τ meet the target on the held-out prompts too?"""
-    from herd.policy.calibrate import Match, MaxCostPer1k
 
     acc, cost = ev.router
     if isinstance(target, MaxCostPer1k):
@@ -98,10 +99,8 @@ def plot_router(
     """The router's accuracy-cost curve over τ, its chosen τ, each model alone, the oracle, and the
     cascade's policies kept by the search (grey) with their Pareto front, all on the same held-out
     prompts."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from herd.reporting.plot import save_png
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - matplotlib only when a plot is drawn
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a plot is drawn
 
     fig = Figure(figsize=(8, 5.5))
     FigureCanvasAgg(fig)

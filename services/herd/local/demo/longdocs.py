@@ -120,7 +120,7 @@ def collect(
 def _pages(path: Path) -> int | None:
     if path.suffix.lower() != ".pdf" or not path.is_file():
         return None
-    from pypdf import PdfReader
+    from pypdf import PdfReader  # noqa: PLC0415 - pypdf loads only for a PDF
 
     return len(PdfReader(path).pages)
 
