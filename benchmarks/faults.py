@@ -6,7 +6,7 @@
 The scenario (docs/reliability.md, which has the latest figures), everything on 127.0.0.1 under a
 private, temporary HERD_HOME (benchmarks/_lib/faults_run.py):
 
-* An embedded Postgres and Redis (herd/local/embedded.py) started for the run, so the suite may kill
+* An embedded Postgres and Redis (herd/embedded/servers.py) started for the run, so the suite may kill
   them: never the machine's own servers (HERD_DATABASE_URL / HERD_BROKER_URL are ignored).
 * Three endpoint doubles, one per model, out of process (tests/support/faulty.py): small (OpenAI chat)
   -> medium (TGI) -> large (OpenAI completions). Each call draws, seeded, 5% HTTP 424, 5% 5xx, 3% 429,

@@ -33,8 +33,8 @@ import psycopg
 from benchmarks._lib.entry import run, stack, work_dir
 from benchmarks._lib.submit import SubmitRun, submit_in_child
 from benchmarks._lib.workload import TASK, write_records
-from herd.ledger import routers
 from herd.policy.router import train_router
+from herd.policy.router import versions as routers
 from herd.policy.router.synthetic import topic_data, topic_texts
 from tests.support.harness import TIERS, Services, herd_env, herd_yaml, reset
 

@@ -1,7 +1,7 @@
 """Shared fixtures: real Postgres, real Redis, real worker processes, an endpoint double.
 
 With HERD_DATABASE_URL / HERD_BROKER_URL set, tests use those servers. Otherwise the session starts
-its own throwaway Postgres and Redis from the PyPI wheels (herd/local/embedded.py) under a temporary
+its own throwaway Postgres and Redis from the PyPI wheels (herd/embedded/servers.py) under a temporary
 HERD_HOME, and stops them at the end: a fresh machine needs nothing running beforehand.
 """
 

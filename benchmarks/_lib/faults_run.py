@@ -34,7 +34,7 @@ from benchmarks._lib.faults_figures import (
 )
 from benchmarks._lib.faults_netns import ENDPOINTS_IP, SERVICES_IP, Netlab
 from benchmarks._lib.faults_plan import JOB, TASK, Event, Plan, double_script, schedule, write_docs
-from herd.local.embedded import ensure_postgres, ensure_redis
+from herd.embedded.servers import ensure_postgres, ensure_redis
 from tests.support.harness import (
     DoubleProcess,
     Services,

@@ -18,7 +18,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 def _url() -> str:
     url = config.attributes.get("database_url")
     if url is None:
-        from herd.urls import database_url  # lazily: may start the embedded Postgres
+        from herd.urls import database_url  # noqa: PLC0415 - may start the embedded Postgres
 
         url = database_url()
     return sqlalchemy_url(url)

@@ -33,8 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
+from herd.embedded.servers import ensure_postgres, stop_all
 from herd.ledger.db import current_revision, migrate
-from herd.local.embedded import ensure_postgres, stop_all
 from herd.redact import mask_url
 
 CURRENT_SQL = Path(__file__).with_name("current.sql")

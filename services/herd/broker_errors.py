@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from herd.errors import ServiceError
-
-Dispatch = tuple[int, str, str, int]  # (prompt id, model, stage, round): herd.ledger.steps.Dispatch
+from herd.vocabulary import Dispatch
 
 
 class PublishError(ServiceError):

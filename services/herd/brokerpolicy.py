@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import redis
+
 from herd.errors import UserError
 
 if TYPE_CHECKING:
@@ -54,7 +56,6 @@ def check(url: str, *, allow_evicting: bool, timeout_s: float = 5.0) -> BrokerPo
     """Read the policy of the Redis at `url` and judge it. Raises EvictingBrokerError (one line) for an
     evicting policy unless `allow_evicting`; redis.ConnectionError if it cannot be reached. A broker
     URL that is not Redis (`redis://`, `rediss://`, `unix://`) is not checked."""
-    import redis
 
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         return BrokerPolicy(None, None)
@@ -88,8 +89,6 @@ def check(url: str, *, allow_evicting: bool, timeout_s: float = 5.0) -> BrokerPo
 
 
 def _info_field(client: redis.Redis, section: str, name: str) -> str | None:
-    import redis
-
     try:
         info = client.info(section)
     except redis.ResponseError:  # INFO renamed or forbidden by an ACL
@@ -100,7 +99,6 @@ def _info_field(client: redis.Redis, section: str, name: str) -> str | None:
 
 def _persistent(client: redis.Redis) -> bool | None:
     """True with AOF on or any RDB save point, False with neither, None when `save` cannot be read."""
-    import redis
 
     aof = _info_field(client, "persistence", "aof_enabled")
     if aof is not None and aof != "0":

@@ -85,8 +85,8 @@ def show_every_queue(app: Any, queues: Sequence[str]) -> None:
     """Make Flower list `queues` (with their lengths) whether or not a worker consumes them, and any
     other queue a worker consumes. (Flower lists only the latter, or the app's default queue when
     it knows no worker yet.)"""
-    from flower.views import BaseHandler
-    from kombu.entity import Queue
+    from flower.views import BaseHandler  # noqa: PLC0415 - Flower only when `herd flower` runs
+    from kombu.entity import Queue  # noqa: PLC0415 - Flower only when `herd flower` runs
 
     app.conf.task_queues = [Queue(name) for name in queues]  # type: ignore[no-untyped-call]
     herd_queues = frozenset(queues)

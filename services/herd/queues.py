@@ -13,9 +13,11 @@ import kombu.exceptions
 import redis.exceptions
 from celery import Celery
 
-from herd import broker_transport, redact
-from herd.broker_errors import Dispatch, PublishError
+from herd import broker_transport, brokerpolicy, redact
+from herd.broker_errors import PublishError
 from herd.settings import get_settings
+from herd.urls import broker_url
+from herd.vocabulary import Dispatch
 
 TASK_ATTEMPT = "herd.attempt"
 
@@ -32,8 +34,6 @@ def queue_for(model: str) -> str:
 
 
 def _config() -> dict[str, Any]:
-    from herd.urls import broker_url
-
     settings = get_settings()
     return {
         "broker_url": broker_url(settings),
@@ -86,9 +86,6 @@ def check_broker(timeout_s: float = 5.0) -> list[str]:
     HERD_ALLOW_EVICTING_BROKER; the warnings to show otherwise. `herd submit` calls it before writing
     anything, so a broker that is down leaves no job behind whose prompts wait a stale period for their
     messages; workers and `herd serve` before they start."""
-    from herd import brokerpolicy
-    from herd.urls import broker_url
-
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=0, timeout=timeout_s)
     settings = get_settings()

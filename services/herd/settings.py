@@ -23,7 +23,7 @@ class SettingsError(UserError, ValueError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERD_", extra="ignore")
 
-    # Unset URLs mean "use the embedded Postgres / Redis under `home`" (herd/local/embedded.py).
+    # Unset URLs mean "use the embedded Postgres / Redis under `home`" (herd/embedded/servers.py).
     database_url: str | None = None
     broker_url: str | None = None
     herd_file: Path = Path("herd.yaml")

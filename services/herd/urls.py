@@ -10,7 +10,7 @@ def database_url(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     if settings.database_url:
         return _secret_url(settings.database_url)
-    from herd.local.embedded import ensure_postgres
+    from herd.embedded.servers import ensure_postgres  # noqa: PLC0415 - the embedded servers only when no URL is configured
 
     return _secret_url(ensure_postgres(settings.home))
 
@@ -19,7 +19,7 @@ def broker_url(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     if settings.broker_url:
         return _secret_url(settings.broker_url)
-    from herd.local.embedded import ensure_redis
+    from herd.embedded.servers import ensure_redis  # noqa: PLC0415 - the embedded servers only when no URL is configured
 
     return _secret_url(ensure_redis(settings.home))
 

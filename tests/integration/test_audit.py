@@ -13,9 +13,9 @@ import redis
 from prometheus_client import generate_latest
 
 from herd.herdfile.model import load_herd
-from herd.jobs.audit import audit_job_name, audited
-from herd.ledger import policies
 from herd.observability.metrics import HerdCollector, registry_for
+from herd.policy import versions as policies
+from herd.quality.audit import audit_job_name, audited
 from herd.reporting.audit import clopper_pearson
 from tests.support.harness import herd_yaml, wait_for
 

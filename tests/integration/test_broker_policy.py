@@ -16,7 +16,7 @@ import redis
 
 from herd import brokerpolicy
 from herd.brokerpolicy import EvictingBrokerError
-from herd.local.embedded import _exe
+from herd.embedded.servers import _exe
 from tests.support.deploy import free_port
 from tests.support.processes import wait_for_log
 

@@ -26,13 +26,13 @@ import psycopg
 import pytest
 import redis
 
-from herd.local import embedded
-from herd.local.embedded import ServiceInfo, ensure_postgres, ensure_redis, status, stop_all
+from herd.embedded import servers as embedded
+from herd.embedded.servers import ServiceInfo, ensure_postgres, ensure_redis, status, stop_all
 
 REPO = Path(__file__).resolve().parents[2]
 # Prints both URLs and the pids `status` sees, from a fresh interpreter (another process).
 CHILD = (
-    "import json, sys; from herd.local.embedded import ensure_postgres, ensure_redis, status\n"
+    "import json, sys; from herd.embedded.servers import ensure_postgres, ensure_redis, status\n"
     "home = sys.argv[1]\n"
     "urls = [ensure_postgres(home), ensure_redis(home)]\n"
     "print(json.dumps({'urls': urls, 'pids': [s.pid for s in status(home)]}))\n"

@@ -10,7 +10,8 @@ from pathlib import Path
 import psycopg
 
 from herd.herdfile.model import load_herd
-from herd.ledger import calibration, policies
+from herd.policy import calibration
+from herd.policy import versions as policies
 from herd.policy.replay import replay
 from herd.policy.spec import Policy
 from tests.support.harness import wait_for

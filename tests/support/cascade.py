@@ -14,13 +14,13 @@ from pathlib import Path
 import psycopg
 
 from herd.backends.base import GenerationRequest, PermanentError
-from herd.cascade.active import ActivePolicies
 from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.jobs.documents import Record
 from herd.jobs.submit import submit
-from herd.ledger.steps import Dispatch, StepKey
+from herd.policy.active import ActivePolicies
 from herd.quality.scoring import score_job
+from herd.vocabulary import Dispatch, StepKey
 from tests.support.fakes import FakeBackend, generation
 
 HERD = """\

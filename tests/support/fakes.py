@@ -8,8 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from herd.backends.base import BackendError, Generation, GenerationRequest, Timing
-from herd.cascade.uncertainty import TokenLogprob
+from herd.backends.base import BackendError, Generation, GenerationRequest, Timing, TokenLogprob
 
 Reply = Generation | BackendError | Callable[[GenerationRequest], Generation]
 

@@ -23,8 +23,8 @@ import redis
 from celery import Celery
 from psycopg import sql
 
+from herd.embedded.servers import ensure_postgres, ensure_redis, stop_all
 from herd.ledger.db import migrate
-from herd.local.embedded import ensure_postgres, ensure_redis, stop_all
 from tests.support.endpoint import EndpointDouble
 from tests.support.processes import Procs, ready_line, wait_for_log
 
@@ -63,7 +63,7 @@ class Services:
 @contextmanager
 def services(home: Path, *, from_env: bool = True) -> Iterator[Services]:
     """HERD_DATABASE_URL / HERD_BROKER_URL when set (and `from_env`), else throwaway embedded servers
-    under `home` (herd/local/embedded.py), stopped on exit; migrated to the latest revision either way.
+    under `home` (herd/embedded/servers.py), stopped on exit; migrated to the latest revision either way.
     Never point them at data you need: `reset` truncates the ledger and flushes the Redis db."""
     db_url = os.environ.get("HERD_DATABASE_URL") if from_env else None
     broker = os.environ.get("HERD_BROKER_URL") if from_env else None

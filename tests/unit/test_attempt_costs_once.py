@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks._lib import many_models
 from herd.herdfile.model import load_herd
-from herd.ledger import calibration
+from herd.policy import calibration
 
 _V16 = importlib.import_module("herd_migrations.versions.0016_tail_shares_once")
 

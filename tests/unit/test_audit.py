@@ -15,11 +15,13 @@ import pytest
 from scipy.stats import beta
 
 from herd.herdfile.model import ConfigError, TaskConfig, load_herd
-from herd.jobs.audit import Audit, audit_job_name, audited, check_rate, resolve
-from herd.jobs.documents import InputError, Record
+from herd.input_errors import InputError
+from herd.jobs.documents import Record
 from herd.jobs.submit import submit
-from herd.ledger import policies
-from herd.reporting.audit import agree, clopper_pearson, estimate
+from herd.policy import versions as policies
+from herd.quality.audit import Audit, audit_job_name, audited, check_rate, resolve
+from herd.quality.scorers import agree
+from herd.reporting.audit import clopper_pearson, estimate
 from tests.support.cascade import CUT_OFF, HERD, HTTP_500, connector, drive, load, pipeline
 from tests.support.harness import Services
 from tests.unit.test_policy_live import cli, p_of

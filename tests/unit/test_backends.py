@@ -12,9 +12,8 @@ from typing import Literal
 
 import pytest
 
-from herd.backends.base import GenerationRequest, MissingLogprobsError, PermanentError, RetryableError
+from herd.backends.base import GenerationRequest, MissingLogprobsError, PermanentError, Prompt, RetryableError
 from herd.backends.registry import make_backend
-from herd.cascade.prompts import Prompt
 from herd.cascade.uncertainty import measure
 from herd.herdfile.model import ConfigError, ModelConfig
 

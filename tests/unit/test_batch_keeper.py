@@ -17,10 +17,10 @@ from herd.api import batches, files
 from herd.api.keeper import Keeper, Limits
 from herd.api.store import DirectoryStore, FileStore, FileWriter, PostgresStore
 from herd.backends.registry import make_backends
-from herd.cascade.active import ActivePolicies
 from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
-from herd.ledger.steps import Dispatch, StepKey
+from herd.policy.active import ActivePolicies
+from herd.vocabulary import Dispatch, StepKey
 from tests.support.cascade import connector, drive
 from tests.support.endpoint import EndpointDouble
 from tests.support.harness import Services, chat_herd_yaml

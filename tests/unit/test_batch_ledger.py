@@ -16,10 +16,10 @@ from openai.types.chat import ChatCompletion
 from herd.backends.registry import make_backends
 from herd.batch import export
 from herd.batch.submit import BatchInvalidError, Source, submit_batch
-from herd.cascade.active import ActivePolicies
 from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
-from herd.jobs.documents import InputError
+from herd.input_errors import InputError
+from herd.policy.active import ActivePolicies
 from tests.support.cascade import connector, drive
 from tests.support.endpoint import EndpointDouble
 from tests.support.harness import Services, chat_herd_yaml

@@ -12,6 +12,7 @@ import pytest
 from openai.types.chat.chat_completion import ChoiceLogprobs
 from openai.types.completion_choice import Logprobs
 
+from herd.backends.base import TokenLogprob
 from herd.batch import routes
 from herd.batch.format import TOO_LONG, LineProblem, numbered_lines, parse
 from herd.cascade.requests import (
@@ -23,7 +24,6 @@ from herd.cascade.requests import (
     generation_request,
     returned_logprobs,
 )
-from herd.cascade.uncertainty import TokenLogprob
 from herd.herdfile.model import ConfigError, GenerationParams, ModelConfig, load_herd
 
 OPENAI = ModelConfig(protocol="openai", endpoints=["http://127.0.0.1:9/v1"])

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from herd.herdfile.model import HerdConfig
-from herd.ledger import calibration
-from herd.ledger.calibration import MAX_NON_ANSWER_SHARE
+from herd.policy import calibration
 from herd.policy.calibrate import MinQuality, choose
+from herd.policy.calibration import MAX_NON_ANSWER_SHARE
 from herd.policy.data import CalibrationData
 from herd.policy.replay import replay
 from herd.policy.router import train_router

@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from herd.jobs.status import UnknownJobError
+from herd.ledger.jobs import UnknownJobError
 from herd.reporting import build, plot, render
 from herd.reporting.perfics import PolicyInput, Weights, cost_penalty, score
 from tests.support.harness import Services, herd_env

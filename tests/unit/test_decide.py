@@ -9,12 +9,13 @@ from decimal import Decimal
 
 import pytest
 
-from herd.cascade.active import Rule
 from herd.cascade.decide import Job, decide, ends, needs_kept, no_issues
 from herd.herdfile.references import StaleReference
 from herd.ledger.decisions import Advance, Decision, Escalate, Fail, Final, Hold
-from herd.ledger.steps import AttemptRow, NewAttempt, PromptRow, StepKey
+from herd.ledger.steps import AttemptRow, NewAttempt, PromptRow
+from herd.policy.active import Rule
 from herd.policy.spec import CalibrationMap
+from herd.vocabulary import StepKey
 
 LIVE = PromptRow(7, 1, "qa", "What is 2+2?", "4", {}, "queued", "small", "answer", 0)
 BUDGET = replace(LIVE, budget_usd=Decimal("1.50"))

@@ -9,12 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from herd.cascade.vocabulary import OutcomeKind
 from herd.jobs.documents import Record
 from herd.jobs.submit import submit
 from herd.ledger import steps
 from herd.ledger.decisions import Advance, Applied, Escalate, Fail, Final, Hold, apply
-from herd.ledger.steps import NewAttempt, StepKey
+from herd.ledger.steps import NewAttempt
+from herd.vocabulary import OutcomeKind, StepKey
 from tests.support.cascade import load
 
 SMALL = StepKey("small")

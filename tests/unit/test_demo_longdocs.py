@@ -12,11 +12,11 @@ import psycopg
 from rich.console import Console
 
 from herd.backends.base import Generation, GenerationRequest
-from herd.cascade.active import ActivePolicies
 from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.local.demo import longdocs
 from herd.local.demo.run import HERE
+from herd.policy.active import ActivePolicies
 from tests.support.cascade import connector, drive
 from tests.support.fakes import FakeBackend, generation
 from tests.support.harness import Services

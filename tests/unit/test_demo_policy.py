@@ -13,10 +13,10 @@ from rich.console import Console
 
 from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import Record
-from herd.ledger import policies
 from herd.local.demo import compare, plan
 from herd.local.demo import run as demo
 from herd.local.demo.choose import TaskChoice
+from herd.policy import versions as policies
 from tests.support.cascade import connector, drive, load, pipeline
 from tests.support.harness import Services
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from herd.cascade import splitting
+from herd.input_errors import InputError
 from herd.jobs import documents
 from herd.jobs.converters import UnreadableError
-from herd.jobs.documents import InputError
 from herd.jobs.skipped import Collector
 from tests.support import docfiles
 

@@ -41,13 +41,13 @@ FOUND = herd_exceptions()
 KINDS: dict[str, type[HerdError]] = {
     "herd.herdfile.model.ConfigError": UserError,
     "herd.herdfile.yamllines.YamlError": UserError,
-    "herd.jobs.input_errors.InputError": UserError,
-    "herd.jobs.status.UnknownJobError": UserError,
+    "herd.input_errors.InputError": UserError,
+    "herd.ledger.jobs.UnknownJobError": UserError,
     "herd.ledger.db.SchemaError": UserError,  # run `herd migrate`
     "herd.policy.confidence.NothingToCalibrateError": UserError,
     "herd.backends.base.BackendError": ServiceError,
     "herd.backends.base.MissingLogprobsError": ServiceError,
-    "herd.local.daemons.ProcessError": ServiceError,
+    "herd.embedded.daemons.ProcessError": ServiceError,
     "herd.quality.scorers.JudgeError": ServiceError,
 }
 
@@ -73,9 +73,9 @@ def test_the_kind_of_each_error_that_sets_an_exit_status(name: str) -> None:
 
 
 def test_the_builtin_bases_stay_for_except_clauses_written_against_them() -> None:
+    from herd.embedded.daemons import ProcessError
     from herd.herdfile.model import ConfigError
-    from herd.jobs.status import UnknownJobError
-    from herd.local.daemons import ProcessError
+    from herd.ledger.jobs import UnknownJobError
 
     assert issubclass(ConfigError, ValueError)
     assert issubclass(UnknownJobError, LookupError)

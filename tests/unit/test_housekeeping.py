@@ -24,13 +24,13 @@ from kombu.connection import Connection
 
 from herd import broker_transport
 from herd.broker_errors import PublishError
+from herd.embedded.servers import ensure_redis, stop_all
 from herd.housekeeping.leader import LeaderLock
 from herd.housekeeping.service import Housekeeper, serve
 from herd.housekeeping.work import Housekeeping, seal_job
-from herd.ledger.steps import Dispatch
-from herd.local.embedded import ensure_redis, stop_all
 from herd.queues import app, publish
 from herd.settings import Settings
+from herd.vocabulary import Dispatch
 from tests.support import harness
 from tests.support.harness import Services
 from tests.unit.test_costs import add_attempt, add_final, add_job, add_prompt

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from herd.local.daemons import wait_until
+from herd.embedded.daemons import wait_until
 from herd.local.localherd import Daemon
 
 

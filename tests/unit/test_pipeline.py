@@ -15,7 +15,7 @@ from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import Record
 from herd.jobs.submit import submit
-from herd.ledger.steps import StepKey
+from herd.vocabulary import StepKey
 from tests.support.cascade import load
 from tests.support.fakes import FakeBackend, generation
 from tests.support.harness import Services

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from herd.cli import main
 from herd.herdfile.model import HerdConfig
-from herd.ledger import calibration
+from herd.policy import calibration
 from herd.policy.replay import replay
 from herd.policy.spec import Policy
 from herd.settings import get_settings

@@ -14,15 +14,16 @@ from herd.backends.base import (
     GenerationRequest,
     MissingLogprobsError,
     PermanentError,
+    Prompt,
     RetryableError,
     Timing,
+    TokenLogprob,
 )
 from herd.backends.logprobs import alternatives, chosen_logprob, number
 from herd.backends.registry import make_backend
 from herd.backends.stops import without_stop
 from herd.backends.transport import retry_after_s
-from herd.cascade.prompts import Prompt
-from herd.cascade.uncertainty import TokenLogprob, entropy, margin
+from herd.cascade.uncertainty import entropy, margin
 from herd.herdfile.model import ModelConfig, Retries
 
 CHAT = Prompt(mode="chat", messages=(("user", "What is the capital of France?"),))

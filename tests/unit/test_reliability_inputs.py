@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from herd.jobs.documents import InputError, InputFile, expand, read
+from herd.input_errors import InputError
+from herd.jobs.documents import InputFile, expand, read
 from tests.support.harness import REPO
 
 

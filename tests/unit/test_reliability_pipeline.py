@@ -13,14 +13,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from herd.backends.base import Generation, GenerationRequest, PermanentError, Timing
+from herd.backends.base import Generation, GenerationRequest, PermanentError, Timing, TokenLogprob
 from herd.cascade.pipeline import Pipeline, clean_text
-from herd.cascade.uncertainty import TokenLogprob
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.jobs.documents import Record
 from herd.jobs.submit import submit
 from herd.ledger import steps as ledger
-from herd.ledger.steps import StepKey
+from herd.vocabulary import Dispatch, StepKey
 from tests.support.harness import Services
 
 HERD = """\
@@ -75,7 +74,7 @@ def connector(services: Services) -> Callable[[], AbstractContextManager[psycopg
     return connect
 
 
-def submitted(services: Services, herd: HerdConfig, n: int, window: int) -> list[ledger.Dispatch]:
+def submitted(services: Services, herd: HerdConfig, n: int, window: int) -> list[Dispatch]:
     records = [
         Record(key=f"d{i}", text=f"question {i}", reference=None, source=f"docs:{i}") for i in range(n)
     ]

@@ -16,14 +16,15 @@ import pytest
 import redis
 from click.testing import CliRunner, Result
 
-from herd.cascade.active import ActivePolicies
 from herd.cascade.pipeline import Pipeline
 from herd.cli import main
 from herd.herdfile.model import HerdConfig
 from herd.jobs.documents import Record
 from herd.jobs.submit import submit
-from herd.ledger import calibration, routers
+from herd.policy import calibration
+from herd.policy.active import ActivePolicies
 from herd.policy.router import train_router
+from herd.policy.router import versions as routers
 from herd.policy.router.synthetic import TOPICS, topic_texts
 from herd.settings import get_settings
 from tests.support.cascade import drive, load, score, scripted

@@ -13,17 +13,18 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from herd.cascade.active import herd_policy
 from herd.cli import main
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.herdfile.references import stale_reference
 from herd.jobs.documents import Record
 from herd.jobs.references import fail_unknown_queued, stale_versions, waiting_at_unknown
 from herd.jobs.submit import submit
-from herd.ledger import policies
-from herd.ledger.steps import StepKey, reclaim_stale
+from herd.ledger.steps import reclaim_stale
 from herd.observability.metrics import read_ledger, stale_metric
+from herd.policy import versions as policies
+from herd.policy.active import herd_policy
 from herd.settings import get_settings
+from herd.vocabulary import StepKey
 from tests.support.cascade import HERD, connector, drive, load, pipeline
 from tests.support.harness import Services
 

@@ -15,9 +15,9 @@ from celery.exceptions import Reject
 from herd.backends.base import RetryableError
 from herd.broker_errors import PublishError
 from herd.cascade.pipeline import Outcome
-from herd.cascade.vocabulary import OutcomeKind
 from herd.herdfile.model import Retries
 from herd.settings import get_settings
+from herd.vocabulary import OutcomeKind
 from herd_workers import tasks
 from tests.support.harness import Services
 from tests.unit.test_costs import add_job, add_prompt

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from herd.cascade.uncertainty import NoTokensError, TokenLogprob, entropy, margin, measure
+from herd.backends.base import TokenLogprob
+from herd.cascade.uncertainty import NoTokensError, entropy, margin, measure
 
 ln = math.log
 

@@ -1,4 +1,4 @@
-"""Versioned policies and routers (herd/ledger/versioned.py): numbering per task, one active version,
+"""Versioned policies and routers (herd/policy/versioned.py): numbering per task, one active version,
 rollback, and the one-line error for a version that does not exist. Real Postgres."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import threading
 import psycopg
 import pytest
 
-from herd.jobs.documents import InputError
-from herd.ledger import policies
+from herd.input_errors import InputError
+from herd.policy import versions as policies
 from tests.support.harness import Services
 
 

@@ -13,9 +13,9 @@ from psycopg_pool import ConnectionPool
 
 from herd import urls
 from herd.backends.registry import make_backends
-from herd.cascade.active import ActivePolicies
 from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
+from herd.policy.active import ActivePolicies
 from herd.settings import get_settings
 
 # A pooled connection used less than this many seconds ago is handed out without a check.

@@ -15,9 +15,9 @@ from herd.herdfile.model import Retries
 from herd.housekeeping.sending import send
 from herd.housekeeping.work import Housekeeping, request_bound
 from herd.jobs.references import stale_versions, waiting_at_unknown
-from herd.ledger.steps import StepKey
 from herd.queues import BROKER_DOWN, TASK_ATTEMPT, app, check_broker, publish
 from herd.settings import get_settings
+from herd.vocabulary import StepKey
 from herd_workers.context import get_context
 
 log = logging.getLogger(__name__)

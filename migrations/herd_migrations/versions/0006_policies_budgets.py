@@ -4,7 +4,8 @@
   every prompt); `jobs.budget_usd`: a cap on the job's attributed cost (NULL: none).
 - `prompts.policy_version`: the policy version that decided the prompt (NULL: the herd file);
   `prompts.note`: 'budget' when an answer was kept because the budget ran out; `prompts.held_confidence`
-  and state 'held': an escalation candidate of a budget job waiting for the release (herd/jobs/budget.py).
+  and state 'held': an escalation candidate of a budget job waiting for the release
+  (herd/policy/job_budget.py).
 - `policies`: every chosen policy as its YAML text, per task a version 1, 2, ...;
   `active_policies`: per task, the version the workers run (rollback = point at an earlier one).
 - View `policy_version_quality`: per job, policy version and scorer, the final answers' quality and

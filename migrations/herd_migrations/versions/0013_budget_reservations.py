@@ -1,5 +1,5 @@
 """Budget reservations: the estimated cost of each escalation a budget job has released and not yet
-reconciled with its actual cost (herd/jobs/budget.py).
+reconciled with its actual cost (herd/policy/job_budget.py).
 
 `prompts.reserved_usd`: set when a held candidate is released to its next model, in the transaction
 that releases it (under the job's advisory lock); cleared once the prompt has left that model's work

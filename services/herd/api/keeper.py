@@ -38,8 +38,8 @@ from herd.batch import export
 from herd.batch.format import LineError
 from herd.batch.submit import BatchInvalidError, Source, submit_batch
 from herd.herdfile.model import HerdConfig
-from herd.jobs.documents import InputError
-from herd.ledger.steps import Dispatch
+from herd.input_errors import InputError
+from herd.vocabulary import Dispatch
 
 log = logging.getLogger(__name__)
 

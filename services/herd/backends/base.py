@@ -1,14 +1,36 @@
-"""The one result every backend returns, and the errors it may raise."""
+"""The wire types of every backend: what a call takes (`Prompt`, `GenerationRequest`), the one result
+it returns (`Generation` of `TokenLogprob`s), and the errors it may raise."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from herd.cascade.prompts import Prompt
-from herd.cascade.uncertainty import TokenLogprob
 from herd.errors import ServiceError
+from herd.herdfile.model import PromptMode
 from herd.redact import mask_url, redact
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What a model is asked: completion `text`, or chat `messages` as (role, content) pairs."""
+
+    mode: PromptMode
+    text: str = ""
+    messages: tuple[tuple[str, str], ...] = ()
+
+    def as_messages(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its logprob and the server's top-k alternatives (token, logprob)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+    special: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,10 +24,10 @@ from herd.backends.base import (
     MissingLogprobsError,
     PermanentError,
     Timing,
+    TokenLogprob,
 )
 from herd.backends.jsonclient import JsonClient
 from herd.backends.logprobs import alternatives, chosen_logprob
-from herd.cascade.uncertainty import TokenLogprob
 from herd.herdfile.model import ModelConfig
 
 

@@ -14,9 +14,9 @@ from herd.backends.base import (
     MissingLogprobsError,
     PermanentError,
     Timing,
+    TokenLogprob,
 )
 from herd.backends.logprobs import alternatives, chosen_logprob
-from herd.cascade.uncertainty import TokenLogprob
 from herd.herdfile.model import ModelConfig
 
 # The OpenAI request parameters /generate takes under the same name (an OpenAI batch request's

@@ -33,7 +33,7 @@ from typing import IO, Any
 import psycopg
 
 from herd.cascade.requests import COMPLETIONS, REQUEST
-from herd.jobs.status import job_id
+from herd.ledger.jobs import job_id
 
 # prompts.error of a request a batch stopped before it finished (herd/api/keeper.py writes them).
 CANCELLED = "batch cancelled before this request finished"

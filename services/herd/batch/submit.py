@@ -23,7 +23,8 @@ from herd.batch import routes
 from herd.batch.format import BatchLine, LineError, LineProblem
 from herd.cascade import requests
 from herd.herdfile.model import HerdConfig, ModelConfig
-from herd.jobs.documents import InputError, Record
+from herd.input_errors import InputError
+from herd.jobs.documents import Record
 from herd.jobs.submit import DuplicateIdsError, SubmitResult, submit
 
 # Line errors kept for the report; the count goes on past it.
@@ -159,8 +160,8 @@ def submit_batch(
     `endpoint`: the URL every line must have (an API batch's `endpoint`); None takes both
     `/v1/chat/completions` and `/v1/completions`. `max_requests`: a cap on the lines. `calibration`:
     every model of the route answers every prompt (herd/cascade/pipeline.py); `budget_usd`: the job's
-    cap (herd/jobs/budget.py). Raises BatchInvalidError (every bad line, by file and line) or InputError;
-    then nothing is committed and the caller rolls back."""
+    cap (herd/policy/job_budget.py). Raises BatchInvalidError (every bad line, by file and line) or
+    InputError; then nothing is committed and the caller rolls back."""
     reader = _Reader(herd, sources, endpoint, max_requests)
     records, target = reader.first()
     if calibration and target.model is not None:

@@ -61,17 +61,17 @@ from typing import Any
 
 import psycopg
 
-from herd.backends.base import BackendError, GenerationRequest, PermanentError
+from herd.backends.base import BackendError, GenerationRequest, PermanentError, Prompt
 from herd.backends.context import ContextInfo
 from herd.cascade import splitting
-from herd.cascade.active import Rule
-from herd.cascade.prompts import Prompt, RenderError, render
-from herd.cascade.vocabulary import AttemptStatus, OutcomeKind, Stage
+from herd.cascade.prompts import RenderError, render
 from herd.herdfile.model import HerdConfig, LongDocuments, ModelConfig, TaskTier
 from herd.ledger import chunks as ledger
 from herd.ledger.chunks import CHUNKS, COMBINE, MARK, MEASURES, Part
 from herd.ledger.decisions import Outcome
-from herd.ledger.steps import Dispatch, NewAttempt, PromptRow, StepKey
+from herd.ledger.steps import NewAttempt, PromptRow
+from herd.policy.active import Rule
+from herd.vocabulary import AttemptStatus, Dispatch, OutcomeKind, Stage, StepKey
 
 log = logging.getLogger(__name__)
 

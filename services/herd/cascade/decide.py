@@ -1,6 +1,6 @@
 """What one step of a prompt decides, as a pure function: no SQL, no I/O (docs/architecture.md).
 
-`decide` takes the prompt, the rule that decides for its model (herd/cascade/active.py), the step,
+`decide` takes the prompt, the rule that decides for its model (herd/policy/active.py), the step,
 the step's attempt and what the job changes, and returns one of the ledger's decisions
 (herd/ledger/decisions.py), which `apply` writes. The pipeline's one-statement path for a confident
 final answer and its general path both call it, so they agree by construction.
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from herd.cascade.active import Rule
-from herd.cascade.vocabulary import AttemptStatus, Stage
 from herd.ledger.decisions import Advance, Decision, Escalate, Fail, Final, Hold
-from herd.ledger.steps import AttemptRow, NewAttempt, PromptRow, StepKey
+from herd.ledger.steps import AttemptRow, NewAttempt, PromptRow
+from herd.policy.active import Rule
+from herd.vocabulary import AttemptStatus, Stage, StepKey
 
 ANSWER, CRITIQUE, REFINE = Stage.ANSWER, Stage.CRITIQUE, Stage.REFINE
 

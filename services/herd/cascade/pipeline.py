@@ -24,12 +24,12 @@ step) and nothing else follows from it, phase 3 is one statement, `ledger.record
 case (errors, refinement, escalation, redeliveries, a concurrent duplicate) applies the decision with
 several statements inside `conn.transaction()`. Both paths take the same decision: they call `decide`.
 
-Who decides: the task's active policy version when there is one (herd/cascade/active.py, cached
+Who decides: the task's active policy version when there is one (herd/policy/active.py, cached
 per worker), else the herd file. Two kinds of job change what happens after a model's work ends:
 a calibration job (`jobs.kind = 'calibration'`) sends every prompt on to the next model of the
 herd file's route whatever the decision (recorded in `attempts.escalated` for reference), so every
 model answers every prompt; a job with a budget parks an escalating prompt as 'held' and
-herd/jobs/budget.py releases the held candidates least confident first when the job is otherwise idle.
+herd/policy/job_budget.py releases the held candidates least confident first when the job is otherwise idle.
 """
 
 from __future__ import annotations
@@ -46,20 +46,22 @@ from functools import lru_cache, partial
 import psycopg
 from psycopg.types.json import Jsonb
 
-from herd.backends.base import Backend, BackendError, Generation, GenerationRequest, RetryableError
+from herd.backends.base import Backend, BackendError, Generation, GenerationRequest, Prompt, RetryableError
 from herd.cascade import chunks, requests
-from herd.cascade.active import ActivePolicies, Rule, herd_rounds
 from herd.cascade.decide import Job, decide, ends, needs_kept
-from herd.cascade.prompts import Prompt, RenderError, followup, render
+from herd.cascade.prompts import RenderError, followup, render
 from herd.cascade.uncertainty import NoTokensError, measure
-from herd.cascade.vocabulary import FINISHED, AttemptStatus, OutcomeKind, PromptState, Stage
 from herd.herdfile.model import HerdConfig, ModelConfig, TaskTier
 from herd.herdfile.references import StaleReference, stale_reference
 from herd.ledger import chunks as ledger_chunks
 from herd.ledger import steps as ledger
 from herd.ledger.decisions import Decision, Fail, Final, Outcome, apply
-from herd.ledger.steps import AttemptRow, Dispatch, NewAttempt, PromptRow, StepKey
+from herd.ledger.steps import AttemptRow, NewAttempt, PromptRow
+from herd.policy.active import ActivePolicies, Rule, herd_rounds
+from herd.policy.job_budget import idle_budget_jobs, release
 from herd.redact import mask_url, redact
+from herd.settings import get_settings
+from herd.vocabulary import FINISHED, AttemptStatus, Dispatch, OutcomeKind, PromptState, Stage, StepKey
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +232,7 @@ class Pipeline:
         """The decision rule for `model` on `prompt`. A calibration job runs the herd file's refinement
                 rounds (so both variants are recorded) and is decided by no policy version. A chunk of a long
                 document never escalates on its own: its document does (herd/cascade/chunks.py). A direct
-        job's model (and an audit job's reference, herd/jobs/audit.py) answers alone, with the herd file's
+        job's model (and an audit job's reference, herd/quality/audit.py) answers alone, with the herd file's
         refinement rounds and no policy version."""
         rule = self.policies.rule(self.herd, prompt.task, model)
         if self.long is not None and chunks.is_chunk(prompt):
@@ -251,8 +253,6 @@ class Pipeline:
     @property
     def window(self) -> int:
         if self._window is None:
-            from herd.settings import get_settings
-
             self._window = get_settings().dispatch_window
         return self._window
 
@@ -394,8 +394,6 @@ class Pipeline:
             return self.long.chunk_finished(conn, prompt)
         refill = ledger.refill(conn, freed)
         if prompt.budget_usd is not None:
-            from herd.jobs.budget import release
-
             refill += release(
                 conn, prompt.job_id, partial(self._next_model, prompt), self.window, unless_in_flight=True
             )
@@ -410,10 +408,8 @@ class Pipeline:
         return rule.stale if rule.stale is not None else rule.next
 
     def release_budgets(self, conn: psycopg.Connection) -> list[Dispatch]:
-        """For the pump: release the held candidates of every idle budget job (see herd/jobs/budget.py).
+        """For the pump: release the held candidates of every idle budget job (see herd/policy/job_budget.py).
         Needed when the job's last two steps ran concurrently and neither saw the job idle."""
-        from herd.jobs.budget import idle_budget_jobs, release
-
         dispatches: list[Dispatch] = []
         for job_id, task in idle_budget_jobs(conn):
             held = PromptRow(0, job_id, task, "", None, {}, PromptState.HELD, "", ANSWER, 0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from herd.backends.base import Prompt
 from herd.errors import UserError
 from herd.herdfile.model import PromptMode, TaskConfig
 
@@ -28,16 +28,6 @@ BUILTINS: frozenset[str] = frozenset({"text", "labels", "fields", "instruction"}
 
 class RenderError(UserError, ValueError):
     """A document lacks a field its task template needs."""
-
-
-@dataclass(frozen=True)
-class Prompt:
-    mode: PromptMode
-    text: str = ""
-    messages: tuple[tuple[str, str], ...] = ()
-
-    def as_messages(self) -> list[dict[str, str]]:
-        return [{"role": role, "content": content} for role, content in self.messages]
 
 
 def template_for(task: TaskConfig, mode: PromptMode) -> str:

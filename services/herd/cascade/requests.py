@@ -31,10 +31,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from herd.backends.base import CallerLogprobs, GenerationRequest
+from herd.backends.base import CallerLogprobs, GenerationRequest, Prompt, TokenLogprob
 from herd.backends.tgi import TGI_PARAMS
-from herd.cascade.prompts import Prompt
-from herd.cascade.uncertainty import TokenLogprob
 from herd.errors import UserError
 from herd.herdfile.model import GenerationParams, ModelConfig, PromptMode
 

@@ -1,7 +1,7 @@
 """The cascade a routed prompt runs: from the router's entry model onwards, as the live pipeline does.
 
 A prompt the router sends to model m starts at m (`prompts.model = m`); at every model the pipeline
-asks `rule_for` (herd/cascade/active.py): the active policy's tier when the policy names the model, else
+asks `rule_for` (herd/policy/active.py): the active policy's tier when the policy names the model, else
 the herd file's. `policy_from` walks those same rules from m and writes the path as a Policy, so
 `herd replay --router` (herd.policy.router.replay_routed) replays exactly what live would run.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from herd.cascade.active import rule_for
 from herd.herdfile.model import HerdConfig
+from herd.policy.active import rule_for
 from herd.policy.spec import Policy, Tier
 
 

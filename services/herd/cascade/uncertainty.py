@@ -10,17 +10,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from herd.backends.base import TokenLogprob
 from herd.errors import ServiceError
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """One generated token: its logprob and the server's top-k alternatives (token, logprob)."""
-
-    token: str
-    logprob: float
-    top: tuple[tuple[str, float], ...] = ()
-    special: bool = False
 
 
 @dataclass(frozen=True)

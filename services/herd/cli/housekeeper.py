@@ -28,12 +28,12 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
     whether or not any worker runs (one leader among replicas, by a Postgres advisory lock)."""
     from psycopg_pool import ConnectionPool
 
-    from herd.cascade.active import ActivePolicies
     from herd.cascade.pipeline import Pipeline
     from herd.housekeeping.leader import LeaderLock
     from herd.housekeeping.service import Housekeeper, serve
     from herd.housekeeping.work import Housekeeping, request_bound
     from herd.ledger.db import ensure_current
+    from herd.policy.active import ActivePolicies
     from herd.queues import publish
     from herd.settings import get_settings
     from herd.urls import database_url

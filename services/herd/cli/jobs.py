@@ -11,10 +11,10 @@ import click
 from rich.console import Console
 
 from herd.cli.app import check_broker, console, database, herd_config, main, stale_lines, unreachable_service
-from herd.cli.output import count, counting_bar
 from herd.errors import ServiceError
 from herd.files import atomic_binary, atomic_text
-from herd.jobs.documents import InputError
+from herd.input_errors import InputError
+from herd.output import count, counting_bar
 from herd.reporting.tables import Column, print_table
 
 if TYPE_CHECKING:
@@ -71,12 +71,12 @@ def submit(
 
     import psycopg
 
+    from herd.input_errors import InputError
     from herd.jobs import documents
-    from herd.jobs.audit import resolve as resolve_audit
-    from herd.jobs.documents import InputError
     from herd.jobs.sampling import sample as draw
     from herd.jobs.skipped import Collector
     from herd.jobs.submit import submit as do_submit
+    from herd.quality.audit import resolve as resolve_audit
     from herd.settings import get_settings
 
     herd = herd_config(ctx)
@@ -233,8 +233,8 @@ def status(ctx: click.Context, job: str) -> None:
     estimate of the live policy's quality."""
     import psycopg
 
-    from herd.jobs.status import job_id
     from herd.jobs.status import status as job_status
+    from herd.ledger.jobs import job_id
     from herd.reporting.audit import estimate, lines
     from herd.urls import database_url
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from herd.cli.app import console, main
-from herd.cli.output import masked
+from herd.output import masked
 
 
 @main.command()
@@ -23,9 +23,9 @@ def up() -> None:
 @main.command()
 def down() -> None:
     """Stop the local herd (workers, model servers) and the embedded services under HERD_HOME."""
+    from herd.embedded.servers import status as service_status
+    from herd.embedded.servers import stop_all
     from herd.local import localherd
-    from herd.local.embedded import status as service_status
-    from herd.local.embedded import stop_all
     from herd.settings import get_settings
 
     home = get_settings().home
@@ -40,8 +40,8 @@ def down() -> None:
 @main.command()
 def ps() -> None:
     """List the embedded services and the local herd's processes under HERD_HOME."""
+    from herd.embedded.servers import status as service_status
     from herd.local import localherd
-    from herd.local.embedded import status as service_status
     from herd.settings import get_settings
 
     home = get_settings().home

@@ -1,6 +1,6 @@
 """`herd replay`, `herd calibrate` and `herd policy list/show/diff/activate/deactivate` (docs/policy.md).
 
-Replay and calibrate read a calibration job's attempts only (herd/ledger/calibration.py): no model
+Replay and calibrate read a calibration job's attempts only (herd/policy/calibration.py): no model
 call. Every bad argument is one `error: ...` line with exit status 2, raised before anything is written.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from herd.cli.app import console, herd_config, main
-from herd.cli.output import out
 from herd.cli.versions import add_activation
-from herd.jobs.documents import InputError
+from herd.input_errors import InputError
+from herd.output import out
 
 
 def _print(lines: list[str]) -> None:
@@ -56,9 +56,9 @@ def replay(
     """Quality, cost per 1k prompts and escalation of any policy, from a calibration job's attempts."""
     import psycopg
 
-    from herd.cascade.active import herd_policy, load_active
-    from herd.ledger import calibration
-    from herd.ledger.calibration import MAX_NON_ANSWER_SHARE
+    from herd.policy import calibration
+    from herd.policy.active import herd_policy, load_active
+    from herd.policy.calibration import MAX_NON_ANSWER_SHARE
     from herd.policy.replay import bootstrap
     from herd.policy.replay import replay as do_replay
     from herd.policy.search import search
@@ -207,9 +207,8 @@ def calibrate(
     without one is not recorded unless --activate-anyway."""
     import psycopg
 
-    from herd.ledger import audit_calibration, calibration, policies
-    from herd.policy.calibrate import Match, MaxCostPer1k, MinQuality, Target, choose
-    from herd.policy.spec import RAW_MEASURES
+    from herd.policy.calibrate import Match, MaxCostPer1k, MinQuality, Target, target_text
+    from herd.policy.workflow import CalibrateOptions, calibrate_version
     from herd.reporting import policies as view
     from herd.urls import database_url
 
@@ -217,8 +216,6 @@ def calibrate(
     given = [t for t in (min_quality, max_cost_per_1k, match_model) if t is not None]
     if len(given) != 1:
         raise InputError("give exactly one target: --min-quality Q, --max-cost-per-1k USD or --match MODEL")
-    if not 0.0 < confidence < 1.0:
-        raise InputError(f"--confidence must lie strictly between 0 and 1 (got {confidence})")
     target: Target
     if min_quality is not None:
         target = MinQuality(min_quality)
@@ -230,27 +227,14 @@ def calibrate(
                 f"unknown model {match_model!r}; the herd file defines: {', '.join(herd.models)}"
             )
         target = Match(str(match_model), at)
-    if from_audit and (scorer is not None or scorer_cut is not None):
-        raise InputError("--from-audit scores by accuracy, or agreement with the reference: no --scorer")
-    measures = (*RAW_MEASURES, "p_correct") if p_correct else RAW_MEASURES
+    options = CalibrateOptions(method, confidence, scorer, scorer_cut, seed, train_fraction, p_correct,
+                               activate, activate_anyway, allow_non_answers, from_audit)  # fmt: skip
     with psycopg.connect(database_url()) as conn:
-        if from_audit:
-            loaded = audit_calibration.load(conn, herd, job, task)
-        else:
-            loaded = calibration.load(conn, herd, job, task, scorer)
-        loaded.check_non_answers(allow_non_answers, job)
-        choice = choose(
-            loaded.data, loaded.route, target, measures=measures, scorer_cut=scorer_cut,
-            train_fraction=train_fraction, seed=seed, method=method, confidence=confidence,
-        )  # fmt: skip
-        text = choice.policy.to_text()
-        version = None
-        if not choice.refused or activate_anyway:
-            estimates = view.estimates(choice, loaded.scorer, scorer_cut, job, loaded)
-            version = policies.record(conn, task, text, loaded.job_id, estimates, activate)
+        calibrated = calibrate_version(conn, herd, job, task, target, options)
+    loaded, choice, text, version = calibrated.loaded, calibrated.choice, calibrated.text, calibrated.version
     if loaded.unanswered:
         out.print(loaded.non_answer_text(), markup=False)
-    out.print(f"target: {view.target_text(target)} (scorer {loaded.scorer}); chosen policy:", markup=False)
+    out.print(f"target: {target_text(target)} (scorer {loaded.scorer}); chosen policy:", markup=False)
     out.print(text.rstrip(), markup=False)
     _print(view.choice_lines(choice))
     if version is None:
@@ -279,7 +263,7 @@ def list_(task: str | None) -> None:
     """Every version: task, version, when, from which job, held-out estimate, target, guarantee."""
     import psycopg
 
-    from herd.ledger import policies
+    from herd.policy import versions as policies
     from herd.reporting import policies as view
     from herd.urls import database_url
 
@@ -307,7 +291,7 @@ def show(version: int, task: str) -> None:
     """The policy text of a version (pasteable into `herd replay --policy`)."""
     import psycopg
 
-    from herd.ledger import policies
+    from herd.policy import versions as policies
     from herd.urls import database_url
 
     with psycopg.connect(database_url()) as conn:
@@ -326,7 +310,7 @@ def diff(old: int, new: int, task: str) -> None:
 
     import psycopg
 
-    from herd.ledger import policies
+    from herd.policy import versions as policies
     from herd.urls import database_url
 
     with psycopg.connect(database_url()) as conn:
@@ -339,7 +323,7 @@ def diff(old: int, new: int, task: str) -> None:
 
 add_activation(
     policy,
-    store="herd.ledger.policies",
+    store="herd.policy.versions",
     kind="policy",
     activate_help=(
         "Make VERSION the one workers run (an earlier one: rollback). Workers pick it up within 30 s."

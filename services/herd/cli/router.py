@@ -1,22 +1,21 @@
 """`herd router train/eval/list/activate/deactivate` (docs/policy.md, "Router").
 
-Train and eval read a calibration job's attempts and its prompts' texts (herd/ledger/calibration.py,
-herd/ledger/routers.py): no model call. Every bad argument is one `error: ...` line with exit status 2,
-raised before anything is written.
+Train and eval read a calibration job's attempts and its prompts' texts (herd/policy/calibration.py,
+herd/policy/router/versions.py): no model call. Every bad argument is one `error: ...` line with exit
+status 2, raised before anything is written.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from herd.cli.app import console, herd_config, main
-from herd.cli.output import out
 from herd.cli.versions import add_activation
-from herd.jobs.documents import InputError
+from herd.input_errors import InputError
+from herd.output import out
 
 if TYPE_CHECKING:
     from herd.herdfile.model import HerdConfig
@@ -76,78 +75,47 @@ def train(
     """Train a router on a calibration job's train split, report held-out figures, record a version."""
     import psycopg
 
-    from herd.ledger import calibration, routers
-    from herd.policy.calibrate import split
-    from herd.policy.router import evaluate, train_router
-    from herd.policy.router.tau import CachedEncoder, choose_tau, out_of_fold
+    from herd.policy.calibrate import target_text
+    from herd.policy.router.versions import encoder_name
+    from herd.policy.router.workflow import TrainOptions, train_version
     from herd.reporting import routers as view
-    from herd.reporting.policies import target_text, usd
+    from herd.reporting.policies import usd
     from herd.urls import database_url
 
     herd = herd_config(ctx)
     target = _target(herd, min_quality, max_cost_per_1k, match_model, at)
-    if not 0.0 <= tau <= 1.0:
-        raise InputError(f"--tau must lie in [0, 1] (got {tau})")
+    chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    options = TrainOptions(features, cut, chosen, target, tau, scorer, seed, train_fraction, activate,
+                           allow_non_answers)  # fmt: skip
     with psycopg.connect(database_url()) as conn:
-        loaded = calibration.load(conn, herd, job, task, scorer)
-        loaded.check_non_answers(allow_non_answers, job)
-        data = loaded.data
-        chosen = [m.strip() for m in models.split(",") if m.strip()] if models else loaded.route
-        unknown = [m for m in chosen if m not in data.plain]
-        if unknown:
-            raise InputError(f"unknown model(s) {unknown}; calibration job {job!r} has {loaded.route}")
-        texts = routers.prompt_texts(conn, data.prompt_ids)
-        train_rows, held_rows = split(data.n, train_fraction, seed)
-        kwargs: dict[str, Any] = {"cut": cut, "features": features}
-        if features == "minilm":
-            from herd.policy.router.encoder import MiniLMEncoder
-
-            kwargs["encoder"] = CachedEncoder(MiniLMEncoder())
-        fitted = train_router(texts, data, models=chosen, rows=train_rows, tau=tau, **kwargs)
-        picked = None
-        if target is not None:
-            oof = out_of_fold(texts, data, train_rows, chosen, seed=seed, **kwargs)
-            p_train = oof if oof is not None else fitted.p_good([texts[int(i)] for i in train_rows])
-            picked = choose_tau(data.take(train_rows), chosen, p_train, fitted.cost_usd, cut, target)
-            info = {**fitted.info, "tau_from": "out-of-fold" if oof is not None else "in-sample",
-                    "target": target_text(target)}  # fmt: skip
-            fitted = replace(fitted, tau=picked.tau, info=info)
-        held = data.take(held_rows)
-        ev = evaluate(fitted, [texts[int(i)] for i in held_rows], held)
-        figures = {
-            "calibration_job": job, "scorer": loaded.scorer, "cut": cut, "seed": seed,
-            "train_fraction": train_fraction, "train_prompt_ids": data.prompt_ids[train_rows].tolist(),
-            "target": target_text(target) if target is not None else None, "tau": fitted.tau,
-            "train": {"accuracy": picked.accuracy, "cost_per_1k_usd": picked.cost_per_1k} if picked else None,
-            "held_out": view.figures_json(ev),
-        }  # fmt: skip
-        version = routers.record(conn, fitted, loaded.job_id, figures, activate)
+        trained = train_version(conn, herd, job, task, options)
+    loaded, fitted, picked = trained.loaded, trained.router, trained.picked
     if loaded.unanswered:
         out.print(loaded.non_answer_text(), markup=False)
     out.print(
         f"router for task {task} from calibration job {job} (scorer {loaded.scorer}, good: score >= {cut}): "
-        f"{routers.encoder_name(fitted)} features, {len(chosen)} models ({', '.join(chosen)}), "
-        f"{len(train_rows)} train / {len(held_rows)} held-out prompts",
+        f"{encoder_name(fitted)} features, {len(trained.models)} models ({', '.join(trained.models)}), "
+        f"{trained.n_train} train / {trained.n_held} held-out prompts",
         markup=False,
     )
-    if picked is not None:
+    if picked is not None and target is not None:
         out.print(
-            f"target {target_text(target)}: tau {picked.tau:.2f} (train, {info['tau_from']}: accuracy "
+            f"target {target_text(target)}: tau {picked.tau:.2f} (train, {trained.tau_from}: accuracy "
             f"{picked.accuracy:.3f}, {usd(picked.cost_per_1k)} per 1k"
             + (f"; {match_model} alone {picked.reference:.3f}" if picked.reference is not None else "")
             + ")",
             markup=False,
         )
-    for line in view.eval_lines(ev, fitted):
+    for line in view.eval_lines(trained.held_out, fitted):
         out.print(line, markup=False)
     if target is not None:
-        out.print(view.verdict(target, ev), markup=False)
+        out.print(view.verdict(target, trained.held_out), markup=False)
     state = (
         "active: `herd submit` routes with it"
         if activate
-        else (f"not active: `herd router activate {version} --task {task}`")
+        else (f"not active: `herd router activate {trained.version} --task {task}`")
     )
-    out.print(f"recorded as router version {version} of task {task} ({state})", markup=False)
+    out.print(f"recorded as router version {trained.version} of task {task} ({state})", markup=False)
 
 
 @router.command("eval")
@@ -163,10 +131,11 @@ def eval_(
     """Held-out accuracy against each model alone and the oracle, APGR, CPT(50%), the Herd figure."""
     import psycopg
 
-    from herd.cascade.active import load_active
     from herd.cascade.routed import entry_policies
-    from herd.ledger import calibration, routers
+    from herd.policy import calibration
+    from herd.policy.active import load_active
     from herd.policy.router import evaluate, replay_routed
+    from herd.policy.router import versions as routers
     from herd.policy.search import search
     from herd.reporting import routers as view
     from herd.reporting.policies import usd
@@ -212,7 +181,7 @@ def list_(task: str | None) -> None:
     """Every router version: task, version, when, from which job, features, tau, held-out accuracy."""
     import psycopg
 
-    from herd.ledger import routers
+    from herd.policy.router import versions as routers
     from herd.urls import database_url
 
     with psycopg.connect(database_url()) as conn:
@@ -234,7 +203,7 @@ def list_(task: str | None) -> None:
 
 add_activation(
     router,
-    store="herd.ledger.routers",
+    store="herd.policy.router.versions",
     kind="router",
     activate_help="Make VERSION the router `herd submit` uses for TASK (an earlier one: rollback).",
     deactivate_help="No router for TASK: every prompt enters at the policy's (or herd file's) entry model.",
@@ -253,7 +222,7 @@ def _unseen(
     ending in `nothing` when every prompt trained it."""
     import numpy as np
 
-    from herd.ledger import routers
+    from herd.policy.router import versions as routers
 
     trained_on = set(v.figures.get("train_prompt_ids", [])) if job == v.source_job else set()
     rows = np.array([i for i, p in enumerate(data.prompt_ids) if int(p) not in trained_on])
@@ -271,8 +240,8 @@ def replay_with_router(
     (`active`: (version, policy) the prompts follow, None: the herd file), replayed on the calibration
     job (its held-out prompts when it is the router's own training job). Lines to print."""
     from herd.cascade.routed import entry_policies
-    from herd.ledger import routers
     from herd.policy.router import replay_routed
+    from herd.policy.router import versions as routers
     from herd.reporting import routers as view
 
     if router_version != "active" and not router_version.isdigit():

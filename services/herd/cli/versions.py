@@ -1,6 +1,6 @@
 """`activate` and `deactivate` for a group of versioned things (`herd policy`, `herd router`).
 
-Both groups point a task at one stored version (herd/ledger/versioned.py); only the words differ.
+Both groups point a task at one stored version (herd/policy/versioned.py); only the words differ.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import importlib
 
 import click
 
-from herd.cli.output import out
-from herd.jobs.documents import InputError
+from herd.input_errors import InputError
+from herd.output import out
 
 
 def add_activation(
@@ -27,8 +27,8 @@ def add_activation(
     """Register `activate VERSION --task T` and `deactivate --task T` on `group`.
 
     `kind` ("policy" or "router", herd/herdfile/references.py) says which active version activation
-    checks against the herd file. `store` names the ledger module (herd.ledger.policies or
-    herd.ledger.routers) with `activate(conn, task, version)` and `deactivate(conn, task) -> bool`;
+    checks against the herd file. `store` names the ledger module (herd.policy.versions or
+    herd.policy.router.versions) with `activate(conn, task, version)` and `deactivate(conn, task) -> bool`;
     it is imported only when a command runs, so `herd --help` imports no database driver. `active` is
     formatted with `task` and `version`; `deactivated` / `none_active` with `task`. A version the task
     lacks, or one naming what the herd file lacks, is a one-line InputError (nothing activated), which

@@ -16,7 +16,7 @@ import psycopg
 
 from herd.broker_errors import PublishError
 from herd.ledger import steps as ledger
-from herd.ledger.steps import Dispatch
+from herd.vocabulary import Dispatch
 
 log = logging.getLogger(__name__)
 

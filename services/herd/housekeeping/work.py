@@ -34,8 +34,8 @@ from herd.housekeeping.sending import Connect, Publish, send
 from herd.jobs.references import fail_unknown_queued
 from herd.ledger import shares
 from herd.ledger import steps as ledger
-from herd.ledger.steps import Dispatch
 from herd.settings import Settings
+from herd.vocabulary import Dispatch
 
 # Seconds added to the longest model timeout: recording an attempt after its call returns, clock jitter.
 REQUEST_MARGIN_S = 10.0

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from herd.errors import UserError
+from herd.settings import get_settings
 
 # Below this many expanded bytes the ratio is not checked (a 1 MB XML part at 200:1 is harmless).
 RATIO_FLOOR = 16 * 1024 * 1024
@@ -56,8 +57,6 @@ class Limits:
 
     @classmethod
     def from_settings(cls) -> Limits:
-        from herd.settings import get_settings
-
         s = get_settings()
         return cls(
             max_file_bytes=s.convert_max_file_bytes,

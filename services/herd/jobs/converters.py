@@ -35,9 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from herd.input_errors import InputError
 from herd.jobs import bounds
 from herd.jobs.bounds import LimitExceededError, Limits
-from herd.jobs.input_errors import InputError
 
 
 class UnreadableError(InputError):
@@ -53,8 +53,8 @@ def pdf_text(path: Path, limits: Limits | None = None) -> str:
     """The text layer of every page, pages separated by a blank line (a paragraph boundary for the
     chunker). Raises UnreadableError: encrypted with a password, no text layer, not a PDF, a bound
     passed (pages, a stream past pypdf's inflate limit, more text than `max_expanded_bytes`)."""
-    from pypdf import PdfReader
-    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
+    from pypdf import PdfReader  # noqa: PLC0415 - pypdf loads only for a PDF
+    from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError  # noqa: PLC0415 - pypdf loads only for a PDF
 
     limits = limits or Limits()
     # pypdf logs what it repairs ("EOF marker not found") at WARNING, which Python's last-resort
@@ -105,8 +105,8 @@ def pdf_text(path: Path, limits: Limits | None = None) -> str:
 def docx_text(path: Path, limits: Limits | None = None) -> str:
     """Paragraphs and tables (a row per line, cells separated by ` | `) in document order. The archive's
     directory is checked against the inflate bounds before any member is read (herd/jobs/bounds.py)."""
-    from docx import Document
-    from docx.table import Table
+    from docx import Document  # noqa: PLC0415 - python-docx loads only for a DOCX
+    from docx.table import Table  # noqa: PLC0415 - python-docx loads only for a DOCX
 
     try:
         bounds.check_archive(path, limits or Limits())
@@ -130,8 +130,8 @@ def docx_text(path: Path, limits: Limits | None = None) -> str:
 def html_text(path: Path, limits: Limits | None = None) -> str:
     """The page's title and main text (readability-lxml), one paragraph per block element; the page's
     whole visible text when readability finds no main text (a fragment, a page that is one table)."""
-    import lxml.html
-    from readability import Document
+    import lxml.html  # noqa: PLC0415 - lxml and readability load only for HTML
+    from readability import Document  # noqa: PLC0415 - lxml and readability load only for HTML
 
     raw = path.read_bytes()
     try:

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from herd.input_errors import InputError
 from herd.jobs import walk
-from herd.jobs.input_errors import InputError as InputError  # re-exported: callers know it from here
+from herd.jobs.converters import UnreadableError, convert
 
 TEXT_SUFFIXES = (".txt", ".md")
 # One document per file, converted to text (herd/jobs/converters.py); keyed like .txt/.md.
@@ -134,8 +135,6 @@ def read(
             file = InputFile(file, file.parent)
         suffix = file.path.suffix.lower()
         if suffix in CONVERTED_SUFFIXES:
-            from herd.jobs.converters import UnreadableError, convert
-
             try:
                 text = convert(file.path)
             except UnreadableError as exc:

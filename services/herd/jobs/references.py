@@ -18,9 +18,10 @@ import logging
 
 import psycopg
 
-from herd.cascade.active import stale_policy
 from herd.herdfile.model import HerdConfig
 from herd.herdfile.references import StaleReference, stale_reference
+from herd.ledger.jobs import job_id
+from herd.policy.active import stale_policy
 from herd.policy.spec import Policy, PolicyError
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,6 @@ def fail_unknown_queued(conn: psycopg.Connection, herd: HerdConfig, older_than_s
 def for_job(conn: psycopg.Connection, herd: HerdConfig, job: str) -> list[StaleReference]:
     """What `herd status` and `herd report` show for `job`: its task's stale active versions and its
     prompts waiting at a name the herd file lacks. Raises UnknownJobError for a job that does not exist."""
-    from herd.jobs.status import job_id
 
     jid, task = job_id(conn, job)
     return stale_versions(conn, herd, task) + waiting_at_unknown(conn, herd, jid)

@@ -18,9 +18,9 @@ import numpy as np
 import psycopg
 
 from herd.herdfile.model import HerdConfig
-from herd.jobs.documents import InputError
+from herd.input_errors import InputError
 from herd.jobs.references import stale_router
-from herd.ledger import routers
+from herd.policy.router import versions as routers
 from herd.policy.router.model import Router, route_rule
 
 BATCH = 4096  # rows per routing call: large enough to amortise numpy/scipy calls, a few MB at most

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Iterator
 
-from herd.jobs.documents import InputError, Record
+from herd.input_errors import InputError
+from herd.jobs.documents import Record
 
 
 def sample(records: Iterable[Record], n: int, seed: int = 0) -> Iterator[Record]:

@@ -11,13 +11,10 @@ from typing import IO
 
 import psycopg
 
-from herd.errors import UserError
 from herd.jobs.skipped import Skipped, listed
 from herd.jobs.spreadsheet import safe_row
-
-
-class UnknownJobError(UserError, LookupError):
-    pass
+from herd.ledger.jobs import job_id
+from herd.policy.job_budget import spent_usd
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ class JobStatus:
     budget_usd: Decimal | None = None
     spent_usd: Decimal | None = None  # attributed cost so far; read only for a budget job
     kept_for_budget: int = 0  # answers kept at their model because the budget ran out
-    reserved_usd: Decimal = Decimal(0)  # estimates of the escalations in flight (herd/jobs/budget.py)
+    reserved_usd: Decimal = Decimal(0)  # estimates of the escalations in flight (herd/policy/job_budget.py)
     skipped: list[Skipped] = field(default_factory=list)  # unreadable files (--skip-unreadable)
     chunks: int = 0  # chunk prompts of long documents (herd/cascade/chunks.py), not in `states`
     # Why prompts failed: (reason, prompts, one document id), most frequent first, at most FAILURE_ROWS.
@@ -68,13 +65,6 @@ class JobStatus:
         if not self.elapsed_s or not self.finished:
             return None
         return self.finished / self.elapsed_s
-
-
-def job_id(conn: psycopg.Connection, name: str) -> tuple[int, str]:
-    row = conn.execute("SELECT id, task FROM jobs WHERE name = %s", (name,)).fetchone()
-    if row is None:
-        raise UnknownJobError(f"no job named {name!r}")
-    return int(row[0]), str(row[1])
 
 
 def status(conn: psycopg.Connection, name: str) -> JobStatus:
@@ -159,8 +149,6 @@ def _with_budget(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus
         return st
     spent = None
     if row[1] is not None:
-        from herd.jobs.budget import spent_usd
-
         spent = spent_usd(conn, jid)
     return replace(
         st, kind=str(row[0]), budget_usd=row[1], spent_usd=spent, kept_for_budget=int(row[2]),
@@ -168,7 +156,7 @@ def _with_budget(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus
     )  # fmt: skip
 
 
-# note: 'budget' when the answer was kept because the job's budget ran out (herd/jobs/budget.py).
+# note: 'budget' when the answer was kept because the job's budget ran out (herd/policy/job_budget.py).
 EXPORT_COLUMNS = ("id", "answer", "model", "reference", "margin", "note")
 
 

@@ -18,12 +18,15 @@ import psycopg
 
 from herd.cascade.prompts import required_fields
 from herd.herdfile.model import HerdConfig
+from herd.input_errors import InputError
 from herd.jobs import routing
-from herd.jobs.audit import Audit, attach, audited
-from herd.jobs.documents import InputError, Record
+from herd.jobs.documents import Record
 from herd.jobs.skipped import Skipped
 from herd.jobs.skipped import store as store_skipped
 from herd.ledger import steps as ledger
+from herd.policy.active import load_active, stale_policy
+from herd.quality.audit import Audit, attach, audited
+from herd.vocabulary import Dispatch
 
 
 class DuplicateIdsError(InputError):
@@ -42,8 +45,8 @@ class SubmitResult:
     job_id: int
     read: int
     added: int
-    dispatched: list[ledger.Dispatch]
-    audited: int = 0  # prompts added to the job's audit sample (herd/jobs/audit.py)
+    dispatched: list[Dispatch]
+    audited: int = 0  # prompts added to the job's audit sample (herd/quality/audit.py)
 
 
 def content_hash(record: Record) -> str:
@@ -70,7 +73,7 @@ def submit(
     """Store the records of `job` and claim the first dispatches. The caller publishes them.
 
     `kind`: 'live' or 'calibration' (every model of the route answers every prompt, herd/cascade/
-    pipeline.py); `budget_usd`: cap on the job's attributed cost (herd/jobs/budget.py); `entry`: the
+    pipeline.py); `budget_usd`: cap on the job's attributed cost (herd/policy/job_budget.py); `entry`: the
     first model (default: the task's active policy version's entry for a live job, else the herd file's
     route entry; a calibration job always starts at the route's first model). A live job without
     `entry` whose task has an active router (herd/jobs/routing.py) enters each prompt at the model the
@@ -78,15 +81,13 @@ def submit(
     could not be read (`--skip-unreadable`), stored with the job once `records` is consumed (a list
     the reader fills as it goes, herd/jobs/skipped.py). `inputs`: the files read, as the user named
     them, for the error when none holds a record. `audit`: a seeded sample of the records is also
-    stored in the job's audit job, for its reference model alone (herd/jobs/audit.py; see
+    stored in the job's audit job, for its reference model alone (herd/quality/audit.py; see
     `audit.resolve`). Raises InputError (one line, nothing written)."""
     if task not in herd.tasks:
         raise InputError(f"unknown task {task!r}; the herd file defines: {', '.join(sorted(herd.tasks))}")
     # A live job without a forced entry is routed per prompt when the task has an active router.
     routed = routing.active_router(conn, herd, task) if entry is None and kind == "live" else None
     if entry is None and kind == "live":
-        from herd.cascade.active import load_active, stale_policy
-
         active = load_active(conn, task)
         stale = stale_policy(herd, task, active[0], active[1].models) if active is not None else None
         if stale is not None:  # its escalations would wait on a queue no worker reads
@@ -170,7 +171,7 @@ def submit(
     )
 
 
-def fill_window(conn: psycopg.Connection, window: int) -> list[ledger.Dispatch]:
+def fill_window(conn: psycopg.Connection, window: int) -> list[Dispatch]:
     dispatched = ledger.top_up(conn, window)  # in a transaction of its own, ended here
     conn.commit()
     return dispatched

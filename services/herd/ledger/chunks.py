@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from herd.cascade.vocabulary import PromptState, Stage
-from herd.ledger.steps import Dispatch, PromptRow, StepKey
+from herd.ledger.steps import PromptRow
+from herd.vocabulary import Dispatch, PromptState, Stage, StepKey
 
 CHUNKS = "chunks"  # the document's stage while its chunks run (prompts.stage; never an attempt's)
 COMBINE = Stage.COMBINE  # the step that merges the chunk answers (an attempt's stage, 0007)

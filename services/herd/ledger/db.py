@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import psycopg
@@ -54,7 +55,7 @@ class SchemaError(UserError, RuntimeError):
 
 def head_revision() -> str:
     """The newest migration this installation ships (e.g. '0003')."""
-    from alembic.script import ScriptDirectory
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - alembic only when the schema is checked, never for `herd --help`
 
     head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
     if head is None:
@@ -79,7 +80,6 @@ def ensure_current(url: str, *, wait_s: float = 0.0, poll_s: float = 1.0) -> Non
     Workers call this instead of migrating: schema changes are one deliberate step, never a race
     between many worker starts. Raises SchemaError naming both revisions and the command to run.
     """
-    import time
 
     head = head_revision()
     deadline = time.monotonic() + wait_s

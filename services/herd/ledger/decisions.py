@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import psycopg
 
-from herd.cascade.vocabulary import OutcomeKind, Stage
 from herd.ledger import steps
-from herd.ledger.steps import AttemptRow, Dispatch, NewAttempt, StepKey
+from herd.ledger.steps import AttemptRow, NewAttempt
+from herd.vocabulary import Dispatch, OutcomeKind, Stage, StepKey
 
 log = logging.getLogger(__name__)
 

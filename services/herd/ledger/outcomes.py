@@ -5,7 +5,7 @@ An attempt is *not an answer* when it is an error (`status = 'error'`: an HTTP f
 retries, a timeout, an unreachable endpoint, an empty answer, ...) or was cut off at max_new_tokens
 (`finish_reason = 'length'`: the answer may be incomplete; the pipeline escalates it whenever a next
 model exists). In a calibration sample such an attempt is no evidence of the model's quality either
-way, so it is never scored as a wrong answer (herd.ledger.calibration, herd.reporting.versions).
+way, so it is never scored as a wrong answer (herd.policy.calibration, herd.reporting.versions).
 
 `ERROR_KINDS` is also the bounded `kind` label of the Prometheus exporter (herd.observability.metrics):
 error texts are written by herd/backends/transport.py and herd/cascade/pipeline.py; first match wins.

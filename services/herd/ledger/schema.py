@@ -48,10 +48,10 @@ jobs = Table(
     Column("created_at", TS, nullable=False, server_default=func.now()),
     # live: the cascade decides; calibration: every model of the route answers every prompt (0005).
     Column("kind", Text, nullable=False, server_default="live"),
-    # Cap on the job's attributed cost; escalations wait as 'held' candidates (herd/jobs/budget.py).
+    # Cap on the job's attributed cost; escalations wait as 'held' candidates (herd/policy/job_budget.py).
     Column("budget_usd", Numeric(18, 10)),
     # direct: one model answers alone, no cascade (an OpenAI batch naming a model; 0012). audit: the
-    # reference model alone on a seeded sample of the job `audit_of` (herd/jobs/audit.py; 0014).
+    # reference model alone on a seeded sample of the job `audit_of` (herd/quality/audit.py; 0014).
     Column("audit_of", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), unique=True),
     Column("audit_rate", Float),
     CheckConstraint("kind IN ('live', 'calibration', 'direct', 'audit')", name="kind"),

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from herd.cascade.vocabulary import FINISHED, PromptState, Stage
+from herd.vocabulary import FINISHED, Dispatch, PromptState, Stage, StepKey
 
 
 @dataclass(frozen=True)
@@ -100,18 +100,6 @@ class NewAttempt:
         value: float | None = getattr(self, measure)
         return value
 
-
-@dataclass(frozen=True)
-class StepKey:
-    """Where a prompt is: which model, and which stage/round of that model's work."""
-
-    model: str
-    stage: str = Stage.ANSWER
-    round: int = 0
-
-
-# (prompt id, model whose queue gets the message, stage, round)
-Dispatch = tuple[int, str, str, int]
 
 _ATTEMPT_FIELDS = tuple(AttemptRow.__dataclass_fields__)
 _ATTEMPT_COLUMNS = ", ".join(_ATTEMPT_FIELDS)
@@ -297,7 +285,7 @@ def advance(conn: psycopg.Connection, prompt_id: int, src: StepKey, dst: StepKey
 
 
 def hold(conn: psycopg.Connection, prompt_id: int, at: StepKey, confidence: float | None) -> bool:
-    """Park a budget job's escalation candidate as 'held' at step `at` (herd/jobs/budget.py releases
+    """Park a budget job's escalation candidate as 'held' at step `at` (herd/policy/job_budget.py releases
     it or keeps its answer). False if another delivery moved the prompt already."""
     cur = conn.execute(
         """UPDATE prompts SET state = 'held', held_confidence = %s

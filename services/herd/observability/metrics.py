@@ -34,7 +34,6 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from psycopg import sql
 
-from herd.cascade.vocabulary import PromptState
 from herd.herdfile.model import HerdConfig, TaskConfig
 from herd.herdfile.references import KINDS, StaleReference
 from herd.jobs.references import stale_versions, waiting_at_unknown
@@ -42,6 +41,7 @@ from herd.ledger.outcomes import error_kind_sql
 from herd.observability.audit import audit_metrics, read_audits
 from herd.queues import queue_for
 from herd.reporting.audit import AuditEstimate
+from herd.vocabulary import PromptState
 
 log = logging.getLogger(__name__)
 

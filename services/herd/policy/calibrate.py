@@ -60,6 +60,15 @@ class Match:
 Target = MinQuality | MaxCostPer1k | Match
 
 
+def target_text(target: Target) -> str:
+    """A target as the commands print it: `quality >= 0.9`, `cost <= $2 per 1k prompts`, `98% of m alone`."""
+    if isinstance(target, MinQuality):
+        return f"quality >= {target.quality:g}"
+    if isinstance(target, MaxCostPer1k):
+        return f"cost <= ${target.usd:g} per 1k prompts"
+    return f"{target.at:.0%} of {target.model} alone"
+
+
 @dataclass(frozen=True)
 class Thin:
     """Too little evidence to save: `policy`, cheaper than the chosen one, met the target on the test

@@ -11,7 +11,7 @@ Per variant:
 - `ok`: False when any of those attempts is not an answer (an error, a timeout, an empty or cut-off
   answer). Live, an error fails the prompt: it ends there with no answer and is never escalated. In
   a calibration sample it says nothing about the model's quality, so choosing and evaluating leave
-  such prompts out (`answered`): herd.ledger.calibration drops them when loading, and
+  such prompts out (`answered`): herd.policy.calibration drops them when loading, and
   herd.policy.calibrate and herd.policy.router drop any left in data built otherwise;
 - `measures`: name -> values of the deciding attempt (NaN = missing: never escalates).
 

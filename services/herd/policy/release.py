@@ -1,6 +1,6 @@
 """Which held escalation candidates of a budget job to release now, and what to reserve for each: pure.
 
-herd/jobs/budget.py reads the job from the ledger and calls `plan_release` under the job's advisory
+herd/policy/job_budget.py reads the job from the ledger and calls `plan_release` under the job's advisory
 lock; this module only decides. The rules, and why:
 
 - **Each escalation is estimated from its own size**, its prompt tokens: `estimates` gives it the

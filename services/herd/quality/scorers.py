@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from herd.backends.base import Backend, BackendError, GenerationRequest, RetryableError
-from herd.cascade.prompts import Prompt
+from herd.backends.base import Backend, BackendError, GenerationRequest, Prompt, RetryableError
 from herd.errors import ServiceError
 from herd.herdfile.model import ModelConfig, PromptMode, TaskConfig
 
@@ -78,6 +77,15 @@ def correct(task: TaskConfig, answer: str | None, reference: str | None) -> bool
         return wanted is not None and label_of(task, answer) == wanted
     said, wanted_text = normalize(answer), normalize(reference)
     return said == wanted_text or said.startswith(wanted_text + " ")
+
+
+def agree(task: TaskConfig, answer: str, other: str) -> bool:
+    """Whether two answers say the same: the same label for a classify task (neither unlabelled),
+    else the same text after normalization (case, accents, punctuation, spaces)."""
+    if task.kind == "classify":
+        mine = label_of(task, answer)
+        return mine is not None and mine == label_of(task, other)
+    return normalize(answer) == normalize(other)
 
 
 def f1(answer: str, reference: str) -> tuple[float, float, float]:
@@ -164,7 +172,7 @@ class Judge:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if backend is None:
-            from herd.backends.registry import make_backend  # the HTTP stack only when a judge is used
+            from herd.backends.registry import make_backend  # noqa: PLC0415 - the HTTP stack only when a judge is used
 
             backend = make_backend(name, config)
         self.name, self.config, self.backend, self._sleep = name, config, backend, sleep

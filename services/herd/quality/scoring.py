@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import psycopg
 from rich.console import Console
 
-from herd.cli.output import counting_bar
 from herd.herdfile.model import ConfigError, HerdConfig, TaskConfig
-from herd.jobs.status import job_id
+from herd.ledger.jobs import job_id
+from herd.output import counting_bar
 from herd.quality.scorers import SCORERS, Item, Judge, JudgeError, Score, question_for
 
 AUTO = "auto"

@@ -1,6 +1,6 @@
 """The audit's estimate of a live job's quality, beside the promise of the policy that decided it.
 
-An audited job (herd/jobs/audit.py) has, for each sampled document, the cascade's final answer and
+An audited job (herd/quality/audit.py) has, for each sampled document, the cascade's final answer and
 the reference model's own answer. Per policy version that decided the sampled prompts:
 - `accuracy` when every sampled document has a reference: the share of the cascade's final answers
   that are right (herd.quality.scorers.correct: the label for a classify task, else the normalized
@@ -30,9 +30,10 @@ import psycopg
 from scipy.stats import binomtest
 
 from herd.herdfile.model import TaskConfig
-from herd.jobs.audit import Audit, job_audit
 from herd.ledger.outcomes import non_answer
-from herd.quality.scorers import correct, label_of, normalize
+from herd.quality.audit import Audit, job_audit
+from herd.quality.scorers import agree, correct
+from herd.reporting.policies import promise_text
 
 LEVEL = 0.95
 
@@ -44,15 +45,6 @@ def clopper_pearson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]
         raise ValueError(f"need 0 <= k <= n and n >= 1 (got k={k}, n={n})")
     ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
     return float(ci.low), float(ci.high)
-
-
-def agree(task: TaskConfig, answer: str, other: str) -> bool:
-    """Whether two answers say the same: the same label for a classify task (neither unlabelled),
-    else the same text after normalization (case, accents, punctuation, spaces)."""
-    if task.kind == "classify":
-        mine = label_of(task, answer)
-        return mine is not None and mine == label_of(task, other)
-    return normalize(answer) == normalize(other)
 
 
 @dataclass(frozen=True)
@@ -182,7 +174,6 @@ def _promises(
     conn: psycopg.Connection, task: str, versions: list[int]
 ) -> dict[int | None, tuple[float | None, str]]:
     """Per policy version of `task`: (the promised quality, e.g. 0.9, or None; its words)."""
-    from herd.reporting.policies import promise_text
 
     out: dict[int | None, tuple[float | None, str]] = {}
     for version, estimates in conn.execute(

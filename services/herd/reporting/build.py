@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 
 from herd.errors import UserError
 from herd.herdfile.model import TaskConfig
-from herd.jobs.status import UnknownJobError
+from herd.ledger.jobs import UnknownJobError
 from herd.reporting import perfics
 from herd.reporting.audit import AuditEstimate, estimate
 from herd.reporting.perfics import PolicyInput, Weights

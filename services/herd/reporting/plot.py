@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from herd.files import atomic_path
-from herd.reporting.build import Report
+
+if TYPE_CHECKING:  # only for the annotation: build.py imports this module (via reporting.audit)
+    from herd.reporting.build import Report
 
 
 def save_png(fig: Any, ax: Any, path: Path, *, title: str, xlabel: str, ylabel: str, legend: bool) -> None:
@@ -34,9 +36,9 @@ def pareto_front(points: list[tuple[float, float, str]]) -> list[tuple[float, fl
 
 def plot(report: Report, path: Path) -> None:
     """Refined quality against cost per 1k prompts, each model and policy labelled, Pareto front."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazily: slow import
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - matplotlib is slow to import: only when a plot is drawn
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a plot is drawn
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415 - matplotlib only when a plot is drawn
 
     # Policies that coincide ('small-only' is often exactly 'small') share one point and one label.
     labels: dict[tuple[float, float], list[str]] = {}

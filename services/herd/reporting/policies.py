@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from herd.ledger.calibration import Loaded
-from herd.policy.calibrate import Choice, Match, MaxCostPer1k, MinQuality
+from herd.policy.calibrate import Choice, Match
 from herd.policy.replay import Interval, ReplayBootstrap, ReplayResult
 from herd.policy.search import SearchResult
 from herd.policy.sweep import SweepResult
+from herd.reporting.plot import save_png
 
 
 def usd(value: float) -> str:
@@ -118,73 +118,6 @@ def thin_text(choice: Choice) -> str:
     )
 
 
-def target_text(target: MinQuality | MaxCostPer1k | Match) -> str:
-    if isinstance(target, MinQuality):
-        return f"quality >= {target.quality:g}"
-    if isinstance(target, MaxCostPer1k):
-        return f"cost <= ${target.usd:g} per 1k prompts"
-    return f"{target.at:.0%} of {target.model} alone"
-
-
-def estimates(
-    choice: Choice, scorer: str, scorer_cut: float | None, job: str, loaded: Loaded | None = None
-) -> dict[str, Any]:
-    """The JSON stored with a policy version: target, method, guarantee (confidence, bound), the
-    figures on the search rows (`train`) and the other rows (`held_out`: the test part for the
-    guarantee), ECE, and the prompts left out for a non-answer."""
-
-    def iv(i: Interval) -> dict[str, float | None]:
-        return {
-            k: (None if math.isnan(v) else v)
-            for k, v in (("value", i.value), ("low", i.low), ("high", i.high))
-        }
-
-    held = choice.held_out_intervals
-    thin = choice.thin
-    return {
-        "calibration_job": job,
-        "scorer": scorer,
-        "scorer_cut": scorer_cut,
-        "target": target_text(choice.target),
-        "promised_quality": promised_quality(choice),
-        "method": choice.method,
-        "confidence": choice.confidence,
-        "guaranteed": choice.guaranteed,
-        "bound": choice.bound,
-        "test": choice.test or None,
-        "candidates_tested": choice.tested,
-        "too_thin": None if thin is None else {
-            "policy": thin.policy.summary(), "cost_per_1k_usd": thin.cost_per_1k, "quality": thin.quality,
-            "prompts_needed": thin.prompts, "power": thin.power,
-        },
-        "train": {"prompts": len(choice.train_rows), "quality": choice.train_quality,
-                  "cost_per_1k_usd": choice.train_cost_per_1k},
-        "held_out": {"prompts": len(choice.held_out_rows), "quality": iv(held.quality),
-                     "cost_per_1k_usd": iv(held.cost_per_1k),
-                     "escalation_rate": [iv(r) for r in held.escalation_rate]},
-        "meets_target_on_held_out": choice.meets_target_on_held_out,
-        "message": choice.message,
-        "ece": [{"model": r.model, "refine": r.refine, "measure": r.measure, "before": r.ece_before,
-                 "after": r.ece_after} for r in choice.reliability],
-        "left_out_no_answer": {
-            "prompts": loaded.unanswered if loaded is not None else sum(choice.left_out.values()),
-            "per_model": loaded.non_answers if loaded is not None else choice.left_out,
-        },
-    }  # fmt: skip
-
-
-def promised_quality(choice: Choice) -> float | None:
-    """The quality the target promises, as one number the audit compares with (herd/reporting/audit.py):
-    a quality target's floor; for a match target, `at` times the model alone's quality on the prompts
-    the choice was checked on (the held-out or test part); None for a cost target (no quality promised)."""
-    target = choice.target
-    if isinstance(target, MinQuality):
-        return float(target.quality)
-    if isinstance(target, Match) and choice.reference_quality is not None:
-        return float(target.at * choice.reference_quality[1])
-    return None
-
-
 def promise_text(estimates: dict[str, Any]) -> str:
     """`herd policy list`'s word on a version's promise, from its stored estimates."""
     method = estimates.get("method")
@@ -213,10 +146,8 @@ def plot_sweep(
 ) -> None:
     """The points kept (grey: every swept policy, or the searched front alone), the Pareto front (red)
     and the current policy (star), as PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from herd.reporting.plot import save_png
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - matplotlib only when a plot is drawn
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a plot is drawn
 
     fig = Figure(figsize=(8, 5.5))
     FigureCanvasAgg(fig)

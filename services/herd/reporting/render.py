@@ -33,6 +33,7 @@ from herd.jobs.spreadsheet import safe_row
 from herd.reporting.audit import lines as audit_lines
 from herd.reporting.build import ROUTED_ENTRY, Report, Row
 from herd.reporting.tables import Column, print_table
+from herd.reporting.versions import lines
 
 FORMATS = ("table", "csv", "json", "html")
 DECIMAL_PLACES = 6
@@ -146,7 +147,6 @@ def footnote(report: Report) -> str:
 
 def version_lines(report: Report) -> list[str]:
     """The per-policy-version section and each model alone on the calibration job (reporting/versions.py)."""
-    from herd.reporting.versions import lines
 
     return lines(report.versions, report.alone, money)
 

@@ -13,32 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from herd.policy.calibrate import Match, MaxCostPer1k
 from herd.policy.router.compose import RoutedReplay
 from herd.policy.router.evaluate import RouterEval
 from herd.policy.router.model import Router
 from herd.policy.search import SearchResult
 from herd.policy.sweep import SweepResult
+from herd.reporting.plot import save_png
 from herd.reporting.policies import usd
-
-
-def _num(v: float) -> float | None:
-    """JSON has no NaN (and JSONB refuses it): an undefined figure is null."""
-    return float(v) if math.isfinite(v) else None
-
-
-def figures_json(ev: RouterEval) -> dict[str, Any]:
-    """The held-out figures stored with a router version (JSONB; NaN as null)."""
-    return {
-        "prompts": ev.n,
-        "router": {"accuracy": ev.router[0], "cost_per_1k_usd": ev.router[1]},
-        "single": {m: {"accuracy": a, "cost_per_1k_usd": c} for m, (a, c) in ev.single.items()},
-        "oracle": {"accuracy": ev.oracle[0], "cost_per_1k_usd": ev.oracle[1]},
-        "strong": ev.strong, "weak": ev.weak, "apgr": _num(ev.apgr), "cpt50": _num(ev.cpt50),
-        "no_tradeoff": ev.no_tradeoff,
-        "herd": {"strong": ev.herd.strong, "strong_wrong": ev.herd.n_strong_wrong, "rescued": ev.herd.rescued,
-                 "share": _num(ev.herd.share), "possible": _num(ev.herd.possible)},
-        "shares": ev.shares,
-    }  # fmt: skip
 
 
 def _pct(v: float) -> str:
@@ -98,7 +80,6 @@ def routed_lines(routed: RoutedReplay, summaries: dict[str, str]) -> list[str]:
 
 def verdict(target: Any, ev: RouterEval) -> str:
     """One sentence: does the router at its τ meet the target on the held-out prompts too?"""
-    from herd.policy.calibrate import Match, MaxCostPer1k
 
     acc, cost = ev.router
     if isinstance(target, MaxCostPer1k):
@@ -118,10 +99,8 @@ def plot_router(
     """The router's accuracy-cost curve over τ, its chosen τ, each model alone, the oracle, and the
     cascade's policies kept by the search (grey) with their Pareto front, all on the same held-out
     prompts."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from herd.reporting.plot import save_png
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - matplotlib only when a plot is drawn
+    from matplotlib.figure import Figure  # noqa: PLC0415 - matplotlib only when a plot is drawn
 
     fig = Figure(figsize=(8, 5.5))
     FigureCanvasAgg(fig)

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from herd.policy.router import evaluate, train_held_out
-from herd.policy.router.evaluate import no_tradeoff
+from herd.policy.router.evaluate import figures_json, no_tradeoff
 from herd.policy.router.synthetic import topic_data
-from herd.reporting.routers import eval_lines, figures_json
+from herd.reporting.routers import eval_lines
 
 # large is right on three topics, small on one: large is the most accurate.
 SKILL = {

@@ -22,14 +22,16 @@ import numpy as np
 import psycopg
 
 from herd.herdfile.model import HerdConfig
-from herd.ledger import calibration, policies
-from herd.ledger.calibration import Loaded
+from herd.policy import calibration
+from herd.policy import versions as policies
 from herd.policy.calibrate import ORDER_FRACTION, Choice, Match, choose, split
+from herd.policy.calibration import Loaded
 from herd.policy.confidence import NothingToCalibrateError
 from herd.policy.data import CalibrationData
 from herd.policy.replay import replay
 from herd.policy.router import Router, RouterError, RouterEval, evaluate, train_held_out
 from herd.policy.spec import RAW_MEASURES, Policy
+from herd.policy.workflow import estimates as version_estimates
 from herd.reporting import policies as view
 
 TRAIN_FRACTION = ORDER_FRACTION  # the share that searches and orders the policies
@@ -86,7 +88,7 @@ def record_once(
 
 def choose_task(conn: psycopg.Connection, herd: HerdConfig, task: str, job: str) -> TaskChoice:
     """Load the scored calibration job, choose and record (or reuse) the policy, train the router.
-    Commits. Raises InputError / UnknownJobError from herd.ledger.calibration as `herd calibrate` does."""
+    Commits. Raises InputError / UnknownJobError from herd.policy.calibration as `herd calibrate` does."""
     loaded = calibration.load(conn, herd, job, task)
     data, route = loaded.data, loaded.route
     train_rows, _ = split(data.n, TRAIN_FRACTION, SEED)  # the split `choose` makes below
@@ -97,7 +99,7 @@ def choose_task(conn: psycopg.Connection, herd: HerdConfig, task: str, job: str)
                         train_fraction=TRAIN_FRACTION, seed=SEED, confidence=CONFIDENCE)  # fmt: skip
     except NothingToCalibrateError:  # no usable margin to calibrate P(correct) on: the raw measures
         choice = choose(data, route, target, train_fraction=TRAIN_FRACTION, seed=SEED, confidence=CONFIDENCE)
-    estimates = view.estimates(choice, loaded.scorer, None, job)
+    estimates = version_estimates(choice, loaded.scorer, None, job)
     version, state = record_once(conn, task, choice.policy.to_text(), loaded.job_id, job, estimates)
     conn.commit()
     texts = prompt_texts(conn, data.prompt_ids)

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import psycopg
 from rich.console import Console
 
-from herd.cascade.active import herd_policy
 from herd.herdfile.model import HerdConfig
-from herd.ledger import calibration
 from herd.local.demo.choose import AT, TaskChoice, prompt_texts
 from herd.local.demo.output import say
+from herd.policy import calibration
+from herd.policy.active import herd_policy
 from herd.policy.replay import replay
 from herd.policy.router import oracle_choice, outcome, route_rule
 from herd.policy.spec import Policy
@@ -108,7 +108,7 @@ def compare(
     conn: psycopg.Connection, herd: HerdConfig, tc: TaskChoice, live_job: str, rest_job: str
 ) -> Comparison:
     """The live row, then each model alone, the herd file's cascade, the router and the oracle on the
-    rest's calibration job. Raises what herd.ledger.calibration.load raises (e.g. an unscored job)."""
+    rest's calibration job. Raises what herd.policy.calibration.load raises (e.g. an unscored job)."""
     task, scorer = tc.task, tc.loaded.scorer
     ran = live(conn, live_job, scorer)
     rest = calibration.load(conn, herd, rest_job, task, scorer)

@@ -23,10 +23,10 @@ from herd.herdfile.model import HerdConfig
 from herd.jobs import documents
 from herd.jobs.documents import Record
 from herd.jobs.submit import submit
-from herd.ledger.steps import Dispatch
 from herd.local.demo.output import say
 from herd.reporting.policies import usd
 from herd.reporting.tables import Column, print_table
+from herd.vocabulary import Dispatch
 
 FOLDER = Path(__file__).parent / "data" / "long"
 TASK = "sentiment"
@@ -120,7 +120,7 @@ def collect(
 def _pages(path: Path) -> int | None:
     if path.suffix.lower() != ".pdf" or not path.is_file():
         return None
-    from pypdf import PdfReader
+    from pypdf import PdfReader  # noqa: PLC0415 - pypdf loads only for a PDF
 
     return len(PdfReader(path).pages)
 

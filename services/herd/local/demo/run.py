@@ -31,20 +31,24 @@ from pathlib import Path
 import psycopg
 from rich.console import Console
 
-from herd.cli.output import counting_bar
 from herd.files import atomic_text
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.jobs.submit import submit
 from herd.ledger.db import migrate
-from herd.ledger.steps import Dispatch
 from herd.local import localherd
 from herd.local.demo import compare, longdocs, plan
 from herd.local.demo.choose import TaskChoice, choose_task, lines
 from herd.local.demo.output import say
 from herd.local.demo.plan import TaskPlan
 from herd.local.demo.summary import print_summary
+from herd.output import counting_bar
+from herd.quality.scoring import score_with_progress
+from herd.queues import publish
+from herd.reporting.build import build
+from herd.reporting.plot import plot
 from herd.settings import Settings
 from herd.urls import broker_url, database_url
+from herd.vocabulary import Dispatch
 
 HERE = Path(__file__).parent
 # Bundled document sets with references, one per task.
@@ -134,7 +138,6 @@ def submit_calibration(
 
 def score(console: Console, db_url: str, herd: HerdConfig, jobs: Sequence[str]) -> None:
     """Score answers against the bundled references (answers already scored are skipped)."""
-    from herd.quality.scoring import score_with_progress
 
     for job in jobs:
         score_with_progress(console, db_url, herd, job)
@@ -190,8 +193,6 @@ def print_comparison(
 
 
 def run(settings: Settings, console: Console, *, timeout_s: float = 3600.0) -> DemoResult:
-    from herd.queues import publish
-
     started = time.monotonic()
     herd, db_url = start(settings, console)
     plans = plan.plan(JOBS)
@@ -252,8 +253,6 @@ def print_batch_api_hint(console: Console, herd_file: Path) -> None:
 
 def _plot(conn: psycopg.Connection, home: Path, job: str, task: str) -> Path:
     """The live job's quality-against-cost plot, as `herd report --plot` draws it."""
-    from herd.reporting.build import build
-    from herd.reporting.plot import plot
 
     path = home / "demo" / f"pareto-{task}.png"
     path.parent.mkdir(parents=True, exist_ok=True)

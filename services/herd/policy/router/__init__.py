@@ -1,6 +1,8 @@
 """The Herd router, pure core: features, training, the routing rule, JSON, evaluation.
 
-Imports nothing from the project but herd.policy. See docs in each module; the public names:
+Imports nothing from the project but herd.policy; its versions in Postgres (`versions.py`) and `herd
+router train` as one call (`workflow.py`) sit beside it, and this package imports neither. See docs
+in each module; the public names:
 """
 
 from herd.policy.router.compose import RoutedReplay, replay_routed

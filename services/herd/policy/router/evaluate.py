@@ -8,8 +8,10 @@ paper's rescue figure. Every function takes a `choice` array so any router (or n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -215,3 +217,23 @@ def evaluate(
         pgr, cost, herd_figure(data, models, choice, cut, s), c,
         {m: float((choice == j).mean()) for j, m in enumerate(models)}, reason,
     )  # fmt: skip
+
+
+def _num(v: float) -> float | None:
+    """JSON has no NaN (and JSONB refuses it): an undefined figure is null."""
+    return float(v) if math.isfinite(v) else None
+
+
+def figures_json(ev: RouterEval) -> dict[str, Any]:
+    """The held-out figures stored with a router version (JSONB; NaN as null)."""
+    return {
+        "prompts": ev.n,
+        "router": {"accuracy": ev.router[0], "cost_per_1k_usd": ev.router[1]},
+        "single": {m: {"accuracy": a, "cost_per_1k_usd": c} for m, (a, c) in ev.single.items()},
+        "oracle": {"accuracy": ev.oracle[0], "cost_per_1k_usd": ev.oracle[1]},
+        "strong": ev.strong, "weak": ev.weak, "apgr": _num(ev.apgr), "cpt50": _num(ev.cpt50),
+        "no_tradeoff": ev.no_tradeoff,
+        "herd": {"strong": ev.herd.strong, "strong_wrong": ev.herd.n_strong_wrong, "rescued": ev.herd.rescued,
+                 "share": _num(ev.herd.share), "possible": _num(ev.herd.possible)},
+        "shares": ev.shares,
+    }  # fmt: skip

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from herd.errors import UserError
+from herd.policy.router.encoder import NAME, MiniLMEncoder
 from herd.policy.router.tfidf import Tfidf
 
 FORMAT = "herd-router/1"
@@ -162,8 +163,6 @@ _ENCODERS: dict[str, Any] = {}
 
 
 def _encoder(name: str) -> Any:
-    from herd.policy.router.encoder import NAME, MiniLMEncoder
-
     if name != NAME:
         raise RouterError(f"unknown encoder {name!r} (known: {NAME})")
     if name not in _ENCODERS:

@@ -116,7 +116,7 @@ def fit_tfidf(
 
     Raises ValueError (sklearn's) when the texts yield no term at all.
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415 - scikit-learn only to fit, never to load a router
 
     vec = TfidfVectorizer(
         analyzer=analyzer, ngram_range=ngram_range, min_df=min_df, max_features=max_features,

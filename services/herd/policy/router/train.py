@@ -16,6 +16,7 @@ import numpy as np
 
 from herd.policy.calibrate import split
 from herd.policy.data import CalibrationData
+from herd.policy.router.encoder import MiniLMEncoder
 from herd.policy.router.model import Router, RouterError
 from herd.policy.router.tfidf import Tfidf, fit_tfidf
 
@@ -57,7 +58,7 @@ def train_router(
     with the data, no train prompts, an unknown model, or a model
     whose train answers are all good or all bad (named, with the class).
     """
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - scikit-learn only to fit, never to load a router
 
     if len(texts) != data.n:
         raise RouterError(f"{len(texts)} prompt texts for {data.n} calibration rows; they must align")
@@ -87,8 +88,6 @@ def train_router(
     encoder_name: str | None = None
     if features == "minilm":
         if encoder is None:
-            from herd.policy.router.encoder import MiniLMEncoder
-
             encoder = MiniLMEncoder()
         x: Any = encoder.encode(train_texts)
         encoder_name = str(encoder.name)

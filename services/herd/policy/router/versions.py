@@ -1,7 +1,7 @@
 """Router versions in Postgres: record, list, read, activate (migration 0008's `routers`,
 `active_routers`), and the prompt texts a router trains on.
 
-Modelled on herd/ledger/policies.py. A router is stored as its JSON text (Router.to_json) and read back
+Modelled on herd/policy/versions.py. A router is stored as its JSON text (Router.to_json) and read back
 with Router.from_json, which uses json and numpy only and checks the text's sha256 against its
 parameters: nothing read from the database is ever unpickled.
 """
@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from herd.jobs.documents import InputError
-from herd.ledger.versioned import VersionTables
+from herd.input_errors import InputError
 from herd.policy.router.model import Router
+from herd.policy.versioned import VersionTables
 
 TABLES = VersionTables(
     table="routers",

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import psycopg
 
-from herd.cascade.active import herd_rounds
 from herd.herdfile.model import HerdConfig
-from herd.jobs.documents import InputError
-from herd.jobs.status import UnknownJobError
+from herd.input_errors import InputError
+from herd.ledger.jobs import UnknownJobError
 from herd.ledger.outcomes import non_answer
+from herd.policy.active import herd_rounds
 from herd.policy.data import CalibrationData, ModelArrays
 from herd.policy.spec import RAW_MEASURES
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import psycopg
 
 from herd.herdfile.model import HerdConfig
-from herd.jobs.documents import InputError
+from herd.input_errors import InputError
 
 # An audit job is named after the job it audits; a name no user job is likely to take.
 SUFFIX = "~audit"

@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 import redis
 
-from herd.local.daemons import (
+from herd.embedded.daemons import (
     TIMEOUT_S,
     ProcessError,
     alive,

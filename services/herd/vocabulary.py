@@ -1,4 +1,8 @@
-"""The cascade's words, one enumeration each. They are `StrEnum`s: each member *is* its string, so
+"""The cascade's words, one enumeration each, and the two shapes every layer passes around: where a
+prompt is (`StepKey`) and what a message to a model's queue says (`Dispatch`). This module imports
+nothing from Herd, so every layer may use it.
+
+The enumerations They are `StrEnum`s: each member *is* its string, so
 they go into SQL parameters and JSON as they are, and compare equal to what the ledger returns.
 
 The ledger's CHECK constraints (migrations) hold the same sets; a new member needs a migration.
@@ -6,6 +10,7 @@ The ledger's CHECK constraints (migrations) hold the same sets; a new member nee
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -23,7 +28,7 @@ class PromptState(StrEnum):
 
     PENDING = "pending"
     QUEUED = "queued"
-    HELD = "held"  # a budget job's escalation candidate (herd/jobs/budget.py)
+    HELD = "held"  # a budget job's escalation candidate (herd/policy/job_budget.py)
     DONE = "done"
     FAILED = "failed"
 
@@ -46,3 +51,16 @@ class OutcomeKind(StrEnum):
     FAILED = "failed"
     CHUNKED = "chunked"  # a long document split into chunk prompts (herd/cascade/chunks.py)
     SKIPPED = "skipped"  # a duplicate or stale delivery: the prompt had moved on
+
+
+@dataclass(frozen=True)
+class StepKey:
+    """Where a prompt is: which model, and which stage/round of that model's work."""
+
+    model: str
+    stage: str = Stage.ANSWER
+    round: int = 0
+
+
+# (prompt id, model whose queue gets the message, stage, round)
+Dispatch = tuple[int, str, str, int]

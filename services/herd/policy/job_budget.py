@@ -34,8 +34,8 @@ import psycopg
 
 from herd.herdfile.references import StaleReference
 from herd.ledger import steps as ledger
-from herd.ledger.steps import Dispatch
 from herd.policy.release import Measured, plan_release
+from herd.vocabulary import Dispatch
 
 log = logging.getLogger(__name__)
 

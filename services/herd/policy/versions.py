@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from herd.ledger.versioned import VersionTables
+from herd.policy.versioned import VersionTables
 
 TABLES = VersionTables(
     table="policies",

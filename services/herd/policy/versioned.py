@@ -2,7 +2,7 @@
 
 Both are a table of versions (`policies`, `routers`: id, task, version, ...) and a table naming the
 active one per task (`active_policies`, `active_routers`: task, <kind>_id, activated_at), migrations
-0006 and 0008. herd/ledger/policies.py and herd/ledger/routers.py keep their own columns and row
+0006 and 0008. herd/policy/versions.py and herd/policy/router/versions.py keep their own columns and row
 types; the numbering, the pointer and the error for a missing version live here once.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from herd.jobs.documents import InputError
+from herd.input_errors import InputError
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 What the audit holds, per sampled document: the live entry model's `answer` attempt (every live
 prompt starts there: its answer and its four measures), and the reference model's own answer (the
-audit job, herd/jobs/audit.py). That is a complete calibration sample for the two-model route
+audit job, herd/quality/audit.py). That is a complete calibration sample for the two-model route
 [entry, reference]: choosing there re-chooses the entry's measure and threshold (or the entry alone,
 or the reference alone) for the current documents. It is not one for anything else: a middle model
 answered only the prompts escalated to it, and refinement ran only where the live policy asked for
@@ -11,11 +11,11 @@ it, so neither can be re-chosen from the audit; that needs a calibration job (`h
 
 Scores: with a reference on every paired document, each model's accuracy on it
 (herd.quality.scorers.correct); otherwise agreement with the reference model's answer
-(herd.reporting.audit.agree), under which the reference model scores 1 on every prompt, so a target
+(herd.quality.scorers.agree), under which the reference model scores 1 on every prompt, so a target
 reads as "agrees with the reference at least this often" (use `--match REFERENCE --at 0.95`).
 Documents whose entry attempt or audit answer is missing (unfinished, a chunked long document) are
 left out; a non-answer (error, cut off) on either side is left out and counted, never a wrong answer,
-as in herd.ledger.calibration.
+as in herd.policy.calibration.
 """
 
 from __future__ import annotations
@@ -26,15 +26,14 @@ import numpy as np
 import psycopg
 
 from herd.herdfile.model import HerdConfig, TaskConfig
-from herd.jobs.audit import job_audit
-from herd.jobs.documents import InputError
-from herd.jobs.status import UnknownJobError
-from herd.ledger.calibration import Loaded, model_arrays
+from herd.input_errors import InputError
+from herd.ledger.jobs import UnknownJobError
 from herd.ledger.outcomes import non_answer
+from herd.policy.calibration import Loaded, model_arrays
 from herd.policy.data import CalibrationData
 from herd.policy.spec import RAW_MEASURES
-from herd.quality.scorers import correct
-from herd.reporting.audit import agree
+from herd.quality.audit import job_audit
+from herd.quality.scorers import agree, correct
 
 ACCURACY, AGREEMENT = "audit-accuracy", "audit-agreement"
 
