@@ -44,6 +44,7 @@ class SubmitResult:
     added: int
     dispatched: list[ledger.Dispatch]
     audited: int = 0  # prompts added to the job's audit sample (herd/jobs/audit.py)
+    audit: Audit | None = None  # the job's audit, None when it has none
 
 
 def content_hash(record: Record) -> str:
@@ -166,7 +167,7 @@ def submit(
     conn.commit()
     dispatched = fill_window(conn, window)
     return SubmitResult(
-        job=job, job_id=job_id, read=read, added=added, dispatched=dispatched, audited=sampled
+        job=job, job_id=job_id, read=read, added=added, dispatched=dispatched, audited=sampled, audit=audit
     )
 
 
