@@ -223,11 +223,13 @@ def main(argv: list[str] | None = None) -> int:
             f"\nexactness on {small} models: the largest quality by which a point of today's front beats "
             f"the new front at no more cost: {shortfall(old.front, new.front):.2e} (<= 0: matched or beaten)"
         )
-    if len(refined) == 4:
-        print(
-            f"refinement on {small} models: the largest quality by which a point of the whole space's front "
-            f"beats the pruned front at no more cost: {shortfall(refined[3].front, refined[2].front):.2e}"
-        )
+    for whole, pruned, size in ((1, 0, m), (3, 2, small)) if len(refined) == 4 else ():
+        if refined[whole].seconds is not None:
+            gap = shortfall(refined[whole].front, refined[pruned].front)
+            print(
+                f"refinement on {size} models: the largest quality by which a point of the whole space's "
+                f"front beats the pruned front at no more cost: {gap:.2e}"
+            )
     print(guarantee_line(m, n), flush=True)
     return 0
 
