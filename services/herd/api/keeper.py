@@ -270,12 +270,14 @@ def _unfinished(conn: psycopg.Connection, job_id: int) -> int:
 
 
 def _stop(conn: psycopg.Connection, job_id: int, reason: str, states: tuple[str, ...]) -> int:
-    """Fail the job's requests in `states` with `reason` (the error file's code comes from it). An answer
-    that arrives later still becomes the prompt's final one in the ledger (herd/ledger/steps.py)."""
+    """Fail the job's requests in `states` with `reason` (the error file's code comes from it), and
+    its audit's (herd/jobs/audit.py): a cancelled or expired batch spends nothing more on its audit
+    either. An answer that arrives later still becomes the prompt's final one in the ledger
+    (herd/ledger/steps.py)."""
     return conn.execute(
         """UPDATE prompts SET state = 'failed', finished_at = now(), error = %s
-           WHERE job_id = %s AND state = ANY(%s)""",
-        (reason, job_id, list(states)),
+           WHERE job_id IN (SELECT id FROM jobs WHERE id = %s OR audit_of = %s) AND state = ANY(%s)""",
+        (reason, job_id, job_id, list(states)),
     ).rowcount
 
 
