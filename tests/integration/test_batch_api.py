@@ -17,6 +17,7 @@ from openai import OpenAI
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
+from herd.quality.audit import audit_job_name, audited
 from tests.support.api import ApiServer, create_key, wait_batch
 from tests.support.harness import Herd, chat_herd_yaml, wait_for
 
@@ -373,3 +374,63 @@ def test_bad_requests_get_a_clear_4xx_and_nothing_is_stored(herd_with, db, tmp_p
             input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h"
         )
     assert list(client.batches.list()) == []
+
+
+def test_a_batch_is_audited_by_the_herd_files_default_or_its_metadata(  # type: ignore[no-untyped-def]
+    make_herd, double, db, tmp_path
+) -> None:
+    """A batch for the cascade carries the herd file's `audit:`; `metadata` may set its own rate and
+    reference (`herd_audit`, `herd_audit_reference`) or turn it off ("0"). The audit's requests are
+    its own job: the batch's counts and files hold only the batch's requests."""
+    double.script([], default={**SURE, "text": "Paris."})
+    herd = make_herd(chat_herd_yaml(double) + "audit: {rate: 1, reference: medium}\n", **FAST)
+    for model in ("small", "medium"):
+        herd.start_worker(model)
+    server = serve(herd)
+    client = server.client(create_key(herd.env, tmp_path, "alice"))
+    keys = [f"r{i:02d}" for i in range(12)]
+    upload = client.files.create(
+        file=jsonl(tmp_path / "in.jsonl", [line(k, f"capital {k}") for k in keys]).open("rb"), purpose="batch"
+    )
+
+    def create(metadata: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+        return client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+            metadata=metadata,
+        )  # fmt: skip
+
+    def sample(batch_id: str) -> set[tuple[str, str]]:
+        rows = db.execute(
+            """SELECT p.doc_key, j.entry_model FROM prompts p JOIN jobs j ON j.id = p.job_id
+               WHERE j.name = %s AND j.kind = 'audit'""",
+            (audit_job_name(batch_id),),
+        ).fetchall()
+        return {(str(k), str(m)) for k, m in rows}
+
+    default, own, off = (
+        create(),
+        create({"herd_audit": "0.5", "herd_audit_reference": "small"}),
+        create({"herd_audit": "0"}),
+    )
+    for batch in (default, own, off):
+        done = wait_batch(client, batch.id)
+        assert done.status == "completed", done
+        assert done.request_counts is not None and done.request_counts.total == len(keys)
+        assert [o["custom_id"] for o in lines_of(client, done.output_file_id)] == keys
+    assert sample(default.id) == {(k, "medium") for k in keys}
+    assert sample(own.id) == {(k, "small") for k in keys if audited(own.id, k, 0.5)}
+    assert sample(off.id) == set()
+    assert wait_for(db, audit_job_name(default.id), timeout=180) == {"done": len(keys)}
+    status = herd.cli("status", default.id).stdout
+    assert f"audit: {len(keys)} prompts sampled at rate 1, answered by medium alone" in status
+    report = json.loads(herd.cli("report", default.id, "--format", "json").stdout)["audit"]
+    assert report["rows"][0]["prompts"] == len(keys) and report["rows"][0]["measure"] == "agreement"
+
+    with pytest.raises(openai.BadRequestError) as bad:
+        create({"herd_audit": "lots"})
+    assert bad.value.param == "metadata.herd_audit"
+    failed = wait_batch(client, create({"herd_audit": "0.5", "herd_audit_reference": "huge"}).id)
+    assert failed.status == "failed" and failed.errors is not None and failed.errors.data is not None
+    assert [e.message for e in failed.errors.data] == [
+        "metadata.herd_audit_reference: the model 'huge' is not in the herd file"
+    ]

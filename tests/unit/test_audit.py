@@ -21,7 +21,7 @@ from herd.jobs.submit import submit
 from herd.policy import versions as policies
 from herd.quality.audit import Audit, audit_job_name, audited, check_rate, resolve
 from herd.quality.scorers import agree
-from herd.reporting.audit import clopper_pearson, estimate
+from herd.reporting.audit import clopper_pearson, estimate, lines
 from tests.support.cascade import CUT_OFF, HERD, HTTP_500, connector, drive, load, pipeline
 from tests.support.harness import Services
 from tests.unit.test_policy_live import cli, p_of
@@ -331,3 +331,55 @@ def test_a_bad_audit_on_the_command_line_is_one_error_and_writes_nothing(
         result = cli(tmp_path / "herd.yaml", url, "submit", str(path), "--job", "x", "--task", "qa", *args)
         assert result.exit_code == 2 and message in result.output, result.output
     assert db.execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+
+
+def test_a_version_without_a_promise_is_checked_against_its_calibration_or_says_it_cannot_be(
+    tmp_path: Path, url: str, db: psycopg.Connection
+) -> None:
+    """Small is right on 10 of 40. A version recorded before promises were (its held-out quality
+    0.95 [0.90, 0.99] on 60 prompts) is checked against that interval's lower end: the drop is
+    flagged. A version with nothing recorded says plainly there is nothing to check, and never flags."""
+    herd_path = tmp_path / "herd.yaml"
+    load(tmp_path)
+    policy = "task: qa\nentry: small\ntiers:\n  - model: small\n    measure: first_token_margin\n" \
+             "    threshold: 0.5\n  - model: large\n"  # fmt: skip
+    older = {"target": "quality >= 0.9", "method": "point",
+             "held_out": {"prompts": 60, "quality": {"value": 0.95, "low": 0.9, "high": 0.99}}}  # fmt: skip
+    low, high = clopper_pearson(10, N)
+    tasks = load(tmp_path).tasks
+    for job, estimates, checked in (("old", older, 0.9), ("bare", {}, None)):
+        with psycopg.connect(url) as conn:
+            policies.record(conn, "qa", policy, None, estimates)
+        run(url, tmp_path, job, KEYS, script(set(KEYS[:10])), references=True, audit=Audit(1.0, "large"))
+        with psycopg.connect(url) as conn:
+            job_id = conn.execute("SELECT id FROM jobs WHERE name = %s", (job,)).fetchone()[0]  # type: ignore[index]
+            est = estimate(conn, job_id, job, lambda: tasks)
+        assert est is not None and len(est.rows) == 1
+        row = est.rows[0]
+        assert row.promised is None and row.checked == checked and (row.low, row.high) == (low, high)
+        status = cli(herd_path, url, "status", job)
+        assert status.exit_code == 0, status.output
+        if checked is not None:
+            assert row.basis == "calibration" and row.drop and est.drop
+            assert (
+                "calibration's held-out low 0.900  DROP: the calibration's held-out interval" in status.output
+            )
+            assert "no promise recorded: checked against its calibration's held-out quality, 0.950" in (
+                status.output
+            )
+        else:
+            assert row.basis == "none" and not row.drop
+            assert "no promise to check against" in status.output
+            assert "nothing to check against (no drop can be flagged)" in status.output
+        report = json.loads(cli(herd_path, url, "report", job, "--format", "json").stdout)["audit"]
+        assert report["drop"] is (checked is not None) and report["rows"][0]["basis"] == row.basis
+
+
+def test_the_herd_files_own_cascade_has_no_promise_to_check(tmp_path: Path, url: str) -> None:
+    run(url, tmp_path, "plain", KEYS, script(set(KEYS[:10])), references=True, audit=Audit(1.0, "large"))
+    herd = load(tmp_path)
+    with psycopg.connect(url) as conn:
+        job_id = conn.execute("SELECT id FROM jobs WHERE name = 'plain'").fetchone()[0]  # type: ignore[index]
+        est = estimate(conn, job_id, "plain", lambda: herd.tasks)
+    assert est is not None and [(r.version, r.basis, r.drop) for r in est.rows] == [(None, "none", False)]
+    assert "no promise to check against" in "\n".join(lines(est))

@@ -17,9 +17,11 @@ from herd.api import batches, files
 from herd.api.keeper import Keeper, Limits
 from herd.api.store import DirectoryStore, FileStore, FileWriter, PostgresStore
 from herd.backends.registry import make_backends
+from herd.batch import export
 from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.policy.active import ActivePolicies
+from herd.quality.audit import audit_job_name
 from herd.vocabulary import Dispatch, StepKey
 from tests.support.cascade import connector, drive
 from tests.support.endpoint import EndpointDouble
@@ -182,3 +184,18 @@ def test_an_input_file_deleted_before_validation_fails_the_batch(services, herd,
     assert keeping.keeper.step(batch_id) == "failed"
     errors = keeping.get(batch_id).errors
     assert errors is not None and errors[0]["code"] == "file_not_found"
+
+
+def test_a_cancelled_batch_stops_its_audit_too(services, connect, db, double, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "audited.yaml"
+    path.write_text(chat_herd_yaml(double) + "audit: {rate: 1, reference: medium}\n")
+    keeping = Keeping(services, load_herd(path), connect, PostgresStore(connect))
+    batch_id = keeping.batch(3)
+    assert keeping.keeper.step(batch_id) == "in_progress"
+    audit = audit_job_name(batch_id)
+    states = "SELECT p.state, p.error FROM prompts p JOIN jobs j ON j.id = p.job_id WHERE j.name = %s"
+    assert sorted(state for state, _ in db.execute(states, (audit,)).fetchall()) == ["queued"] * 3
+    with connect() as conn:
+        assert batches.cancel(conn, "alice", batch_id).status == "cancelling"
+    assert keeping.keeper.step(batch_id) == "cancelled"  # drain_s = 0: nothing waited for
+    assert db.execute(states, (audit,)).fetchall() == [("failed", export.CANCELLED)] * 3

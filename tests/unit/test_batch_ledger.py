@@ -17,9 +17,11 @@ from herd.backends.registry import make_backends
 from herd.batch import export
 from herd.batch.submit import BatchInvalidError, Source, submit_batch
 from herd.cascade.pipeline import Pipeline
+from herd.cascade.requests import REQUEST
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.input_errors import InputError
 from herd.policy.active import ActivePolicies
+from herd.quality.audit import Audit, audit_job_name, audited
 from tests.support.cascade import connector, drive
 from tests.support.endpoint import EndpointDouble
 from tests.support.harness import Services, chat_herd_yaml
@@ -231,3 +233,41 @@ def test_vllms_example_file_is_accepted_and_herds_own_lines_parse_in_vllm(servic
     store(services, herd, ours, job="b2")
     for raw in ours.splitlines():
         BatchRequestInput.model_validate_json(raw)
+
+
+def test_a_batch_for_a_cascade_carries_the_herd_files_audit_and_a_model_alone_none(  # type: ignore[no-untyped-def]
+    services, db, double, tmp_path
+) -> None:
+    """The herd file's `audit:` applies to a batch file as to a document set: its sampled requests are
+    copied, fields and all, into `<job>~audit` for the reference alone, which answers them from its
+    own messages; the batch's own answers and lines are untouched. A model asked alone is no cascade:
+    no default audit, and asking one is an error naming the option."""
+    double.script([], default={**SURE, "text": "Paris."})
+    path = tmp_path / "herd.yaml"
+    path.write_text(chat_herd_yaml(double) + "audit: {rate: 0.5, reference: medium}\n")
+    herd = load_herd(path)
+    keys = [f"r{i:02d}" for i in range(30)]
+    data = jsonl(*(request(k, f"Capital number {k}?", max_tokens=4) for k in keys))
+    result = store(services, herd, data)
+    sampled = {k for k in keys if audited("b1", k, 0.5)}
+    assert result.audit == Audit(0.5, "medium") and result.audited == len(sampled) > 0
+    run(services, herd, result.dispatched)
+    outputs, errors, _ = exported(services)
+    assert [o["custom_id"] for o in outputs] == keys and errors == []
+    rows = db.execute(
+        """SELECT p.doc_key, p.fields, f.model FROM prompts p JOIN jobs j ON j.id = p.job_id
+           JOIN finals f ON f.prompt_id = p.id WHERE j.name = %s AND j.kind = 'audit'""",
+        (audit_job_name("b1"),),
+    ).fetchall()
+    assert {k for k, _, _ in rows} == sampled and {m for _, _, m in rows} == {"medium"}
+    assert all(f[REQUEST]["body"]["messages"][0]["content"] == f"Capital number {k}?" for k, f, _ in rows)
+
+    override = store(services, herd, data, job="b2", audit_rate=1.0, audit_reference="small")
+    assert override.audit == Audit(1.0, "small") and override.audited == len(keys)
+    assert store(services, herd, data, job="b3", audit_rate=0.0).audit is None
+
+    alone = jsonl(request("a", "Capital?", model="medium"))
+    assert store(services, herd, alone, job="b4").audit is None
+    with pytest.raises(InputError, match=r"--audit: only a live job can be audited \(this is a direct job\)"):
+        store(services, herd, alone, job="b5", audit_rate=0.5)
+    assert db.execute("SELECT count(*) FROM jobs WHERE name LIKE 'b5%%'").fetchone() == (0,)

@@ -23,6 +23,8 @@ from herd.api import files
 from herd.api.errors import ApiError, bad_request, not_found
 from herd.api.pages import keyset_page
 from herd.cascade.requests import URLS
+from herd.input_errors import InputError
+from herd.quality.audit import check_rate
 
 EVENTS = ("in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
@@ -32,6 +34,9 @@ MAX_WINDOW = timedelta(days=7)
 # OpenAI's limits on `metadata`.
 MAX_METADATA = 16
 MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
+# Metadata keys Herd reads (OpenAI's are free-form strings): the batch's audit (herd/quality/audit.py),
+# a share such as "0.02" ("0": none) and a model name; without them the herd file's `audit:` applies.
+AUDIT_RATE, AUDIT_REFERENCE = "herd_audit", "herd_audit_reference"
 
 _COLUMNS = (
     "b.id, b.seq, b.owner, b.endpoint, b.input_file_id, b.completion_window, b.status, b.output_file_id, "
@@ -123,7 +128,25 @@ def check_metadata(value: object) -> dict[str, str] | None:
                 f"{MAX_METADATA_VALUE}",
                 "metadata",
             )
+    if AUDIT_RATE in value:
+        audit_rate(value)
     return dict(value)
+
+
+def audit_rate(metadata: dict[str, str] | None) -> float | None:
+    """The audit rate a batch's metadata asks for (`herd_audit`), None when it asks none. Raises
+    ApiError (400, param `metadata.herd_audit`) unless it is a share between 0 and 1."""
+    if metadata is None or AUDIT_RATE not in metadata:
+        return None
+    raw = metadata[AUDIT_RATE]
+    try:
+        return check_rate(float(raw), f"metadata.{AUDIT_RATE}")
+    except (ValueError, InputError):
+        raise bad_request(
+            f'metadata.{AUDIT_RATE} must be a share of the batch\'s requests between 0 and 1, e.g. "0.02" '
+            f'(got {raw!r}); "0" turns the herd file\'s audit off',
+            f"metadata.{AUDIT_RATE}",
+        ) from None
 
 
 def create(conn: psycopg.Connection, owner: str, body: dict[str, Any]) -> BatchRow:

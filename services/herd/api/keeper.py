@@ -39,6 +39,7 @@ from herd.batch.format import LineError
 from herd.batch.submit import BatchInvalidError, Source, submit_batch
 from herd.herdfile.model import HerdConfig
 from herd.input_errors import InputError
+from herd.quality.audit import Names
 from herd.vocabulary import Dispatch
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 # pg_try_advisory_xact_lock(KEEPER_LOCK, hashtext(batch id)): one keeper steps a batch at a time.
 KEEPER_LOCK = 0x68657264  # "herd"
+AUDIT_NAMES = Names(rate=f"metadata.{batches.AUDIT_RATE}", reference=f"metadata.{batches.AUDIT_REFERENCE}")
 
 
 @dataclass(frozen=True)
@@ -137,10 +139,13 @@ class Keeper:
             self._fail(conn, batch, [LineError(None, "file_not_found", message)], 1)
             return
         lines = Source(str(source[0]), self.store.read(batch.input_file_id))
+        reference = (batch.metadata or {}).get(batches.AUDIT_REFERENCE)
         try:
             result = submit_batch(
                 conn, self.herd, job=batch.id, sources=[lines], window=self.limits.window,
                 endpoint=batch.endpoint, max_requests=self.limits.max_requests,
+                audit_rate=batches.audit_rate(batch.metadata), audit_reference=reference,
+                audit_names=AUDIT_NAMES,
             )  # fmt: skip
         except BatchInvalidError as exc:
             conn.rollback()
@@ -153,8 +158,9 @@ class Keeper:
         # Committed by submit_batch: the job and its requests. Messages only after the commit.
         self.publish(result.dispatched)
         log.info(
-            "batch %s: %d requests, %d sent to the queues", batch.id, result.read, len(result.dispatched)
-        )
+            "batch %s: %d requests, %d sent to the queues, %d sampled for its audit",
+            batch.id, result.read, len(result.dispatched), result.audited,
+        )  # fmt: skip
         _move(conn, batch.id, "validating", "in_progress")  # a cancel meanwhile wins: then nothing moves
 
     def _fail(self, conn: psycopg.Connection, batch: BatchRow, errors: list[LineError], total: int) -> None:
@@ -264,12 +270,14 @@ def _unfinished(conn: psycopg.Connection, job_id: int) -> int:
 
 
 def _stop(conn: psycopg.Connection, job_id: int, reason: str, states: tuple[str, ...]) -> int:
-    """Fail the job's requests in `states` with `reason` (the error file's code comes from it). An answer
-    that arrives later still becomes the prompt's final one in the ledger (herd/ledger/steps.py)."""
+    """Fail the job's requests in `states` with `reason` (the error file's code comes from it), and
+    its audit's (herd/quality/audit.py): a cancelled or expired batch spends nothing more on its audit
+    either. An answer that arrives later still becomes the prompt's final one in the ledger
+    (herd/ledger/steps.py)."""
     return conn.execute(
         """UPDATE prompts SET state = 'failed', finished_at = now(), error = %s
-           WHERE job_id = %s AND state = ANY(%s)""",
-        (reason, job_id, list(states)),
+           WHERE job_id IN (SELECT id FROM jobs WHERE id = %s OR audit_of = %s) AND state = ANY(%s)""",
+        (reason, job_id, job_id, list(states)),
     ).rowcount
 
 

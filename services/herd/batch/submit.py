@@ -26,6 +26,7 @@ from herd.herdfile.model import HerdConfig, ModelConfig
 from herd.input_errors import InputError
 from herd.jobs.documents import Record
 from herd.jobs.submit import DuplicateIdsError, SubmitResult, submit
+from herd.quality import audit as job_audit
 
 # Line errors kept for the report; the count goes on past it.
 MAX_ERRORS = 100
@@ -153,6 +154,9 @@ def submit_batch(
     progress: Callable[[int], None] = lambda n: None,
     calibration: bool = False,
     budget_usd: Decimal | None = None,
+    audit_rate: float | None = None,
+    audit_reference: str | None = None,
+    audit_names: job_audit.Names = job_audit.OPTIONS,
 ) -> SubmitResult:
     """Store the requests of `sources` as job `job` and claim its first dispatches (the caller publishes
     them after this returns: the submit has committed).
@@ -160,12 +164,16 @@ def submit_batch(
     `endpoint`: the URL every line must have (an API batch's `endpoint`); None takes both
     `/v1/chat/completions` and `/v1/completions`. `max_requests`: a cap on the lines. `calibration`:
     every model of the route answers every prompt (herd/cascade/pipeline.py); `budget_usd`: the job's
-    cap (herd/policy/job_budget.py). Raises BatchInvalidError (every bad line, by file and line) or
-    InputError; then nothing is committed and the caller rolls back."""
+    cap (herd/policy/job_budget.py). `audit_rate`, `audit_reference`: the job's audit (herd/quality/audit.py,
+    `resolve`: None takes the herd file's `audit:`, which applies to a batch for a task's cascade as to
+    any live job; `audit_names` name them in errors). Raises BatchInvalidError (every bad line, by file
+    and line) or InputError; then nothing is committed and the caller rolls back."""
     reader = _Reader(herd, sources, endpoint, max_requests)
     records, target = reader.first()
     if calibration and target.model is not None:
         raise InputError(f"a calibration job runs a route's every model: {reader.first_model!r} names one")
+    kind = "calibration" if calibration else target.kind
+    audit = job_audit.resolve(herd, target.task, audit_rate, audit_reference, kind, audit_names)
     try:
         return submit(
             conn,
@@ -175,10 +183,11 @@ def submit_batch(
             records=reader.checked(records),
             window=window,
             progress=progress,
-            kind="calibration" if calibration else target.kind,
+            kind=kind,
             budget_usd=budget_usd,
             entry=target.model,
             inputs=[s.name for s in sources],
+            audit=audit,
         )
     except DuplicateIdsError as exc:
         errors = [

@@ -82,12 +82,13 @@ def submit(
     herd = herd_config(ctx)
     files = documents.expand(list(paths))
     if fmt == "openai-batch" or (fmt == "auto" and _batch_files(files)):
-        if task is not None or sample is not None or skip_unreadable or audit_rate or audit_reference:
+        if task is not None or sample is not None or skip_unreadable:
             raise InputError(
-                "a batch file's lines name their route in body.model: it takes no --task, --sample, "
-                "--skip-unreadable or --audit"
+                "a batch file's lines name their route in body.model: it takes no --task, --sample or "
+                "--skip-unreadable"
             )
-        _submit_batch(herd, job, [f.path for f in files], calibration, budget_usd)
+        batch_files = [f.path for f in files]
+        _submit_batch(herd, job, batch_files, calibration, budget_usd, audit_rate, audit_reference)
         return
     if task is None:
         raise InputError("--task is required for a document set (only a batch file names its own route)")
@@ -127,13 +128,6 @@ def submit(
                 audit=audit,
             )
     _publish(result, "document")
-    if audit is not None:
-        console.print(
-            f"audit: {count(result.audited, 'new prompt')} sampled at rate {audit.rate:g} for "
-            f"{audit.reference} alone (job {result.job}~audit)",
-            markup=False,
-            soft_wrap=True,
-        )
     for item in skipped:
         console.print(f"skipped {item.path}: {item.reason}", markup=False, soft_wrap=True)
 
@@ -162,6 +156,13 @@ def _publish(result: SubmitResult, what: str) -> None:
         markup=False,
         soft_wrap=True,
     )
+    if result.audit is not None:
+        console.print(
+            f"audit: {count(result.audited, 'new prompt')} sampled at rate {result.audit.rate:g} for "
+            f"{result.audit.reference} alone (job {result.job}~audit)",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _batch_files(files: list[InputFile]) -> bool:
@@ -176,9 +177,11 @@ def _batch_files(files: list[InputFile]) -> bool:
 
 
 def _submit_batch(
-    herd: HerdConfig, job: str, paths: list[Path], calibration: bool, budget_usd: float | None
-) -> None:
-    """`herd submit` of OpenAI batch files: every line checked, all stored or none (herd/batch/submit.py)."""
+    herd: HerdConfig, job: str, paths: list[Path], calibration: bool, budget_usd: float | None,
+    audit_rate: float | None, audit_reference: str | None,
+) -> None:  # fmt: skip
+    """`herd submit` of OpenAI batch files: every line checked, all stored or none (herd/batch/submit.py);
+    a batch for a task's cascade is audited like a document set (`--audit`, else the herd file's)."""
     from decimal import Decimal
 
     import psycopg
@@ -202,6 +205,8 @@ def _submit_batch(
                 progress=lambda n: bar.advance(task_id, n),
                 calibration=calibration,
                 budget_usd=Decimal(str(budget_usd)) if budget_usd is not None else None,
+                audit_rate=audit_rate,
+                audit_reference=audit_reference,
             )
     _publish(result, "request")
 

@@ -47,6 +47,7 @@ class SubmitResult:
     added: int
     dispatched: list[Dispatch]
     audited: int = 0  # prompts added to the job's audit sample (herd/quality/audit.py)
+    audit: Audit | None = None  # the job's audit, None when it has none
 
 
 def content_hash(record: Record) -> str:
@@ -167,7 +168,7 @@ def submit(
     conn.commit()
     dispatched = fill_window(conn, window)
     return SubmitResult(
-        job=job, job_id=job_id, read=read, added=added, dispatched=dispatched, audited=sampled
+        job=job, job_id=job_id, read=read, added=added, dispatched=dispatched, audited=sampled, audit=audit
     )
 
 

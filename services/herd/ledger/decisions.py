@@ -6,7 +6,7 @@ statements, inside the caller's transaction:
     Final(answer)      store `answer` as the prompt's final one, prompt `done`
     Escalate(model)    the prompt goes to `model`'s `answer` step
     Advance(to)        the prompt goes to the next step of the same model (critique, refine)
-    Hold(confidence)   a budget job's escalation candidate parks as `held` (herd/jobs/budget.py)
+    Hold(confidence)   a budget job's escalation candidate parks as `held` (herd/policy/job_budget.py)
     Fail(reason)       prompt `failed` with `reason`
 
 Before any of these, `mark` (an attempt id) is marked escalated and `version` (a policy version) is

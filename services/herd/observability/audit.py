@@ -54,7 +54,10 @@ def audit_metrics(audits: Mapping[str, AuditEstimate]) -> Iterator[Metric]:
         labels=["task"],
     )
     drop = GaugeMetricFamily(
-        "herd_audit_drop", "1 when the promise lies above the interval's upper end, else 0.", labels=["task"]
+        "herd_audit_drop",
+        "1 when the promise (without one, the calibration's held-out interval) lies above the interval's "
+        "upper end, else 0.",
+        labels=["task"],
     )
     prompts = GaugeMetricFamily("herd_audit_prompts", "Audited prompts behind the estimate.", labels=["task"])
     for task, est in sorted(audits.items()):

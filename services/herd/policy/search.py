@@ -8,12 +8,15 @@ The space (stated, so that "exact" has a meaning):
   entry model, every depth and every skip (1B -> 70B without 8B) is in it: 2^N - 1 sequences.
   `order="route"`: the same subsets in the route's order; `order="any"`: every ordering of every
   subset (sum over d of N!/(N-d)!: meant for small herds).
-- **Per tier**: refinement on or off where the data has both (`refine`); per escalating tier a
-  measure and a threshold. In cascades of up to `every_measure_to` tiers (default 3) every measure
-  in `measures` is tried at every tier; in deeper ones each (model, refinement) variant escalates on
-  its most informative measure, the one ranking its right answers above its wrong ones best (AUROC
-  on the calibration prompts), since 4 measures on 8 escalating tiers alone would be 65,536
-  families per sequence.
+- **Per tier**: refinement on or off where the data has both (`refine`); when that makes more
+  than `prune_above` (5,000) families, a refinement-on variant that another variant of the route
+  beats on its own at no more cost is left out (`undominated_variants`: 9 models with refinement
+  everywhere make 30,194 families, 2,579 so pruned); per escalating tier a measure and a
+  threshold. In cascades of up to `every_measure_to` tiers (default 3) every measure in `measures`
+  is tried at every tier; in deeper ones each (model, refinement) variant escalates on its most
+  informative measure, the one ranking its right answers above its wrong ones best (AUROC on the
+  calibration prompts), since 4 measures on 8 escalating tiers alone would be 65,536 families per
+  sequence.
 - **Thresholds**: `candidate_thresholds` (herd.policy.sweep): quantiles of the measure's observed
   values at levels 1/T .. 1, deduplicated, so only distinct effects are kept. T = `n_thresholds`
   (100) for a 2- or 3-tier cascade; a deeper one's grid is coarsened so its threshold combinations
@@ -24,12 +27,13 @@ The space (stated, so that "exact" has a meaning):
 
 How it is fast: each family (a model sequence with its per-tier options) is evaluated over its whole
 threshold grid at once (`_sums`: one histogram and d - 1 cumulative sums, O(d·n + d·grid), the
-formula of herd.policy.sweep),
-then only the points not already dominated by the front found so far are kept (a binary search per
-point); those are merged into the front in batches. Nothing but the front is ever stored: memory is
-O(front + one family's grid), not O(policies). Dropping a point weakly dominated by a point already
-found never changes the front, so the result is the exact front of the space; of policies with the
-same cost and quality the first found (fewest tiers) is kept.
+formula of herd.policy.sweep; along the short axes of a deep grid the sums are slice additions,
+where numpy's cumsum is several times slower), then only the points not already dominated by the
+front found so far are kept (a binary search per point); those are merged into the front in
+batches. Nothing but the front is ever stored: memory is O(front + one family's grid), not
+O(policies). Dropping a point weakly dominated by a point already found never changes the front, so
+the result is the exact front of the space; of policies with the same cost and quality the first
+found (fewest tiers) is kept.
 """
 
 from __future__ import annotations
@@ -124,6 +128,25 @@ def best_measures(inputs: Inputs, cut: float = 0.5) -> dict[tuple[str, bool], st
         if (model, refine) not in best or auc > best[(model, refine)][0]:
             best[(model, refine)] = (auc, name)
     return {variant: name for variant, (_, name) in best.items()}
+
+
+def undominated_variants(inputs: Inputs) -> set[tuple[str, bool]]:
+    """The (model, refine) variants the search uses: every refinement-off variant, and a
+    refinement-on one unless another variant of the route dominates it on its own, i.e. costs no
+    more in total and scores at least as much on the calibration prompts (strictly better in one, or
+    refinement off). Refinement multiplies the families (two choices per tier), and a refinement
+    that another model beats alone at no more cost rarely earns its place in a cascade: this
+    restriction of the space is what keeps refinement on/off tractable on a large herd."""
+    totals = {v: (float(inputs.costs[v].sum()), float(inputs.scores[v].sum())) for v in inputs.variants}
+
+    def dominated(v: tuple[str, bool]) -> bool:
+        cost, score = totals[v]
+        return any(
+            u != v and c <= cost and q >= score and (c < cost or q > score or not u[1])
+            for u, (c, q) in totals.items()
+        )
+
+    return {v for v in inputs.variants if not v[1] or not dominated(v)}
 
 
 class _Front:
@@ -227,12 +250,38 @@ def _sums(
     totals = []
     for weights, base in ((weights_q, s[0].sum()), (weights_c, c[0].sum())):
         h = np.bincount(at, weights=np.concatenate(weights) if weights else None, minlength=size)
-        h = h.astype(float, copy=False).reshape(shape)
-        for axis in range(len(shape)):
-            h = np.cumsum(h, axis=axis)
+        h = _cumsum_every_axis(h.astype(float, copy=False).reshape(shape))
         h += base
         totals.append(h)
     return totals[0], totals[1]
+
+
+# An axis this short is summed by slice additions (numpy's cumsum along a short, strided axis of a
+# many-dimensional grid is several times slower); a longer one by np.cumsum.
+_SHORT_AXIS = 32
+
+
+def _cumsum_every_axis(h: np.ndarray) -> np.ndarray:
+    """`h` (float, C-contiguous, modified in place) cumulatively summed along every axis in turn. Bit
+    for bit np.cumsum's result: along an axis, slice i becomes slice i - 1 + slice i, in the same order."""
+    for axis, length in enumerate(h.shape):
+        inner = math.prod(h.shape[axis + 1 :])
+        if length >= _SHORT_AXIS or inner == 1:
+            np.cumsum(h, axis=axis, out=h)
+            continue
+        view = h.reshape(math.prod(h.shape[:axis]), length, inner)
+        for i in range(1, length):
+            view[:, i] += view[:, i - 1]
+    return h
+
+
+# A model sequence's options: per escalating tier, then for its final tier.
+_Shape = tuple[list[list[Option]], list[Option]]
+
+
+def _count(shapes: list[_Shape]) -> int:
+    """How many families (sequence and per-tier options) `shapes` make."""
+    return sum(math.prod(len(t) for t in tiers) * len(finals) for tiers, finals in shapes)
 
 
 def search(
@@ -247,12 +296,18 @@ def search(
     every_measure_to: int = 3,
     grid_points: int = 10_000,
     depth_points: int = 2_000_000,
+    prune_refinement: bool | None = None,
+    prune_above: int = 5_000,
 ) -> SearchResult:
     """The exact Pareto front (quality, cost) of every policy in the space described in the module
     docstring over the models of `route`, on `data`'s prompts. `measures`, `refine`, `calibration`
-    and `scorer_cut` as in herd.policy.sweep.sweep. Raises CalibrationDataError for models missing
-    from the data, an empty route, p_correct values without their maps; ValueError for an unknown
-    `order` or a count below 1."""
+    and `scorer_cut` as in herd.policy.sweep.sweep; `prune_refinement`: leave out the refinement-on
+    variants another variant dominates on its own (`undominated_variants`); None (the default) does
+    so only when the whole space has more than `prune_above` families (a 5-model herd with
+    refinement everywhere has about 1,600, searched whole in about a second; 9 models about 30,000:
+    a minute of CPU whole, 3 s pruned; benchmarks/policy_search.py). Raises
+    CalibrationDataError for models missing from the data, an empty route, p_correct values without
+    their maps; ValueError for an unknown `order` or a count below 1."""
     if order not in ORDERS:
         raise ValueError(f"unknown order {order!r} (one of {', '.join(ORDERS)})")
     if min(n_thresholds, every_measure_to, grid_points) < 1:
@@ -266,29 +321,40 @@ def search(
         mean_cost = {m: float(inputs.costs[(m, False)].mean()) if (m, False) in inputs.costs else math.inf
                      for m in models}  # fmt: skip
         models.sort(key=lambda m: (mean_cost[m], route.index(m)))
-    variants = {m: [r for r in dict.fromkeys(refine) if (m, r) in inputs.variants] for m in models}
 
-    def escalating(model: str, depth: int) -> list[Option]:
+    def space(kept: set[tuple[str, bool]]) -> list[list[_Shape]]:
+        """Per depth, per model sequence: its escalating tiers' options and its final tier's."""
+        variants = {m: [r for r in dict.fromkeys(refine) if (m, r) in kept] for m in models}
+
+        def escalating(model: str, depth: int) -> list[Option]:
+            return [
+                Option(model, cast(Measure, name), r)
+                for r in variants[model]
+                for name in measures
+                if (model, r, name) in inputs.keys
+                and (depth <= every_measure_to or informative[(model, r)] == name)
+            ]
+
         return [
-            Option(model, cast(Measure, name), r)
-            for r in variants[model]
-            for name in measures
-            if (model, r, name) in inputs.keys
-            and (depth <= every_measure_to or informative[(model, r)] == name)
+            [
+                (
+                    [escalating(m, depth) for m in sequence[:-1]],
+                    [Option(sequence[-1], None, r) for r in variants[sequence[-1]]],
+                )
+                for sequence in sequences(models, depth, order)
+            ]
+            for depth in range(1, len(models) + 1)
         ]
 
+    whole = space(set(inputs.variants))
+    prune = prune_refinement
+    if prune is None:
+        prune = sum(_count(shapes) for shapes in whole) > prune_above
+    depths = space(undominated_variants(inputs)) if prune else whole
     front = _Front()
     searched = families = 0
-    for depth in range(1, len(models) + 1):
-        shapes = [
-            (
-                [escalating(m, depth) for m in sequence[:-1]],
-                [Option(sequence[-1], None, r) for r in variants[sequence[-1]]],
-            )
-            for sequence in sequences(models, depth, order)
-        ]
-        count = sum(math.prod(len(t) for t in tiers) * len(finals) for tiers, finals in shapes)
-        levels = thresholds_per_tier(depth, n_thresholds, grid_points, count, depth_points)
+    for depth, shapes in enumerate(depths, start=1):
+        levels = thresholds_per_tier(depth, n_thresholds, grid_points, _count(shapes), depth_points)
         for tiers, finals in shapes:
             for options in itertools.product(*tiers, finals):
                 grids = [inputs.bucketed(o, levels) for o in options[:-1]]

@@ -59,28 +59,43 @@ def check_rate(rate: float, where: str = "--audit") -> float:
     return rate
 
 
+@dataclass(frozen=True)
+class Names:
+    """How the user gave the audit, for errors: the rate's and the reference's option or field."""
+
+    rate: str = "--audit"
+    reference: str = "--audit-reference"
+
+
+OPTIONS = Names()  # `herd submit`'s
+
+
 def resolve(
-    herd: HerdConfig, task: str, rate: float | None, reference: str | None, kind: str = "live"
-) -> Audit | None:
+    herd: HerdConfig, task: str, rate: float | None, reference: str | None, kind: str = "live",
+    names: Names = OPTIONS,
+) -> Audit | None:  # fmt: skip
     """The audit a new job of `task` carries: `rate` and `reference` as given (e.g. `herd submit
-    --audit 0.02 --audit-reference large`), else the herd file's `audit:`; the reference defaults to
-    the last model of the task's route. None: no audit (no rate anywhere, or a rate of 0). Raises
-    InputError for a bad rate, an unknown reference, or an audit asked of a calibration job."""
+    --audit 0.02 --audit-reference large`, or an API batch's metadata), else the herd file's `audit:`;
+    the reference defaults to the last model of the task's route. None: no audit (no rate anywhere,
+    or a rate of 0). Raises InputError naming `names` for a bad rate, an unknown reference, or an
+    audit asked of a job that is not live (a calibration job, a model asked alone)."""
     if rate is not None:
-        check_rate(rate)
+        check_rate(rate, names.rate)
     if reference is not None and reference not in herd.models:
-        raise InputError(f"--audit-reference: the model {reference!r} is not in the herd file")
+        raise InputError(f"{names.reference}: the model {reference!r} is not in the herd file")
     default = herd.audit
     if task not in herd.tasks:
         return None  # submitting refuses the unknown task, with the tasks the herd file has
     if kind != "live":
         if rate or reference is not None:
-            raise InputError(f"only a live job can be audited (this is a {kind} job)")
+            raise InputError(f"{names.rate}: only a live job can be audited (this is a {kind} job)")
         return None
     chosen = rate if rate is not None else (default.rate if default is not None else None)
     if not chosen:
         if reference is not None:
-            raise InputError("--audit-reference needs an audit rate: --audit, or `audit:` in the herd file")
+            raise InputError(
+                f"{names.reference} needs an audit rate: {names.rate}, or `audit:` in the herd file"
+            )
         return None
     model = reference or (default.reference if default is not None else None) or herd.route(task)[-1].model
     return Audit(rate=chosen, reference=model)

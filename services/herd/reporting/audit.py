@@ -21,10 +21,12 @@ counted, never scored as a disagreement: an outage says nothing of the policy's 
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any, TypeGuard
 
 import psycopg
 from scipy.stats import binomtest
@@ -54,7 +56,10 @@ class AuditRow:
     `measure`: 'accuracy' or 'agreement'; `hits` of `prompts` agree (or are right); `estimate` = hits
     / prompts with the Clopper-Pearson interval [`low`, `high`] at LEVEL; `reference_accuracy`: the
     reference model's own accuracy when references exist; `promised`: the quality the version's
-    calibration promised (None: no promise recorded); `promise`: its words; `drop`: promised > high."""
+    calibration promised (None: no promise recorded); `basis`: what the estimate is checked against,
+    'promise', 'calibration' (no promise: the lower end of the calibration's held-out interval) or
+    'none' (nothing recorded to check); `checked`: that figure (None for 'none'); `promise`: its words;
+    `drop`: checked > high."""
 
     version: int | None
     measure: str
@@ -67,6 +72,8 @@ class AuditRow:
     promised: float | None
     promise: str
     drop: bool
+    basis: str = "promise"
+    checked: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,9 +155,25 @@ def task_name(conn: psycopg.Connection, job_id: int) -> str:
     return str(row[0]) if row else ""
 
 
+@dataclass(frozen=True)
+class _Basis:
+    """What a version's audit is checked against (AuditRow's `promised`, `basis`, `checked`, `promise`)."""
+
+    promised: float | None
+    basis: str
+    checked: float | None
+    words: str
+
+
+_HERD_FILE = _Basis(
+    None, "none", None, "the herd file's cascade: no calibration, so no promise to check against (no drop "
+    "can be flagged)",
+)  # fmt: skip
+
+
 def _row(
     task: TaskConfig, version: int | None, pairs: list[tuple[str | None, str, str]],
-    promise: tuple[float | None, str] | None, level: float,
+    promise: _Basis | None, level: float,
 ) -> AuditRow:  # fmt: skip
     with_reference = all(reference is not None for reference, _, _ in pairs)
     if with_reference:
@@ -162,28 +185,56 @@ def _row(
         reference_accuracy = None
     n = len(pairs)
     low, high = clopper_pearson(hits, n, level)
-    promised, words = promise if promise is not None else (None, "the herd file (no calibration promise)")
+    basis = promise if promise is not None else _HERD_FILE
     return AuditRow(
         version=version, measure="accuracy" if with_reference else "agreement", prompts=n, hits=hits,
         estimate=hits / n, low=low, high=high, reference_accuracy=reference_accuracy,
-        promised=promised, promise=words, drop=promised is not None and promised > high,
+        promised=basis.promised, promise=basis.words, drop=basis.checked is not None and basis.checked > high,
+        basis=basis.basis, checked=basis.checked,
     )  # fmt: skip
 
 
-def _promises(
-    conn: psycopg.Connection, task: str, versions: list[int]
-) -> dict[int | None, tuple[float | None, str]]:
-    """Per policy version of `task`: (the promised quality, e.g. 0.9, or None; its words)."""
+def _promises(conn: psycopg.Connection, task: str, versions: list[int]) -> dict[int | None, _Basis]:
+    """Per policy version of `task`: what its audit is checked against (module docstring)."""
 
-    out: dict[int | None, tuple[float | None, str]] = {}
+    out: dict[int | None, _Basis] = {}
     for version, estimates in conn.execute(
         "SELECT version, estimates FROM policies WHERE task = %s AND version = ANY(%s)", (task, versions)
     ):
-        promised = estimates.get("promised_quality")
-        target = estimates.get("target", "no target recorded")
-        words = f"version {version}: {target}, {promise_text(estimates)}"
-        out[int(version)] = (float(promised) if isinstance(promised, int | float) else None, words)
+        words = (
+            f"version {version}: {estimates.get('target', 'no target recorded')}, {promise_text(estimates)}"
+        )
+        out[int(version)] = _basis(estimates, words)
     return out
+
+
+def _basis(estimates: dict[str, Any], words: str) -> _Basis:
+    promised = estimates.get("promised_quality")
+    if _number(promised):
+        return _Basis(float(promised), "promise", float(promised), words)
+    held = _mapping(estimates.get("held_out"))
+    quality = _mapping(held.get("quality"))
+    low, value, prompts = quality.get("low"), quality.get("value"), held.get("prompts")
+    if _number(low) and _number(value) and _number(prompts) and prompts > 0:
+        return _Basis(
+            None, "calibration", float(low),
+            f"{words}; no promise recorded: checked against its calibration's held-out quality, "
+            f"{float(value):.3f} [{float(low):.3f}, {float(quality.get('high') or value):.3f}] on "
+            f"{int(prompts)} prompts (a drop: the intervals are disjoint)",
+        )  # fmt: skip
+    return _Basis(
+        None, "none", None,
+        f"{words}; no promise and no held-out measurement recorded: nothing to check against (no drop "
+        "can be flagged)",
+    )  # fmt: skip
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def lines(est: AuditEstimate) -> list[str]:
@@ -197,8 +248,13 @@ def lines(est: AuditEstimate) -> list[str]:
     for r in est.rows:
         version = "herd file" if r.version is None else f"policy version {r.version}"
         against = "right" if r.measure == "accuracy" else f"agree with {a.reference}"
-        promised = "" if r.promised is None else f"; promised {r.promised:.3f}"
-        flag = "  DROP: the promise lies above the interval" if r.drop else ""
+        promised = (
+            f"; promised {r.promised:.3f}" if r.promised is not None
+            else f"; calibration's held-out low {r.checked:.3f}" if r.checked is not None
+            else "; no promise to check against"
+        )  # fmt: skip
+        above = "the promise" if r.basis == "promise" else "the calibration's held-out interval"
+        flag = f"  DROP: {above} lies above the interval" if r.drop else ""
         out.append(
             f"  {version}: {r.measure} {r.estimate:.3f} [{r.low:.3f}, {r.high:.3f}] "
             f"({r.hits} of {r.prompts} {against}; {est.level:.0%} Clopper-Pearson){promised}{flag}"

@@ -12,7 +12,7 @@ import pytest
 import herd.policy.search as search_module
 from herd.policy.data import CalibrationData, ModelArrays
 from herd.policy.replay import replay
-from herd.policy.search import best_measures, search, sequences, thresholds_per_tier
+from herd.policy.search import best_measures, search, sequences, thresholds_per_tier, undominated_variants
 from herd.policy.spec import CalibrationMap, Measure, Policy, Tier, is_confidence
 from herd.policy.sweep import Inputs, candidate_thresholds, pareto_front, sweep
 from herd.policy.synthetic import synthetic
@@ -46,11 +46,13 @@ def _herd(seed: int, models: int, refined: bool) -> CalibrationData:
 
 
 def _exhaustive(
-    data: CalibrationData, route: list[str], order: str, n_thresholds: int, every: int, grid: int, budget: int
-) -> np.ndarray:
+    data: CalibrationData, route: list[str], order: str, n_thresholds: int, every: int, grid: int,
+    budget: int, prune: bool,
+) -> np.ndarray:  # fmt: skip
     """(cost, quality) of the front of every policy of the space, each replayed on its own."""
     inputs = Inputs.of(data, route, MEASURES, None, (False, True), None)
     informative = best_measures(inputs)
+    kept = undominated_variants(inputs) if prune else set(inputs.variants)
     models = sorted(route, key=lambda m: (data.plain[m].cost_usd.mean(), route.index(m)))
     models = models if order == "cost" else route
     points = []
@@ -60,7 +62,7 @@ def _exhaustive(
         for sequence in sequences(models, depth, order):
             per_tier = []
             for i, model in enumerate(sequence):
-                variants = [r for r in (False, True) if (model, r) in inputs.variants]
+                variants = [r for r in (False, True) if (model, r) in kept]
                 names = [None] if i == depth - 1 else MEASURES
                 per_tier.append(
                     [
@@ -103,10 +105,11 @@ CASES = (
 )
 
 
+@pytest.mark.parametrize("prune", [True, False])
 @pytest.mark.parametrize(("seed", "models", "refined", "order", "levels", "every", "grid", "budget"), CASES)
 def test_the_front_equals_an_exhaustive_enumeration(
     seed: int, models: int, refined: bool, order: str, levels: int, every: int, grid: int, budget: int,
-    monkeypatch: pytest.MonkeyPatch,
+    prune: bool, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     # Odd seeds merge after every family, so later families meet the front's table and binary search.
     monkeypatch.setattr(search_module, "_MERGE_AT", 1 if seed % 2 else 5_000)
@@ -121,8 +124,9 @@ def test_the_front_equals_an_exhaustive_enumeration(
         every_measure_to=every,
         grid_points=grid,
         depth_points=budget,
+        prune_refinement=prune,
     )
-    truth = _exhaustive(data, route, order, levels, every, grid, budget)
+    truth = _exhaustive(data, route, order, levels, every, grid, budget, prune)
     got = np.column_stack([found.cost_per_1k, found.quality])
     assert got.shape == truth.shape, (got, truth)
     np.testing.assert_allclose(got, truth, rtol=1e-12, atol=1e-12)
@@ -192,3 +196,27 @@ def test_p_correct_maps_are_carried_and_bad_arguments_refused() -> None:
         search(data, ["small"], order="random")
     with pytest.raises(ValueError, match="at least 1"):
         search(data, ["small"], n_thresholds=0)
+
+
+def test_a_refinement_another_variant_beats_alone_at_no_more_cost_leaves_the_space() -> None:
+    """Totals (cost, score) over 4 prompts: a (4, 1), a refined (12, 2), b (8, 3), b refined (16, 4),
+    c (8, 3) and c refined (8, 3), a tie with c: a refined is dominated by b; b refined is the best
+    alone; c refined ties c, refinement off, so it goes. Refinement-off variants always stay."""
+
+    def arrays(cost: float, right: int) -> ModelArrays:
+        score = np.array([1.0] * right + [0.0] * (4 - right))
+        return ModelArrays(score, np.full(4, cost / 4), np.ones(4, dtype=bool), {"first_token_margin": score})
+
+    plain = {"a": arrays(4, 1), "b": arrays(8, 3), "c": arrays(8, 3)}
+    refined = {"a": arrays(12, 2), "b": arrays(16, 4), "c": arrays(8, 3)}
+    data = CalibrationData("t", np.arange(4), plain, refined)
+    inputs = Inputs.of(data, data.models, MEASURES, None, (False, True), None)
+    assert undominated_variants(inputs) == {("a", False), ("b", False), ("c", False), ("b", True)}
+    pruned = search(data, data.models, MEASURES, 4, prune_refinement=True)
+    whole = search(data, data.models, MEASURES, 4, prune_refinement=False)
+    used = {(t.model, t.refine) for i in range(len(pruned)) for t in pruned.policy(i).tiers}
+    assert not used & {("a", True), ("c", True)}
+    assert whole.searched > pruned.searched
+    # By default the whole space is searched while it is small, and pruned past `prune_above` families.
+    assert search(data, data.models, MEASURES, 4).searched == whole.searched
+    assert search(data, data.models, MEASURES, 4, prune_above=10).searched == pruned.searched
