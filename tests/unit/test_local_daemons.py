@@ -1,5 +1,6 @@
 """The local herd's background processes (herd/local/localherd.py): a process that is starting is never
-taken for one that died, and one that ended is seen to have ended."""
+taken for one that died, one that ended is seen to have ended, and none is a child of the command
+that started it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import signal
 import sys
 from pathlib import Path
 
-from herd.local.daemons import wait_until
+import psutil
+import pytest
+
+from herd.local.daemons import ProcessError, wait_until
 from herd.local.localherd import Daemon
 
 
@@ -30,3 +34,26 @@ def test_a_process_that_ended_on_its_own_has_exited(tmp_path: Path) -> None:
     daemon = Daemon(tmp_path, "servers", "s", marker="--port 1")
     pid = daemon.start([sys.executable, "-c", "raise SystemExit(3)"])
     wait_until(lambda: daemon.exited(pid), "the finished process still counts as running", daemon.log)
+
+
+def test_a_daemon_is_nobodys_child_here_and_leads_its_own_session(tmp_path: Path) -> None:
+    # Not our child: nothing for this process to reap or wait for, however long either runs; and
+    # `stop`'s killpg(pid) reaches its whole group.
+    daemon = Daemon(tmp_path, "workers", "w", marker="time.sleep(60)")
+    pid = daemon.start([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert pid not in {child.pid for child in psutil.Process().children(recursive=True)}
+        assert os.getsid(pid) == pid and os.getpgid(pid) == pid
+        assert daemon.pid_file.read_text() == f"{pid}\n"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: daemon.exited(pid), "the killed process still counts as running", daemon.log)
+
+
+def test_a_command_that_cannot_start_is_one_error_naming_the_log(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path, "servers", "s", marker="--port 1")
+    with pytest.raises(ProcessError) as raised:
+        daemon.start([str(tmp_path / "no-such-program")])
+    assert str(raised.value) == f"could not start {tmp_path / 'no-such-program'}; see {daemon.log}"
+    assert "No such file or directory" in daemon.log.read_text()
+    assert not daemon.pid_file.exists()

@@ -65,4 +65,5 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
     stopped.wait()
     keeper.stop()
     server.shutdown()
+    server.server_close()
     pool.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from herd.local.daemons import ProcessError, alive, file_lock, read_int, remembered_port, wait_until
+from herd.local.daemons import ProcessError, alive, detach, file_lock, read_int, remembered_port, wait_until
 
 SERVER_START_TIMEOUT_S = 120.0
 WORKER_START_TIMEOUT_S = 60.0
@@ -99,16 +98,11 @@ class Daemon:
 
     def start(self, cmd: list[str], env: Mapping[str, str] | None = None) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as log:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=dict(env) if env is not None else None, start_new_session=True,
-                # Our own folder, never the user's: `python -m herd` puts the working directory
-                # first on sys.path, where a package of the same name would shadow Herd's.
-                cwd=self.dir,
-            )  # fmt: skip
-        self.pid_file.write_text(f"{proc.pid}\n")
-        return proc.pid
+        # Our own folder, never the user's: `python -m herd` puts the working directory first on
+        # sys.path, where a package of the same name would shadow Herd's.
+        pid = detach(cmd, self.log, cwd=self.dir, env=env)
+        self.pid_file.write_text(f"{pid}\n")
+        return pid
 
     def stop(self, timeout: float = 30.0) -> None:
         pid = self.pid()
