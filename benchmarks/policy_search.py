@@ -68,8 +68,14 @@ def child(kind: str, models: int, prompts: int, refined: bool, route_models: int
         front = np.column_stack([swept.cost_per_1k[index], swept.quality[index]])
         searched, tiers = len(swept), int(swept.n_tiers[index].max())
     seconds = time.perf_counter() - started
-    figures = {"seconds": seconds, "before_mb": before, "peak_mb": peak_mib(), "searched": searched,
-               "front": front.tolist(), "deepest": tiers}  # fmt: skip
+    figures = {
+        "seconds": seconds,
+        "before_mb": before,
+        "peak_mb": peak_mib(),
+        "searched": searched,
+        "front": front.tolist(),
+        "deepest": tiers,
+    }
     print(json.dumps(figures), flush=True)
 
 
@@ -88,8 +94,19 @@ def measure(
     label: str, kind: str, models: int, prompts: int, refined: bool, route: int, timeout: float
 ) -> Run:
     """One search in a child process; killed after `timeout` seconds (its peak memory read first)."""
-    argv = [sys.executable, "-m", "benchmarks.policy_search", "--child", kind, "--models", str(models),
-            "--prompts", str(prompts), "--route", str(route)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.policy_search",
+        "--child",
+        kind,
+        "--models",
+        str(models),
+        "--prompts",
+        str(prompts),
+        "--route",
+        str(route),
+    ]
     argv += ["--refined"] if refined else []
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)
     started = time.monotonic()
@@ -126,8 +143,15 @@ def row(r: Run, timeout: float) -> list[str]:
         return [r.label, f"killed at {timeout:.0f} s", "-", f">= {r.peak_mb:,.0f}", "-", "-", "-"]
     goal = "met" if r.seconds < GOAL_S and r.peak_mb < GOAL_MB else "MISSED"
     grew = r.peak_mb - r.before_mb
-    return [r.label, f"{r.seconds:.2f}", f"{r.searched:,}", f"{r.peak_mb:,.0f}", f"{grew:,.0f}",
-            f"{len(r.front):,} (deepest {r.deepest} tiers)", goal]  # fmt: skip
+    return [
+        r.label,
+        f"{r.seconds:.2f}",
+        f"{r.searched:,}",
+        f"{r.peak_mb:,.0f}",
+        f"{grew:,.0f}",
+        f"{len(r.front):,} (deepest {r.deepest} tiers)",
+        goal,
+    ]
 
 
 def guarantee_line(models: int, prompts: int) -> str:

@@ -14,9 +14,9 @@ from prometheus_client import generate_latest
 
 from herd.herdfile.model import load_herd
 from herd.jobs.audit import audit_job_name, audited
-from herd.ledger import policies
 from herd.observability.metrics import HerdCollector, registry_for
 from herd.reporting.audit import clopper_pearson
+from tests.support.cascade import record_guaranteed
 from tests.support.harness import herd_yaml, wait_for
 
 RATE = 0.5
@@ -61,11 +61,7 @@ def test_an_audited_job_shows_its_estimate_and_the_audit_flags_a_model_turned_ba
     script(double, small_right=True)
     herd = make_herd(herd_yaml(double) + f"audit: {{rate: {RATE}}}\n", HERD_POLICY_TTL_S="0")
     with psycopg.connect(herd.env["HERD_DATABASE_URL"]) as conn:
-        policies.record(
-            conn, "qa", POLICY, None,
-            {"target": "quality >= 0.9", "promised_quality": 0.9, "method": "guarantee", "guaranteed": True,
-             "confidence": 0.9, "bound": 0.02},
-        )  # fmt: skip
+        record_guaranteed(conn, POLICY, bound=0.02)
     for model in ("small", "large"):
         herd.start_worker(model)
 

@@ -111,9 +111,13 @@ _COST = "SELECT coalesce(sum(cost_usd), 0) FROM attempt_costs WHERE job_id = %s"
 
 
 def estimate(
-    conn: psycopg.Connection, job_id: int, job: str, tasks: Callable[[], Mapping[str, TaskConfig]],
-    level: float = LEVEL, costs: bool = True,
-) -> AuditEstimate | None:  # fmt: skip
+    conn: psycopg.Connection,
+    job_id: int,
+    job: str,
+    tasks: Callable[[], Mapping[str, TaskConfig]],
+    level: float = LEVEL,
+    costs: bool = True,
+) -> AuditEstimate | None:
     """The audit estimate of job `job_id` (named `job`), or None when it is not audited. `tasks()`
     gives the herd file's tasks (called only for an audited job: how to compare answers depends on
     the task's kind and labels); a task the file no longer has compares normalized text. `costs`:
@@ -157,9 +161,12 @@ def task_name(conn: psycopg.Connection, job_id: int) -> str:
 
 
 def _row(
-    task: TaskConfig, version: int | None, pairs: list[tuple[str | None, str, str]],
-    promise: tuple[float | None, str] | None, level: float,
-) -> AuditRow:  # fmt: skip
+    task: TaskConfig,
+    version: int | None,
+    pairs: list[tuple[str | None, str, str]],
+    promise: tuple[float | None, str] | None,
+    level: float,
+) -> AuditRow:
     with_reference = all(reference is not None for reference, _, _ in pairs)
     if with_reference:
         hits = sum(bool(correct(task, final, reference)) for reference, final, _ in pairs)
@@ -172,10 +179,18 @@ def _row(
     low, high = clopper_pearson(hits, n, level)
     promised, words = promise if promise is not None else (None, "the herd file (no calibration promise)")
     return AuditRow(
-        version=version, measure="accuracy" if with_reference else "agreement", prompts=n, hits=hits,
-        estimate=hits / n, low=low, high=high, reference_accuracy=reference_accuracy,
-        promised=promised, promise=words, drop=promised is not None and promised > high,
-    )  # fmt: skip
+        version=version,
+        measure="accuracy" if with_reference else "agreement",
+        prompts=n,
+        hits=hits,
+        estimate=hits / n,
+        low=low,
+        high=high,
+        reference_accuracy=reference_accuracy,
+        promised=promised,
+        promise=words,
+        drop=promised is not None and promised > high,
+    )
 
 
 def _promises(

@@ -153,24 +153,43 @@ def estimates(
         "bound": choice.bound,
         "test": choice.test or None,
         "candidates_tested": choice.tested,
-        "too_thin": None if thin is None else {
-            "policy": thin.policy.summary(), "cost_per_1k_usd": thin.cost_per_1k, "quality": thin.quality,
-            "prompts_needed": thin.prompts, "power": thin.power,
+        "too_thin": None
+        if thin is None
+        else {
+            "policy": thin.policy.summary(),
+            "cost_per_1k_usd": thin.cost_per_1k,
+            "quality": thin.quality,
+            "prompts_needed": thin.prompts,
+            "power": thin.power,
         },
-        "train": {"prompts": len(choice.train_rows), "quality": choice.train_quality,
-                  "cost_per_1k_usd": choice.train_cost_per_1k},
-        "held_out": {"prompts": len(choice.held_out_rows), "quality": iv(held.quality),
-                     "cost_per_1k_usd": iv(held.cost_per_1k),
-                     "escalation_rate": [iv(r) for r in held.escalation_rate]},
+        "train": {
+            "prompts": len(choice.train_rows),
+            "quality": choice.train_quality,
+            "cost_per_1k_usd": choice.train_cost_per_1k,
+        },
+        "held_out": {
+            "prompts": len(choice.held_out_rows),
+            "quality": iv(held.quality),
+            "cost_per_1k_usd": iv(held.cost_per_1k),
+            "escalation_rate": [iv(r) for r in held.escalation_rate],
+        },
         "meets_target_on_held_out": choice.meets_target_on_held_out,
         "message": choice.message,
-        "ece": [{"model": r.model, "refine": r.refine, "measure": r.measure, "before": r.ece_before,
-                 "after": r.ece_after} for r in choice.reliability],
+        "ece": [
+            {
+                "model": r.model,
+                "refine": r.refine,
+                "measure": r.measure,
+                "before": r.ece_before,
+                "after": r.ece_after,
+            }
+            for r in choice.reliability
+        ],
         "left_out_no_answer": {
             "prompts": loaded.unanswered if loaded is not None else sum(choice.left_out.values()),
             "per_model": loaded.non_answers if loaded is not None else choice.left_out,
         },
-    }  # fmt: skip
+    }
 
 
 def promised_quality(choice: Choice) -> float | None:
@@ -235,11 +254,23 @@ def plot_sweep(
     ax.scatter(points.cost_per_1k[front], points.quality[front], s=18, color="tab:red", zorder=3)
     for i in points.front()[:: max(1, len(front) // 6)]:
         label = points.policy(int(i)).summary()
-        ax.annotate(label, (points.cost_per_1k[i], points.quality[i]), fontsize=7, xytext=(5, -10),
-                    textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            label,
+            (points.cost_per_1k[i], points.quality[i]),
+            fontsize=7,
+            xytext=(5, -10),
+            textcoords="offset points",
+        )
     if current is not None:
-        ax.scatter([current[0]], [current[1]], marker="*", s=220, color="tab:blue", zorder=4,
-                   label=f"current: {current[2]}")  # fmt: skip
+        ax.scatter(
+            [current[0]],
+            [current[1]],
+            marker="*",
+            s=220,
+            color="tab:blue",
+            zorder=4,
+            label=f"current: {current[2]}",
+        )
     positive = points.cost_per_1k[points.cost_per_1k > 0]
     if positive.size and positive.max() / positive.min() >= 10:
         ax.set_xscale("log")

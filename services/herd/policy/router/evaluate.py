@@ -99,9 +99,13 @@ class Curve:
 
 
 def curve(
-    data: CalibrationData, models: Sequence[str], p_good: np.ndarray, route_cost: np.ndarray,
-    cut: float = 0.5, taus: np.ndarray | None = None,
-) -> Curve:  # fmt: skip
+    data: CalibrationData,
+    models: Sequence[str],
+    p_good: np.ndarray,
+    route_cost: np.ndarray,
+    cut: float = 0.5,
+    taus: np.ndarray | None = None,
+) -> Curve:
     """Sweep τ (default 0, 0.01, ..., 1) over predicted `p_good` (n, k); `route_cost` (k,) is the
     router's mean cost per model (the rule's order). O(t·n·k)."""
     taus = np.linspace(0.0, 1.0, 101) if taus is None else np.asarray(taus, dtype=float)
@@ -210,8 +214,16 @@ def evaluate(
         else (apgr(c.x, c.accuracy, weak_q, strong_q), cpt(c.x, c.accuracy, weak_q, strong_q, 0.5))
     )
     return RouterEval(
-        data.n, outcome(data, models, choice, cut), single,
-        outcome(data, models, oracle_choice(data, models, cut), cut), models[s], models[w],
-        pgr, cost, herd_figure(data, models, choice, cut, s), c,
-        {m: float((choice == j).mean()) for j, m in enumerate(models)}, reason,
-    )  # fmt: skip
+        data.n,
+        outcome(data, models, choice, cut),
+        single,
+        outcome(data, models, oracle_choice(data, models, cut), cut),
+        models[s],
+        models[w],
+        pgr,
+        cost,
+        herd_figure(data, models, choice, cut, s),
+        c,
+        {m: float((choice == j).mean()) for j, m in enumerate(models)},
+        reason,
+    )
