@@ -80,16 +80,16 @@ def test_flower_lists_the_queue_no_worker_consumes(make_herd, db, double, tmp_pa
         assert time.monotonic() < deadline, "the prompts never escalated"
         time.sleep(0.2)
     port = free_port()
-    log = (tmp_path / "flower.log").open("wb")
     env = {**herd.env, "FLOWER_UNAUTHENTICATED_API": "1"}  # only so the test can read the JSON API
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herd", "flower", f"--port={port}"],
-        env=env,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with (tmp_path / "flower.log").open("wb") as log:  # the child holds its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herd", "flower", f"--port={port}"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         queues: dict[str, int] = {}
         deadline = time.monotonic() + 60
