@@ -113,7 +113,10 @@ def test_an_audited_job_shows_its_estimate_and_the_audit_flags_a_model_turned_ba
         ["small", "large"],
         tasks=load_herd(herd.path).tasks,
     )
-    text = generate_latest(registry_for(collector)).decode()
+    try:
+        text = generate_latest(registry_for(collector)).decode()
+    finally:
+        collector.close()
     assert 'herd_audit_drop{task="qa"} 1.0' in text
     assert f'herd_audit_quality{{measure="agreement",task="qa"}} {len(first) / n!r}' in text
     assert 'herd_audit_promised_quality{task="qa"} 0.9' in text

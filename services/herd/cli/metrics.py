@@ -67,3 +67,5 @@ def metrics(ctx: click.Context, address: str, port: int, max_age_s: float, cost_
     stopped.wait()
     server.shutdown()
     thread.join(timeout=5)
+    server.server_close()
+    collector.close()

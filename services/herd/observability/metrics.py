@@ -346,6 +346,13 @@ class HerdCollector(Collector):
             self._conn = None
             return None
 
+    def close(self) -> None:
+        """Close the ledger connection kept from one scrape to the next; a later scrape opens another."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             started = time.monotonic()
