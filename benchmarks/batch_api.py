@@ -79,8 +79,12 @@ def write_inputs(work: Path, n: int) -> tuple[Path, Path]:
         for i in range(n):
             text = CONTENT.format(i=i)
             body = {"model": "herd", "max_tokens": 16, "messages": [{"role": "user", "content": text}]}
-            b.write(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions",
-                                "body": body}) + "\n")  # fmt: skip
+            b.write(
+                json.dumps(
+                    {"custom_id": f"r{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+                )
+                + "\n"
+            )
             d.write(json.dumps({"id": f"r{i}", "text": text}) + "\n")
     return batch, docs
 
@@ -106,8 +110,9 @@ def wait_job(url: str, job: str, n: int, timeout: float) -> None:
 
 
 def herd_cli(env: dict[str, str], work: Path, *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "herd", *args], env=env, cwd=work, capture_output=True,
-                          text=True, timeout=3600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "herd", *args], env=env, cwd=work, capture_output=True, text=True, timeout=3600
+    )
     if done.returncode != 0:
         raise RuntimeError(f"herd {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
@@ -121,8 +126,9 @@ def run_api(procs: Procs, env: dict[str, str], work: Path, batch: Path, n: int) 
         started = time.perf_counter()
         with batch.open("rb") as handle:
             upload = client.files.create(file=handle, purpose="batch")
-        created = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                        completion_window="24h")  # fmt: skip
+        created = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
         done = wait_batch(client, created.id, timeout=max(600.0, n / 20))
         if done.status != "completed" or done.output_file_id is None:
             raise RuntimeError(f"batch ended {done.status}: {done}")
@@ -215,10 +221,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary(runs: list[Run], sizes: list[int]) -> str:
     rows = [
-        [r.path, f"{r.size:,}", f"{r.wall_s:.1f}", f"{r.rate:.0f}",
-         f"{r.server_peak_mib:.0f}" if r.server_peak_mib is not None else "-"]
+        [
+            r.path,
+            f"{r.size:,}",
+            f"{r.wall_s:.1f}",
+            f"{r.rate:.0f}",
+            f"{r.server_peak_mib:.0f}" if r.server_peak_mib is not None else "-",
+        ]
         for r in runs
-    ]  # fmt: skip
+    ]
     lines = ["", table(["path", "requests", "wall s", "requests/s", "server peak MiB"], rows)]
     by = {(r.path, r.size): r for r in runs}
     for n in sizes:

@@ -66,11 +66,13 @@ def commands(herd: many_models.Herd) -> list[tuple[str, list[str]]]:
     return [
         ("replay --sweep", ["replay", "cal", "--task", "qa", "--sweep", "--scorer-cut", "0.5"]),
         ("replay --policy (herd file)", ["replay", "cal", "--task", "qa", "--scorer-cut", "0.5"]),
-        (f"calibrate --match {best} --at 0.98",
-         ["calibrate", "cal", "--task", "qa", "--match", best, "--at", "0.98", "--no-activate"]),
+        (
+            f"calibrate --match {best} --at 0.98",
+            ["calibrate", "cal", "--task", "qa", "--match", best, "--at", "0.98", "--no-activate"],
+        ),
         ("router eval", ["router", "eval", "--task", "qa"]),
         ("report live", ["report", "live"]),
-    ]  # fmt: skip
+    ]
 
 
 def herd_argv(args: Sequence[str]) -> list[str]:
@@ -155,8 +157,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--analyze", action="store_true", help="ANALYZE the ledger after loading it")
     p.add_argument("--skip-old-view", action="store_true", help="skip the runs under 0009's attempt_costs")
-    p.add_argument("--timeout", type=float, default=120.0,
-                   help="seconds before a command under 0009's view is killed (others: 10x)")  # fmt: skip
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds before a command under 0009's view is killed (others: 10x)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the work folder (herd files, command output)")
     baseline.add_argument(p)
     return p

@@ -96,8 +96,19 @@ def measure(
     prune: bool | None = None,
 ) -> Run:  # fmt: skip
     """One search in a child process; killed after `timeout` seconds (its peak memory read first)."""
-    argv = [sys.executable, "-m", "benchmarks.policy_search", "--child", kind, "--models", str(models),
-            "--prompts", str(prompts), "--route", str(route)]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "benchmarks.policy_search",
+        "--child",
+        kind,
+        "--models",
+        str(models),
+        "--prompts",
+        str(prompts),
+        "--route",
+        str(route),
+    ]
     argv += ["--refined"] if refined else []
     argv += {None: [], True: ["--prune"], False: ["--no-prune"]}[prune]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)

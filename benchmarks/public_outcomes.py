@@ -91,9 +91,15 @@ def targets(best: str, at: float, min_quality: float) -> list[tuple[str, Target]
 
 
 def one_split(
-    outcomes: Outcomes, seed: int, n_cal: int, judge_error: float, at: float, min_quality: float,
-    confidence: float, output_tokens: int,
-) -> Split:  # fmt: skip
+    outcomes: Outcomes,
+    seed: int,
+    n_cal: int,
+    judge_error: float,
+    at: float,
+    min_quality: float,
+    confidence: float,
+    output_tokens: int,
+) -> Split:
     """Choose on `n_cal` seeded calibration prompts, replay on the rest."""
     start = time.perf_counter()
     conf = judge(outcomes.scores, judge_error, seed)
@@ -115,9 +121,13 @@ def one_split(
                 Row(label, method, policy.summary(), guaranteed, floor, result.quality, result.cost_per_1k)
             )
     return Split(
-        seed, best, {m: (r.quality, r.cost_per_1k) for m, r in alone.items()},
-        oracle(outcomes.take(held), output_tokens), rows, time.perf_counter() - start,
-    )  # fmt: skip
+        seed,
+        best,
+        {m: (r.quality, r.cost_per_1k) for m, r in alone.items()},
+        oracle(outcomes.take(held), output_tokens),
+        rows,
+        time.perf_counter() - start,
+    )
 
 
 def _choose(
@@ -127,9 +137,16 @@ def _choose(
     as a user would run it (marked not guaranteed)."""
     try:
         choice = choose(
-            data, models, target, measures=MEASURES, method=method, confidence=confidence, seed=seed,
-            n_resamples=200, advise=False,
-        )  # fmt: skip
+            data,
+            models,
+            target,
+            measures=MEASURES,
+            method=method,
+            confidence=confidence,
+            seed=seed,
+            n_resamples=200,
+            advise=False,
+        )
     except UnreachableTargetError:
         results = {m: replay(data, Policy.single(data.task, m)) for m in models}
         return Policy.single(data.task, max(models, key=lambda m: results[m].quality)), False
@@ -179,15 +196,22 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.public_outcomes", description=(__doc__ or "").split("\n\n")[0]
     )
-    p.add_argument("--data", help="a clone of ulab-uiuc/LLMRouter or a folder with its JSON files "
-                   "(default $HERD_BENCH_DATA); `sample`: the checked-in 300-prompt sample")  # fmt: skip
+    p.add_argument(
+        "--data",
+        help="a clone of ulab-uiuc/LLMRouter or a folder with its JSON files "
+        "(default $HERD_BENCH_DATA); `sample`: the checked-in 300-prompt sample",
+    )
     p.add_argument("--calibration", type=int, default=285, help="calibration prompts per split (default 285)")
     p.add_argument("--seeds", type=int, default=5, help="seeded splits (default 5)")
     p.add_argument("--confidence", type=float, default=0.9, help="the guarantee's confidence (default 0.9)")
     p.add_argument("--at", type=float, default=0.98, help="match the best model at this share (default 0.98)")
     p.add_argument("--min-quality", type=float, default=0.55, help="a quality floor (default 0.55)")
-    p.add_argument("--judge-error", type=float, action="append",
-                   help="the proxy judge's error rate; repeat for several (default 0.2 and 0.5)")  # fmt: skip
+    p.add_argument(
+        "--judge-error",
+        type=float,
+        action="append",
+        help="the proxy judge's error rate; repeat for several (default 0.2 and 0.5)",
+    )
     p.add_argument(
         "--output-tokens", type=int, default=OUTPUT_TOKENS, help="the cost proxy's tokens per answer"
     )
@@ -213,10 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     for judge_error in errors:
         try:
             splits = [
-                one_split(outcomes, seed, args.calibration, judge_error, args.at, args.min_quality,
-                          args.confidence, args.output_tokens)
+                one_split(
+                    outcomes,
+                    seed,
+                    args.calibration,
+                    judge_error,
+                    args.at,
+                    args.min_quality,
+                    args.confidence,
+                    args.output_tokens,
+                )
                 for seed in range(args.seeds)
-            ]  # fmt: skip
+            ]
         except UserError as e:  # a bad --judge-error, --confidence or --at, said by name
             p.exit(2, f"{p.prog}: {e}\n")
         print("\n".join(report(splits, outcomes, args.calibration, judge_error, args.confidence)), flush=True)

@@ -30,10 +30,28 @@ SCORER = "exact"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 TOPICS = 12
 _COLUMNS = (
-    "prompt_id", "model", "stage", "round", "status", "answer", "prompt_tokens", "generated_tokens",
-    "first_token_margin", "mean_entropy", "max_entropy", "mean_nll", "escalated", "endpoint", "latency_s",
-    "busy_s", "gpu_count", "usd_per_gpu_hour", "started_at", "finished_at", "finish_reason",
-)  # fmt: skip
+    "prompt_id",
+    "model",
+    "stage",
+    "round",
+    "status",
+    "answer",
+    "prompt_tokens",
+    "generated_tokens",
+    "first_token_margin",
+    "mean_entropy",
+    "max_entropy",
+    "mean_nll",
+    "escalated",
+    "endpoint",
+    "latency_s",
+    "busy_s",
+    "gpu_count",
+    "usd_per_gpu_hour",
+    "started_at",
+    "finished_at",
+    "finish_reason",
+)
 
 
 @dataclass(frozen=True)
@@ -122,9 +140,13 @@ def _job(conn: psycopg.Connection, name: str, kind: str, texts: list[str]) -> li
 
 
 def _attempts(
-    conn: psycopg.Connection, herd: Herd, o: Outcomes, ids: list[int], steps: list[tuple[int, int, bool]],
+    conn: psycopg.Connection,
+    herd: Herd,
+    o: Outcomes,
+    ids: list[int],
+    steps: list[tuple[int, int, bool]],
     clock: dict[int, datetime],
-) -> None:  # fmt: skip
+) -> None:
     """COPY one answer attempt per (row, model, escalated); each endpoint serves them one after another."""
     with conn.cursor().copy(f"COPY attempts ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
         for row, j, escalated in steps:
@@ -133,12 +155,31 @@ def _attempts(
             finished = started + timedelta(seconds=busy)
             clock[j] = finished
             answer = f"r{row}" if o.correct[row, j] else f"wrong by {herd.names[j]}"
-            copy.write_row((
-                ids[row], herd.names[j], "answer", 0, "ok", answer, 120, 16,
-                float(o.margin[row, j]), float(o.mean_entropy[row, j]), float(o.max_entropy[row, j]),
-                float(o.mean_nll[row, j]), escalated, f"http://127.0.0.1:9/m/{herd.names[j]}", busy + 0.02,
-                busy, int(herd.gpus[j]), float(herd.usd_per_gpu_hour[j]), started, finished, "stop",
-            ))  # fmt: skip
+            copy.write_row(
+                (
+                    ids[row],
+                    herd.names[j],
+                    "answer",
+                    0,
+                    "ok",
+                    answer,
+                    120,
+                    16,
+                    float(o.margin[row, j]),
+                    float(o.mean_entropy[row, j]),
+                    float(o.max_entropy[row, j]),
+                    float(o.mean_nll[row, j]),
+                    escalated,
+                    f"http://127.0.0.1:9/m/{herd.names[j]}",
+                    busy + 0.02,
+                    busy,
+                    int(herd.gpus[j]),
+                    float(herd.usd_per_gpu_hour[j]),
+                    started,
+                    finished,
+                    "stop",
+                )
+            )
 
 
 def load(conn: psycopg.Connection, herd: Herd, n: int, *, seed: int = 0) -> tuple[str, str]:

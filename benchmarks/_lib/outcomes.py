@@ -173,9 +173,12 @@ def load(path: str | None = None) -> Outcomes:
     if models is None or len(models) < 2 or not rows:
         raise OutcomeDataError(f"{folder}: needs prompts answered by at least 2 models; {HOW_TO_GET}")
     return Outcomes(
-        models, np.array(rows), np.array(chars, dtype=float), _prices(prices, models),
+        models,
+        np.array(rows),
+        np.array(chars, dtype=float),
+        _prices(prices, models),
         ", ".join(str(p) for p in parts),
-    )  # fmt: skip
+    )
 
 
 def judge(scores: np.ndarray, judge_error: float, seed: int) -> np.ndarray:

@@ -14,9 +14,9 @@ from prometheus_client import generate_latest
 
 from herd.herdfile.model import load_herd
 from herd.observability.metrics import HerdCollector, registry_for
-from herd.policy import versions as policies
 from herd.quality.audit import audit_job_name, audited
 from herd.reporting.audit import clopper_pearson
+from tests.support.cascade import record_guaranteed
 from tests.support.harness import herd_yaml, wait_for
 
 RATE = 0.5
@@ -61,11 +61,7 @@ def test_an_audited_job_shows_its_estimate_and_the_audit_flags_a_model_turned_ba
     script(double, small_right=True)
     herd = make_herd(herd_yaml(double) + f"audit: {{rate: {RATE}}}\n", HERD_POLICY_TTL_S="0")
     with psycopg.connect(herd.env["HERD_DATABASE_URL"]) as conn:
-        policies.record(
-            conn, "qa", POLICY, None,
-            {"target": "quality >= 0.9", "promised_quality": 0.9, "method": "guarantee", "guaranteed": True,
-             "confidence": 0.9, "bound": 0.02},
-        )  # fmt: skip
+        record_guaranteed(conn, POLICY, bound=0.02)
     for model in ("small", "large"):
         herd.start_worker(model)
 
@@ -117,7 +113,10 @@ def test_an_audited_job_shows_its_estimate_and_the_audit_flags_a_model_turned_ba
         ["small", "large"],
         tasks=load_herd(herd.path).tasks,
     )
-    text = generate_latest(registry_for(collector)).decode()
+    try:
+        text = generate_latest(registry_for(collector)).decode()
+    finally:
+        collector.close()
     assert 'herd_audit_drop{task="qa"} 1.0' in text
     assert f'herd_audit_quality{{measure="agreement",task="qa"}} {len(first) / n!r}' in text
     assert 'herd_audit_promised_quality{task="qa"} 0.9' in text

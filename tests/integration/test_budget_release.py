@@ -72,10 +72,11 @@ def test_the_budget_holds_when_the_first_escalations_are_the_cheapest(
         ).fetchone()[0]
     )
     escalated = {
-        key for (key,) in db.execute(
+        key
+        for (key,) in db.execute(
             "SELECT p.doc_key FROM prompts p JOIN finals f ON f.prompt_id = p.id WHERE f.model = 'large'"
         ).fetchall()
-    }  # fmt: skip
+    }
     kept = db.execute("SELECT count(*) FROM prompts WHERE note = 'budget'").fetchone()[0]
     print(
         f"spent {spent:.3f} of {BUDGET} USD; one escalation at most {one:.3f}; to large: {sorted(escalated)}"

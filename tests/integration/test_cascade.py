@@ -185,10 +185,12 @@ def test_retryable_errors_retry_then_succeed_or_fail(make_herd, db, double, tmp_
         "nolog": ("error", 0),
     }
     # A call the server answered with an error held the endpoint: it is charged like any other.
-    charged = dict(db.execute(
-        """SELECT p.doc_key, a.endpoint IS NOT NULL AND a.busy_s > 0
+    charged = dict(
+        db.execute(
+            """SELECT p.doc_key, a.endpoint IS NOT NULL AND a.busy_s > 0
            FROM attempts a JOIN prompts p ON p.id = a.prompt_id"""
-    ).fetchall())  # fmt: skip
+        ).fetchall()
+    )
     assert charged["invalid"] and charged["nolog"] and charged["flaky"]
     calls = [c["prompt"] for c in double.calls() if c["model"] == "small"]
     assert sum("flaky" in p for p in calls) == 3  # two errors, then the answer

@@ -147,9 +147,13 @@ def _compose_worker_healthcheck(command: ContainerCommand, env: dict[str, str], 
     assert kind == "CMD-SHELL"
     health_env = {**env, **{k: str(v) for k, v in service["environment"].items() if k == "WORKER_MODEL"}}
     done = subprocess.run(
-        ["sh", "-c", script.replace("$$", "$")], env=health_env, cwd=tmp_path, capture_output=True, text=True,
+        ["sh", "-c", script.replace("$$", "$")],
+        env=health_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         timeout=60,
-    )  # fmt: skip
+    )
     assert done.returncode == 0, f"healthcheck of {command.name} failed:\n{done.stdout}\n{done.stderr}"
 
 

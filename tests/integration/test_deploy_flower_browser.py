@@ -38,8 +38,13 @@ def chrome(tmp_path: Path) -> Any:
 
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
-                f"--user-data-dir={tmp_path / 'chromium-profile'}"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
         options.add_argument(arg)
     # Both paths given: Selenium Manager has nothing to look up or download.
     return webdriver.Chrome(options=options, service=Service(executable_path=driver))
@@ -48,8 +53,14 @@ def chrome(tmp_path: Path) -> Any:
 def test_flower_in_chromium_requires_the_login_and_shows_the_queues(make_herd, db, double, tmp_path) -> None:
     herd = make_herd()
     # No worker for any model: five messages wait in herd.small, the other queues are empty.
-    herd.cli("submit", str(jsonl(tmp_path / "d.jsonl", [{"id": i, "text": f"q {i}"} for i in range(5)])),
-             "--job", "flower", "--task", "qa")  # fmt: skip
+    herd.cli(
+        "submit",
+        str(jsonl(tmp_path / "d.jsonl", [{"id": i, "text": f"q {i}"} for i in range(5)])),
+        "--job",
+        "flower",
+        "--task",
+        "qa",
+    )
     service = compose()["services"]["flower"]
     assert service["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
     cmd, port = native_argv(tuple(service["command"]), tmp_path)

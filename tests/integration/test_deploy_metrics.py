@@ -112,8 +112,14 @@ def test_queue_length_and_oldest_age_while_no_worker_drains(make_herd, db, doubl
     """A backlog at a model without workers: its Redis queue length and its oldest prompt's age."""
     double.script([], default={"text": "fine", "first": CONFIDENT})
     herd = make_herd()
-    herd.cli("submit", str(jsonl(tmp_path / "d.jsonl", [{"id": i, "text": f"q {i}"} for i in range(5)])),
-             "--job", "backlog", "--task", "qa")  # fmt: skip
+    herd.cli(
+        "submit",
+        str(jsonl(tmp_path / "d.jsonl", [{"id": i, "text": f"q {i}"} for i in range(5)])),
+        "--job",
+        "backlog",
+        "--task",
+        "qa",
+    )
     cmd, port = native_argv(tuple(compose()["services"]["metrics"]["command"]), tmp_path)
     log = tmp_path / "metrics.log"
     proc = herd.procs.start(cmd, env=herd.env, log=log)

@@ -207,8 +207,10 @@ def test_chunk_policy_summarizes_chunks_then_their_summaries(make_herd, db, doub
     ).fetchall()
     assert 14 <= len(chunks) <= 24
     assert [c[0] for c in chunks] == list(range(len(chunks)))
-    assert all(state == "done" and attempts == 1 and tokens <= SMALL_CONTEXT - 64 and busy
-               for _, state, attempts, tokens, busy in chunks)  # fmt: skip
+    assert all(
+        state == "done" and attempts == 1 and tokens <= SMALL_CONTEXT - 64 and busy
+        for _, state, attempts, tokens, busy in chunks
+    )
     combine = db.execute(
         "SELECT stage, answer, prompt_tokens, busy_s > 0 FROM attempts WHERE prompt_id = %s", (parent,)
     ).fetchall()
@@ -252,8 +254,10 @@ def test_classify_chunks_vote_by_confidence(make_herd, db, double, tmp_path) -> 
         "SELECT answer, escalated, first_token_margin, busy_s FROM attempts WHERE stage = 'combine'"
     ).fetchone()
     assert combine[:2] == ("report", False) and combine[2] > 0.9 and combine[3] == 0
-    assert db.execute("SELECT f.model, f.answer FROM finals f JOIN prompts p ON p.id = f.prompt_id "
-                      "WHERE p.parent_id IS NULL").fetchone() == ("small", "report")  # fmt: skip
+    assert db.execute(
+        "SELECT f.model, f.answer FROM finals f JOIN prompts p ON p.id = f.prompt_id "
+        "WHERE p.parent_id IS NULL"
+    ).fetchone() == ("small", "report")
 
 
 def test_an_unsure_chunk_escalates_the_document_to_a_model_that_takes_it_whole(
@@ -284,10 +288,13 @@ def test_an_unsure_chunk_escalates_the_document_to_a_model_that_takes_it_whole(
         ("large", "answer", False, Decimal("0.92")),
     ]
     assert steps[1][4] > 20_000  # the whole document, not chunks
-    assert db.execute("SELECT count(*) FROM prompts WHERE model = 'large' AND parent_id IS NOT NULL"
-                      ).fetchone() == (0,)  # fmt: skip
-    assert db.execute("SELECT f.model, f.answer FROM finals f JOIN prompts p ON p.id = f.prompt_id "
-                      "WHERE p.parent_id IS NULL").fetchone() == ("large", "large summary")  # fmt: skip
+    assert db.execute(
+        "SELECT count(*) FROM prompts WHERE model = 'large' AND parent_id IS NOT NULL"
+    ).fetchone() == (0,)
+    assert db.execute(
+        "SELECT f.model, f.answer FROM finals f JOIN prompts p ON p.id = f.prompt_id "
+        "WHERE p.parent_id IS NULL"
+    ).fetchone() == ("large", "large summary")
 
 
 def test_worker_killed_mid_way_through_a_chunked_document_ends_it_exactly_once(

@@ -43,12 +43,20 @@ def script(double) -> None:  # type: ignore[no-untyped-def]
     rules = []
     for i, key in enumerate(KEYS):
         rules += [
-            {"model": "small", "match": key, "text": key if i >= 8 else "small wrong",
-             "first": first(0.05 * i)},
-            {"model": "medium", "match": key, "text": key if i % 2 else "medium wrong",
-             "first": first(0.8 if i % 2 else 0.2)},
+            {
+                "model": "small",
+                "match": key,
+                "text": key if i >= 8 else "small wrong",
+                "first": first(0.05 * i),
+            },
+            {
+                "model": "medium",
+                "match": key,
+                "text": key if i % 2 else "medium wrong",
+                "first": first(0.8 if i % 2 else 0.2),
+            },
             {"model": "large", "match": key, "text": key, "first": first(0.6)},
-        ]  # fmt: skip
+        ]
     double.script(rules)
 
 
@@ -92,12 +100,13 @@ def test_replay_equals_live_through_real_workers(make_herd, db, double, tmp_path
            JOIN jobs j ON j.id = p.job_id AND j.name = 'live' JOIN finals f ON f.prompt_id = p.id"""
     ):
         escalated = {
-            m for (m,) in db.execute(
+            m
+            for (m,) in db.execute(
                 """SELECT a.model FROM attempts a JOIN prompts p ON p.id = a.prompt_id
                    JOIN jobs j ON j.id = p.job_id AND j.name = 'live' WHERE p.doc_key = %s AND a.escalated""",
                 (key,),
             )
-        }  # fmt: skip
+        }
         live[key] = (model, answer, escalated)
         assert version == 1
     assert live == expected

@@ -32,8 +32,12 @@ def test_refinement_rounds_are_stored_then_the_refined_answer_decides(make_herd,
     )
     herd = make_herd(text)
     docs = tmp_path / "r.jsonl"
-    docs.write_text(json.dumps({"id": "gold", "text": "What is gold?"}) + "\n"
-                    + json.dumps({"id": "peru", "text": "What is the capital of Peru"}) + "\n")  # fmt: skip
+    docs.write_text(
+        json.dumps({"id": "gold", "text": "What is gold?"})
+        + "\n"
+        + json.dumps({"id": "peru", "text": "What is the capital of Peru"})
+        + "\n"
+    )
     herd.start_worker("small")
     herd.start_worker("medium")
     herd.cli("submit", str(docs), "--job", "ref", "--task", "qa")
@@ -61,8 +65,10 @@ def test_refinement_rounds_are_stored_then_the_refined_answer_decides(make_herd,
     ]
     # Every critique and refinement is charged to its prompt at the model's price.
     assert all(busy and count == 1 for *_, busy, count, _ in steps)
-    finals = dict(db.execute(
-        """SELECT p.doc_key, a.stage || ':' || a.round || ':' || f.answer
+    finals = dict(
+        db.execute(
+            """SELECT p.doc_key, a.stage || ':' || a.round || ':' || f.answer
            FROM finals f JOIN prompts p ON p.id = f.prompt_id JOIN attempts a ON a.id = f.attempt_id"""
-    ).fetchall())  # fmt: skip
+        ).fetchall()
+    )
     assert finals == {"gold": "refine:1:better answer", "peru": "answer:0:Lima"}

@@ -67,19 +67,29 @@ def test_flower_lists_the_queue_no_worker_consumes(make_herd, db, double, tmp_pa
     )
     herd = make_herd()
     herd.start_worker("small")  # medium's workers are all down: its backlog is what matters
-    herd.cli("submit", str(jsonl(tmp_path / "f.jsonl", [{"id": i, "text": f"q {i}"} for i in range(4)])),
-             "--job", "f", "--task", "qa")  # fmt: skip
+    herd.cli(
+        "submit",
+        str(jsonl(tmp_path / "f.jsonl", [{"id": i, "text": f"q {i}"} for i in range(4)])),
+        "--job",
+        "f",
+        "--task",
+        "qa",
+    )
     deadline = time.monotonic() + 30
     while db.execute("SELECT count(*) FROM prompts WHERE model = 'medium'").fetchone() != (4,):
         assert time.monotonic() < deadline, "the prompts never escalated"
         time.sleep(0.2)
     port = free_port()
-    log = (tmp_path / "flower.log").open("wb")
     env = {**herd.env, "FLOWER_UNAUTHENTICATED_API": "1"}  # only so the test can read the JSON API
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "herd", "flower", f"--port={port}"],
-        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    with (tmp_path / "flower.log").open("wb") as log:  # the child holds its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "herd", "flower", f"--port={port}"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         queues: dict[str, int] = {}
         deadline = time.monotonic() + 60

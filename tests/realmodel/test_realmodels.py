@@ -136,17 +136,29 @@ def test_real_herd_answers_an_openai_batch(make_herd, db, services, model_urls, 
 
     def run(model: str, questions: list[str]) -> list[ChatCompletion]:
         lines = [
-            {"custom_id": f"{model}-{i}", "method": "POST", "url": "/v1/chat/completions",
-             "body": {"model": model, "max_tokens": 8, "logprobs": True, "top_logprobs": 2,
-                      "messages": [{"role": "system", "content": "Answer with one word."},
-                                   {"role": "user", "content": f"What is the capital of {q}?"}]}}
+            {
+                "custom_id": f"{model}-{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {
+                    "model": model,
+                    "max_tokens": 8,
+                    "logprobs": True,
+                    "top_logprobs": 2,
+                    "messages": [
+                        {"role": "system", "content": "Answer with one word."},
+                        {"role": "user", "content": f"What is the capital of {q}?"},
+                    ],
+                },
+            }
             for i, q in enumerate(questions)
-        ]  # fmt: skip
+        ]
         path = tmp_path / f"{model}.jsonl"
         path.write_text("".join(json.dumps(line) + "\n" for line in lines))
         upload = client.files.create(file=path.open("rb"), purpose="batch")
-        batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                      completion_window="24h")  # fmt: skip
+        batch = client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
         done = wait_batch(client, batch.id, timeout=900)
         failures = client.files.content(done.error_file_id).text if done.error_file_id else ""
         assert done.status == "completed" and not failures, failures[:3000]

@@ -18,6 +18,7 @@ from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.jobs.documents import Record
 from herd.jobs.submit import submit
+from herd.policy import versions as policies
 from herd.policy.active import ActivePolicies
 from herd.quality.scoring import score_job
 from herd.vocabulary import Dispatch, StepKey
@@ -48,6 +49,20 @@ Script = Mapping[str, Mapping[str, tuple[str, float]]]  # model -> prompt key ->
 # starting with CUT_OFF comes back cut off at max_new_tokens (finish_reason "length").
 HTTP_500 = "!HTTP 500"
 CUT_OFF = "!cut off:"
+
+
+def record_guaranteed(conn: psycopg.Connection, policy: str, *, bound: float) -> int:
+    """Record and activate `policy` (herd-file text) for task qa as `herd calibrate --method guarantee`
+    does for `quality >= 0.9` at confidence 0.9, guaranteed with the given `bound`; its version id."""
+    estimates = {
+        "target": "quality >= 0.9",
+        "promised_quality": 0.9,
+        "method": "guarantee",
+        "guaranteed": True,
+        "confidence": 0.9,
+        "bound": bound,
+    }
+    return policies.record(conn, "qa", policy, None, estimates)
 
 
 def load(tmp_path: Path, refine: str = "") -> HerdConfig:
@@ -92,9 +107,15 @@ def pipeline(url: str, herd: HerdConfig, script: Script) -> Pipeline:
 
 
 def run_job(
-    url: str, herd: HerdConfig, script: Script, job: str, references: Mapping[str, str], *,
-    kind: str = "live", budget_usd: Decimal | None = None,
-) -> None:  # fmt: skip
+    url: str,
+    herd: HerdConfig,
+    script: Script,
+    job: str,
+    references: Mapping[str, str],
+    *,
+    kind: str = "live",
+    budget_usd: Decimal | None = None,
+) -> None:
     """Submit one record per reference key (text 'question qNN') and run it to the end in process."""
     records = [
         Record(key, f"question {key}", ref, {}, f"t:{i}") for i, (key, ref) in enumerate(references.items())

@@ -34,9 +34,18 @@ KEDA_SCHEMAS = {
 KUBERNETES_VERSION = "1.29"
 
 KUSTOMIZATION_KEYS = frozenset(
-    {"apiVersion", "kind", "resources", "namespace", "images", "labels", "patches", "secretGenerator",
-     "generatorOptions"}
-)  # fmt: skip
+    {
+        "apiVersion",
+        "kind",
+        "resources",
+        "namespace",
+        "images",
+        "labels",
+        "patches",
+        "secretGenerator",
+        "generatorOptions",
+    }
+)
 
 
 class KustomizeError(ValueError):
@@ -106,17 +115,23 @@ def build(directory: Path, *, env_files: dict[str, Path] | None = None) -> list[
             path = (env_files or {}).get(env, directory / env)
             data.update(_env_file(path))
         resources.append(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": gen["name"]},
-             "type": gen.get("type", "Opaque"), "stringData": data}
-        )  # fmt: skip
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": gen["name"]},
+                "type": gen.get("type", "Opaque"),
+                "stringData": data,
+            }
+        )
     for patch in spec.get("patches", []):
         if set(patch) != {"path"}:
             raise KustomizeError(f"{directory}: only `patches: - path:` (strategic merge) is rendered")
         for doc in load_documents(directory / patch["path"]):
             matches = [
-                i for i, r in enumerate(resources)
+                i
+                for i, r in enumerate(resources)
                 if r["kind"] == doc["kind"] and r["metadata"]["name"] == doc["metadata"]["name"]
-            ]  # fmt: skip
+            ]
             if len(matches) != 1:
                 raise KustomizeError(f"{patch['path']}: patches {len(matches)} resources")
             resources[matches[0]] = _merge(resources[matches[0]], doc)
@@ -179,8 +194,10 @@ def compose_check() -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).parent / "check-jsonschema"
     return subprocess.run(
         [str(exe), "--schemafile", str(COMPOSE_SCHEMA), str(COMPOSE_FILE)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def main() -> int:

@@ -318,9 +318,14 @@ class _Core:
             return [dict(c) for c in self._calls], self._total
 
     def _record(
-        self, model: str, protocol: str, prompt: str, status: int, auth: str | None,
+        self,
+        model: str,
+        protocol: str,
+        prompt: str,
+        status: int,
+        auth: str | None,
         params: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         # Caller holds the lock. Logged on arrival, so in-flight (delayed) calls are already visible.
         self._calls.append(
             {

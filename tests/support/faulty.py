@@ -145,9 +145,14 @@ class _FaultyCore(_Core):
                 self._log = None
 
     def _record(
-        self, model: str, protocol: str, prompt: str, status: int, auth: str | None,
+        self,
+        model: str,
+        protocol: str,
+        prompt: str,
+        status: int,
+        auth: str | None,
         params: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         # Caller holds the lock. Skipped when serve() already logged this call on arrival.
         if getattr(self._local, "skip", False):
             return

@@ -22,7 +22,7 @@ from herd.policy import versions as policies
 from herd.quality.audit import Audit, audit_job_name, audited, check_rate, resolve
 from herd.quality.scorers import agree
 from herd.reporting.audit import clopper_pearson, estimate, lines
-from tests.support.cascade import CUT_OFF, HERD, HTTP_500, connector, drive, load, pipeline
+from tests.support.cascade import CUT_OFF, HERD, HTTP_500, connector, drive, load, pipeline, record_guaranteed
 from tests.support.harness import Services
 from tests.unit.test_policy_live import cli, p_of
 
@@ -158,8 +158,16 @@ def script(small_right: set[str]) -> dict[str, dict[str, tuple[str, float]]]:
     }
 
 
-def run(url: str, tmp_path: Path, job: str, keys: list[str], s: dict[str, dict[str, tuple[str, float]]],
-        *, references: bool, audit: Audit | None) -> int:  # fmt: skip
+def run(
+    url: str,
+    tmp_path: Path,
+    job: str,
+    keys: list[str],
+    s: dict[str, dict[str, tuple[str, float]]],
+    *,
+    references: bool,
+    audit: Audit | None,
+) -> int:
     herd = load(tmp_path)
     records = [Record(k, f"question {k}", f"answer {k}" if references else None, {}, f"t:{k}") for k in keys]
     with psycopg.connect(url) as conn:
@@ -232,14 +240,12 @@ def test_status_and_report_show_the_estimate_beside_the_promise_and_flag_a_drop(
     audit (every prompt, references known) measures accuracy 0.25 and flags the drop."""
     herd_path = tmp_path / "herd.yaml"
     load(tmp_path)
-    policy = "task: qa\nentry: small\ntiers:\n  - model: small\n    measure: first_token_margin\n" \
-             "    threshold: 0.5\n  - model: large\n"  # fmt: skip
+    policy = (
+        "task: qa\nentry: small\ntiers:\n  - model: small\n    measure: first_token_margin\n"
+        "    threshold: 0.5\n  - model: large\n"
+    )
     with psycopg.connect(url) as conn:
-        policies.record(
-            conn, "qa", policy, None,
-            {"target": "quality >= 0.9", "promised_quality": 0.9, "method": "guarantee", "guaranteed": True,
-             "confidence": 0.9, "bound": 0.01},
-        )  # fmt: skip
+        record_guaranteed(conn, policy, bound=0.01)
     run(url, tmp_path, "night", KEYS, script(set(KEYS[:10])), references=True, audit=Audit(1.0, "large"))
     status = cli(herd_path, url, "status", "night")
     assert status.exit_code == 0, status.output

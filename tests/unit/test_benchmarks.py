@@ -80,8 +80,12 @@ def test_public_outcomes_on_the_sample_prints_each_model_the_oracle_and_herds_ch
 ) -> None:
     # The checked-in 300-prompt sample of LLMRouter's data: the figures are recomputed here from the
     # JSON itself, independently of Herd's replay, on the same seeded held-out rows.
-    assert public_outcomes.main(["--data", "sample", "--calibration", "150", "--seeds", "1",
-                                 "--judge-error", "0.2"]) == 0  # fmt: skip
+    assert (
+        public_outcomes.main(
+            ["--data", "sample", "--calibration", "150", "--seeds", "1", "--judge-error", "0.2"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     items = json.loads((public_outcomes.SAMPLE / "train.json").read_text(encoding="utf-8"))
     prices = json.loads((public_outcomes.SAMPLE / "default_llm.json").read_text(encoding="utf-8"))

@@ -78,8 +78,21 @@ def test_errors_are_left_out_counted_and_a_sample_with_too_many_is_refused(
     assert "20 of 60 prompts left out" in replayed.output and "WARNING: over 10%" in replayed.output
     assert "quality: 1.000" in replayed.output
 
-    allowed = cli(path, url, "calibrate", "cal", "--task", "qa", "--match", "large", "--at", "0.98",
-                  "--method", "point", "--allow-non-answers")  # fmt: skip
+    allowed = cli(
+        path,
+        url,
+        "calibrate",
+        "cal",
+        "--task",
+        "qa",
+        "--match",
+        "large",
+        "--at",
+        "0.98",
+        "--method",
+        "point",
+        "--allow-non-answers",
+    )
     assert allowed.exit_code == 0, allowed.output
     assert "large: 20 http_5xx" in allowed.output and "large alone: quality 1.000" in allowed.output
     row = db.execute("SELECT text FROM policies").fetchone()
@@ -99,8 +112,14 @@ def _large_alone(tmp_path: Path) -> Path:
 
 def _healthy(url: str, herd: HerdConfig, tmp_path: Path) -> CalibrationData:
     """The same prompts with large healthy, as a second calibration job."""
-    run_job(url, herd, script(set()), "cal-healthy", {f"q{i:02d}": REFS[k] for i, k in enumerate(KEYS)},
-            kind="calibration")  # fmt: skip
+    run_job(
+        url,
+        herd,
+        script(set()),
+        "cal-healthy",
+        {f"q{i:02d}": REFS[k] for i, k in enumerate(KEYS)},
+        kind="calibration",
+    )
     score(url, herd, "cal-healthy")
     with psycopg.connect(url) as conn:
         return calibration.load(conn, herd, "cal-healthy", "qa").data
@@ -132,8 +151,9 @@ def test_cut_off_answers_are_their_own_outcome_and_a_few_are_allowed(
     assert "4 of 60 prompts left out" in result.output and "small: 3 cut_off" in result.output
     stored = db.execute("SELECT estimates FROM policies").fetchone()
     assert stored is not None and stored[0]["left_out_no_answer"] == {
-        "prompts": 4, "per_model": {"small": {"cut_off": 3}, "large": {"http_5xx": 1}}
-    }  # fmt: skip
+        "prompts": 4,
+        "per_model": {"small": {"cut_off": 3}, "large": {"http_5xx": 1}},
+    }
 
 
 def test_the_pure_core_leaves_non_answers_out_too() -> None:
@@ -144,10 +164,12 @@ def test_the_pure_core_leaves_non_answers_out_too() -> None:
     ok = np.ones(n, dtype=bool)
     ok[np.arange(n) % 4 == 1] = False  # large failed on 50 prompts
     margin = np.linspace(0, 1, n)
-    data = dataset({
-        "small": arrays(np.where(margin > 0.3, 1.0, 0.0), 1e-6, margin=margin),
-        "large": arrays(np.where(ok, right, np.nan), 1e-5, margin=np.full(n, 0.9), ok=ok),
-    })  # fmt: skip
+    data = dataset(
+        {
+            "small": arrays(np.where(margin > 0.3, 1.0, 0.0), 1e-6, margin=margin),
+            "large": arrays(np.where(ok, right, np.nan), 1e-5, margin=np.full(n, 0.9), ok=ok),
+        }
+    )
     for method in ("point", "guarantee"):
         choice = choose(data, ["small", "large"], MinQuality(0.5), method=method)
         assert choice.left_out == {"large": 50}

@@ -21,10 +21,22 @@ EXAMPLE_HERD = REPO / "infra" / "herd.example.yaml"
 # The keys KEDA's redis scaler reads (kedacore/keda pkg/scalers/redis_scaler.go, redisMetadata);
 # `<key>FromEnv` resolves <key> from the scale target's container environment.
 KEDA_REDIS_KEYS = {
-    "address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv", "username", "usernameFromEnv",
-    "password", "passwordFromEnv", "listName", "listLength", "activationListLength", "databaseIndex",
+    "address",
+    "addressFromEnv",
+    "host",
+    "hostFromEnv",
+    "port",
+    "portFromEnv",
+    "username",
+    "usernameFromEnv",
+    "password",
+    "passwordFromEnv",
+    "listName",
+    "listLength",
+    "activationListLength",
+    "databaseIndex",
     "enableTLS",
-}  # fmt: skip
+}
 
 
 def test_compose_file_validates_against_the_compose_spec() -> None:

@@ -188,6 +188,7 @@ def test_a_publisher_fails_while_the_broker_is_down_and_works_again_after_its_re
     finally:
         proc.stdin.close()
         proc.wait(timeout=30)
+        proc.stdout.close()
         stop_all(tmp_path / "broker")
 
 
@@ -313,6 +314,7 @@ def test_health_and_metrics_of_a_leader_and_a_standby(services: Services, db: ps
         for keeper, server in zip(keepers, servers, strict=True):
             keeper.stop()
             server.shutdown()
+            server.server_close()
 
 
 def test_a_report_seals_a_finished_job_first_unless_it_cannot_be_final_yet(

@@ -129,8 +129,11 @@ def test_a_table_that_does_not_fit_never_folds() -> None:
     lines = rendered(lambda c: print_table(c, columns, rows, key_columns=2), width=64)
     assert_readable(lines, ["a" * 50, "b" * 50, "c" * 50], width=64)
     # An empty key cell means "as the row above", so the second block is headed by sentiment too.
-    assert [ln for ln in lines if "·" in ln] == [f"sentiment · {'a' * 50}", f"sentiment · {'b' * 50}",
-                                                 f"capitals · {'c' * 50}"]  # fmt: skip
+    assert [ln for ln in lines if "·" in ln] == [
+        f"sentiment · {'a' * 50}",
+        f"sentiment · {'b' * 50}",
+        f"capitals · {'c' * 50}",
+    ]
     assert [shown(lines, columns, ["sentiment" if not r[0] else r[0], *r[1:]], 2) for r in rows] == [
         "block"
     ] * 3

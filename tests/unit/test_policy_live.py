@@ -32,8 +32,10 @@ def p_of(margin: float) -> float:
 
 def script_cascade_pays() -> dict[str, dict[str, tuple[str, float]]]:
     """small: right with margin >= 0.6 on q00-q11, wrong with margin <= 0.26 on q12-q19; large: right."""
-    small = {k: (REFS[k], p_of(0.6 + 0.03 * i)) if i < 12 else ("wrong", p_of(0.05 + 0.03 * (i - 12)))
-             for i, k in enumerate(KEYS)}  # fmt: skip
+    small = {
+        k: (REFS[k], p_of(0.6 + 0.03 * i)) if i < 12 else ("wrong", p_of(0.05 + 0.03 * (i - 12)))
+        for i, k in enumerate(KEYS)
+    }
     return {"small": small, "large": {k: (REFS[k], p_of(0.8)) for k in KEYS}}
 
 
@@ -59,9 +61,11 @@ def test_a_calibration_job_runs_every_model_on_every_prompt(tmp_path: Path, url:
     herd = load(tmp_path, refine="refine: {rounds: 1}")
     script = script_cascade_pays()
     run_job(url, herd, script, "cal", REFS, kind="calibration")
-    per_model = dict(db.execute(
-        "SELECT model, count(DISTINCT prompt_id) FROM attempts WHERE stage = 'answer' GROUP BY model"
-    ).fetchall())  # fmt: skip
+    per_model = dict(
+        db.execute(
+            "SELECT model, count(DISTINCT prompt_id) FROM attempts WHERE stage = 'answer' GROUP BY model"
+        ).fetchall()
+    )
     assert per_model == {"small": N, "large": N}
     # large's refinement rounds ran too (critique + refine per prompt), and large's answer is final.
     stages = dict(

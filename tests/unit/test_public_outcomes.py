@@ -42,11 +42,13 @@ def test_loads_scores_prices_and_keeps_a_repeated_prompt_once(tmp_path: Path) ->
         ('[{"question": "q",\n "scores": }]', "train.json, line 2: not JSON"),
         ({"question": "q"}, "train.json: expected a list of prompts"),
         ([{"question": "q", "scores": {"a": 1, "b": 2}}], "train.json: item 0: scores.b: expected a score"),
-        ([{"question": "q", "scores": {"a": 1, "b": 0}}, {"question": "r", "scores": {"a": 1}}],
-         "train.json: item 1: scores name ['a'], the first item ['a', 'b']"),
+        (
+            [{"question": "q", "scores": {"a": 1, "b": 0}}, {"question": "r", "scores": {"a": 1}}],
+            "train.json: item 1: scores name ['a'], the first item ['a', 'b']",
+        ),
         ([{"question": 3, "scores": {"a": 1, "b": 0}}], "train.json: item 0: expected {'question'"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_file_is_refused_naming_file_and_item(tmp_path: Path, items: object, says: str) -> None:
     with pytest.raises(OutcomeDataError) as e:
         load(str(write(tmp_path, items)))

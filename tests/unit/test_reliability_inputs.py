@@ -129,8 +129,12 @@ def test_resubmitting_a_folder_by_another_spelling_adds_nothing(make_herd, db, t
     def submit(cwd: Path, path: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "herd", "submit", path, "--job", "nightly", "--task", "qa"],
-            env={**herd.env, "PYTHONPATH": str(REPO)}, cwd=cwd, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+            env={**herd.env, "PYTHONPATH": str(REPO)},
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stderr
         return result.stderr
 

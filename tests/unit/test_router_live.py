@@ -77,8 +77,9 @@ def reuse(conn: psycopg.Connection) -> Callable[[], AbstractContextManager[psyco
     return same
 
 
-def calibration_job(url: str, herd: HerdConfig, job: str = "cal", small_always: bool = False,
-                    scored: bool = True) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+def calibration_job(
+    url: str, herd: HerdConfig, job: str = "cal", small_always: bool = False, scored: bool = True
+) -> tuple[list[str], dict[str, str]]:
     """Submit the topic set as a calibration job, run every model on every prompt, score it."""
     keys, texts, refs = topic_set()
     records = [Record(k, t, refs[k], {}, f"t:{i}") for i, (k, t) in enumerate(zip(keys, texts, strict=True))]
@@ -86,8 +87,13 @@ def calibration_job(url: str, herd: HerdConfig, job: str = "cal", small_always: 
         result = submit(conn, herd, job=job, task="qa", records=records, window=10_000, kind="calibration")
     with psycopg.connect(url, autocommit=True) as shared:
         connect = reuse(shared)  # one connection for the ~500 steps: connecting costs more than a step
-        pipe = Pipeline(herd, scripted(topic_script(keys, refs, small_always)), connect,
-                        ActivePolicies(connect, ttl_s=0.0), window=10_000)  # fmt: skip
+        pipe = Pipeline(
+            herd,
+            scripted(topic_script(keys, refs, small_always)),
+            connect,
+            ActivePolicies(connect, ttl_s=0.0),
+            window=10_000,
+        )
         drive(pipe, result.dispatched, connect)
     if scored:
         score(url, herd, job)
@@ -114,8 +120,15 @@ def test_router_train_and_eval_get_close_to_the_oracle(tmp_path: Path, url: str,
     assert "target 100% of large alone: tau" in matched.output and "version 2" in matched.output
     evaluated = cli(path, url, "router", "eval", "1", "--task", "qa", "--plot", str(tmp_path / "r.png"))
     assert evaluated.exit_code == 0, evaluated.output
-    for text in ("on 72 held-out prompts of cal", "oracle", "large alone", "APGR", "CPT(50%)", "Herd figure",
-                 "router -> cascade"):  # fmt: skip
+    for text in (
+        "on 72 held-out prompts of cal",
+        "oracle",
+        "large alone",
+        "APGR",
+        "CPT(50%)",
+        "Herd figure",
+        "router -> cascade",
+    ):
         assert text in evaluated.output, (text, evaluated.output)
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     listed = cli(path, url, "router", "list").output
@@ -165,10 +178,13 @@ def test_router_errors_are_one_line_and_write_nothing(tmp_path: Path, url: str, 
     }
     scored = {
         "model 'small': all 168 train answers are good": ["cal"],
-        "unknown model(s) ['huge']; calibration job 'cal' has ['small', 'large']": ["cal", "--models",
-                                                                                   "small,huge"],
+        "unknown model(s) ['huge']; calibration job 'cal' has ['small', 'large']": [
+            "cal",
+            "--models",
+            "small,huge",
+        ],
         "no router threshold reaches accuracy 1.5": ["cal", "--models", "large", "--min-quality", "1.5"],
-    }  # fmt: skip
+    }
     for phase in (cases, scored):
         if phase is scored:
             score(url, herd, "cal")
@@ -210,10 +226,12 @@ def test_submit_routes_each_prompt_to_its_entry_models_queue(
         assert set(probs) == {"small", "large"}  # JSONB keeps keys sorted by length, then bytes
         assert np.allclose([probs["small"], probs["large"]], p_good[i], atol=1e-4)
     names = list(TOPICS)
-    small_share = np.mean([e == "small" for e, t in zip(expected, topics, strict=True)
-                           if names[t] in SMALL_TOPICS])  # fmt: skip
-    large_share = np.mean([e == "large" for e, t in zip(expected, topics, strict=True)
-                           if names[t] not in SMALL_TOPICS])  # fmt: skip
+    small_share = np.mean(
+        [e == "small" for e, t in zip(expected, topics, strict=True) if names[t] in SMALL_TOPICS]
+    )
+    large_share = np.mean(
+        [e == "large" for e, t in zip(expected, topics, strict=True) if names[t] not in SMALL_TOPICS]
+    )
     assert small_share > 0.9 and large_share > 0.9
     # The dispatches go to each prompt's entry model's queue.
     by_id = dict(db.execute("SELECT id, model FROM prompts").fetchall())
@@ -257,16 +275,22 @@ def test_report_of_a_routed_job_reads_each_prompts_own_entry(tmp_path: Path, url
     script["small"] |= {k: (script["small"][k][0], 0.6) for k in escalated}  # margin 0.2 < 0.5
     with psycopg.connect(url, autocommit=True) as shared:
         connect = reuse(shared)
-        drive(Pipeline(herd, scripted(script), connect, ActivePolicies(connect, ttl_s=0.0), window=10_000),
-              result.dispatched, connect)  # fmt: skip
+        drive(
+            Pipeline(herd, scripted(script), connect, ActivePolicies(connect, ttl_s=0.0), window=10_000),
+            result.dispatched,
+            connect,
+        )
     score(url, herd, "live")
     routed_to = {m: sum(e == m for e in entries.values()) for m in ("small", "large")}
     assert routed_to["small"] and routed_to["large"] and escalated, (routed_to, escalated)
 
-    rows = {r[0]: r[1:] for r in db.execute(
-        "SELECT policy, kind, prompts, quality_base, quality_refined, cost_usd FROM perfics_inputs "
-        "WHERE job = 'live' AND scorer = 'exact'"
-    ).fetchall()}  # fmt: skip
+    rows = {
+        r[0]: r[1:]
+        for r in db.execute(
+            "SELECT policy, kind, prompts, quality_base, quality_refined, cost_usd FROM perfics_inputs "
+            "WHERE job = 'live' AND scorer = 'exact'"
+        ).fetchall()
+    }
     assert set(rows) == {"small", "large", "cascade", "routed entry"}
     right = [script[entries[k]][k][0] == refs[k] for k in keys]
     entry_cost = db.execute(

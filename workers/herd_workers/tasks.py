@@ -143,9 +143,13 @@ class Pump:
         context = get_context()
         # Budget jobs whose last steps ran concurrently (neither saw the job idle) release here.
         work = Housekeeping(
-            context.connection, get_settings(), release=context.pipeline.release_budgets, publish=publish,
-            longest_request_s=request_bound(context.herd), herd=context.herd,
-        )  # fmt: skip
+            context.connection,
+            get_settings(),
+            release=context.pipeline.release_budgets,
+            publish=publish,
+            longest_request_s=request_bound(context.herd),
+            herd=context.herd,
+        )
         done = work.dispatch()
         # The fill after the dispatch work, bounded to one second: a report's open tail shrinks every
         # tick, and a catching-up fill never delays the window.

@@ -51,9 +51,21 @@ TGI_MAX_TOP_LOGPROBS = 5
 
 # Set by Herd from the body (or for its decision), never passed through as they are.
 _HANDLED = frozenset(
-    {"model", "messages", "prompt", "max_tokens", "max_completion_tokens", "temperature", "stop",
-     "logprobs", "top_logprobs", "n", "stream", "stream_options"}
-)  # fmt: skip
+    {
+        "model",
+        "messages",
+        "prompt",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "stop",
+        "logprobs",
+        "top_logprobs",
+        "n",
+        "stream",
+        "stream_options",
+    }
+)
 # The OpenAI platform's own bookkeeping, meaningless to a self-hosted server.
 _DROPPED = frozenset({"metadata", "store", "service_tier"})
 # Features a cascade of text answers cannot honour.

@@ -68,8 +68,13 @@ def create_key(owner: str) -> None:
     )
 
 
-KEY_COLUMNS = (Column("id"), Column("owner", numeric=False), Column("key", numeric=False),
-               Column("created", numeric=False), Column("revoked", numeric=False))  # fmt: skip
+KEY_COLUMNS = (
+    Column("id"),
+    Column("owner", numeric=False),
+    Column("key", numeric=False),
+    Column("created", numeric=False),
+    Column("revoked", numeric=False),
+)
 
 
 @keys.command("list")
@@ -82,10 +87,15 @@ def list_keys() -> None:
 
     with psycopg.connect(database()) as conn:
         rows = [
-            [str(k.id), k.owner, f"{k.prefix}...", f"{k.created_at:%Y-%m-%d %H:%M}",
-             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-"]
+            [
+                str(k.id),
+                k.owner,
+                f"{k.prefix}...",
+                f"{k.created_at:%Y-%m-%d %H:%M}",
+                f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-",
+            ]
             for k in listed(conn)
-        ]  # fmt: skip
+        ]
     print_table(Console(), KEY_COLUMNS, rows)
 
 

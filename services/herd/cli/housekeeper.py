@@ -44,20 +44,34 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
     url = database_url()
     ensure_current(url, wait_s=wait_s)  # like a worker: never migrates, waits for `herd migrate`
     # One connection per half (dispatch, seal); the leader lock has its own.
-    pool = ConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=True,
-                          check=ConnectionPool.check_connection)  # fmt: skip
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=2,
+        kwargs={"autocommit": True},
+        open=True,
+        check=ConnectionPool.check_connection,
+    )
     connect = pool.connection
     # Budget releases need each task's decision rule (policies, herd file), never a model endpoint.
     pipeline = Pipeline(herd, {}, connect, ActivePolicies(connect, ttl_s=settings.policy_ttl_s))
     work = Housekeeping(
-        connect, settings, release=pipeline.release_budgets, publish=publish, fill_budget_s=fill_budget_s,
-        longest_request_s=request_bound(herd), herd=herd,
-    )  # fmt: skip
+        connect,
+        settings,
+        release=pipeline.release_budgets,
+        publish=publish,
+        fill_budget_s=fill_budget_s,
+        longest_request_s=request_bound(herd),
+        herd=herd,
+    )
     keeper = Housekeeper(work, LeaderLock(url), interval_s=settings.pump_interval_s)
     keeper.start()
     server = serve(keeper, address, port)
-    console.print(f"housekeeper: every {settings.pump_interval_s:g}s; health and metrics on "
-                  f"http://{address}:{port}/health, /metrics", markup=False)  # fmt: skip
+    console.print(
+        f"housekeeper: every {settings.pump_interval_s:g}s; health and metrics on "
+        f"http://{address}:{port}/health, /metrics",
+        markup=False,
+    )
     stopped = threading.Event()
     # A container stop sends TERM: give the lock up and exit 0 rather than die on the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -65,4 +79,5 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
     stopped.wait()
     keeper.stop()
     server.shutdown()
+    server.server_close()
     pool.close()

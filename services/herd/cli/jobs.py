@@ -61,10 +61,20 @@ if TYPE_CHECKING:
 )
 @click.pass_context
 def submit(
-    ctx: click.Context, paths: tuple[str, ...], job: str, task: str | None, fmt: str, text_column: str,
-    calibration: bool, sample: int | None, seed: int, budget_usd: float | None, skip_unreadable: bool,
-    audit_rate: float | None, audit_reference: str | None,
-) -> None:  # fmt: skip
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    job: str,
+    task: str | None,
+    fmt: str,
+    text_column: str,
+    calibration: bool,
+    sample: int | None,
+    seed: int,
+    budget_usd: float | None,
+    skip_unreadable: bool,
+    audit_rate: float | None,
+    audit_reference: str | None,
+) -> None:
     """Store a document set (folders/globs of .txt/.md/.pdf/.docx/.html, JSONL, CSV) or OpenAI batch files
     and start their prompts."""
     from decimal import Decimal

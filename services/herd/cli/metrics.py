@@ -50,9 +50,14 @@ def metrics(ctx: click.Context, address: str, port: int, max_age_s: float, cost_
 
     client = redis.Redis.from_url(broker_url(), socket_timeout=10, socket_connect_timeout=10)
     collector = HerdCollector(
-        connect, client, list(herd.models), herd=herd, max_age_s=max_age_s, cost_max_age_s=cost_max_age_s,
+        connect,
+        client,
+        list(herd.models),
+        herd=herd,
+        max_age_s=max_age_s,
+        cost_max_age_s=cost_max_age_s,
         tasks=herd.tasks,
-    )  # fmt: skip
+    )
     server, thread = start_http_server(port, addr=address, registry=registry_for(collector))
     console.print(f"serving metrics on http://{address}:{port}/metrics")
     stopped = threading.Event()
@@ -62,3 +67,5 @@ def metrics(ctx: click.Context, address: str, port: int, max_age_s: float, cost_
     stopped.wait()
     server.shutdown()
     thread.join(timeout=5)
+    server.server_close()
+    collector.close()

@@ -45,14 +45,26 @@ def _print(lines: list[str]) -> None:
 )
 @click.option("--resamples", type=int, default=1000, show_default=True, help="Bootstrap resamples.")
 @click.option(
-    "--router", "router_version", is_flag=False, flag_value="active", metavar="[VERSION]",
+    "--router",
+    "router_version",
+    is_flag=False,
+    flag_value="active",
+    metavar="[VERSION]",
     help="Route each prompt with the active (or VERSION) router, then run the policy from its entry.",
-)  # fmt: skip
+)
 @click.pass_context
 def replay(
-    ctx: click.Context, job: str, task: str, policy_file: Path | None, sweep: bool, scorer: str | None,
-    scorer_cut: float | None, plot_file: Path | None, resamples: int, router_version: str | None = None,
-) -> None:  # fmt: skip
+    ctx: click.Context,
+    job: str,
+    task: str,
+    policy_file: Path | None,
+    sweep: bool,
+    scorer: str | None,
+    scorer_cut: float | None,
+    plot_file: Path | None,
+    resamples: int,
+    router_version: str | None = None,
+) -> None:
     """Quality, cost per 1k prompts and escalation of any policy, from a calibration job's attempts."""
     import psycopg
 
@@ -195,11 +207,25 @@ def replay(
 )
 @click.pass_context
 def calibrate(
-    ctx: click.Context, job: str, task: str, min_quality: float | None, max_cost_per_1k: float | None,
-    match_model: str | None, at: float, method: str, confidence: float, scorer: str | None,
-    scorer_cut: float | None, seed: int, train_fraction: float | None, p_correct: bool, activate: bool,
-    activate_anyway: bool, allow_non_answers: bool, from_audit: bool,
-) -> None:  # fmt: skip
+    ctx: click.Context,
+    job: str,
+    task: str,
+    min_quality: float | None,
+    max_cost_per_1k: float | None,
+    match_model: str | None,
+    at: float,
+    method: str,
+    confidence: float,
+    scorer: str | None,
+    scorer_cut: float | None,
+    seed: int,
+    train_fraction: float | None,
+    p_correct: bool,
+    activate: bool,
+    activate_anyway: bool,
+    allow_non_answers: bool,
+    from_audit: bool,
+) -> None:
     """Choose the policy that meets a target on a calibration job, and record it as a new version.
 
     By default the choice carries a guarantee: with probability >= --confidence, the policy's quality

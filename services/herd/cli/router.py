@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from herd.herdfile.model import HerdConfig
 
 
-def _target(herd: HerdConfig, min_quality: float | None, max_cost: float | None, match: str | None,
-            at: float) -> Any:  # fmt: skip
+def _target(
+    herd: HerdConfig, min_quality: float | None, max_cost: float | None, match: str | None, at: float
+) -> Any:
     from herd.policy.calibrate import Match, MaxCostPer1k, MinQuality
 
     given = [t for t in (min_quality, max_cost, match) if t is not None]
@@ -47,8 +48,13 @@ def router() -> None:
 @router.command()
 @click.argument("job")
 @click.option("--task", required=True, help="Task the calibration job ran.")
-@click.option("--features", type=click.Choice(["tfidf", "tfidf-char", "minilm"]), default="tfidf",
-              show_default=True, help="TF-IDF words, TF-IDF characters, or the MiniLM encoder.")  # fmt: skip
+@click.option(
+    "--features",
+    type=click.Choice(["tfidf", "tfidf-char", "minilm"]),
+    default="tfidf",
+    show_default=True,
+    help="TF-IDF words, TF-IDF characters, or the MiniLM encoder.",
+)
 @click.option("--cut", type=float, default=0.5, show_default=True, help="An answer scoring >= CUT is good.")
 @click.option("--models", help="Comma-separated models to route between (default: the task's route).")
 @click.option("--min-quality", type=float, help="Target: the cheapest tau with at least this accuracy.")
@@ -61,17 +67,36 @@ def router() -> None:
 @click.option("--scorer", help="Scorer behind good/bad (default: the job's first by name).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/held-out split.")
 @click.option("--train-fraction", type=float, default=0.7, show_default=True)
-@click.option("--activate/--no-activate", default=True, show_default=True,
-              help="Make the new version the one `herd submit` routes with.")  # fmt: skip
-@click.option("--allow-non-answers", is_flag=True,
-              help="Train even when over 10% of the prompts lack an answer from some model.")  # fmt: skip
+@click.option(
+    "--activate/--no-activate",
+    default=True,
+    show_default=True,
+    help="Make the new version the one `herd submit` routes with.",
+)
+@click.option(
+    "--allow-non-answers",
+    is_flag=True,
+    help="Train even when over 10% of the prompts lack an answer from some model.",
+)
 @click.pass_context
 def train(
-    ctx: click.Context, job: str, task: str, features: str, cut: float, models: str | None,
-    min_quality: float | None, max_cost_per_1k: float | None, match_model: str | None, at: float,
-    tau: float, scorer: str | None, seed: int, train_fraction: float, activate: bool,
+    ctx: click.Context,
+    job: str,
+    task: str,
+    features: str,
+    cut: float,
+    models: str | None,
+    min_quality: float | None,
+    max_cost_per_1k: float | None,
+    match_model: str | None,
+    at: float,
+    tau: float,
+    scorer: str | None,
+    seed: int,
+    train_fraction: float,
+    activate: bool,
     allow_non_answers: bool = False,
-) -> None:  # fmt: skip
+) -> None:
     """Train a router on a calibration job's train split, report held-out figures, record a version."""
     import psycopg
 
@@ -122,8 +147,12 @@ def train(
 @click.argument("version", type=int, required=False)
 @click.option("--task", required=True)
 @click.option("--job", help="Calibration job to evaluate on (default: the one the router was trained on).")
-@click.option("--plot", "plot_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG: the router's quality-cost curve beside the cascade's policies.")  # fmt: skip
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="PNG: the router's quality-cost curve beside the cascade's policies.",
+)
 @click.pass_context
 def eval_(
     ctx: click.Context, version: int | None, task: str, job: str | None, plot_file: Path | None

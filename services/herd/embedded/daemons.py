@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import psutil
@@ -56,6 +58,41 @@ def file_lock(path: Path) -> Iterator[None]:
 
         wait_until(acquired, f"timed out waiting for lock {path}", path)
         yield  # closing f releases the lock
+
+
+# Started by `detach`, in a Python of its own (-I: no working directory or PYTHON* variables on its path):
+# start the daemon in a session of its own, print its pid and exit at once, skipping the interpreter's
+# teardown, so the daemon is nobody's child here and init (or the container's pid 1) reaps it.
+_LAUNCHER = """import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=int(sys.argv[1]),
+                        stderr=subprocess.STDOUT, start_new_session=True)
+print(proc.pid, flush=True)
+os._exit(0)
+"""
+
+
+def detach(cmd: list[str], log: Path, cwd: Path, env: Mapping[str, str] | None = None) -> int:
+    """Start `cmd` in the background, its output appended to `log`, and return its pid.
+
+    The process outlives the caller and is not its child (a double fork through a launcher that exits
+    at once and is waited for here), so nothing is left to reap or to warn about in the caller, however
+    long it runs. The pid leads a session and process group of its own, for `os.killpg`.
+    Raises ProcessError, naming `log`, if the launcher fails (e.g. `cmd[0]` does not exist)."""
+    with log.open("ab") as out:
+        launcher = subprocess.run(
+            [sys.executable, "-I", "-c", _LAUNCHER, str(out.fileno()), *cmd],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            pass_fds=(out.fileno(),),
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            check=False,
+        )
+    pid = launcher.stdout.split()
+    if launcher.returncode != 0 or len(pid) != 1 or not pid[0].isdigit():
+        raise ProcessError(f"could not start {cmd[0]}; see {log}")
+    return int(pid[0])
 
 
 def alive(pid: int | None, marker: str) -> bool:

@@ -151,9 +151,13 @@ def _with_budget(conn: psycopg.Connection, jid: int, st: JobStatus) -> JobStatus
     if row[1] is not None:
         spent = spent_usd(conn, jid)
     return replace(
-        st, kind=str(row[0]), budget_usd=row[1], spent_usd=spent, kept_for_budget=int(row[2]),
+        st,
+        kind=str(row[0]),
+        budget_usd=row[1],
+        spent_usd=spent,
+        kept_for_budget=int(row[2]),
         reserved_usd=Decimal(row[3]),
-    )  # fmt: skip
+    )
 
 
 # note: 'budget' when the answer was kept because the job's budget ran out (herd/policy/job_budget.py).
@@ -175,8 +179,14 @@ def final_answers(conn: psycopg.Connection, name: str) -> Iterator[dict[str, obj
             yield dict(zip(EXPORT_COLUMNS, row, strict=True))
     # Files that could not be read: a row each, after the answers, with the reason in `note`.
     for skipped in listed(conn, jid):
-        yield {"id": skipped.doc_key, "answer": None, "model": None, "reference": None, "margin": None,
-               "note": f"skipped: {skipped.path}: {skipped.reason}"}  # fmt: skip
+        yield {
+            "id": skipped.doc_key,
+            "answer": None,
+            "model": None,
+            "reference": None,
+            "margin": None,
+            "note": f"skipped: {skipped.path}: {skipped.reason}",
+        }
 
 
 def export(conn: psycopg.Connection, name: str, out: IO[str], fmt: str) -> int:

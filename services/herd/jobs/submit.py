@@ -179,9 +179,13 @@ def fill_window(conn: psycopg.Connection, window: int) -> list[Dispatch]:
 
 
 def _job(
-    conn: psycopg.Connection, name: str, task: str, entry: str, kind: str = "live",
+    conn: psycopg.Connection,
+    name: str,
+    task: str,
+    entry: str,
+    kind: str = "live",
     budget_usd: Decimal | None = None,
-) -> int:  # fmt: skip
+) -> int:
     conn.execute(
         """INSERT INTO jobs (name, task, entry_model, kind, budget_usd) VALUES (%s, %s, %s, %s, %s)
            ON CONFLICT (name) DO NOTHING""",

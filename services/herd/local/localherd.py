@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -19,7 +18,15 @@ from pathlib import Path
 
 import psutil
 
-from herd.embedded.daemons import ProcessError, alive, file_lock, read_int, remembered_port, wait_until
+from herd.embedded.daemons import (
+    ProcessError,
+    alive,
+    detach,
+    file_lock,
+    read_int,
+    remembered_port,
+    wait_until,
+)
 
 SERVER_START_TIMEOUT_S = 120.0
 WORKER_START_TIMEOUT_S = 60.0
@@ -99,16 +106,11 @@ class Daemon:
 
     def start(self, cmd: list[str], env: Mapping[str, str] | None = None) -> int:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as log:
-            proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=dict(env) if env is not None else None, start_new_session=True,
-                # Our own folder, never the user's: `python -m herd` puts the working directory
-                # first on sys.path, where a package of the same name would shadow Herd's.
-                cwd=self.dir,
-            )  # fmt: skip
-        self.pid_file.write_text(f"{proc.pid}\n")
-        return proc.pid
+        # Our own folder, never the user's: `python -m herd` puts the working directory first on
+        # sys.path, where a package of the same name would shadow Herd's.
+        pid = detach(cmd, self.log, cwd=self.dir, env=env)
+        self.pid_file.write_text(f"{pid}\n")
+        return pid
 
     def stop(self, timeout: float = 30.0) -> None:
         pid = self.pid()
@@ -116,8 +118,12 @@ class Daemon:
             return
         os.killpg(pid, signal.SIGTERM)  # a worker finishes or requeues its task on TERM
         try:
-            wait_until(lambda: self.pid() is None, f"{self.kind[:-1]} {self.name} did not stop", self.log,
-                       timeout=timeout)  # fmt: skip
+            wait_until(
+                lambda: self.pid() is None,
+                f"{self.kind[:-1]} {self.name} did not stop",
+                self.log,
+                timeout=timeout,
+            )
         except ProcessError:
             os.killpg(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
@@ -136,21 +142,45 @@ def ensure_server(home: Path, name: str, *, threads: int = 2) -> str:
             gguf = model.locate(home)
             port = remembered_port(folder / f"{name}.port")
             daemon = _server(home, name, port)
-            pid = daemon.start([
-                sys.executable, "-m", "llama_cpp.server", "--model", str(gguf),
-                "--host", "127.0.0.1", "--port", str(port),
-                # Logprobs for every generated token need the logits of all tokens.
-                # With logits for all tokens the server keeps n_ctx x vocabulary floats: Gemma's
-                # 262k vocabulary makes that the bulk of its memory, and few-shot prompts are short.
-                "--logits_all", "true", "--n_ctx", "512",
-                "--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "false",
-            ])  # fmt: skip
+            pid = daemon.start(server_argv(gguf, "127.0.0.1", port, threads))
         url = f"http://127.0.0.1:{port}/v1"
         wait_until(
-            lambda: _answers(url), f"model server {name} did not come up", daemon.log,
-            give_up=lambda: daemon.exited(pid), timeout=SERVER_START_TIMEOUT_S,
-        )  # fmt: skip
+            lambda: _answers(url),
+            f"model server {name} did not come up",
+            daemon.log,
+            give_up=lambda: daemon.exited(pid),
+            timeout=SERVER_START_TIMEOUT_S,
+        )
         return url
+
+
+def server_argv(gguf: Path, host: str, port: int, threads: int) -> list[str]:
+    """llama.cpp's OpenAI-compatible server for `gguf` on host:port; `herd demo`'s and the compose
+    file's (herd/local/serve.py) model servers both run it."""
+    return [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        # Logprobs for every generated token need the logits of all tokens.
+        # With logits for all tokens the server keeps n_ctx x vocabulary floats: Gemma's
+        # 262k vocabulary makes that the bulk of its memory, and few-shot prompts are short.
+        "--logits_all",
+        "true",
+        "--n_ctx",
+        "512",
+        "--n_threads",
+        str(threads),
+        "--n_threads_batch",
+        str(threads),
+        "--verbose",
+        "false",
+    ]
 
 
 def _server(home: Path, name: str, port: int | None) -> Daemon:
@@ -189,9 +219,11 @@ def ensure_worker(home: Path, model: str, env: Mapping[str, str]) -> int:
         pid = daemon.start([*cli, "worker", "--model", model], env)
         wait_until(
             lambda: " ready." in daemon.log.read_text(errors="replace") if daemon.log.exists() else False,
-            f"worker {model} did not start", daemon.log,
-            give_up=lambda: daemon.exited(pid), timeout=WORKER_START_TIMEOUT_S,
-        )  # fmt: skip
+            f"worker {model} did not start",
+            daemon.log,
+            give_up=lambda: daemon.exited(pid),
+            timeout=WORKER_START_TIMEOUT_S,
+        )
         return pid
 
 

@@ -10,21 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from herd.local.localherd import MODELS
+from herd.local.localherd import MODELS, server_argv
 from herd.settings import get_settings
-
-
-def server_argv(gguf: Path, host: str, port: int, threads: int) -> list[str]:
-    return [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", host, "--port", str(port),
-        # Logprobs of every generated token need the logits of all tokens; short few-shot prompts.
-        "--logits_all", "true", "--n_ctx", "512",
-        "--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "false",
-    ]  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -266,8 +266,10 @@ def queue_metrics(
 def queue_lengths(client: Any, models: Sequence[str]) -> dict[str, int]:
     """LLEN of every model's queue, its priority lists included, in one round trip."""
     pipe = client.pipeline(transaction=False)
-    keys = {model: [queue_for(model), *(f"{queue_for(model)}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS)]
-            for model in models}  # fmt: skip
+    keys = {
+        model: [queue_for(model), *(f"{queue_for(model)}{PRIORITY_SEP}{p}" for p in PRIORITY_STEPS)]
+        for model in models
+    }
     for model in models:
         for key in keys[model]:
             pipe.llen(key)
@@ -344,6 +346,13 @@ class HerdCollector(Collector):
             self._conn = None
             return None
 
+    def close(self) -> None:
+        """Close the ledger connection kept from one scrape to the next; a later scrape opens another."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             started = time.monotonic()
@@ -365,14 +374,16 @@ class HerdCollector(Collector):
                 yield from audit_metrics(snap.audits)
                 if self._costs_at is not None:
                     yield GaugeMetricFamily(
-                        "herd_cost_age_seconds", "Age of the attributed cost figures.",
+                        "herd_cost_age_seconds",
+                        "Age of the attributed cost figures.",
                         value=time.monotonic() - self._costs_at,
-                    )  # fmt: skip
+                    )
             yield from queue_metrics(self._models, lengths, snap.queued if snap is not None else None)
             yield GaugeMetricFamily(
-                "herd_scrape_duration_seconds", "Time this scrape spent reading the sources.",
+                "herd_scrape_duration_seconds",
+                "Time this scrape spent reading the sources.",
                 value=time.monotonic() - started,
-            )  # fmt: skip
+            )
 
 
 def registry_for(collector: HerdCollector) -> CollectorRegistry:

@@ -110,9 +110,13 @@ def stale_policy(
         return None  # the common case, once per message: no strings built
     holder = f"{'the active ' if active else ''}policy v{version} of task {task!r}"
     return stale_reference(
-        herd, "policy", holder, task, models,
+        herd,
+        "policy",
+        holder,
+        task,
+        models,
         hint=f"activate another version, or `herd policy deactivate --task {task}`",
-    )  # fmt: skip
+    )
 
 
 def herd_policy(herd: HerdConfig, task: str) -> Policy:

@@ -93,9 +93,12 @@ class StreamingBudget:
     """
 
     def __init__(
-        self, budget_usd: float, expected_candidates: int,
-        prior_threshold: float | None = None, warmup: int = 50,
-    ) -> None:  # fmt: skip
+        self,
+        budget_usd: float,
+        expected_candidates: int,
+        prior_threshold: float | None = None,
+        warmup: int = 50,
+    ) -> None:
         if budget_usd < 0 or expected_candidates < 1:
             raise ValueError("budget_usd must be >= 0 and expected_candidates >= 1")
         self.budget_usd = float(budget_usd)

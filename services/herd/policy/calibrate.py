@@ -249,9 +249,14 @@ def choose(
         single = Policy.single(data.task, target.model, target.refine)
         reference = (replay(train, single, scorer_cut).quality, replay(held, single, scorer_cut).quality)
     reliable = tuple(reliability(data, maps, held_rows, cut))
-    common: dict[str, Any] = {"train_rows": train_rows, "held_out_rows": held_rows,
-              "searched": points.searched, "reference_quality": reference, "reliability": reliable,
-              "left_out": left_out}  # fmt: skip
+    common: dict[str, Any] = {
+        "train_rows": train_rows,
+        "held_out_rows": held_rows,
+        "searched": points.searched,
+        "reference_quality": reference,
+        "reliability": reliable,
+        "left_out": left_out,
+    }
     if guarantee and not isinstance(target, MaxCostPer1k):
         return _guaranteed(
             data, train, held, points, target, scorer_cut, seed, n_resamples, confidence, advise, common
@@ -262,9 +267,16 @@ def choose(
     intervals = bootstrap(result, n_resamples=n_resamples, seed=seed)
     meets, message = _verdict(target, result, intervals, reference)
     return Choice(
-        policy, target, float(points.quality[best]), float(points.cost_per_1k[best]), result, intervals,
-        meets, message, **common,
-    )  # fmt: skip
+        policy,
+        target,
+        float(points.quality[best]),
+        float(points.cost_per_1k[best]),
+        result,
+        intervals,
+        meets,
+        message,
+        **common,
+    )
 
 
 def candidates(
@@ -290,10 +302,18 @@ def candidates(
 
 
 def _guaranteed(
-    data: CalibrationData, order: CalibrationData, test: CalibrationData, points: SearchResult,
-    target: MinQuality | Match, scorer_cut: float | None, seed: int, n_resamples: int,
-    confidence: float, advise: bool, common: dict[str, Any],
-) -> Choice:  # fmt: skip
+    data: CalibrationData,
+    order: CalibrationData,
+    test: CalibrationData,
+    points: SearchResult,
+    target: MinQuality | Match,
+    scorer_cut: float | None,
+    seed: int,
+    n_resamples: int,
+    confidence: float,
+    advise: bool,
+    common: dict[str, Any],
+) -> Choice:
     """Learn then Test: order on `order`, fixed-sequence test on `test` (herd.policy.guarantee)."""
     reference = None
     reference_cost = None
@@ -324,11 +344,24 @@ def _guaranteed(
     meets = _meets(target, result.quality, reference)
     message = _promise(target, policy, cert, test.n, confidence, k is not None and k < sure)
     return Choice(
-        policy, target, on_order.quality, on_order.cost_per_1k, result, intervals, meets, message,
-        **common, method="guarantee", confidence=confidence, guaranteed=k is not None,
-        bound=cert.bound, test=cert.test, tested=int(np.count_nonzero(~np.isnan(cert.p_values))),
-        candidates=len(policies), thin=thin,
-    )  # fmt: skip
+        policy,
+        target,
+        on_order.quality,
+        on_order.cost_per_1k,
+        result,
+        intervals,
+        meets,
+        message,
+        **common,
+        method="guarantee",
+        confidence=confidence,
+        guaranteed=k is not None,
+        bound=cert.bound,
+        test=cert.test,
+        tested=int(np.count_nonzero(~np.isnan(cert.p_values))),
+        candidates=len(policies),
+        thin=thin,
+    )
 
 
 def _best_single(data: CalibrationData, route: list[str], scorer_cut: float | None, target: Target) -> Policy:
@@ -342,9 +375,17 @@ def _best_single(data: CalibrationData, route: list[str], scorer_cut: float | No
 
 
 def _thin(
-    policies: list[Policy], results: list[ReplayResult], order: CalibrationData, scorer_cut: float | None,
-    floor: Floor, confidence: float, seed: int, chosen: int | None, n: int, n_test: int,
-) -> Thin | None:  # fmt: skip
+    policies: list[Policy],
+    results: list[ReplayResult],
+    order: CalibrationData,
+    scorer_cut: float | None,
+    floor: Floor,
+    confidence: float,
+    seed: int,
+    chosen: int | None,
+    n: int,
+    n_test: int,
+) -> Thin | None:
     """When nothing cheaper than the safe policy was certified but a cheaper candidate met the target
     on the test prompts by its point estimate: the one that would need the fewest prompts to pass
     (checked for up to 8 of them, evenly along the order), as a total of calibration prompts."""
@@ -372,8 +413,9 @@ def _meets(target: Target, quality: float, reference: np.ndarray | None) -> bool
     return True
 
 
-def _promise(target: MinQuality | Match, policy: Policy, cert: Certificate, n: int, confidence: float,
-             sure: bool) -> str:  # fmt: skip
+def _promise(
+    target: MinQuality | Match, policy: Policy, cert: Certificate, n: int, confidence: float, sure: bool
+) -> str:
     """One sentence: what the choice promises, with its bound, or why it promises nothing."""
     what = (
         f"quality >= {target.quality:.4g}"

@@ -142,9 +142,12 @@ def reliability(
         hit = correct(part, cut)
         out.append(
             Reliability(
-                model, refine, cal.measure, int((~np.isnan(raw)).sum()),
+                model,
+                refine,
+                cal.measure,
+                int((~np.isnan(raw)).sum()),
                 expected_calibration_error(raw_confidence(raw, cal.measure), hit),
                 expected_calibration_error(cal.apply(raw), hit),
             )
-        )  # fmt: skip
+        )
     return out

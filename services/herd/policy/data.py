@@ -45,9 +45,11 @@ class ModelArrays:
     def take(self, index: np.ndarray) -> ModelArrays:
         """The rows `index` (int array or boolean mask) of every array."""
         return ModelArrays(
-            self.score[index], self.cost_usd[index], self.ok[index],
+            self.score[index],
+            self.cost_usd[index],
+            self.ok[index],
             {name: values[index] for name, values in self.measures.items()},
-        )  # fmt: skip
+        )
 
     def effective_score(self, cut: float | None = None) -> np.ndarray:
         """(n,) float: the score a prompt ends with if it stops here; 0 on error; 0/1 when `cut` is set."""
@@ -102,10 +104,11 @@ class CalibrationData:
         """The rows `index` (int array or boolean mask), in that order."""
         index = np.asarray(index)
         return CalibrationData(
-            self.task, self.prompt_ids[index],
+            self.task,
+            self.prompt_ids[index],
             {m: a.take(index) for m, a in self.plain.items()},
             {m: a.take(index) for m, a in self.refined.items()},
-        )  # fmt: skip
+        )
 
     def with_measure(self, name: str, values: Mapping[tuple[str, bool], np.ndarray]) -> CalibrationData:
         """A copy with measure `name` added; `values[(model, refine)]` is its (n,) array."""

@@ -66,9 +66,13 @@ def spent_usd(conn: psycopg.Connection, job_id: int) -> Decimal:
 
 
 def release(
-    conn: psycopg.Connection, job_id: int, next_of: Callable[[str], str | StaleReference | None], window: int,
-    *, unless_in_flight: bool = False,
-) -> list[Dispatch]:  # fmt: skip
+    conn: psycopg.Connection,
+    job_id: int,
+    next_of: Callable[[str], str | StaleReference | None],
+    window: int,
+    *,
+    unless_in_flight: bool = False,
+) -> list[Dispatch]:
     """Release held candidates of a budget job (see the module docstring); returns the dispatches to
     publish after the caller commits. A no-op while a prompt of the job awaits its first answers.
 

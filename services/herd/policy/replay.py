@@ -20,9 +20,17 @@ from herd.policy.spec import Policy, Tier
 from herd.policy.sweep import SweepResult, pareto_front, sweep
 
 __all__ = [
-    "CalibrationData", "Interval", "ReplayBootstrap", "ReplayResult", "SweepResult",
-    "bootstrap", "bootstrap_means", "pareto_front", "replay", "sweep",
-]  # fmt: skip
+    "CalibrationData",
+    "Interval",
+    "ReplayBootstrap",
+    "ReplayResult",
+    "SweepResult",
+    "bootstrap",
+    "bootstrap_means",
+    "pareto_front",
+    "replay",
+    "sweep",
+]
 
 
 @dataclass(frozen=True)

@@ -182,9 +182,14 @@ class Inputs:
 
     @classmethod
     def of(
-        cls, data: CalibrationData, route: Sequence[str], measures: Sequence[str], scorer_cut: float | None,
-        refine: Sequence[bool], calibration: Mapping[tuple[str, bool], CalibrationMap] | None,
-    ) -> Inputs:  # fmt: skip
+        cls,
+        data: CalibrationData,
+        route: Sequence[str],
+        measures: Sequence[str],
+        scorer_cut: float | None,
+        refine: Sequence[bool],
+        calibration: Mapping[tuple[str, bool], CalibrationMap] | None,
+    ) -> Inputs:
         """Raises CalibrationDataError for p_correct values without their calibration maps."""
         variants = {
             (m, r): data.arrays(m, r)
@@ -291,9 +296,15 @@ def sweep(
                 tiers.append(np.full(family.size, depth))
                 offset += family.size
     return SweepResult(
-        data.task, tuple(route), tuple(families), np.concatenate(quality), np.concatenate(cost),
-        np.concatenate(rates), np.concatenate(tiers), maps,
-    )  # fmt: skip
+        data.task,
+        tuple(route),
+        tuple(families),
+        np.concatenate(quality),
+        np.concatenate(cost),
+        np.concatenate(rates),
+        np.concatenate(tiers),
+        maps,
+    )
 
 
 def policy_thresholds(

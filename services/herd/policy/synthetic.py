@@ -24,9 +24,14 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _model(
-    rng: np.random.Generator, z: np.ndarray, skill: float, usd: float, signal: float,
-    error_rate: float, missing_rate: float,
-) -> ModelArrays:  # fmt: skip
+    rng: np.random.Generator,
+    z: np.ndarray,
+    skill: float,
+    usd: float,
+    signal: float,
+    error_rate: float,
+    missing_rate: float,
+) -> ModelArrays:
     n = len(z)
     correct = rng.random(n) < _sigmoid(skill - z)
     sign = np.where(correct, 1.0, -1.0)
@@ -37,9 +42,11 @@ def _model(
     ok = rng.random(n) >= error_rate
     score = np.where(ok, correct.astype(float), np.nan)
     measures = {
-        "first_token_margin": margin, "mean_entropy": mean_entropy,
-        "max_entropy": max_entropy, "mean_nll": mean_nll,
-    }  # fmt: skip
+        "first_token_margin": margin,
+        "mean_entropy": mean_entropy,
+        "max_entropy": max_entropy,
+        "mean_nll": mean_nll,
+    }
     for values in measures.values():
         values[(rng.random(n) < missing_rate) | ~ok] = np.nan
     cost = usd * np.exp(rng.normal(0.0, 0.3, n))

@@ -110,9 +110,13 @@ _COST = "SELECT coalesce(sum(cost_usd), 0) FROM attempt_costs WHERE job_id = %s"
 
 
 def estimate(
-    conn: psycopg.Connection, job_id: int, job: str, tasks: Callable[[], Mapping[str, TaskConfig]],
-    level: float = LEVEL, costs: bool = True,
-) -> AuditEstimate | None:  # fmt: skip
+    conn: psycopg.Connection,
+    job_id: int,
+    job: str,
+    tasks: Callable[[], Mapping[str, TaskConfig]],
+    level: float = LEVEL,
+    costs: bool = True,
+) -> AuditEstimate | None:
     """The audit estimate of job `job_id` (named `job`), or None when it is not audited. `tasks()`
     gives the herd file's tasks (called only for an audited job: how to compare answers depends on
     the task's kind and labels); a task the file no longer has compares normalized text. `costs`:

@@ -166,11 +166,23 @@ def plot_sweep(
     ax.scatter(points.cost_per_1k[front], points.quality[front], s=18, color="tab:red", zorder=3)
     for i in points.front()[:: max(1, len(front) // 6)]:
         label = points.policy(int(i)).summary()
-        ax.annotate(label, (points.cost_per_1k[i], points.quality[i]), fontsize=7, xytext=(5, -10),
-                    textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            label,
+            (points.cost_per_1k[i], points.quality[i]),
+            fontsize=7,
+            xytext=(5, -10),
+            textcoords="offset points",
+        )
     if current is not None:
-        ax.scatter([current[0]], [current[1]], marker="*", s=220, color="tab:blue", zorder=4,
-                   label=f"current: {current[2]}")  # fmt: skip
+        ax.scatter(
+            [current[0]],
+            [current[1]],
+            marker="*",
+            s=220,
+            color="tab:blue",
+            zorder=4,
+            label=f"current: {current[2]}",
+        )
     positive = points.cost_per_1k[points.cost_per_1k > 0]
     if positive.size and positive.max() / positive.min() >= 10:
         ax.set_xscale("log")

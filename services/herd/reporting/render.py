@@ -200,19 +200,28 @@ def render(report: Report, fmt: str, out: IO[str], *, wide: bool = False) -> Non
             "decimal_places": DECIMAL_PLACES,  # of the Decimal figures: USD, GPU-hours, refinement rounds
             "rows": [{k: _number(v) for k, v in asdict(row).items()} for row in report.rows],
             "policy_versions": [{k: _number(v) for k, v in asdict(r).items()} for r in report.versions],
-            "models_alone": None if report.alone is None else {
-                "calibration_job": report.alone.job, "prompts": report.alone.prompts,
+            "models_alone": None
+            if report.alone is None
+            else {
+                "calibration_job": report.alone.job,
+                "prompts": report.alone.prompts,
                 "left_out_no_answer": report.alone.unanswered,
                 "rows": [{k: _number(v) for k, v in asdict(r).items()} for r in report.alone.rows],
             },
-            "audit": None if report.audit is None else {
-                "audit_job": report.audit.audit_job, "rate": report.audit.audit.rate,
-                "reference": report.audit.audit.reference, "sampled": report.audit.sampled,
-                "left_out": report.audit.left_out, "cost_usd": _number(report.audit.cost_usd),
-                "interval_level": report.audit.level, "drop": report.audit.drop,
+            "audit": None
+            if report.audit is None
+            else {
+                "audit_job": report.audit.audit_job,
+                "rate": report.audit.audit.rate,
+                "reference": report.audit.audit.reference,
+                "sampled": report.audit.sampled,
+                "left_out": report.audit.left_out,
+                "cost_usd": _number(report.audit.cost_usd),
+                "interval_level": report.audit.level,
+                "drop": report.audit.drop,
                 "rows": [{k: _number(v) for k, v in asdict(r).items()} for r in report.audit.rows],
             },
-        }  # fmt: skip
+        }
         json.dump(doc, out, indent=2, ensure_ascii=False, allow_nan=False)
         out.write("\n")
     elif fmt == "html":

@@ -42,8 +42,9 @@ def eval_lines(ev: RouterEval, router: Router) -> list[str]:
     lines += [f"{name:{width}}  {a:8.3f}  {usd(c):>19}  {note}".rstrip() for name, a, c, note in rows]
     h = ev.herd
     if ev.no_tradeoff is not None:
-        lines.append(f"APGR, CPT: not defined — {ev.no_tradeoff} (RouteLLM's figures need a weak -> strong "
-                     "trade-off)")  # fmt: skip
+        lines.append(
+            f"APGR, CPT: not defined — {ev.no_tradeoff} (RouteLLM's figures need a weak -> strong trade-off)"
+        )
     else:
         lines += [
             f"APGR {_fig(ev.apgr, 'the router costs the same at every tau')}: share of the {ev.weak} -> "
@@ -93,9 +94,13 @@ def verdict(target: Any, ev: RouterEval) -> str:
 
 
 def plot_router(
-    ev: RouterEval, router: Router, cascade: SearchResult | SweepResult | None,
-    composed: tuple[float, float] | None, title: str, path: Path,
-) -> None:  # fmt: skip
+    ev: RouterEval,
+    router: Router,
+    cascade: SearchResult | SweepResult | None,
+    composed: tuple[float, float] | None,
+    title: str,
+    path: Path,
+) -> None:
     """The router's accuracy-cost curve over τ, its chosen τ, each model alone, the oracle, and the
     cascade's policies kept by the search (grey) with their Pareto front, all on the same held-out
     prompts."""
@@ -108,16 +113,41 @@ def plot_router(
     if cascade is not None and len(cascade):
         ax.scatter(cascade.cost_per_1k, cascade.quality, s=4, color="0.8", label="cascade policies")
         front = cascade.front()
-        ax.step(cascade.cost_per_1k[front], cascade.quality[front], where="post", color="tab:red",
-                label="cascade Pareto front")  # fmt: skip
+        ax.step(
+            cascade.cost_per_1k[front],
+            cascade.quality[front],
+            where="post",
+            color="tab:red",
+            label="cascade Pareto front",
+        )
     order = np.argsort(ev.curve.cost_per_1k, kind="stable")
-    ax.plot(ev.curve.cost_per_1k[order], ev.curve.accuracy[order], "-o", ms=2, color="tab:blue",
-            label="router, tau 0..1")  # fmt: skip
-    ax.scatter([ev.router[1]], [ev.router[0]], marker="*", s=220, color="tab:blue", zorder=4,
-               label=f"router at tau {router.tau:.2f}")  # fmt: skip
+    ax.plot(
+        ev.curve.cost_per_1k[order],
+        ev.curve.accuracy[order],
+        "-o",
+        ms=2,
+        color="tab:blue",
+        label="router, tau 0..1",
+    )
+    ax.scatter(
+        [ev.router[1]],
+        [ev.router[0]],
+        marker="*",
+        s=220,
+        color="tab:blue",
+        zorder=4,
+        label=f"router at tau {router.tau:.2f}",
+    )
     if composed is not None:
-        ax.scatter([composed[1]], [composed[0]], marker="P", s=120, color="tab:purple", zorder=4,
-                   label="router -> cascade")  # fmt: skip
+        ax.scatter(
+            [composed[1]],
+            [composed[0]],
+            marker="P",
+            s=120,
+            color="tab:purple",
+            zorder=4,
+            label="router -> cascade",
+        )
     for m, (a, c) in ev.single.items():
         ax.scatter([c], [a], marker="s", s=50, color="tab:green", zorder=3)
         ax.annotate(f"{m} alone", (c, a), fontsize=8, xytext=(5, -10), textcoords="offset points")

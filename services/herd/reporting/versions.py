@@ -67,7 +67,7 @@ def by_version(conn: psycopg.Connection, job: str, scorer: str | None) -> list[V
             float(r[3]) if r[3] is not None else None,
             Decimal(r[4]),
             Decimal(1000) * Decimal(r[4]) / int(r[1]) if r[1] else Decimal(0),
-        )  # fmt: skip
+        )
         for r in rows
     ]
 

@@ -105,10 +105,12 @@ def test_prompts_needed_grows_as_the_margin_shrinks() -> None:
 def test_too_thin_chooses_the_reference_and_says_how_many_prompts_would_save() -> None:
     n = 40
     margin = np.linspace(0.0, 1.0, n)
-    data = dataset({
-        "small": arrays((margin > 0.2).astype(float), 1e-6, margin=margin),
-        "large": arrays(np.ones(n), 1e-5, margin=np.full(n, 0.9)),
-    })  # fmt: skip
+    data = dataset(
+        {
+            "small": arrays((margin > 0.2).astype(float), 1e-6, margin=margin),
+            "large": arrays(np.ones(n), 1e-5, margin=np.full(n, 0.9)),
+        }
+    )
     choice = choose(data, ["small", "large"], Match("large", at=0.9))
     assert choice.policy == Policy.single("t", "large") and choice.guaranteed and not choice.refused
     assert choice.bound == 0.0 and "by definition" in choice.message
@@ -160,8 +162,16 @@ def _run(population: tuple[object, dict[str, float]], n: int, method: str, seeds
         for seed in range(seeds):
             sample = draw(pop, n, seed)  # type: ignore[arg-type]
             try:
-                choice = choose(sample, ["small", "large"], target, measures=("first_token_margin",),
-                                method=method, seed=seed, n_resamples=10, advise=False)  # fmt: skip
+                choice = choose(
+                    sample,
+                    ["small", "large"],
+                    target,
+                    measures=("first_token_margin",),
+                    method=method,
+                    seed=seed,
+                    n_resamples=10,
+                    advise=False,
+                )
             except UnreachableTargetError:  # the point estimate found nothing: it promises nothing
                 kept += 1
                 continue

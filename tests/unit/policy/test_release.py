@@ -65,9 +65,13 @@ def simulate(
         nonlocal kept
         m = Measured(np.array(measured_sizes), np.array(measured_costs), in_flight=len(reserved))
         plan = plan_release(
-            ["large"] * len(held), [float(sizes[i]) for i in held], {"large": m}, budget, spent,
+            ["large"] * len(held),
+            [float(sizes[i]) for i in held],
+            {"large": m},
+            budget,
+            spent,
             sum(reserved.values()),
-        )  # fmt: skip
+        )
         for k, cost in plan.take:
             reserved[held[k]] = cost
             waiting.append(held[k])

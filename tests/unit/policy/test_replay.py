@@ -103,9 +103,17 @@ def test_pareto_front() -> None:
 
 def test_bootstrap_contains_the_estimate_and_is_reproducible() -> None:
     data = synthetic(n=3000, seed=5)
-    result = replay(data, Policy(task="synthetic", entry="small", tiers=[
-        Tier(model="small", measure="first_token_margin", threshold=0.6), Tier(model="large"),
-    ]))  # fmt: skip
+    result = replay(
+        data,
+        Policy(
+            task="synthetic",
+            entry="small",
+            tiers=[
+                Tier(model="small", measure="first_token_margin", threshold=0.6),
+                Tier(model="large"),
+            ],
+        ),
+    )
     first, second = bootstrap(result), bootstrap(result)
     assert first == second
     for interval in (first.quality, first.cost_per_1k, first.escalation_rate[0]):

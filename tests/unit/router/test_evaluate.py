@@ -31,9 +31,10 @@ def test_everything_to_one_model_reproduces_its_replay(data, model: str) -> None
 
 def test_routed_cascade_is_the_policy_of_each_entry(data) -> None:  # type: ignore[no-untyped-def]
     cascade = Policy(
-        task=data.task, entry="small",
+        task=data.task,
+        entry="small",
         tiers=[Tier(model="small", measure="first_token_margin", threshold=0.6), Tier(model="large")],
-    )  # fmt: skip
+    )
     large = Policy.single(data.task, "large")
     choice = np.where(np.arange(data.n) % 3 == 0, "large", "small")
     routed = replay_routed(data, choice, {"small": cascade, "large": large}, scorer_cut=0.5)

@@ -39,8 +39,13 @@ def test_no_apgr_or_cpt_when_the_most_accurate_model_is_the_cheapest(usd, models
     assert ev.no_tradeoff == "the most accurate model (large) is also the cheapest: route everything to it"
     lines = eval_lines(ev, router)
     assert not any("nan" in line.lower() for line in lines), lines
-    assert any(line.startswith("APGR, CPT: not defined — the most accurate model (large) is also the "
-                               "cheapest: route everything to it") for line in lines), lines  # fmt: skip
+    assert any(
+        line.startswith(
+            "APGR, CPT: not defined — the most accurate model (large) is also the "
+            "cheapest: route everything to it"
+        )
+        for line in lines
+    ), lines
     figures = figures_json(ev)
     assert figures["apgr"] is None and figures["cpt50"] is None
     assert figures["no_tradeoff"] == ev.no_tradeoff

@@ -72,9 +72,10 @@ def test_one_class_names_the_model_and_the_class() -> None:
     with pytest.raises(RouterError, match=r"^model 'b': all 4 train answers are good \(score >= 0.5\)"):
         train_router(["x y", "y z", "z w", "w x"], data)
     errored = CalibrationData(
-        "t", np.arange(2, dtype=np.int64),
+        "t",
+        np.arange(2, dtype=np.int64),
         {"a": ModelArrays(np.array([np.nan, np.nan]), np.zeros(2), np.zeros(2, dtype=bool))},
-    )  # fmt: skip
+    )
     # Errors are no answers, neither good nor bad: nothing is left to train on.
     with pytest.raises(RouterError, match="no prompts to train the router on \\(2 left out: a routed model"):
         train_router(["x y", "y z"], errored)

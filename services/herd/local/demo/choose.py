@@ -95,8 +95,15 @@ def choose_task(conn: psycopg.Connection, herd: HerdConfig, task: str, job: str)
     best = best_alone(data, route, train_rows)
     target = Match(best, AT)
     try:
-        choice = choose(data, route, target, measures=(*RAW_MEASURES, "p_correct"),
-                        train_fraction=TRAIN_FRACTION, seed=SEED, confidence=CONFIDENCE)  # fmt: skip
+        choice = choose(
+            data,
+            route,
+            target,
+            measures=(*RAW_MEASURES, "p_correct"),
+            train_fraction=TRAIN_FRACTION,
+            seed=SEED,
+            confidence=CONFIDENCE,
+        )
     except NothingToCalibrateError:  # no usable margin to calibrate P(correct) on: the raw measures
         choice = choose(data, route, target, train_fraction=TRAIN_FRACTION, seed=SEED, confidence=CONFIDENCE)
     estimates = version_estimates(choice, loaded.scorer, None, job)

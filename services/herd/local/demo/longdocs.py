@@ -106,14 +106,21 @@ def collect(
         counts = [n for _, n in by_model]
         lines.append(
             DocumentLine(
-                key=key, words=len(text.split()), pages=_pages(folder / Path(key).name),
-                chunks=counts[0] if counts else 0, escalated_chunks=sum(counts[1:]),
-                models=tuple(m for m, _ in by_model), state=state, answer=answer, error=error,
+                key=key,
+                words=len(text.split()),
+                pages=_pages(folder / Path(key).name),
+                chunks=counts[0] if counts else 0,
+                escalated_chunks=sum(counts[1:]),
+                models=tuple(m for m, _ in by_model),
+                state=state,
+                answer=answer,
+                error=error,
                 # The demo submits with references; a job submitted by hand has none: the bundled ones.
                 expected=reference or EXPECTED.get(Path(key).name),
-                cost_usd=Decimal(cost), busy_s=float(busy),
+                cost_usd=Decimal(cost),
+                busy_s=float(busy),
             )
-        )  # fmt: skip
+        )
     return lines
 
 
@@ -148,8 +155,17 @@ def rows(lines: Sequence[DocumentLine]) -> list[list[str]]:
         else:
             mark = "" if line.expected is None else (" ✓" if _same(line.answer, line.expected) else " ✗")
             label = line.answer + mark
-        out.append([Path(line.key).stem, fmt, f"{line.words:,}", str(line.chunks), str(line.escalated_chunks),
-                    label, usd(float(line.cost_usd))])  # fmt: skip
+        out.append(
+            [
+                Path(line.key).stem,
+                fmt,
+                f"{line.words:,}",
+                str(line.chunks),
+                str(line.escalated_chunks),
+                label,
+                usd(float(line.cost_usd)),
+            ]
+        )
     return out
 
 

@@ -97,9 +97,11 @@ def start(settings: Settings, console: Console) -> tuple[HerdConfig, str]:
     herd = load_herd(write_herd_file(home, urls))
     env = {
         **_inherited_env(),
-        "HERD_DATABASE_URL": db_url, "HERD_BROKER_URL": broker, "HERD_HOME": str(home),
+        "HERD_DATABASE_URL": db_url,
+        "HERD_BROKER_URL": broker,
+        "HERD_HOME": str(home),
         "HERD_POLICY_TTL_S": str(POLICY_TTL_S),
-    }  # fmt: skip
+    }
     for model in herd.models:
         with console.status(f"starting worker {model}"):
             localherd.ensure_worker(home, model, env)
@@ -180,9 +182,12 @@ def submit_live(
 
 
 def print_comparison(
-    conn: psycopg.Connection, herd: HerdConfig, plans: Sequence[TaskPlan], choices: dict[str, TaskChoice],
+    conn: psycopg.Connection,
+    herd: HerdConfig,
+    plans: Sequence[TaskPlan],
+    choices: dict[str, TaskChoice],
     console: Console,
-) -> None:  # fmt: skip
+) -> None:
     conn.commit()
     for p in plans:
         tc = choices[p.task]

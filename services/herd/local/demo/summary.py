@@ -67,6 +67,14 @@ def print_summary(conn: psycopg.Connection, jobs: dict[str, str], console: Conso
     for name, line in collect(conn, jobs).items():
         mean = f"{line.latency_s / line.answered:.2f}s" if line.answered else "-"
         rate = line.escalated / max(line.answered, 1)
-        per_model.append([name, str(line.answered), f"{line.escalated} ({rate:.0%})", str(line.kept), mean,
-                          f"{line.tokens_in}/{line.tokens_out}"])  # fmt: skip
+        per_model.append(
+            [
+                name,
+                str(line.answered),
+                f"{line.escalated} ({rate:.0%})",
+                str(line.kept),
+                mean,
+                f"{line.tokens_in}/{line.tokens_out}",
+            ]
+        )
     print_table(console, PER_MODEL, per_model, title="per model, live jobs")

@@ -24,7 +24,26 @@ from herd.policy.router.tfidf import Tfidf, fit_tfidf
 from herd.policy.router.train import FEATURES, good_labels, train_held_out, train_router
 
 __all__ = [
-    "FEATURES", "Curve", "HerdFigure", "RoutedReplay", "Router", "RouterError", "RouterEval", "Tfidf",
-    "apgr", "cpt", "curve", "evaluate", "fit_tfidf", "good_labels", "herd_figure", "oracle_choice",
-    "outcome", "replay_routed", "route_rule", "strong_weak", "train_held_out", "train_router",
-]  # fmt: skip
+    "FEATURES",
+    "Curve",
+    "HerdFigure",
+    "RoutedReplay",
+    "Router",
+    "RouterError",
+    "RouterEval",
+    "Tfidf",
+    "apgr",
+    "cpt",
+    "curve",
+    "evaluate",
+    "fit_tfidf",
+    "good_labels",
+    "herd_figure",
+    "oracle_choice",
+    "outcome",
+    "replay_routed",
+    "route_rule",
+    "strong_weak",
+    "train_held_out",
+    "train_router",
+]

@@ -101,9 +101,13 @@ class Curve:
 
 
 def curve(
-    data: CalibrationData, models: Sequence[str], p_good: np.ndarray, route_cost: np.ndarray,
-    cut: float = 0.5, taus: np.ndarray | None = None,
-) -> Curve:  # fmt: skip
+    data: CalibrationData,
+    models: Sequence[str],
+    p_good: np.ndarray,
+    route_cost: np.ndarray,
+    cut: float = 0.5,
+    taus: np.ndarray | None = None,
+) -> Curve:
     """Sweep τ (default 0, 0.01, ..., 1) over predicted `p_good` (n, k); `route_cost` (k,) is the
     router's mean cost per model (the rule's order). O(t·n·k)."""
     taus = np.linspace(0.0, 1.0, 101) if taus is None else np.asarray(taus, dtype=float)

@@ -111,13 +111,19 @@ class Router:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "task": self.task, "models": list(self.models),
-            "cost_usd": self.cost_usd.tolist(), "tau": float(self.tau), "cut": float(self.cut),
+            "format": FORMAT,
+            "task": self.task,
+            "models": list(self.models),
+            "cost_usd": self.cost_usd.tolist(),
+            "tau": float(self.tau),
+            "cut": float(self.cut),
             "features": (
                 self.features.to_dict() if self.features else {"kind": "encoder", "name": self.encoder}
             ),
-            "coef": self.coef.tolist(), "intercept": self.intercept.tolist(), "info": self.info,
-        }  # fmt: skip
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+            "info": self.info,
+        }
 
     @property
     def version(self) -> str:
@@ -140,12 +146,17 @@ class Router:
                 raise RouterError(f"not a router (expected format {FORMAT!r})")
             feats = doc["features"]
             router = cls(
-                str(doc["task"]), tuple(str(m) for m in doc["models"]),
-                np.asarray(doc["cost_usd"], dtype=float), np.asarray(doc["coef"], dtype=float),
-                np.asarray(doc["intercept"], dtype=float), float(doc["tau"]), float(doc["cut"]),
+                str(doc["task"]),
+                tuple(str(m) for m in doc["models"]),
+                np.asarray(doc["cost_usd"], dtype=float),
+                np.asarray(doc["coef"], dtype=float),
+                np.asarray(doc["intercept"], dtype=float),
+                float(doc["tau"]),
+                float(doc["cut"]),
                 Tfidf.from_dict(feats) if feats["kind"] == "tfidf" else None,
-                str(feats["name"]) if feats["kind"] == "encoder" else None, dict(doc.get("info", {})),
-            )  # fmt: skip
+                str(feats["name"]) if feats["kind"] == "encoder" else None,
+                dict(doc.get("info", {})),
+            )
         except RouterError:
             raise
         except (ValueError, KeyError, TypeError) as exc:

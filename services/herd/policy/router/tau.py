@@ -43,9 +43,14 @@ class CachedEncoder:
 
 
 def out_of_fold(
-    texts: Sequence[str], data: CalibrationData, rows: np.ndarray, models: Sequence[str],
-    folds: int = 5, seed: int = 0, **train_kwargs: Any,
-) -> np.ndarray | None:  # fmt: skip
+    texts: Sequence[str],
+    data: CalibrationData,
+    rows: np.ndarray,
+    models: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+    **train_kwargs: Any,
+) -> np.ndarray | None:
     """(len(rows), k) P(good) for each train row from a router that did not see it; None when a fold's
     training set lacks a class for some model (too few prompts to cross-validate)."""
     rng = np.random.default_rng(seed)
@@ -72,9 +77,14 @@ class TauChoice:
 
 
 def choose_tau(
-    train: CalibrationData, models: Sequence[str], p_good: np.ndarray, cost_usd: np.ndarray,
-    cut: float, target: Target, taus: np.ndarray = TAUS,
-) -> TauChoice:  # fmt: skip
+    train: CalibrationData,
+    models: Sequence[str],
+    p_good: np.ndarray,
+    cost_usd: np.ndarray,
+    cut: float,
+    target: Target,
+    taus: np.ndarray = TAUS,
+) -> TauChoice:
     """Pick τ per `target` on the train rows (`p_good` (n, k) for `train`'s rows). Ties: the higher
     accuracy / lower cost, then the larger τ (routes more prompts to better models).
 

@@ -91,17 +91,24 @@ class Tfidf:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": "tfidf", "analyzer": self.analyzer, "ngram_range": list(self.ngram_range),
-            "sublinear_tf": self.sublinear_tf, "terms": list(self.terms), "idf": self.idf.tolist(),
-        }  # fmt: skip
+            "kind": "tfidf",
+            "analyzer": self.analyzer,
+            "ngram_range": list(self.ngram_range),
+            "sublinear_tf": self.sublinear_tf,
+            "terms": list(self.terms),
+            "idf": self.idf.tolist(),
+        }
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Tfidf:
         lo, hi = doc["ngram_range"]
         return cls(
-            tuple(str(t) for t in doc["terms"]), np.asarray(doc["idf"], dtype=float), str(doc["analyzer"]),
-            (int(lo), int(hi)), bool(doc["sublinear_tf"]),
-        )  # fmt: skip
+            tuple(str(t) for t in doc["terms"]),
+            np.asarray(doc["idf"], dtype=float),
+            str(doc["analyzer"]),
+            (int(lo), int(hi)),
+            bool(doc["sublinear_tf"]),
+        )
 
 
 def fit_tfidf(
@@ -119,9 +126,15 @@ def fit_tfidf(
     from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: PLC0415 - scikit-learn only to fit, never to load a router
 
     vec = TfidfVectorizer(
-        analyzer=analyzer, ngram_range=ngram_range, min_df=min_df, max_features=max_features,
-        sublinear_tf=sublinear_tf, lowercase=True, token_pattern=TOKEN_PATTERN, dtype=np.float64,
-    )  # fmt: skip
+        analyzer=analyzer,
+        ngram_range=ngram_range,
+        min_df=min_df,
+        max_features=max_features,
+        sublinear_tf=sublinear_tf,
+        lowercase=True,
+        token_pattern=TOKEN_PATTERN,
+        dtype=np.float64,
+    )
     vec.fit(list(texts))
     terms = tuple(vec.get_feature_names_out().tolist())
     return Tfidf(terms, np.asarray(vec.idf_, dtype=float), analyzer, ngram_range, sublinear_tf)

@@ -29,9 +29,15 @@ def answered(
     prompt_id: int, started_mono: float | None = None, ended_mono: float | None = None
 ) -> ledger.NewAttempt:
     return ledger.NewAttempt(
-        prompt_id=prompt_id, model="small", stage="answer", round=0, status="ok", answer="yes",
-        started_mono=started_mono, ended_mono=ended_mono,
-    )  # fmt: skip
+        prompt_id=prompt_id,
+        model="small",
+        stage="answer",
+        round=0,
+        status="ok",
+        answer="yes",
+        started_mono=started_mono,
+        ended_mono=ended_mono,
+    )
 
 
 def test_an_attempts_times_are_the_databases_placed_by_the_monotonic_clock(db: psycopg.Connection) -> None:
@@ -48,9 +54,7 @@ def test_an_attempts_times_are_the_databases_placed_by_the_monotonic_clock(db: p
     # The final path (one statement with the prompt's `done`) places them the same way.
     now = time.monotonic()
     before = db_now(db)
-    assert ledger.record_final(
-        db, answered(prompts[1], started_mono=now - 3.0, ended_mono=now - 1.0)
-    ) == []  # fmt: skip
+    assert ledger.record_final(db, answered(prompts[1], started_mono=now - 3.0, ended_mono=now - 1.0)) == []
     after = db_now(db)
     row = db.execute("SELECT id FROM attempts WHERE prompt_id = %s", (prompts[1],)).fetchone()
     assert row is not None
@@ -70,8 +74,14 @@ def test_explicit_timestamps_are_kept(db: psycopg.Connection) -> None:
     attempt = ledger.insert_attempt(
         db,
         ledger.NewAttempt(
-            prompt_id=prompt, model="small", stage="answer", round=0, status="ok",
-            started_at=at, finished_at=at + timedelta(seconds=2), ended_mono=time.monotonic() - 99,
+            prompt_id=prompt,
+            model="small",
+            stage="answer",
+            round=0,
+            status="ok",
+            started_at=at,
+            finished_at=at + timedelta(seconds=2),
+            ended_mono=time.monotonic() - 99,
         ),
-    )  # fmt: skip
+    )
     assert times(db, attempt.id) == (at, at + timedelta(seconds=2))

@@ -115,8 +115,11 @@ def test_text_generation_details_through_real_client(double: EndpointDouble) -> 
     assert math.exp(top[1][1]["logprob"]) == pytest.approx(0.05)  # (1 - rest_p) / 2
     call = double.calls()[-1]
     assert (call["model"], call["protocol"], call["prompt"], call["status"]) == (
-        "a", "tgi", "What is the capital of France?", 200
-    )  # fmt: skip
+        "a",
+        "tgi",
+        "What is the capital of France?",
+        200,
+    )
 
 
 def test_text_generation_truncation_stop_and_plain_text(double: EndpointDouble) -> None:
@@ -285,8 +288,10 @@ def test_control_api_over_http_and_call_log(double: EndpointDouble) -> None:
     logged = httpx.get(f"{double.url}/_calls", timeout=5).json()
     assert logged["total"] == 3
     assert [(c["model"], c["protocol"], c["prompt"], c["status"]) for c in logged["calls"]] == [
-        ("m1", "tgi", "x", 200), ("m2", "tgi", "x", 200), ("m1", "tgi", "y", 200)
-    ]  # fmt: skip
+        ("m1", "tgi", "x", 200),
+        ("m2", "tgi", "x", 200),
+        ("m1", "tgi", "y", 200),
+    ]
     assert logged["calls"] == double.calls()
     times = [c["time"] for c in logged["calls"]]
     assert times == sorted(times)

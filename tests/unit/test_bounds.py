@@ -205,10 +205,22 @@ def test_globs_match_as_glob_glob_does_on_a_tree_without_links(tmp_path: Path, m
         (docs / name).write_text("text\n")
     monkeypatch.chdir(tmp_path)
     patterns = [
-        "docs/*.txt", "docs/**/*.txt", "docs/**", "docs/**/*", "docs/.*", "docs/**/.*", "docs/*/*",
-        "docs/?.*", "docs/sub/*/*/*.txt", "./docs/**/*.md", "docs/.git/*", "docs/sub/[[]1].txt",
-        "*/sub/*.txt", str(docs / "**" / "*.txt"), "docs/**/er/*",
-    ]  # fmt: skip
+        "docs/*.txt",
+        "docs/**/*.txt",
+        "docs/**",
+        "docs/**/*",
+        "docs/.*",
+        "docs/**/.*",
+        "docs/*/*",
+        "docs/?.*",
+        "docs/sub/*/*/*.txt",
+        "./docs/**/*.md",
+        "docs/.git/*",
+        "docs/sub/[[]1].txt",
+        "*/sub/*.txt",
+        str(docs / "**" / "*.txt"),
+        "docs/**/er/*",
+    ]
     for pattern in patterns:
         expected = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         assert walk.glob_files(pattern) == expected, pattern
