@@ -6,8 +6,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import socket
+import threading
 from collections.abc import Iterator
 
+import kombu.exceptions
 import pytest
 import redis
 from celery import Celery
@@ -104,3 +107,39 @@ def test_the_celery_app_publishes_through_it_in_kombus_own_message_format(
     assert first["properties"]["delivery_info"]["routing_key"] == "herd.small"
     args, kwargs, _embed = json.loads(base64.b64decode(first["body"]))
     assert (args, kwargs) == ([7, "small", "answer", 0], {})
+
+
+def test_a_broker_that_never_answers_fails_a_command_instead_of_blocking_it_forever(
+    services: Services, celery_app: Celery
+) -> None:
+    """A peer gone silently (a partition, a host that died without a RST) never answers: without a
+    socket timeout, kombu's connection blocked the calling thread for good (a worker's pump thread
+    stalled). With Herd's broker options, the command fails as a lost connection, which kombu retries.
+    The peer here is a socket that accepts (the kernel's backlog does) and never reads."""
+    options = celery_app.conf.broker_transport_options
+    assert options["socket_timeout"] > 1  # above the consumer's 1 s BRPOP, which it must not cut short
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        try:
+            with Connection(url, transport_options=options) as conn:
+                conn.default_channel.client.ping()
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - what it raised is the assertion below
+            outcome.append(exc)
+
+    try:
+        worker = threading.Thread(target=connect, daemon=True)
+        worker.start()
+        worker.join(timeout=20 * options["socket_timeout"])  # only so a regression fails, not hangs
+        assert outcome, "the command blocked with no timeout"
+        # kombu raises redis-py's TimeoutError as its own OperationalError (a connection error).
+        error = outcome[0]
+        assert isinstance(error, kombu.exceptions.OperationalError), outcome
+        assert isinstance(error.__cause__ or error.__context__, redis.exceptions.TimeoutError), outcome
+    finally:
+        silent.close()
