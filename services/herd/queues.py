@@ -66,10 +66,11 @@ def _config() -> dict[str, Any]:
             "unacked_restore_throttle": 1,
             # kombu opens its Redis connections with no socket timeout: a command whose reply never
             # comes (a peer gone silently: a partition, a host that died without a RST) blocks its
-            # thread for good, and a worker whose pump thread blocks so never re-sends a lost prompt
-            # again (one run of benchmarks/faults.py stalled with its workers alive and their pump
-            # threads blocked). Bounded, the command fails as a lost connection (redis-py's
-            # TimeoutError, one of kombu's connection errors) and is retried. Herd's
+            # thread for minutes (the kernel gives up on unacknowledged data after tcp_retries2, ~15
+            # min) or for good (a request acknowledged, its reply lost with the peer's socket), and a
+            # worker whose pump thread blocks so re-sends no lost prompt meanwhile. Bounded, the command
+            # fails as a lost connection (redis-py's TimeoutError, one of kombu's connection errors)
+            # and is retried. Herd's
             # commands are small and a healthy Redis answers them in milliseconds; the longest
             # legitimate wait is the consumer's BRPOP, 1 s (kombu's brpop_timeout), read only once
             # readable. kombu's health_check_interval (25 s) stays: a connection idle that long is
