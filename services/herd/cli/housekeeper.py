@@ -33,7 +33,7 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
     from herd.housekeeping.leader import LeaderLock
     from herd.housekeeping.service import Housekeeper, serve
     from herd.housekeeping.work import Housekeeping, request_bound
-    from herd.ledger.db import ensure_current
+    from herd.ledger.db import connection_options, ensure_current
     from herd.queues import publish
     from herd.settings import get_settings
     from herd.urls import database_url
@@ -44,7 +44,7 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
     url = database_url()
     ensure_current(url, wait_s=wait_s)  # like a worker: never migrates, waits for `herd migrate`
     # One connection per half (dispatch, seal); the leader lock has its own.
-    pool = ConnectionPool(url, min_size=1, max_size=2, kwargs={"autocommit": True}, open=True,
+    pool = ConnectionPool(url, min_size=1, max_size=2, kwargs=connection_options(autocommit=True), open=True,
                           check=ConnectionPool.check_connection)  # fmt: skip
     connect = pool.connection
     # Budget releases need each task's decision rule (policies, herd file), never a model endpoint.
