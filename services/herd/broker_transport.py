@@ -12,6 +12,9 @@ A channel closed under its producer (a reconnect closes the connection's channel
 producer keeps the one it had) raises redis-py's ConnectionError, not kombu's AttributeError on the
 missing connection: kombu's `ensure` knows the former as recoverable, reconnects and revives the
 producer on a new channel, so a publish after a broker outage rebuilds its channel instead of failing.
+So does a channel whose kombu Connection was closed under it (a worker dropping a broken connection):
+an ack, or the restore of its unacked messages when it closes, fails as a lost connection, which
+Celery and kombu ignore there, instead of an AttributeError that stopped the worker.
 
 Installed for `redis://` and `rediss://` broker URLs by herd/queues.py (`install`), under kombu's own
 alias, so URLs, `as_uri()` and Flower's broker view are unchanged. Sentinel URLs keep kombu's transport.
@@ -33,11 +36,32 @@ _SCHEMES = ("redis", "rediss")
 class Channel(kombu_redis.Channel):  # kombu's Redis transport is untyped: its methods are Any
     _herd_client: Any = None
 
+    def _check_attached(self) -> None:
+        """Raise redis-py's ConnectionError if this channel lost its transport (closed by a reconnect:
+        `connection` is None) or its transport lost its kombu Connection (`client` is None: Celery's
+        worker, on a lost broker connection, `collect`s it, which detaches the transport, and closes
+        it). kombu's own code then reads `self.connection.client.hostname` to build a new pool (the
+        close dropped the old one) and raises AttributeError, which escapes where kombu and Celery
+        ignore connection errors: acking a task that finished during the outage (in the worker's event
+        loop) and restoring a closing channel's unacked messages. The worker stopped with
+        "Unrecoverable error" and exit status 1 whenever Redis died with a task in flight. A
+        ConnectionError is one of kombu's connection errors: logged and ignored there, recovered from
+        everywhere else. The message stays in Redis's unacked index: the visibility sweep restores it,
+        and the ledger replays a step already recorded."""
+        if self.connection is None:
+            raise redis.exceptions.ConnectionError("broker channel closed by a reconnect")
+        if self.connection.client is None:
+            raise redis.exceptions.ConnectionError("broker channel's connection was closed")
+
+    def _connparams(self, asynchronous: bool = False) -> Any:
+        # Every new pool (sync or async, so `pool`, `async_pool` and `client` too) starts here.
+        self._check_attached()
+        return super()._connparams(asynchronous=asynchronous)  # type: ignore[no-untyped-call]
+
     def _create_client(self, asynchronous: bool = False) -> Any:
+        self._check_attached()  # a cached pool or client must not outlive its connection either
         if asynchronous:
             return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
-        if self.connection is None:  # closed by a reconnect: kombu's own code would raise AttributeError
-            raise redis.exceptions.ConnectionError("broker channel closed by a reconnect")
         pool = self.pool  # a new pool after a reconnect (kombu resets `_pool`): a new client for it
         client = self._herd_client
         if client is None or client.connection_pool is not pool:

@@ -29,6 +29,11 @@ BROKER_DOWN: tuple[type[BaseException], ...] = (
 )
 
 
+# Seconds a broker command may wait for its reply, and a connect for its handshake (_config says why).
+BROKER_SOCKET_TIMEOUT_S = 10.0
+BROKER_CONNECT_TIMEOUT_S = 5.0
+
+
 def queue_for(model: str) -> str:
     return f"herd.{model}"
 
@@ -59,6 +64,19 @@ def _config() -> dict[str, Any]:
             # worker), so they return within visibility_timeout + interval.
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 4)),
             "unacked_restore_throttle": 1,
+            # kombu opens its Redis connections with no socket timeout: a command whose reply never
+            # comes (a peer gone silently: a partition, a host that died without a RST) blocks its
+            # thread for minutes (the kernel gives up on unacknowledged data after tcp_retries2, ~15
+            # min) or for good (a request acknowledged, its reply lost with the peer's socket), and a
+            # worker whose pump thread blocks so re-sends no lost prompt meanwhile. Bounded, the command
+            # fails as a lost connection (redis-py's TimeoutError, one of kombu's connection errors)
+            # and is retried. Herd's
+            # commands are small and a healthy Redis answers them in milliseconds; the longest
+            # legitimate wait is the consumer's BRPOP, 1 s (kombu's brpop_timeout), read only once
+            # readable. kombu's health_check_interval (25 s) stays: a connection idle that long is
+            # PINGed before use, now also within the timeout.
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S,
         },
         "broker_connection_retry_on_startup": True,
         # With HERD_TASK_EVENTS, Flower sees every task from the moment it is published; without,

@@ -15,6 +15,7 @@ from herd import urls
 from herd.backends.registry import make_backends
 from herd.cascade.pipeline import Pipeline
 from herd.herdfile.model import HerdConfig, load_herd
+from herd.ledger.db import connection_options
 from herd.policy.active import ActivePolicies
 from herd.settings import get_settings
 
@@ -76,8 +77,10 @@ def get_context() -> WorkerContext:
         urls.database_url(settings),
         min_size=1,
         max_size=size,
-        # Autocommit: reads need no COMMIT round trip; see herd/ledger/steps.py.
-        kwargs={"autocommit": True},
+        # Autocommit: reads need no COMMIT round trip; see herd/ledger/steps.py. The liveness options
+        # fail a connection whose peer went silent (a partition) in seconds: the pump thread's idle
+        # check must never block on one, or no stale prompt is re-sent.
+        kwargs=connection_options(autocommit=True),
         # After a Postgres restart, failover or idle timeout the pooled connections are dead; checking
         # an idle one before handing it out (one round trip) replaces it instead of failing a step.
         check=idle_check,

@@ -22,6 +22,7 @@ from herd.api.app import ApiContext, create_app
 from herd.api.keeper import Keeper, Limits
 from herd.api.store import make_store
 from herd.herdfile.model import HerdConfig
+from herd.ledger.db import connection_options
 from herd.queues import publish
 from herd.settings import Settings
 
@@ -39,7 +40,9 @@ class Server:
 
 def build(herd: HerdConfig, settings: Settings, database_url: str) -> Server:
     """The app, its keeper and their connection pool (opened when the app starts)."""
-    pool = ConnectionPool(database_url, min_size=1, max_size=POOL_SIZE, open=False, name="herd-api")
+    pool = ConnectionPool(
+        database_url, min_size=1, max_size=POOL_SIZE, kwargs=connection_options(), open=False, name="herd-api"
+    )
 
     @contextmanager
     def connect() -> Iterator[psycopg.Connection]:

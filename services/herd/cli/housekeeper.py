@@ -32,7 +32,7 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
     from herd.housekeeping.leader import LeaderLock
     from herd.housekeeping.service import Housekeeper, serve
     from herd.housekeeping.work import Housekeeping, request_bound
-    from herd.ledger.db import ensure_current
+    from herd.ledger.db import connection_options, ensure_current
     from herd.policy.active import ActivePolicies
     from herd.queues import publish
     from herd.settings import get_settings
@@ -48,7 +48,7 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
         url,
         min_size=1,
         max_size=2,
-        kwargs={"autocommit": True},
+        kwargs=connection_options(autocommit=True),
         open=True,
         check=ConnectionPool.check_connection,
     )

@@ -38,6 +38,8 @@ def metrics(ctx: click.Context, address: str, port: int, max_age_s: float, cost_
     import redis
     from prometheus_client import start_http_server
 
+    from herd.ledger.db import connect as connect_db
+    from herd.ledger.db import connection_options
     from herd.observability.metrics import HerdCollector, registry_for
     from herd.urls import broker_url, database_url
 
@@ -46,7 +48,9 @@ def metrics(ctx: click.Context, address: str, port: int, max_age_s: float, cost_
     db_url = database_url()
 
     def connect() -> psycopg.Connection[Any]:
-        return psycopg.connect(db_url, autocommit=True, connect_timeout=10)
+        # Long-lived (scrape to scrape): keepalives and a TCP user timeout, so a dead peer fails a
+        # scrape instead of hanging the exporter.
+        return connect_db(db_url, **connection_options(autocommit=True))
 
     client = redis.Redis.from_url(broker_url(), socket_timeout=10, socket_connect_timeout=10)
     collector = HerdCollector(

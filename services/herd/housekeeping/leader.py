@@ -19,6 +19,8 @@ from typing import Any
 
 import psycopg
 
+from herd.ledger.db import connection_options
+
 log = logging.getLogger(__name__)
 
 # pg_try_advisory_lock key of `herd housekeeper` ("herdkeep"); shares.py and steps.py use others.
@@ -56,16 +58,15 @@ class LeaderLock:
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
+            # A dead peer is noticed within the liveness options' bound (herd/ledger/db.py), not the
+            # kernel's minutes or hours, and a check never hangs on a stuck server.
             self._conn = psycopg.connect(
                 self.url,
-                autocommit=True,
-                connect_timeout=int(self.timeout_s),
-                # A dead peer is noticed within ~keepalive time, not the kernel's two hours, and a
-                # check never hangs on a stuck server.
-                keepalives_idle=10,
-                keepalives_interval=5,
-                keepalives_count=3,
-                options=f"-c statement_timeout={int(self.timeout_s * 1000)}",
+                **connection_options(  # type: ignore[arg-type]  # connection options
+                    autocommit=True,
+                    connect_timeout=int(self.timeout_s),
+                    options=f"-c statement_timeout={int(self.timeout_s * 1000)}",
+                ),
             )
             self.held = False
         return self._conn

@@ -45,6 +45,37 @@ def migrate(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+# libpq options for every long-lived connection (a pool's, the leader lock's): a peer that stops
+# answering (a network partition, a host gone without a RST, a failover) fails the connection in
+# seconds, as psycopg.OperationalError, instead of leaving its thread blocked. libpq has no read
+# timeout: without these a statement sent into a partition is retransmitted with exponential backoff
+# until the kernel's tcp_retries2 (about 15 minutes), and an idle connection to a vanished host is
+# noticed only after the kernel's 2-hour keepalive default (PostgreSQL manual, 34.1.2 "Parameter
+# Key Words": keepalives*, tcp_user_timeout).
+# - keepalives_idle 10 s, then a probe every 5 s, 3 unanswered: an idle connection is known dead
+#   within 10 + 3 * 5 = 25 s.
+# - tcp_user_timeout 25,000 ms: data (a statement) left unacknowledged 25 s fails the connection; the
+#   same horizon as the keepalives. It bounds only a peer that stops acknowledging, never a slow
+#   query (the server acknowledges the statement at once; statement_timeout is for slow queries).
+#   Linux only; other systems ignore it and keep the keepalives.
+# 25 s is longer than a brief network blip (retransmissions still get through) and well inside a
+# worker's stale period, so a connection lost this way costs one failed step, not a stuck worker.
+LIVENESS_OPTIONS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 25_000,
+}
+
+
+def connection_options(**overrides: object) -> dict[str, object]:
+    """Keyword arguments for `psycopg.connect` (or a psycopg_pool pool's `kwargs`) for a long-lived
+    connection: `LIVENESS_OPTIONS` plus a 10 s `connect_timeout` (seconds), then `overrides`
+    (e.g. `autocommit=True`)."""
+    return {**LIVENESS_OPTIONS, "connect_timeout": 10, **overrides}
+
+
 def connect(url: str, **kwargs: object) -> psycopg.Connection:
     return psycopg.connect(url, **kwargs)  # type: ignore[arg-type]  # kwargs are connection options
 
