@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from herd.local.embedded import ensure_redis, stop_all
+from herd.embedded.servers import ensure_redis, stop_all
 from tests.integration.test_cascade import CONFIDENT, jsonl
 from tests.support.endpoint import EndpointDouble
 from tests.support.harness import Herd, Services, herd_env, herd_yaml, start_worker
