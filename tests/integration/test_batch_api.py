@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +40,18 @@ def jsonl(path: Path, items: Sequence[dict[str, Any] | str]) -> Path:
     return path
 
 
-def serve(herd: Herd, **env: str) -> ApiServer:
-    return ApiServer(herd.procs, {**herd.env, **FAST, **env}, herd.path.parent / "serve.log").start()
+@pytest.fixture
+def serve() -> Iterator[Callable[..., ApiServer]]:
+    """`serve(herd, **env)` starts `herd serve`; its SDK clients are closed after the test."""
+    servers: list[ApiServer] = []
+
+    def start(herd: Herd, **env: str) -> ApiServer:
+        servers.append(ApiServer(herd.procs, {**herd.env, **FAST, **env}, herd.path.parent / "serve.log"))
+        return servers[-1].start()
+
+    yield start
+    for server in servers:
+        server.close()
 
 
 def lines_of(client: OpenAI, file_id: str | None) -> list[dict[str, Any]]:
@@ -58,7 +68,9 @@ def herd_with(make_herd: Callable[..., Herd], double) -> Callable[..., Herd]:  #
     return make
 
 
-def test_the_sdk_runs_a_batch_from_upload_to_output_and_error_files(herd_with, double, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_sdk_runs_a_batch_from_upload_to_output_and_error_files(
+    herd_with, serve, double, db, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     double.script(
         [{"match": "hard", "model": "small", **UNSURE, "text": "Maybe."},
          {"match": "hard", "model": "medium", **SURE, "text": "Surely."},
@@ -72,7 +84,7 @@ def test_the_sdk_runs_a_batch_from_upload_to_output_and_error_files(herd_with, d
     client = server.client(create_key(herd.env, tmp_path, "alice"))
     items = [line(f"r{i}", f"easy {i}") for i in range(4)]
     items += [line("hard", "a hard one", logprobs=True, top_logprobs=2), line("doomed", "doomed")]
-    upload = client.files.create(file=jsonl(tmp_path / "in.jsonl", items).open("rb"), purpose="batch")
+    upload = client.files.create(file=jsonl(tmp_path / "in.jsonl", items), purpose="batch")
     assert (upload.purpose, upload.filename, upload.status) == ("batch", "in.jsonl", "processed")
     assert upload.bytes == (tmp_path / "in.jsonl").stat().st_size
     assert client.files.content(upload.id).content == (tmp_path / "in.jsonl").read_bytes()
@@ -112,13 +124,13 @@ def test_the_sdk_runs_a_batch_from_upload_to_output_and_error_files(herd_with, d
     assert {row["policy"] for row in report["rows"]} >= {"small", "medium"}
 
 
-def test_a_file_with_bad_lines_fails_validation_naming_each_line(herd_with, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_file_with_bad_lines_fails_validation_naming_each_line(herd_with, serve, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
     herd = herd_with()
     server = serve(herd)
     client = server.client(create_key(herd.env, tmp_path, "alice"))
     items: list[dict[str, Any] | str] = [line("a", "x"), "{oops", line("b", "x", model="gpt-9")]
     items += [line("c", "x"), line("d", "x", n=3), line("a", "dup")]
-    upload = client.files.create(file=jsonl(tmp_path / "bad.jsonl", items).open("rb"), purpose="batch")
+    upload = client.files.create(file=jsonl(tmp_path / "bad.jsonl", items), purpose="batch")
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
@@ -136,7 +148,7 @@ def test_a_file_with_bad_lines_fails_validation_naming_each_line(herd_with, db, 
 
     # Fixed, the duplicate id is the one error left, named by its line too.
     fixed = [line("a", "x"), line("b", "x"), line("c", "x"), line("a", "dup")]
-    upload = client.files.create(file=jsonl(tmp_path / "dup.jsonl", fixed).open("rb"), purpose="batch")
+    upload = client.files.create(file=jsonl(tmp_path / "dup.jsonl", fixed), purpose="batch")
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
@@ -145,14 +157,14 @@ def test_a_file_with_bad_lines_fails_validation_naming_each_line(herd_with, db, 
     assert [(e.line, e.code) for e in failed.errors.data] == [(4, "duplicate_custom_id")]
 
 
-def test_another_owner_sees_404_and_a_missing_wrong_or_revoked_key_gets_401(herd_with, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_another_owner_sees_404_and_a_missing_wrong_or_revoked_key_gets_401(
+    herd_with, serve, db, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     herd = herd_with()
     server = serve(herd)
     alice_key = create_key(herd.env, tmp_path, "alice")
     alice, bob = server.client(alice_key), server.client(create_key(herd.env, tmp_path, "bob"))
-    upload = alice.files.create(
-        file=jsonl(tmp_path / "in.jsonl", [line("a", "x")]).open("rb"), purpose="batch"
-    )
+    upload = alice.files.create(file=jsonl(tmp_path / "in.jsonl", [line("a", "x")]), purpose="batch")
     batch = alice.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
@@ -186,14 +198,12 @@ def test_another_owner_sees_404_and_a_missing_wrong_or_revoked_key_gets_401(herd
     assert keys.count("alice") == 2 and keys.count("bob") == 1 and alice_key not in keys
 
 
-def test_lists_page_newest_first_with_after_limit_and_has_more(herd_with, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_lists_page_newest_first_with_after_limit_and_has_more(herd_with, serve, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
     herd = herd_with()
     server = serve(herd)
     client = server.client(create_key(herd.env, tmp_path, "alice"))
     uploads = [
-        client.files.create(
-            file=jsonl(tmp_path / f"in{i}.jsonl", [line("a", str(i))]).open("rb"), purpose="batch"
-        )
+        client.files.create(file=jsonl(tmp_path / f"in{i}.jsonl", [line("a", str(i))]), purpose="batch")
         for i in range(5)
     ]
     page = client.files.list(limit=2)
@@ -216,7 +226,7 @@ def test_lists_page_newest_first_with_after_limit_and_has_more(herd_with, db, tm
     assert deleted.deleted and uploads[0].id not in [f.id for f in client.files.list()]
 
 
-def test_cancel_keeps_the_finished_part_and_cancels_the_rest(herd_with, double, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_keeps_the_finished_part_and_cancels_the_rest(herd_with, serve, double, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # A window of two prompts, and no worker for `medium`: the two hard requests escalate and wait there,
     # holding the window, so the batch stops mid-run, deterministically, with 2 answers and 6 pending.
     double.script([{"match": "hard", "model": "small", **UNSURE}], default=SURE)
@@ -226,7 +236,7 @@ def test_cancel_keeps_the_finished_part_and_cancels_the_rest(herd_with, double, 
     client = server.client(create_key(herd.env, tmp_path, "alice"))
     items = [line("e0", "easy"), line("e1", "easy"), line("h2", "hard"), line("h3", "hard")]
     items += [line(f"e{i}", "easy") for i in range(4, 10)]
-    upload = client.files.create(file=jsonl(tmp_path / "in.jsonl", items).open("rb"), purpose="batch")
+    upload = client.files.create(file=jsonl(tmp_path / "in.jsonl", items), purpose="batch")
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
@@ -250,9 +260,7 @@ def test_cancel_keeps_the_finished_part_and_cancels_the_rest(herd_with, double, 
 
 
 def _finished_batch(client: OpenAI, tmp_path: Path) -> str:
-    upload = client.files.create(
-        file=jsonl(tmp_path / "one.jsonl", [line("z", "easy")]).open("rb"), purpose="batch"
-    )
+    upload = client.files.create(file=jsonl(tmp_path / "one.jsonl", [line("z", "easy")]), purpose="batch")
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
@@ -268,7 +276,7 @@ def _wait_rows(db: psycopg.Connection, batch_id: str, query: str, want: int, tim
 
 
 def test_a_server_killed_mid_batch_comes_back_with_the_same_complete_output(
-    herd_with, double, db, tmp_path
+    herd_with, serve, double, db, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     double.script([{"match": "hard", "model": "small", **UNSURE}], default=SURE)
     herd = herd_with()
@@ -276,7 +284,7 @@ def test_a_server_killed_mid_batch_comes_back_with_the_same_complete_output(
     server = serve(herd)
     client = server.client(create_key(herd.env, tmp_path, "alice"))
     items = [line(f"r{i}", "hard" if i % 3 == 0 else "easy") for i in range(12)]
-    upload = client.files.create(file=jsonl(tmp_path / "in.jsonl", items).open("rb"), purpose="batch")
+    upload = client.files.create(file=jsonl(tmp_path / "in.jsonl", items), purpose="batch")
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
@@ -302,7 +310,7 @@ def test_a_server_killed_mid_batch_comes_back_with_the_same_complete_output(
 
 
 def test_the_same_file_gives_the_same_answers_through_the_cli_and_the_api(
-    herd_with, double, db, tmp_path
+    herd_with, serve, double, db, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     double.script([{"match": "hard", "model": "small", **UNSURE, "text": "Maybe."},
                    {"match": "hard", "model": "medium", **SURE, "text": "Surely."}],
@@ -326,7 +334,7 @@ def test_the_same_file_gives_the_same_answers_through_the_cli_and_the_api(
     client = server.client(create_key(herd.env, tmp_path, "alice"))
     # One batch, one endpoint (as OpenAI): the chat lines here; the legacy line has its own batch.
     chat_only = jsonl(tmp_path / "chat.jsonl", items[:-1])
-    upload = client.files.create(file=chat_only.open("rb"), purpose="batch")
+    upload = client.files.create(file=chat_only, purpose="batch")
     batch = wait_batch(client, client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
                                                      completion_window="24h").id)  # fmt: skip
     via_api = lines_of(client, batch.output_file_id)
@@ -347,19 +355,19 @@ def test_the_same_file_gives_the_same_answers_through_the_cli_and_the_api(
     Completion.model_validate(via_cli[-1]["response"]["body"])
 
 
-def test_bad_requests_get_a_clear_4xx_and_nothing_is_stored(herd_with, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_requests_get_a_clear_4xx_and_nothing_is_stored(herd_with, serve, db, tmp_path) -> None:  # type: ignore[no-untyped-def]
     herd = herd_with()
     server = serve(herd, HERD_API_MAX_FILE_BYTES="4096")
     client = server.client(create_key(herd.env, tmp_path, "alice"))
     big = jsonl(tmp_path / "big.jsonl", [line(f"r{i}", "x" * 100) for i in range(100)])
     with pytest.raises(openai.APIStatusError) as caught:
-        client.files.create(file=big.open("rb"), purpose="batch")
+        client.files.create(file=big, purpose="batch")
     assert caught.value.status_code == 413 and "at most 4096 bytes" in str(caught.value)
     assert list(client.files.list()) == []
     small = jsonl(tmp_path / "small.jsonl", [line("a", "x")])
     with pytest.raises(openai.BadRequestError, match="purpose"):
-        client.files.create(file=small.open("rb"), purpose="fine-tune")
-    upload = client.files.create(file=small.open("rb"), purpose="batch")
+        client.files.create(file=small, purpose="fine-tune")
+    upload = client.files.create(file=small, purpose="batch")
     for kwargs, param in (
         ({"endpoint": "/v1/embeddings", "completion_window": "24h"}, "endpoint"),
         ({"endpoint": "/v1/chat/completions", "completion_window": "forever"}, "completion_window"),

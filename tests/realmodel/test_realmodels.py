@@ -155,7 +155,7 @@ def test_real_herd_answers_an_openai_batch(make_herd, db, services, model_urls, 
         ]
         path = tmp_path / f"{model}.jsonl"
         path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-        upload = client.files.create(file=path.open("rb"), purpose="batch")
+        upload = client.files.create(file=path, purpose="batch")
         batch = client.batches.create(
             input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
@@ -169,7 +169,10 @@ def test_real_herd_answers_an_openai_batch(make_herd, db, services, model_urls, 
             assert len(o["herd"]["models"]) == o["herd"]["escalations"] + 1
         return [ChatCompletion.model_validate(o["response"]["body"]) for o in outputs]
 
-    answers = run("herd", CAPITALS) + run("gemma3", CAPITALS[:2])
+    try:
+        answers = run("herd", CAPITALS) + run("gemma3", CAPITALS[:2])
+    finally:
+        server.close()
     for answer in answers:
         (choice,) = answer.choices
         assert choice.message.content and choice.message.content.strip(), answer

@@ -29,6 +29,7 @@ class ApiServer:
     log: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[Any] | None = None
+    clients: list[OpenAI] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -47,8 +48,17 @@ class ApiServer:
             self.proc = None
 
     def client(self, key: str) -> OpenAI:
+        """The SDK with `key`, closed by `close()`."""
         # No retries: a test sees each answer the server gives (the SDK retries 409 and 5xx by default).
-        return OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60)
+        client = OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0, timeout=60)
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        """Close the clients' connections (the process itself is its Procs' to stop)."""
+        for client in self.clients:
+            client.close()
+        self.clients.clear()
 
 
 def create_key(env: dict[str, str], cwd: Path, owner: str) -> str:
