@@ -74,8 +74,15 @@ def child(kind: str, models: int, prompts: int, refined: bool, route_models: int
         front = np.column_stack([swept.cost_per_1k[index], swept.quality[index]])
         searched, tiers = len(swept), int(swept.n_tiers[index].max())
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    figures = {"seconds": seconds, "cpu": cpu, "before_mb": before, "peak_mb": peak_mib(),
-               "searched": searched, "front": front.tolist(), "deepest": tiers}  # fmt: skip
+    figures = {
+        "seconds": seconds,
+        "cpu": cpu,
+        "before_mb": before,
+        "peak_mb": peak_mib(),
+        "searched": searched,
+        "front": front.tolist(),
+        "deepest": tiers,
+    }
     print(json.dumps(figures), flush=True)
 
 
@@ -92,9 +99,15 @@ class Run:
 
 
 def measure(
-    label: str, kind: str, models: int, prompts: int, refined: bool, route: int, timeout: float,
+    label: str,
+    kind: str,
+    models: int,
+    prompts: int,
+    refined: bool,
+    route: int,
+    timeout: float,
     prune: bool | None = None,
-) -> Run:  # fmt: skip
+) -> Run:
     """One search in a child process; killed after `timeout` seconds (its peak memory read first)."""
     argv = [
         sys.executable,
@@ -126,9 +139,15 @@ def measure(
         )
     f = json.loads(out.strip().splitlines()[-1])
     return Run(
-        label, f["seconds"], f["cpu"], f["before_mb"], f["peak_mb"], f["searched"], np.array(f["front"]),
+        label,
+        f["seconds"],
+        f["cpu"],
+        f["before_mb"],
+        f["peak_mb"],
+        f["searched"],
+        np.array(f["front"]),
         f["deepest"],
-    )  # fmt: skip
+    )
 
 
 def shortfall(old: np.ndarray, new: np.ndarray) -> float:
@@ -147,8 +166,16 @@ def row(r: Run, timeout: float) -> list[str]:
         return [r.label, f"killed at {timeout:.0f} s", "-", "-", f">= {r.peak_mb:,.0f}", "-", "-", "-"]
     goal = "met" if r.seconds < GOAL_S and r.peak_mb < GOAL_MB else "MISSED"
     grew = r.peak_mb - r.before_mb
-    return [r.label, f"{r.seconds:.2f}", f"{r.cpu:.2f}", f"{r.searched:,}", f"{r.peak_mb:,.0f}",
-            f"{grew:,.0f}", f"{len(r.front):,} (deepest {r.deepest} tiers)", goal]  # fmt: skip
+    return [
+        r.label,
+        f"{r.seconds:.2f}",
+        f"{r.cpu:.2f}",
+        f"{r.searched:,}",
+        f"{r.peak_mb:,.0f}",
+        f"{grew:,.0f}",
+        f"{len(r.front):,} (deepest {r.deepest} tiers)",
+        goal,
+    ]
 
 
 def guarantee_line(models: int, prompts: int) -> str:

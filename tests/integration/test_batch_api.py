@@ -72,11 +72,13 @@ def test_the_sdk_runs_a_batch_from_upload_to_output_and_error_files(
     herd_with, serve, double, db, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
     double.script(
-        [{"match": "hard", "model": "small", **UNSURE, "text": "Maybe."},
-         {"match": "hard", "model": "medium", **SURE, "text": "Surely."},
-         {"match": "doomed", "errors": [400] * 10}],
+        [
+            {"match": "hard", "model": "small", **UNSURE, "text": "Maybe."},
+            {"match": "hard", "model": "medium", **SURE, "text": "Surely."},
+            {"match": "doomed", "errors": [400] * 10},
+        ],
         default={**SURE, "text": "Paris."},
-    )  # fmt: skip
+    )
     herd = herd_with()
     for model in ("small", "medium"):
         herd.start_worker(model)
@@ -90,9 +92,11 @@ def test_the_sdk_runs_a_batch_from_upload_to_output_and_error_files(
     assert client.files.content(upload.id).content == (tmp_path / "in.jsonl").read_bytes()
 
     batch = client.batches.create(
-        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
         metadata={"night": "monday"},
-    )  # fmt: skip
+    )
     assert batch.status == "validating" and batch.metadata == {"night": "monday"}
     done = wait_batch(client, batch.id)
     assert done.status == "completed", done
@@ -240,8 +244,13 @@ def test_cancel_keeps_the_finished_part_and_cancels_the_rest(herd_with, serve, d
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    _wait_rows(db, batch.id, "SELECT count(*) FROM prompts p JOIN jobs j ON j.id = p.job_id "
-               "WHERE j.name = %s AND p.model = 'medium' AND p.state = 'queued'", 2)  # fmt: skip
+    _wait_rows(
+        db,
+        batch.id,
+        "SELECT count(*) FROM prompts p JOIN jobs j ON j.id = p.job_id "
+        "WHERE j.name = %s AND p.model = 'medium' AND p.state = 'queued'",
+        2,
+    )
     running = client.batches.retrieve(batch.id)
     assert running.status == "in_progress" and running.request_counts.completed == 2  # type: ignore[union-attr]
 
@@ -288,8 +297,13 @@ def test_a_server_killed_mid_batch_comes_back_with_the_same_complete_output(
     batch = client.batches.create(
         input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    _wait_rows(db, batch.id, "SELECT count(*) FROM prompts p JOIN jobs j ON j.id = p.job_id "
-               "WHERE j.name = %s AND p.state = 'done'", 8)  # fmt: skip
+    _wait_rows(
+        db,
+        batch.id,
+        "SELECT count(*) FROM prompts p JOIN jobs j ON j.id = p.job_id "
+        "WHERE j.name = %s AND p.state = 'done'",
+        8,
+    )
     assert client.batches.retrieve(batch.id).status == "in_progress"
     server.kill()  # mid-batch: 8 answered, 4 waiting for `medium`
 
@@ -312,21 +326,39 @@ def test_a_server_killed_mid_batch_comes_back_with_the_same_complete_output(
 def test_the_same_file_gives_the_same_answers_through_the_cli_and_the_api(
     herd_with, serve, double, db, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]
-    double.script([{"match": "hard", "model": "small", **UNSURE, "text": "Maybe."},
-                   {"match": "hard", "model": "medium", **SURE, "text": "Surely."}],
-                  default={**SURE, "text": "Paris."})  # fmt: skip
+    double.script(
+        [
+            {"match": "hard", "model": "small", **UNSURE, "text": "Maybe."},
+            {"match": "hard", "model": "medium", **SURE, "text": "Surely."},
+        ],
+        default={**SURE, "text": "Paris."},
+    )
     herd = herd_with()
     for model in ("small", "medium"):
         herd.start_worker(model)
     items = [line(f"r{i}", "hard" if i % 2 else "easy", seed=i) for i in range(6)]
-    items.append({"custom_id": "legacy", "method": "POST", "url": "/v1/completions",
-                  "body": {"model": "herd", "prompt": "easy", "max_tokens": 4}})  # fmt: skip
+    items.append(
+        {
+            "custom_id": "legacy",
+            "method": "POST",
+            "url": "/v1/completions",
+            "body": {"model": "herd", "prompt": "easy", "max_tokens": 4},
+        }
+    )
     path = jsonl(tmp_path / "requests.jsonl", items)
 
     herd.cli("submit", str(path), "--job", "nightly")
     assert wait_for(db, "nightly") == {"done": 7}
-    herd.cli("export", "nightly", "--format", "openai-batch", "-o", str(tmp_path / "out.jsonl"),
-             "--errors", str(tmp_path / "err.jsonl"))  # fmt: skip
+    herd.cli(
+        "export",
+        "nightly",
+        "--format",
+        "openai-batch",
+        "-o",
+        str(tmp_path / "out.jsonl"),
+        "--errors",
+        str(tmp_path / "err.jsonl"),
+    )
     via_cli = [json.loads(raw) for raw in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert (tmp_path / "err.jsonl").read_text() == ""
 
@@ -335,8 +367,12 @@ def test_the_same_file_gives_the_same_answers_through_the_cli_and_the_api(
     # One batch, one endpoint (as OpenAI): the chat lines here; the legacy line has its own batch.
     chat_only = jsonl(tmp_path / "chat.jsonl", items[:-1])
     upload = client.files.create(file=chat_only, purpose="batch")
-    batch = wait_batch(client, client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
-                                                     completion_window="24h").id)  # fmt: skip
+    batch = wait_batch(
+        client,
+        client.batches.create(
+            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+        ).id,
+    )
     via_api = lines_of(client, batch.output_file_id)
 
     def answers(lines: list[dict[str, Any]]) -> dict[str, tuple[str, str, list[str]]]:
@@ -371,9 +407,11 @@ def test_bad_requests_get_a_clear_4xx_and_nothing_is_stored(herd_with, serve, db
     for kwargs, param in (
         ({"endpoint": "/v1/embeddings", "completion_window": "24h"}, "endpoint"),
         ({"endpoint": "/v1/chat/completions", "completion_window": "forever"}, "completion_window"),
-        ({"endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": {"k": "v" * 600}},
-         "metadata"),
-    ):  # fmt: skip
+        (
+            {"endpoint": "/v1/chat/completions", "completion_window": "24h", "metadata": {"k": "v" * 600}},
+            "metadata",
+        ),
+    ):
         with pytest.raises(openai.BadRequestError) as bad:
             client.batches.create(input_file_id=upload.id, **kwargs)  # type: ignore[arg-type]
         assert bad.value.param == param
@@ -403,9 +441,11 @@ def test_a_batch_is_audited_by_the_herd_files_default_or_its_metadata(  # type: 
 
     def create(metadata: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
         return client.batches.create(
-            input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+            input_file_id=upload.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
             metadata=metadata,
-        )  # fmt: skip
+        )
 
     def sample(batch_id: str) -> set[tuple[str, str]]:
         rows = db.execute(

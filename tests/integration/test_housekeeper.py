@@ -51,14 +51,26 @@ def test_with_every_worker_stopped_the_housekeeper_alone_seals_and_resends(
     # A worker whose pump never ticks in this test: whatever happens below is the housekeeper's doing.
     worker_env = {**herd.env, "HERD_PUMP_INTERVAL_S": "3600"}
     worker = start_worker(herd.procs, worker_env, "small", tmp_path / "worker.log")
-    herd.cli("submit", str(jsonl(tmp_path / "night.jsonl", [{"id": i, "text": f"n {i}"} for i in range(6)])),
-             "--job", "night", "--task", "qa")  # fmt: skip
+    herd.cli(
+        "submit",
+        str(jsonl(tmp_path / "night.jsonl", [{"id": i, "text": f"n {i}"} for i in range(6)])),
+        "--job",
+        "night",
+        "--task",
+        "qa",
+    )
     assert wait_for(db, "night") == {"done": 6}
     herd.stop(worker)  # every worker stops (KEDA scaled the model to zero)
 
     # A job submitted after that, whose messages then die with a Redis that restarts empty.
-    herd.cli("submit", str(jsonl(tmp_path / "lost.jsonl", [{"id": i, "text": f"l {i}"} for i in range(3)])),
-             "--job", "lost", "--task", "qa")  # fmt: skip
+    herd.cli(
+        "submit",
+        str(jsonl(tmp_path / "lost.jsonl", [{"id": i, "text": f"l {i}"} for i in range(3)])),
+        "--job",
+        "lost",
+        "--task",
+        "qa",
+    )
     broker = redis.Redis.from_url(services.broker_url)
     broker.flushdb()
     time.sleep(STALE_S + 1)
@@ -103,8 +115,14 @@ def test_a_report_on_a_finished_unsealed_job_seals_it_first(make_herd, db, doubl
     herd = make_herd(herd_yaml({"small": double.model_url("small")}))
     worker_env = {**herd.env, "HERD_PUMP_INTERVAL_S": "3600"}  # no pump: nobody seals but the report
     worker = start_worker(herd.procs, worker_env, "small", tmp_path / "worker.log")
-    herd.cli("submit", str(jsonl(tmp_path / "night.jsonl", [{"id": i, "text": f"n {i}"} for i in range(5)])),
-             "--job", "night", "--task", "qa")  # fmt: skip
+    herd.cli(
+        "submit",
+        str(jsonl(tmp_path / "night.jsonl", [{"id": i, "text": f"n {i}"} for i in range(5)])),
+        "--job",
+        "night",
+        "--task",
+        "qa",
+    )
     assert wait_for(db, "night") == {"done": 5}
     herd.stop(worker)
     assert not sealed(db, "night")

@@ -169,9 +169,12 @@ EXPECTED = {key: str(value) for key, value in LIVENESS_OPTIONS.items()}
 
 
 def test_the_worker_pool_api_pool_and_leader_lock_open_connections_with_the_liveness_options(
-    services: Services, db: psycopg.Connection, double: EndpointDouble, tmp_path: Path,
+    services: Services,
+    db: psycopg.Connection,
+    double: EndpointDouble,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     herd_file = tmp_path / "herd.yaml"
     herd_file.write_text(herd_yaml(double))
     for key, value in herd_env(services, herd_file).items():

@@ -65,8 +65,12 @@ def create_key(env: dict[str, str], cwd: Path, owner: str) -> str:
     """A new key for `owner`, from `herd keys create` (the token is its stdout)."""
     done = subprocess.run(
         [sys.executable, "-m", "herd", "keys", "create", "--owner", owner],
-        env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if done.returncode != 0:
         raise AssertionError(f"herd keys create failed:\n{done.stderr}")
     return done.stdout.strip()

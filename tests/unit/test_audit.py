@@ -347,10 +347,15 @@ def test_a_version_without_a_promise_is_checked_against_its_calibration_or_says_
     flagged. A version with nothing recorded says plainly there is nothing to check, and never flags."""
     herd_path = tmp_path / "herd.yaml"
     load(tmp_path)
-    policy = "task: qa\nentry: small\ntiers:\n  - model: small\n    measure: first_token_margin\n" \
-             "    threshold: 0.5\n  - model: large\n"  # fmt: skip
-    older = {"target": "quality >= 0.9", "method": "point",
-             "held_out": {"prompts": 60, "quality": {"value": 0.95, "low": 0.9, "high": 0.99}}}  # fmt: skip
+    policy = (
+        "task: qa\nentry: small\ntiers:\n  - model: small\n    measure: first_token_margin\n"
+        "    threshold: 0.5\n  - model: large\n"
+    )
+    older = {
+        "target": "quality >= 0.9",
+        "method": "point",
+        "held_out": {"prompts": 60, "quality": {"value": 0.95, "low": 0.9, "high": 0.99}},
+    }
     low, high = clopper_pearson(10, N)
     tasks = load(tmp_path).tasks
     for job, estimates, checked in (("old", older, 0.9), ("bare", {}, None)):

@@ -54,18 +54,27 @@ class Keeping:
     def __init__(self, services: Services, herd: HerdConfig, connect: Any, store: FileStore) -> None:
         self.sent: list[Dispatch] = []
         self.herd, self.services, self.connect, self.store = herd, services, connect, store
-        self.keeper = Keeper(herd=herd, connect=connect, store=store, limits=Limits(100, 1000, 0.0),
-                             publish=self.sent.extend)  # fmt: skip
+        self.keeper = Keeper(
+            herd=herd, connect=connect, store=store, limits=Limits(100, 1000, 0.0), publish=self.sent.extend
+        )
 
     def batch(self, n: int, window: str = "24h") -> str:
         text = "".join(
-            json.dumps({"custom_id": f"r{i}", "method": "POST", "url": CHAT,
-                        "body": {"model": "herd", "messages": [{"role": "user", "content": f"q{i}"}]}}) + "\n"
+            json.dumps(
+                {
+                    "custom_id": f"r{i}",
+                    "method": "POST",
+                    "url": CHAT,
+                    "body": {"model": "herd", "messages": [{"role": "user", "content": f"q{i}"}]},
+                }
+            )
+            + "\n"
             for i in range(n)
-        )  # fmt: skip
+        )
         with self.connect() as conn:
-            upload = files.store_file(conn, self.store, owner="alice", filename="in.jsonl", purpose="batch",
-                                      chunks=[text.encode()])  # fmt: skip
+            upload = files.store_file(
+                conn, self.store, owner="alice", filename="in.jsonl", purpose="batch", chunks=[text.encode()]
+            )
             body = {"input_file_id": upload.id, "endpoint": CHAT, "completion_window": window}
             return batches.create(conn, "alice", body).id
 

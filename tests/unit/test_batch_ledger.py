@@ -30,8 +30,9 @@ from tests.support.vllm_batch import BatchRequestInput, BatchRequestOutput
 SURE, UNSURE = {"first": [0.95, 0.01]}, {"first": [0.55, 0.45]}
 
 
-def request(custom_id: str, content: str, model: str = "herd", url: str = "/v1/chat/completions",
-            **body: Any) -> dict[str, Any]:  # fmt: skip
+def request(
+    custom_id: str, content: str, model: str = "herd", url: str = "/v1/chat/completions", **body: Any
+) -> dict[str, Any]:
     if url == "/v1/completions":
         payload: dict[str, Any] = {"model": model, "prompt": content, **body}
     else:
@@ -70,9 +71,13 @@ def exported(services: Services, job: str = "b1") -> tuple[list[dict[str, Any]],
 
 
 def test_chat_requests_run_the_cascade_and_come_back_in_openais_shape(services, db, double, herd) -> None:  # type: ignore[no-untyped-def]
-    double.script([{"match": "hard", "model": "small", **UNSURE, "text": "Maybe."},
-                   {"match": "hard", "model": "medium", **SURE, "text": "Surely."}],
-                  default={**SURE, "text": "Paris."})  # fmt: skip
+    double.script(
+        [
+            {"match": "hard", "model": "small", **UNSURE, "text": "Maybe."},
+            {"match": "hard", "model": "medium", **SURE, "text": "Surely."},
+        ],
+        default={**SURE, "text": "Paris."},
+    )
     data = jsonl(
         request("easy", "Capital of France?", temperature=0.2, top_p=0.9, seed=7, metadata={"t": "x"}),
         request("hard", "A hard one", logprobs=True, top_logprobs=2, max_tokens=9, seed=7),

@@ -47,8 +47,12 @@ def test_lines_are_numbered_like_an_editor_whatever_the_chunking(size: int) -> N
 
 def test_an_overlong_line_is_skipped_as_it_streams_and_the_next_one_keeps_its_number() -> None:
     chunks = [b'{"a": 1}\n', b"x" * 50, b"x" * 50, b'\n{"b": 2}\n', b"y" * 200]
-    assert list(numbered_lines(chunks, max_line=64)) == [(1, b'{"a": 1}'), (2, TOO_LONG), (3, b'{"b": 2}'),
-                                                         (4, TOO_LONG)]  # fmt: skip
+    assert list(numbered_lines(chunks, max_line=64)) == [
+        (1, b'{"a": 1}'),
+        (2, TOO_LONG),
+        (3, b'{"b": 2}'),
+        (4, TOO_LONG),
+    ]
 
 
 def line(**fields: object) -> bytes:
@@ -143,9 +147,15 @@ def test_a_tgi_model_on_the_route_limits_what_may_pass_through() -> None:
 
 
 def test_a_checked_request_is_stored_as_sent_with_its_transcript_as_text() -> None:
-    body = chat(messages=[{"role": "developer", "content": "Be brief."},
-                          {"role": "user", "content": [{"type": "text", "text": "Capital "},
-                                                       {"type": "text", "text": "of France?"}]}])  # fmt: skip
+    body = chat(
+        messages=[
+            {"role": "developer", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Capital "}, {"type": "text", "text": "of France?"}],
+            },
+        ]
+    )
     checked = check(CHAT, body)
     assert checked.text == "System: Be brief.\nUser: Capital of France?"
     assert checked.fields() == {"request": {"url": CHAT, "body": body}}
@@ -153,10 +163,18 @@ def test_a_checked_request_is_stored_as_sent_with_its_transcript_as_text() -> No
 
 
 def test_a_chat_model_gets_the_messages_and_the_callers_parameters_and_herd_adds_only_logprobs() -> None:
-    body = chat(messages=[{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
-                max_completion_tokens=7, temperature=0.4, top_p=0.9, seed=11, stop="END",
-                response_format={"type": "json_object"}, metadata={"team": "a"}, store=True,
-                top_k=40)  # fmt: skip
+    body = chat(
+        messages=[{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        max_completion_tokens=7,
+        temperature=0.4,
+        top_p=0.9,
+        seed=11,
+        stop="END",
+        response_format={"type": "json_object"},
+        metadata={"team": "a"},
+        store=True,
+        top_k=40,
+    )
     request = generation_request("ignored", check(CHAT, body).fields(), "chat", PARAMS)
     assert request.prompt.mode == "chat"
     assert request.prompt.as_messages() == [
@@ -179,9 +197,15 @@ def test_what_the_caller_leaves_out_comes_from_the_herd_file_but_never_its_stop_
 
 
 def test_a_completion_mode_model_gets_a_transcript_that_stops_at_the_next_user_turn() -> None:
-    body = chat(messages=[{"role": "system", "content": "S"}, {"role": "user", "content": "Q?"},
-                          {"role": "assistant", "content": "A."}, {"role": "user", "content": "And?"}],
-                stop=["###"])  # fmt: skip
+    body = chat(
+        messages=[
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "Q?"},
+            {"role": "assistant", "content": "A."},
+            {"role": "user", "content": "And?"},
+        ],
+        stop=["###"],
+    )
     request = generation_request("", check(CHAT, body).fields(), "completion", PARAMS)
     assert request.prompt.mode == "completion"
     assert request.prompt.text == "System: S\nUser: Q?\nAssistant: A.\nUser: And?\nAssistant:"

@@ -82,8 +82,9 @@ def create_app(context: ApiContext, lifespan: Callable[[Starlette], Any] | None 
         async with request.form(max_files=1, max_fields=8) as form:
             purpose, upload = form.get("purpose"), form.get("file")
             if purpose != files.INPUT:
-                raise bad_request(f"Herd stores batch input files: purpose must be 'batch', not {purpose!r}",
-                                  "purpose")  # fmt: skip
+                raise bad_request(
+                    f"Herd stores batch input files: purpose must be 'batch', not {purpose!r}", "purpose"
+                )
             if not isinstance(upload, UploadFile):
                 raise bad_request("the upload needs a `file` part", "file")
             if upload.size is not None and upload.size > context.max_file_bytes:
@@ -94,8 +95,9 @@ def create_app(context: ApiContext, lifespan: Callable[[Starlette], Any] | None 
 
             def store(conn: psycopg.Connection) -> files.FileRow:
                 chunks = iter(lambda: upload.file.read(CHUNK_BYTES), b"")
-                return files.store_file(conn, context.store, owner=owner, filename=name, purpose=files.INPUT,
-                                        chunks=chunks)  # fmt: skip
+                return files.store_file(
+                    conn, context.store, owner=owner, filename=name, purpose=files.INPUT, chunks=chunks
+                )
 
             row: files.FileRow = await db(store)
         return JSONResponse(row.to_openai())
@@ -108,9 +110,10 @@ def create_app(context: ApiContext, lifespan: Callable[[Starlette], Any] | None 
             raise bad_request("order must be asc or desc", "order")
         limit = _limit(query.get("limit"), *FILES_PAGE)
         rows, more = await db(
-            lambda conn: files.page(conn, owner, after=query.get("after"), limit=limit, order=order,
-                                    purpose=query.get("purpose"))
-        )  # fmt: skip
+            lambda conn: files.page(
+                conn, owner, after=query.get("after"), limit=limit, order=order, purpose=query.get("purpose")
+            )
+        )
         return _list([r.to_openai() for r in rows], more)
 
     async def file_object(request: Request) -> Response:

@@ -170,9 +170,16 @@ def create(conn: psycopg.Connection, owner: str, body: dict[str, Any]) -> BatchR
         """INSERT INTO api_batches
                (id, owner, endpoint, input_file_id, completion_window, metadata, expires_at)
            VALUES (%s, %s, %s, %s, %s, %s, now() + %s)""",
-        (batch_id, owner, endpoint, input_file_id, body["completion_window"],
-         Jsonb(metadata) if metadata is not None else None, span),
-    )  # fmt: skip
+        (
+            batch_id,
+            owner,
+            endpoint,
+            input_file_id,
+            body["completion_window"],
+            Jsonb(metadata) if metadata is not None else None,
+            span,
+        ),
+    )
     row = get(conn, owner, batch_id)
     if row is None:
         raise RuntimeError(f"batch {batch_id} vanished after its insert")

@@ -43,9 +43,13 @@ class ApiError(UserError):
 
 
 def error_response(
-    status: int, message: str, *, param: str | None = None, code: str | None = None,
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
     kind: str = "invalid_request_error",
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return JSONResponse(body, status_code=status)
 

@@ -49,9 +49,15 @@ def new_id() -> str:
 
 
 def store_file(
-    conn: psycopg.Connection, store: FileStore, *, owner: str, filename: str, purpose: str,
-    chunks: Iterable[bytes], file_id: str | None = None,
-) -> FileRow:  # fmt: skip
+    conn: psycopg.Connection,
+    store: FileStore,
+    *,
+    owner: str,
+    filename: str,
+    purpose: str,
+    chunks: Iterable[bytes],
+    file_id: str | None = None,
+) -> FileRow:
     """A new file from `chunks`, in the caller's transaction (the caller commits)."""
     file_id = file_id or new_id()
     conn.execute(
@@ -81,10 +87,17 @@ def page(
 ) -> tuple[list[FileRow], bool]:
     """One page of the owner's files (herd/api/pages.py): (files, has_more)."""
     return keyset_page(
-        conn, FileRow, table="api_files", columns=_COLUMNS, owner=owner, after=after, limit=limit,
-        desc=order != "asc", where="purpose = %(p0)s" if purpose else "TRUE",
+        conn,
+        FileRow,
+        table="api_files",
+        columns=_COLUMNS,
+        owner=owner,
+        after=after,
+        limit=limit,
+        desc=order != "asc",
+        where="purpose = %(p0)s" if purpose else "TRUE",
         params=(purpose,) if purpose else (),
-    )  # fmt: skip
+    )
 
 
 def delete(conn: psycopg.Connection, store: FileStore, owner: str, file_id: str) -> bool:

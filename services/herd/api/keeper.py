@@ -59,9 +59,14 @@ class Limits:
 
 class Keeper:
     def __init__(
-        self, *, herd: HerdConfig, connect: Connect, store: FileStore, limits: Limits,
+        self,
+        *,
+        herd: HerdConfig,
+        connect: Connect,
+        store: FileStore,
+        limits: Limits,
         publish: Callable[[list[Dispatch]], object],
-    ) -> None:  # fmt: skip
+    ) -> None:
         """`connect`: connections in a transaction (committed on a clean exit, as psycopg_pool's are)."""
         self.herd = herd
         self.connect = connect
@@ -142,11 +147,17 @@ class Keeper:
         reference = (batch.metadata or {}).get(batches.AUDIT_REFERENCE)
         try:
             result = submit_batch(
-                conn, self.herd, job=batch.id, sources=[lines], window=self.limits.window,
-                endpoint=batch.endpoint, max_requests=self.limits.max_requests,
-                audit_rate=batches.audit_rate(batch.metadata), audit_reference=reference,
+                conn,
+                self.herd,
+                job=batch.id,
+                sources=[lines],
+                window=self.limits.window,
+                endpoint=batch.endpoint,
+                max_requests=self.limits.max_requests,
+                audit_rate=batches.audit_rate(batch.metadata),
+                audit_reference=reference,
                 audit_names=AUDIT_NAMES,
-            )  # fmt: skip
+            )
         except BatchInvalidError as exc:
             conn.rollback()
             self._fail(conn, batch, exc.errors, exc.total)
@@ -159,15 +170,21 @@ class Keeper:
         self.publish(result.dispatched)
         log.info(
             "batch %s: %d requests, %d sent to the queues, %d sampled for its audit",
-            batch.id, result.read, len(result.dispatched), result.audited,
-        )  # fmt: skip
+            batch.id,
+            result.read,
+            len(result.dispatched),
+            result.audited,
+        )
         _move(conn, batch.id, "validating", "in_progress")  # a cancel meanwhile wins: then nothing moves
 
     def _fail(self, conn: psycopg.Connection, batch: BatchRow, errors: list[LineError], total: int) -> None:
         data = [error.as_openai() for error in errors]
         if total > len(errors):
-            data.append(LineError(None, "too_many_errors", f"{total - len(errors)} more lines have errors")
-                        .as_openai())  # fmt: skip
+            data.append(
+                LineError(
+                    None, "too_many_errors", f"{total - len(errors)} more lines have errors"
+                ).as_openai()
+            )
         conn.execute(
             """UPDATE api_batches SET status = 'failed', failed_at = now(), errors = %s
                WHERE id = %s AND status = 'validating'""",

@@ -14,10 +14,20 @@ _LAST = 2**63 - 1  # past every seq
 
 
 def keyset_page(
-    conn: psycopg.Connection, row: type[Row], *, table: str, columns: str, owner: str, after: str | None,
-    limit: int, desc: bool = True, source: str | None = None, alias: str | None = None, where: str = "TRUE",
+    conn: psycopg.Connection,
+    row: type[Row],
+    *,
+    table: str,
+    columns: str,
+    owner: str,
+    after: str | None,
+    limit: int,
+    desc: bool = True,
+    source: str | None = None,
+    alias: str | None = None,
+    where: str = "TRUE",
     params: tuple[Any, ...] = (),
-) -> tuple[list[Row], bool]:  # fmt: skip
+) -> tuple[list[Row], bool]:
     """(up to `limit` rows of `table`, has_more). `after`: the id of the previous page's last row; one
     the owner does not have starts at the beginning. `source`: the FROM clause when it is more than
     `table` (a join, `table` under `alias`). `where`/`params` (named p0, p1, ...): a further filter."""
@@ -29,8 +39,13 @@ def keyset_page(
                   AND {at}seq {"<" if desc else ">"} coalesce(
                       (SELECT seq FROM {table} WHERE id = %(after)s AND owner = %(owner)s), %(start)s)
                 ORDER BY {at}seq {"DESC" if desc else "ASC"} LIMIT %(limit)s""",
-            {"owner": owner, "after": after, "start": _LAST if desc else 0, "limit": limit + 1,
-             **{f"p{i}": value for i, value in enumerate(params)}},
-        )  # fmt: skip
+            {
+                "owner": owner,
+                "after": after,
+                "start": _LAST if desc else 0,
+                "limit": limit + 1,
+                **{f"p{i}": value for i, value in enumerate(params)},
+            },
+        )
         rows = cur.fetchall()
     return rows[:limit], len(rows) > limit

@@ -118,8 +118,24 @@ def _hash(job: str, custom_id: str) -> str:
 
 
 def _line(job: str, row: tuple[Any, ...]) -> tuple[bool, dict[str, Any]]:
-    (custom_id, state, error, url, policy_version, router_version, model, answer, prompt_tokens,
-     generated_tokens, finish_reason, logprobs, finished_at, models, escalations, cost) = row  # fmt: skip
+    (
+        custom_id,
+        state,
+        error,
+        url,
+        policy_version,
+        router_version,
+        model,
+        answer,
+        prompt_tokens,
+        generated_tokens,
+        finish_reason,
+        logprobs,
+        finished_at,
+        models,
+        escalations,
+        cost,
+    ) = row
     h = _hash(job, custom_id)
     herd = {
         "job": job,
@@ -140,9 +156,16 @@ def _line(job: str, row: tuple[Any, ...]) -> tuple[bool, dict[str, Any]]:
 
 
 def _body(
-    h: str, url: str | None, model: str, answer: str, prompt_tokens: int | None, generated_tokens: int | None,
-    finish_reason: str | None, logprobs: Any, finished_at: datetime,
-) -> dict[str, Any]:  # fmt: skip
+    h: str,
+    url: str | None,
+    model: str,
+    answer: str,
+    prompt_tokens: int | None,
+    generated_tokens: int | None,
+    finish_reason: str | None,
+    logprobs: Any,
+    finished_at: datetime,
+) -> dict[str, Any]:
     prompt = int(prompt_tokens or 0)  # a server that reports no count: 0, as the SDK's type needs an int
     completion = int(generated_tokens or 0)
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
@@ -154,6 +177,10 @@ def _body(
     message = {"role": "assistant", "content": answer}
     choice = {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
     return {
-        "id": f"chatcmpl-{h}", "object": "chat.completion", **common, "choices": [choice], "usage": usage,
+        "id": f"chatcmpl-{h}",
+        "object": "chat.completion",
+        **common,
+        "choices": [choice],
+        "usage": usage,
         "system_fingerprint": None,
-    }  # fmt: skip
+    }

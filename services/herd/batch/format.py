@@ -142,8 +142,11 @@ def parse(number: int, raw: bytes) -> BatchLine:
     if not isinstance(body, dict):
         raise problem("`body` must be a JSON object", "body")
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise problem("`body.model` must name a model or route of the herd", "body.model",
-                      "missing_required_parameter" if "model" not in body else "invalid_value")  # fmt: skip
+        raise problem(
+            "`body.model` must name a model or route of the herd",
+            "body.model",
+            "missing_required_parameter" if "model" not in body else "invalid_value",
+        )
     return BatchLine(number, custom_id, url, body)
 
 

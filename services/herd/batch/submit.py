@@ -115,9 +115,12 @@ class _Reader:
             param = f"body.{exc.param}" if exc.param and exc.param != "url" else exc.param
             raise problem(str(exc), param, exc.code) from None
         return Record(
-            key=line.custom_id, text=checked.text, reference=None, fields=checked.fields(),
+            key=line.custom_id,
+            text=checked.text,
+            reference=None,
+            fields=checked.fields(),
             source=f"{source}:{line.line}",
-        )  # fmt: skip
+        )
 
     def first(self) -> tuple[Iterator[Record], routes.Target]:
         """The records, with the route of the first good one (read ahead). Raises BatchInvalidError
@@ -191,11 +194,18 @@ def submit_batch(
         )
     except DuplicateIdsError as exc:
         errors = [
-            (where.rsplit(":", 1)[0], LineError(_line(where), "duplicate_custom_id",
-                                                f"custom_id {key!r} appears more than once", "custom_id"))
+            (
+                where.rsplit(":", 1)[0],
+                LineError(
+                    _line(where),
+                    "duplicate_custom_id",
+                    f"custom_id {key!r} appears more than once",
+                    "custom_id",
+                ),
+            )
             for key, places in exc.duplicates
             for where in sorted(places, key=lambda w: (w.rsplit(":", 1)[0], _line(w) or 0))[1:]
-        ]  # fmt: skip
+        ]
         raise BatchInvalidError(errors, len(errors)) from None
 
 

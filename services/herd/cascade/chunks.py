@@ -254,17 +254,29 @@ class LongDocumentPolicy:
     # -- combine ----------------------------------------------------------------------------
 
     def combine(
-        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, retries: int, parts: list[Part],
+        self,
+        prompt: PromptRow,
+        step: TaskTier,
+        rule: Rule,
+        key: StepKey,
+        retries: int,
+        parts: list[Part],
         call: Call,
-    ) -> NewAttempt:  # fmt: skip
+    ) -> NewAttempt:
         """The `combine` attempt of a chunked document on `key.model` from its chunks' `parts`
         (`herd.ledger.chunks.parts`); `call` makes a summarize task's model call (module docstring)."""
         config = self.herd.models[key.model]
         # No call: timestamped by the database at insert (one clock: herd/ledger/steps.py).
         base = NewAttempt(
-            prompt_id=prompt.id, model=key.model, stage=COMBINE, round=0, status=AttemptStatus.ERROR,
-            retries=retries, gpu_count=config.gpus.count, usd_per_gpu_hour=_price(config),
-        )  # fmt: skip
+            prompt_id=prompt.id,
+            model=key.model,
+            stage=COMBINE,
+            round=0,
+            status=AttemptStatus.ERROR,
+            retries=retries,
+            gpu_count=config.gpus.count,
+            usd_per_gpu_hour=_price(config),
+        )
         failed = [p for p in parts if p.answer is None]
         if not parts or failed:
             which = failed[0] if failed else None
@@ -282,9 +294,16 @@ class LongDocumentPolicy:
         return _with_uncertainty(combined, support, rule, confidence)
 
     def _summaries(
-        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, parts: list[Part],
-        base: NewAttempt, confidence: Callable[[Part | NewAttempt], float], call: Call,
-    ) -> NewAttempt:  # fmt: skip
+        self,
+        prompt: PromptRow,
+        step: TaskTier,
+        rule: Rule,
+        key: StepKey,
+        parts: list[Part],
+        base: NewAttempt,
+        confidence: Callable[[Part | NewAttempt], float],
+        call: Call,
+    ) -> NewAttempt:
         joined = "\n\n".join(p.answer or "" for p in parts)
         policy = self.herd.tasks[prompt.task].long_documents
         dropped = None

@@ -73,9 +73,13 @@ Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
 
 class Pipeline:
     def __init__(
-        self, herd: HerdConfig, backends: Mapping[str, Backend], connect: Connect,
-        policies: ActivePolicies | None = None, window: int | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        herd: HerdConfig,
+        backends: Mapping[str, Backend],
+        connect: Connect,
+        policies: ActivePolicies | None = None,
+        window: int | None = None,
+    ) -> None:
         self.herd = herd
         self.backends = backends
         self.connect = connect
@@ -135,9 +139,15 @@ class Pipeline:
             return self._record(prompt, rule, key, existing, refused)
 
     def _handle(
-        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, review: tuple[str, str] | None,
-        retries: int, give_up: BackendError | None,
-    ) -> Outcome | NewAttempt:  # fmt: skip
+        self,
+        prompt: PromptRow,
+        step: TaskTier,
+        rule: Rule,
+        key: StepKey,
+        review: tuple[str, str] | None,
+        retries: int,
+        give_up: BackendError | None,
+    ) -> Outcome | NewAttempt:
         """Prepare, call and judge step `key` with its stage's handler: the new attempt, or the Outcome
         of a long document's step that makes none (split into chunks, waiting for them)."""
 
@@ -220,12 +230,17 @@ class Pipeline:
                 ledger.insert_attempt(
                     conn,
                     NewAttempt(
-                        prompt_id=prompt_id, model=key.model, stage=key.stage, round=key.round,
-                        status=AttemptStatus.ERROR, retries=retries,
+                        prompt_id=prompt_id,
+                        model=key.model,
+                        stage=key.stage,
+                        round=key.round,
+                        status=AttemptStatus.ERROR,
+                        retries=retries,
                         gpu_count=config.gpus.count if config else 0,
-                        usd_per_gpu_hour=_price(config) if config else Decimal(0), error=reason,
+                        usd_per_gpu_hour=_price(config) if config else Decimal(0),
+                        error=reason,
                     ),  # timestamped by the database at insert (one clock: herd/ledger/steps.py)
-                )  # fmt: skip
+                )
             return self._apply(conn, prompt, key, Fail(f"{key.model} {key.stage}: {reason}"))
 
     def rule(self, prompt: PromptRow, model: str) -> Rule:
@@ -257,18 +272,31 @@ class Pipeline:
         return self._window
 
     def _attempt(
-        self, prompt: PromptRow, step: TaskTier, rule: Rule, key: StepKey, context: tuple[str, str] | None,
-        retries: int, give_up: BackendError | None,
-    ) -> NewAttempt:  # fmt: skip
+        self,
+        prompt: PromptRow,
+        step: TaskTier,
+        rule: Rule,
+        key: StepKey,
+        context: tuple[str, str] | None,
+        retries: int,
+        give_up: BackendError | None,
+    ) -> NewAttempt:
         config = self.herd.models[step.model]
         # The monotonic clock, not the wall clock: the ledger turns these into the database's time
         # (herd/ledger/steps.py), so a worker whose clock is off changes no window and no cost.
         started = time.monotonic()
         failed = NewAttempt(
-            prompt_id=prompt.id, model=key.model, stage=key.stage, round=key.round,
-            status=AttemptStatus.ERROR, retries=retries, gpu_count=config.gpus.count,
-            usd_per_gpu_hour=_price(config), started_mono=started, ended_mono=started,
-        )  # fmt: skip
+            prompt_id=prompt.id,
+            model=key.model,
+            stage=key.stage,
+            round=key.round,
+            status=AttemptStatus.ERROR,
+            retries=retries,
+            gpu_count=config.gpus.count,
+            usd_per_gpu_hour=_price(config),
+            started_mono=started,
+            ended_mono=started,
+        )
         if give_up is not None:
             return replace(failed, error=str(give_up), ended_mono=time.monotonic())
         try:
@@ -285,9 +313,13 @@ class Pipeline:
             # The server answered (an error status, or no logprobs): the call held the endpoint, so
             # it is charged like any other request, at its measured latency.
             return replace(
-                failed, error=str(exc), endpoint=exc.endpoint or None, latency_s=elapsed,
-                busy_s=elapsed if exc.endpoint else None, ended_mono=ended,
-            )  # fmt: skip
+                failed,
+                error=str(exc),
+                endpoint=exc.endpoint or None,
+                latency_s=elapsed,
+                busy_s=elapsed if exc.endpoint else None,
+                ended_mono=ended,
+            )
         except Exception as exc:  # backends name their errors; anything else is a bug, recorded
             log.exception("prompt %s: the %s backend raised an unexpected error", prompt.id, step.model)
             return replace(failed, error=f"unexpected error: {exc!r}", ended_mono=time.monotonic())

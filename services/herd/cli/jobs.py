@@ -187,9 +187,14 @@ def _batch_files(files: list[InputFile]) -> bool:
 
 
 def _submit_batch(
-    herd: HerdConfig, job: str, paths: list[Path], calibration: bool, budget_usd: float | None,
-    audit_rate: float | None, audit_reference: str | None,
-) -> None:  # fmt: skip
+    herd: HerdConfig,
+    job: str,
+    paths: list[Path],
+    calibration: bool,
+    budget_usd: float | None,
+    audit_rate: float | None,
+    audit_reference: str | None,
+) -> None:
     """`herd submit` of OpenAI batch files: every line checked, all stored or none (herd/batch/submit.py);
     a batch for a task's cascade is audited like a document set (`--audit`, else the herd file's)."""
     from decimal import Decimal

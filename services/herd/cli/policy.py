@@ -253,8 +253,19 @@ def calibrate(
                 f"unknown model {match_model!r}; the herd file defines: {', '.join(herd.models)}"
             )
         target = Match(str(match_model), at)
-    options = CalibrateOptions(method, confidence, scorer, scorer_cut, seed, train_fraction, p_correct,
-                               activate, activate_anyway, allow_non_answers, from_audit)  # fmt: skip
+    options = CalibrateOptions(
+        method,
+        confidence,
+        scorer,
+        scorer_cut,
+        seed,
+        train_fraction,
+        p_correct,
+        activate,
+        activate_anyway,
+        allow_non_answers,
+        from_audit,
+    )
     with psycopg.connect(database_url()) as conn:
         calibrated = calibrate_version(conn, herd, job, task, target, options)
     loaded, choice, text, version = calibrated.loaded, calibrated.choice, calibrated.text, calibrated.version

@@ -110,8 +110,9 @@ def train(
     herd = herd_config(ctx)
     target = _target(herd, min_quality, max_cost_per_1k, match_model, at)
     chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    options = TrainOptions(features, cut, chosen, target, tau, scorer, seed, train_fraction, activate,
-                           allow_non_answers)  # fmt: skip
+    options = TrainOptions(
+        features, cut, chosen, target, tau, scorer, seed, train_fraction, activate, allow_non_answers
+    )
     with psycopg.connect(database_url()) as conn:
         trained = train_version(conn, herd, job, task, options)
     loaded, fitted, picked = trained.loaded, trained.router, trained.picked

@@ -46,8 +46,10 @@ def send(connect: Connect, dispatches: Sequence[Dispatch], *, stale_after_s: flo
         log.warning(
             "%d message(s) not sent (%r), and the database did not take them back (%s): they are "
             "re-sent after the stale period",
-            len(unsent), cause, db_exc,
-        )  # fmt: skip
+            len(unsent),
+            cause,
+            db_exc,
+        )
         return len(unsent)
     log.warning(
         "%d message(s) not sent (%r); %d prompt(s) due again at the next tick", len(unsent), cause, due

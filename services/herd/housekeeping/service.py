@@ -45,9 +45,12 @@ class Metrics:
             registry=r,
         )
         self.seconds = Histogram(
-            "herd_housekeeper_tick_seconds", "Duration of one housekeeping tick", ["work"], registry=r,
+            "herd_housekeeper_tick_seconds",
+            "Duration of one housekeeping tick",
+            ["work"],
+            registry=r,
             buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0),
-        )  # fmt: skip
+        )
         self.last_ok = Gauge(
             "herd_housekeeper_last_success_timestamp_seconds",
             "When a tick last succeeded",
@@ -59,9 +62,10 @@ class Metrics:
             "herd_housekeeper_admitted_prompts", "Prompts let into the dispatch window", registry=r
         )
         self.unsent = Counter(
-            "herd_housekeeper_unsent_messages", "Messages the broker refused (left due for the next tick)",
+            "herd_housekeeper_unsent_messages",
+            "Messages the broker refused (left due for the next tick)",
             registry=r,
-        )  # fmt: skip
+        )
         self.stored = Counter("herd_housekeeper_cost_shares_stored", "Cost shares made final", registry=r)
         self.sealed = Counter("herd_housekeeper_sealed_jobs", "Finished jobs sealed", registry=r)
         for work in WORK:  # every series from the first scrape, at 0
@@ -81,9 +85,14 @@ class Housekeeper:
     or lock check (standby) may be before /health fails."""
 
     def __init__(
-        self, work: Housekeeping, lock: LeaderLock, *, interval_s: float, metrics: Metrics | None = None,
+        self,
+        work: Housekeeping,
+        lock: LeaderLock,
+        *,
+        interval_s: float,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.work = work
         self.lock = lock
         self.interval_s = interval_s
@@ -99,8 +108,11 @@ class Housekeeper:
         """Check the lock once (so /health answers for a known state from the start), then run."""
         self._check_lock()
         for name, target in (("lock", self._lock_loop), ("dispatch", self._dispatch), ("seal", self._seal)):
-            thread = threading.Thread(target=target if name == "lock" else self._loop(name, target),
-                                      name=f"housekeeper-{name}", daemon=True)  # fmt: skip
+            thread = threading.Thread(
+                target=target if name == "lock" else self._loop(name, target),
+                name=f"housekeeper-{name}",
+                daemon=True,
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -165,8 +177,12 @@ class Housekeeper:
         self.metrics.admitted.inc(done.admitted)
         self.metrics.unsent.inc(done.unsent)
         if done.resent or done.unsent:
-            log.info("housekeeper: re-sent %d stale prompt(s), admitted %d, %d not sent",
-                     done.resent, done.admitted, done.unsent)  # fmt: skip
+            log.info(
+                "housekeeper: re-sent %d stale prompt(s), admitted %d, %d not sent",
+                done.resent,
+                done.admitted,
+                done.unsent,
+            )
 
     def _seal(self) -> None:
         result = self.work.seal()
@@ -190,8 +206,10 @@ def serve(housekeeper: Housekeeper, address: str, port: int) -> ThreadingWSGISer
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/health":
             health = housekeeper.health()
-            start_response("200 OK" if health.ok else "503 Service Unavailable",
-                           [("Content-Type", "text/plain; charset=utf-8")])  # fmt: skip
+            start_response(
+                "200 OK" if health.ok else "503 Service Unavailable",
+                [("Content-Type", "text/plain; charset=utf-8")],
+            )
             return [f"{health.reason}\n".encode()]
         return metrics_app(environ, start_response)  # type: ignore[no-any-return]
 

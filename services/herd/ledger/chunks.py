@@ -41,12 +41,18 @@ def split(
     total = len(pieces)
     rows = [
         (
-            prompt.job_id, f"{row[4]}#{key.model}.{index + 1}of{total}", piece, prompt.reference,
+            prompt.job_id,
+            f"{row[4]}#{key.model}.{index + 1}of{total}",
+            piece,
+            prompt.reference,
             json.dumps({**prompt.fields, MARK: {"parent": prompt.id, "index": index, "of": total}}),
-            piece, key.model, prompt.id, index,
+            piece,
+            key.model,
+            prompt.id,
+            index,
         )
         for index, piece in enumerate(pieces)
-    ]  # fmt: skip
+    ]
     with conn.cursor() as cur:
         cur.executemany(
             """INSERT INTO prompts (job_id, doc_key, text, reference, fields, content_hash, model,

@@ -192,9 +192,11 @@ def load(
             f"`herd score {job}`"
         )
     data = CalibrationData(
-        task, np.array(ids, dtype=np.int64),
-        {m: model_arrays(v) for m, v in plain.items()}, {m: model_arrays(v) for m, v in refined.items()},
-    )  # fmt: skip
+        task,
+        np.array(ids, dtype=np.int64),
+        {m: model_arrays(v) for m, v in plain.items()},
+        {m: model_arrays(v) for m, v in refined.items()},
+    )
     return Loaded(data, job_id, route, chosen, scorers, left_out, unanswered, kinds)
 
 

@@ -318,8 +318,10 @@ def search(
     informative = best_measures(inputs)
     models = list(route)
     if order == "cost":
-        mean_cost = {m: float(inputs.costs[(m, False)].mean()) if (m, False) in inputs.costs else math.inf
-                     for m in models}  # fmt: skip
+        mean_cost = {
+            m: float(inputs.costs[(m, False)].mean()) if (m, False) in inputs.costs else math.inf
+            for m in models
+        }
         models.sort(key=lambda m: (mean_cost[m], route.index(m)))
 
     def space(kept: set[tuple[str, bool]]) -> list[list[_Shape]]:
@@ -369,6 +371,13 @@ def search(
     if not front.members:
         raise CalibrationDataError(f"no policy over {list(route)} could be evaluated")
     return SearchResult(
-        data.task, tuple(route), front.quality, front.cost, front.tiers, searched, families,
-        dict(inputs.maps), tuple(front.members),
-    )  # fmt: skip
+        data.task,
+        tuple(route),
+        front.quality,
+        front.cost,
+        front.tiers,
+        searched,
+        families,
+        dict(inputs.maps),
+        tuple(front.members),
+    )

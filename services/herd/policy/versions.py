@@ -40,9 +40,13 @@ _SELECT = """SELECT p.task, p.version, p.text, p.created_at, j.name, p.estimates
 
 
 def record(
-    conn: psycopg.Connection, task: str, text: str, source_job_id: int | None,
-    estimates: dict[str, Any], activate: bool = True,
-) -> int:  # fmt: skip
+    conn: psycopg.Connection,
+    task: str,
+    text: str,
+    source_job_id: int | None,
+    estimates: dict[str, Any],
+    activate: bool = True,
+) -> int:
     """Store `text` as the next version of `task` (1, 2, ...) and, with `activate`, make it the one
     workers run. Returns the version. Runs in the caller's transaction."""
     row_id, version = TABLES.insert_next(

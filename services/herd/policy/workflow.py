@@ -71,9 +71,16 @@ def calibrate_version(
         loaded = calibration.load(conn, herd, job, task, o.scorer)
     loaded.check_non_answers(o.allow_non_answers, job)
     choice = choose(
-        loaded.data, loaded.route, target, measures=measures, scorer_cut=o.scorer_cut,
-        train_fraction=o.train_fraction, seed=o.seed, method=o.method, confidence=o.confidence,
-    )  # fmt: skip
+        loaded.data,
+        loaded.route,
+        target,
+        measures=measures,
+        scorer_cut=o.scorer_cut,
+        train_fraction=o.train_fraction,
+        seed=o.seed,
+        method=o.method,
+        confidence=o.confidence,
+    )
     text = choice.policy.to_text()
     version = None
     if not choice.refused or o.activate_anyway:
@@ -109,24 +116,43 @@ def estimates(
         "bound": choice.bound,
         "test": choice.test or None,
         "candidates_tested": choice.tested,
-        "too_thin": None if thin is None else {
-            "policy": thin.policy.summary(), "cost_per_1k_usd": thin.cost_per_1k, "quality": thin.quality,
-            "prompts_needed": thin.prompts, "power": thin.power,
+        "too_thin": None
+        if thin is None
+        else {
+            "policy": thin.policy.summary(),
+            "cost_per_1k_usd": thin.cost_per_1k,
+            "quality": thin.quality,
+            "prompts_needed": thin.prompts,
+            "power": thin.power,
         },
-        "train": {"prompts": len(choice.train_rows), "quality": choice.train_quality,
-                  "cost_per_1k_usd": choice.train_cost_per_1k},
-        "held_out": {"prompts": len(choice.held_out_rows), "quality": iv(held.quality),
-                     "cost_per_1k_usd": iv(held.cost_per_1k),
-                     "escalation_rate": [iv(r) for r in held.escalation_rate]},
+        "train": {
+            "prompts": len(choice.train_rows),
+            "quality": choice.train_quality,
+            "cost_per_1k_usd": choice.train_cost_per_1k,
+        },
+        "held_out": {
+            "prompts": len(choice.held_out_rows),
+            "quality": iv(held.quality),
+            "cost_per_1k_usd": iv(held.cost_per_1k),
+            "escalation_rate": [iv(r) for r in held.escalation_rate],
+        },
         "meets_target_on_held_out": choice.meets_target_on_held_out,
         "message": choice.message,
-        "ece": [{"model": r.model, "refine": r.refine, "measure": r.measure, "before": r.ece_before,
-                 "after": r.ece_after} for r in choice.reliability],
+        "ece": [
+            {
+                "model": r.model,
+                "refine": r.refine,
+                "measure": r.measure,
+                "before": r.ece_before,
+                "after": r.ece_after,
+            }
+            for r in choice.reliability
+        ],
         "left_out_no_answer": {
             "prompts": loaded.unanswered if loaded is not None else sum(choice.left_out.values()),
             "per_model": loaded.non_answers if loaded is not None else choice.left_out,
         },
-    }  # fmt: skip
+    }
 
 
 def promised_quality(choice: Choice) -> float | None:

@@ -71,9 +71,13 @@ OPTIONS = Names()  # `herd submit`'s
 
 
 def resolve(
-    herd: HerdConfig, task: str, rate: float | None, reference: str | None, kind: str = "live",
+    herd: HerdConfig,
+    task: str,
+    rate: float | None,
+    reference: str | None,
+    kind: str = "live",
     names: Names = OPTIONS,
-) -> Audit | None:  # fmt: skip
+) -> Audit | None:
     """The audit a new job of `task` carries: `rate` and `reference` as given (e.g. `herd submit
     --audit 0.02 --audit-reference large`, or an API batch's metadata), else the herd file's `audit:`;
     the reference defaults to the last model of the task's route. None: no audit (no rate anywhere,

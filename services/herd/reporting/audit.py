@@ -170,15 +170,20 @@ class _Basis:
 
 
 _HERD_FILE = _Basis(
-    None, "none", None, "the herd file's cascade: no calibration, so no promise to check against (no drop "
-    "can be flagged)",
-)  # fmt: skip
+    None,
+    "none",
+    None,
+    "the herd file's cascade: no calibration, so no promise to check against (no drop can be flagged)",
+)
 
 
 def _row(
-    task: TaskConfig, version: int | None, pairs: list[tuple[str | None, str, str]],
-    promise: _Basis | None, level: float,
-) -> AuditRow:  # fmt: skip
+    task: TaskConfig,
+    version: int | None,
+    pairs: list[tuple[str | None, str, str]],
+    promise: _Basis | None,
+    level: float,
+) -> AuditRow:
     with_reference = all(reference is not None for reference, _, _ in pairs)
     if with_reference:
         hits = sum(bool(correct(task, final, reference)) for reference, final, _ in pairs)
@@ -191,11 +196,20 @@ def _row(
     low, high = clopper_pearson(hits, n, level)
     basis = promise if promise is not None else _HERD_FILE
     return AuditRow(
-        version=version, measure="accuracy" if with_reference else "agreement", prompts=n, hits=hits,
-        estimate=hits / n, low=low, high=high, reference_accuracy=reference_accuracy,
-        promised=basis.promised, promise=basis.words, drop=basis.checked is not None and basis.checked > high,
-        basis=basis.basis, checked=basis.checked,
-    )  # fmt: skip
+        version=version,
+        measure="accuracy" if with_reference else "agreement",
+        prompts=n,
+        hits=hits,
+        estimate=hits / n,
+        low=low,
+        high=high,
+        reference_accuracy=reference_accuracy,
+        promised=basis.promised,
+        promise=basis.words,
+        drop=basis.checked is not None and basis.checked > high,
+        basis=basis.basis,
+        checked=basis.checked,
+    )
 
 
 def _promises(conn: psycopg.Connection, task: str, versions: list[int]) -> dict[int | None, _Basis]:
@@ -221,16 +235,20 @@ def _basis(estimates: dict[str, Any], words: str) -> _Basis:
     low, value, prompts = quality.get("low"), quality.get("value"), held.get("prompts")
     if _number(low) and _number(value) and _number(prompts) and prompts > 0:
         return _Basis(
-            None, "calibration", float(low),
+            None,
+            "calibration",
+            float(low),
             f"{words}; no promise recorded: checked against its calibration's held-out quality, "
             f"{float(value):.3f} [{float(low):.3f}, {float(quality.get('high') or value):.3f}] on "
             f"{int(prompts)} prompts (a drop: the intervals are disjoint)",
-        )  # fmt: skip
+        )
     return _Basis(
-        None, "none", None,
+        None,
+        "none",
+        None,
         f"{words}; no promise and no held-out measurement recorded: nothing to check against (no drop "
         "can be flagged)",
-    )  # fmt: skip
+    )
 
 
 def _mapping(value: object) -> dict[str, Any]:
@@ -253,10 +271,12 @@ def lines(est: AuditEstimate) -> list[str]:
         version = "herd file" if r.version is None else f"policy version {r.version}"
         against = "right" if r.measure == "accuracy" else f"agree with {a.reference}"
         promised = (
-            f"; promised {r.promised:.3f}" if r.promised is not None
-            else f"; calibration's held-out low {r.checked:.3f}" if r.checked is not None
+            f"; promised {r.promised:.3f}"
+            if r.promised is not None
+            else f"; calibration's held-out low {r.checked:.3f}"
+            if r.checked is not None
             else "; no promise to check against"
-        )  # fmt: skip
+        )
         above = "the promise" if r.basis == "promise" else "the calibration's held-out interval"
         flag = f"  DROP: {above} lies above the interval" if r.drop else ""
         out.append(

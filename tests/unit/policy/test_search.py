@@ -46,9 +46,15 @@ def _herd(seed: int, models: int, refined: bool) -> CalibrationData:
 
 
 def _exhaustive(
-    data: CalibrationData, route: list[str], order: str, n_thresholds: int, every: int, grid: int,
-    budget: int, prune: bool,
-) -> np.ndarray:  # fmt: skip
+    data: CalibrationData,
+    route: list[str],
+    order: str,
+    n_thresholds: int,
+    every: int,
+    grid: int,
+    budget: int,
+    prune: bool,
+) -> np.ndarray:
     """(cost, quality) of the front of every policy of the space, each replayed on its own."""
     inputs = Inputs.of(data, route, MEASURES, None, (False, True), None)
     informative = best_measures(inputs)
@@ -108,9 +114,17 @@ CASES = (
 @pytest.mark.parametrize("prune", [True, False])
 @pytest.mark.parametrize(("seed", "models", "refined", "order", "levels", "every", "grid", "budget"), CASES)
 def test_the_front_equals_an_exhaustive_enumeration(
-    seed: int, models: int, refined: bool, order: str, levels: int, every: int, grid: int, budget: int,
-    prune: bool, monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    seed: int,
+    models: int,
+    refined: bool,
+    order: str,
+    levels: int,
+    every: int,
+    grid: int,
+    budget: int,
+    prune: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Odd seeds merge after every family, so later families meet the front's table and binary search.
     monkeypatch.setattr(search_module, "_MERGE_AT", 1 if seed % 2 else 5_000)
     data = _herd(seed, models, refined)

@@ -216,11 +216,19 @@ def evaluate(
         else (apgr(c.x, c.accuracy, weak_q, strong_q), cpt(c.x, c.accuracy, weak_q, strong_q, 0.5))
     )
     return RouterEval(
-        data.n, outcome(data, models, choice, cut), single,
-        outcome(data, models, oracle_choice(data, models, cut), cut), models[s], models[w],
-        pgr, cost, herd_figure(data, models, choice, cut, s), c,
-        {m: float((choice == j).mean()) for j, m in enumerate(models)}, reason,
-    )  # fmt: skip
+        data.n,
+        outcome(data, models, choice, cut),
+        single,
+        outcome(data, models, oracle_choice(data, models, cut), cut),
+        models[s],
+        models[w],
+        pgr,
+        cost,
+        herd_figure(data, models, choice, cut, s),
+        c,
+        {m: float((choice == j).mean()) for j, m in enumerate(models)},
+        reason,
+    )
 
 
 def _num(v: float) -> float | None:
@@ -235,9 +243,17 @@ def figures_json(ev: RouterEval) -> dict[str, Any]:
         "router": {"accuracy": ev.router[0], "cost_per_1k_usd": ev.router[1]},
         "single": {m: {"accuracy": a, "cost_per_1k_usd": c} for m, (a, c) in ev.single.items()},
         "oracle": {"accuracy": ev.oracle[0], "cost_per_1k_usd": ev.oracle[1]},
-        "strong": ev.strong, "weak": ev.weak, "apgr": _num(ev.apgr), "cpt50": _num(ev.cpt50),
+        "strong": ev.strong,
+        "weak": ev.weak,
+        "apgr": _num(ev.apgr),
+        "cpt50": _num(ev.cpt50),
         "no_tradeoff": ev.no_tradeoff,
-        "herd": {"strong": ev.herd.strong, "strong_wrong": ev.herd.n_strong_wrong, "rescued": ev.herd.rescued,
-                 "share": _num(ev.herd.share), "possible": _num(ev.herd.possible)},
+        "herd": {
+            "strong": ev.herd.strong,
+            "strong_wrong": ev.herd.n_strong_wrong,
+            "rescued": ev.herd.rescued,
+            "share": _num(ev.herd.share),
+            "possible": _num(ev.herd.possible),
+        },
         "shares": ev.shares,
-    }  # fmt: skip
+    }

@@ -62,9 +62,12 @@ def encoder_name(router: Router) -> str:
 
 
 def record(
-    conn: psycopg.Connection, router: Router, source_job_id: int | None, figures: dict[str, Any],
+    conn: psycopg.Connection,
+    router: Router,
+    source_job_id: int | None,
+    figures: dict[str, Any],
     activate: bool = True,
-) -> int:  # fmt: skip
+) -> int:
     """Store `router` as the next version of its task (1, 2, ...) and, with `activate`, make it the one
     `herd submit` routes with. Returns the version. Runs in the caller's transaction."""
     task = router.task

@@ -94,11 +94,16 @@ def train_version(
         fitted = replace(fitted, tau=picked.tau, info=info)
     ev = evaluate(fitted, [texts[int(i)] for i in held_rows], data.take(held_rows))
     figures = {
-        "calibration_job": job, "scorer": loaded.scorer, "cut": o.cut, "seed": o.seed,
-        "train_fraction": o.train_fraction, "train_prompt_ids": data.prompt_ids[train_rows].tolist(),
-        "target": target_text(o.target) if o.target is not None else None, "tau": fitted.tau,
+        "calibration_job": job,
+        "scorer": loaded.scorer,
+        "cut": o.cut,
+        "seed": o.seed,
+        "train_fraction": o.train_fraction,
+        "train_prompt_ids": data.prompt_ids[train_rows].tolist(),
+        "target": target_text(o.target) if o.target is not None else None,
+        "tau": fitted.tau,
         "train": {"accuracy": picked.accuracy, "cost_per_1k_usd": picked.cost_per_1k} if picked else None,
         "held_out": figures_json(ev),
-    }  # fmt: skip
+    }
     version = versions.record(conn, fitted, loaded.job_id, figures, o.activate)
     return Trained(version, fitted, loaded, chosen, len(train_rows), len(held_rows), picked, tau_from, ev)
