@@ -796,6 +796,12 @@ CREATE OR REPLACE FUNCTION public.cost_share_totals_take()
  LANGUAGE plpgsql
 AS $function$
 BEGIN
+    -- Lock the rows in key order first, as the add's ordered upsert does: no two writers deadlock.
+    PERFORM FROM cost_share_totals t
+    WHERE (t.job_id, t.model, t.gpu_scale, t.cost_scale) IN (
+        SELECT c.job_id, c.model, scale(c.gpu_s), scale(c.cost_usd) FROM changed c)
+    ORDER BY t.job_id, t.model, t.gpu_scale, t.cost_scale
+    FOR UPDATE OF t;
     UPDATE cost_share_totals t
     SET shares = t.shares - d.shares, gpu_s = t.gpu_s - d.gpu_s, cost_usd = t.cost_usd - d.cost_usd
     FROM (SELECT c.job_id, c.model, scale(c.gpu_s) AS gpu_scale, scale(c.cost_usd) AS cost_scale,
@@ -881,7 +887,7 @@ CREATE TRIGGER cost_share_fill BEFORE INSERT ON cost_shares FOR EACH ROW WHEN (n
 
 
 -- trigger cost_share_refill ON cost_shares --------------------------------------------------------
-CREATE TRIGGER cost_share_refill BEFORE UPDATE OF shared_s ON cost_shares FOR EACH ROW WHEN (new.shared_s IS DISTINCT FROM old.shared_s) EXECUTE FUNCTION cost_share_fill();
+CREATE TRIGGER cost_share_refill BEFORE UPDATE OF shared_s ON cost_shares FOR EACH ROW WHEN (new.shared_s IS DISTINCT FROM old.shared_s AND NOT new.gpu_s IS DISTINCT FROM old.gpu_s) EXECUTE FUNCTION cost_share_fill();
 
 
 -- trigger cost_share_totals_delete ON cost_shares -------------------------------------------------

@@ -9,17 +9,19 @@ This revision:
 - **cost_shares carries what a total needs**: the attempt's job and model, and its share's GPU
   seconds (`shared_s * gpu_count`) and cost (`shared_s * gpu_count * usd_per_gpu_hour / 3600`),
   0003's per-attempt expressions, so a share row can be added to and taken out of a total without
-  its attempt (a cascade from a deleted attempt runs after the attempt is gone). A row trigger
-  fills them from the attempt whenever a share is stored or its `shared_s` changes, so every writer
-  (the fill of herd/ledger/shares.py, or an older one while this migration lands) gets them; a
-  statement trigger on attempts keeps them in step when an attempt's prompt, model, GPU count or
-  price changes.
+  its attempt (a cascade from a deleted attempt runs after the attempt is gone). The fill of
+  herd/ledger/shares.py computes them in the INSERT that stores the slice's shares (one join, no
+  work per row); a row trigger fills them only for a writer that leaves them out (an older fill
+  while this migration lands) or changes `shared_s` alone; a statement trigger on attempts keeps
+  them in step when an attempt's prompt, model, GPU count or price changes.
 - **cost_share_totals**, per (job, model, scale of the GPU seconds, scale of the cost): how many
   shares and their sums. Statement triggers on cost_shares add what is inserted and take out what is
-  deleted, whoever does it (the fill, its rewind, a cascade). The two scales are in the key because a
-  `numeric` sum's display scale is the largest of its terms' and the views divide sums by 3600 (a
-  quotient's digits depend on the dividend's scale): `round(sum, largest scale with shares)` is then
-  the very `numeric` the views' `sum()` over the same rows gives, digit for digit.
+  deleted, whoever does it (the fill, its rewind, a cascade): one aggregate over the statement's
+  transition table per statement, upserted in key order (two writers lock totals rows in the same
+  order, so they cannot deadlock on them; the fill also holds its advisory lock). The two scales
+  are in the key because a `numeric` sum's display scale is the largest of its terms' and the views
+  divide sums by 3600 (a quotient's digits depend on the dividend's scale): `round(sum, largest scale
+  with shares)` is then the very `numeric` the views' `sum()` over the same rows gives, digit for digit.
 - **cost_tail_shares**, the view of the open tail's shares (0016's sweep of every endpoint's time
   after `closed_until`, with the carried parts): one row per attempt whose share is not final.
 - **cost_job_models** (same signature and columns): counts, tokens and latency percentiles from the
@@ -194,7 +196,8 @@ LANGUAGE sql STABLE SET jit = off AS $$
 $$
 """
 
-# The share row's totals columns from its attempt: the one place a stored share's figures are computed.
+# The share row's totals columns from its attempt, for a writer that does not give them (the fill
+# computes the same expressions in its INSERT, herd/ledger/shares.py).
 SHARE_FILL = f"""
 CREATE OR REPLACE FUNCTION cost_share_fill() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -228,6 +231,12 @@ $$
 TOTALS_TAKE = """
 CREATE OR REPLACE FUNCTION cost_share_totals_take() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- Lock the rows in key order first, as the add's ordered upsert does: no two writers deadlock.
+    PERFORM FROM cost_share_totals t
+    WHERE (t.job_id, t.model, t.gpu_scale, t.cost_scale) IN (
+        SELECT c.job_id, c.model, scale(c.gpu_s), scale(c.cost_usd) FROM changed c)
+    ORDER BY t.job_id, t.model, t.gpu_scale, t.cost_scale
+    FOR UPDATE OF t;
     UPDATE cost_share_totals t
     SET shares = t.shares - d.shares, gpu_s = t.gpu_s - d.gpu_s, cost_usd = t.cost_usd - d.cost_usd
     FROM (SELECT c.job_id, c.model, scale(c.gpu_s) AS gpu_scale, scale(c.cost_usd) AS cost_scale,
@@ -288,7 +297,7 @@ TRIGGERS = [
         "cost_share_refill",
         "cost_shares",
         "BEFORE UPDATE OF shared_s ON cost_shares FOR EACH ROW "
-        "WHEN (NEW.shared_s IS DISTINCT FROM OLD.shared_s)",
+        "WHEN (NEW.shared_s IS DISTINCT FROM OLD.shared_s AND NEW.gpu_s IS NOT DISTINCT FROM OLD.gpu_s)",
         "cost_share_fill()",
     ),
     (

@@ -89,14 +89,27 @@ carried AS (
     ON CONFLICT (attempt_id, cut) DO UPDATE SET part_s = excluded.part_s
     RETURNING 1
 ),
-stored AS (
-    INSERT INTO cost_shares (attempt_id, shared_s)
+finals AS (
     SELECT p.attempt_id,
-           p.part_s + coalesce(
-               (SELECT sum(k.part_s) FROM cost_share_carry k WHERE k.attempt_id = p.attempt_id), 0)
+           p.part_s
+           + coalesce((SELECT sum(k.part_s) FROM cost_share_carry k WHERE k.attempt_id = p.attempt_id), 0)
+           AS shared_s
     FROM parts p
     WHERE p.final
-    ON CONFLICT (attempt_id) DO UPDATE SET shared_s = excluded.shared_s
+),
+-- Each share with its attempt's job, model, GPU seconds and cost (migration 0017's columns, 0003's
+-- per-attempt expressions), computed here in the one join rather than by a trigger per row; the
+-- statement triggers on cost_shares add them to cost_share_totals, one aggregate per slice.
+stored AS (
+    INSERT INTO cost_shares (attempt_id, shared_s, job_id, model, gpu_s, cost_usd)
+    SELECT f.attempt_id, f.shared_s, pr.job_id, a.model, f.shared_s * a.gpu_count,
+           f.shared_s * a.gpu_count * a.usd_per_gpu_hour / 3600
+    FROM finals f
+    JOIN attempts a ON a.id = f.attempt_id
+    JOIN prompts pr ON pr.id = a.prompt_id
+    ON CONFLICT (attempt_id) DO UPDATE
+    SET shared_s = excluded.shared_s, job_id = excluded.job_id, model = excluded.model,
+        gpu_s = excluded.gpu_s, cost_usd = excluded.cost_usd
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM stored), (SELECT count(*) FROM carried),
