@@ -261,7 +261,7 @@ cost_shares = Table(
     metadata,
     Column("attempt_id", BigInteger, ForeignKey("attempts.id", ondelete="CASCADE"), primary_key=True),
     Column("shared_s", Numeric, nullable=False),
-    # Filled from the attempt by a trigger (migration 0017): what cost_share_totals adds and takes out.
+    # From the attempt, by the fill's INSERT or a trigger (migration 0017): what cost_share_totals sums.
     Column("job_id", BigInteger),
     Column("model", Text),
     Column("gpu_s", Numeric),
