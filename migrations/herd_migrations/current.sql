@@ -9,11 +9,11 @@
 --   job_costs, job_model_costs, job_windows, latency_percentiles, model_costs, perfics_inputs,
 --   policy_version_quality.
 --
--- Functions (13): cost_job_models(bigint), cost_job_perfics(bigint,text),
---   cost_job_policy_versions(bigint), cost_job_window(bigint), cost_rollup_seal(bigint),
---   cost_rollup_unseal_prompts(), cost_share_attempts_sync(), cost_share_fill(),
---   cost_share_totals_add(), cost_share_totals_reset(), cost_share_totals_take(),
---   cost_shares_note(), cost_shares_reset().
+-- Functions (14): cost_job_model_sums(bigint), cost_job_models(bigint),
+--   cost_job_perfics(bigint,text), cost_job_policy_versions(bigint), cost_job_window(bigint),
+--   cost_rollup_seal(bigint), cost_rollup_unseal_prompts(), cost_share_attempts_sync(),
+--   cost_share_fill(), cost_share_totals_add(), cost_share_totals_reset(),
+--   cost_share_totals_take(), cost_shares_note(), cost_shares_reset().
 --
 -- Triggers (14): cost_share_attempts_sync ON attempts, cost_shares_delete ON attempts,
 --   cost_shares_insert ON attempts, cost_shares_truncate ON attempts,
@@ -405,6 +405,64 @@ CREATE VIEW public.policy_version_quality AS
      CROSS JOIN LATERAL cost_job_policy_versions(j.id) x(policy_version, scorer, prompts, kept_for_budget, quality, cost_usd, cost_per_1k_prompts_usd);
 
 
+-- function cost_job_model_sums(bigint) ------------------------------------------------------------
+CREATE OR REPLACE FUNCTION public.cost_job_model_sums(job_id bigint)
+ RETURNS TABLE(model text, attempts bigint, refinements bigint, cost_usd numeric, attributed_gpu_seconds numeric)
+ LANGUAGE sql
+ STABLE
+ SET jit TO 'off'
+AS $function$
+        WITH counts AS (
+            SELECT a.model,
+                   count(*) AS attempts,
+                   count(*) FILTER (WHERE a.stage = 'refine') AS refinements,
+                   -- attempt_costs' zero for an attempt without any share, with its scale.
+                   min(0::numeric * a.gpu_count) AS zero_gpu_s,
+                   min(0::numeric * a.gpu_count * a.usd_per_gpu_hour / 3600) AS zero_cost
+            FROM attempts a
+            JOIN prompts p ON p.id = a.prompt_id
+            WHERE p.job_id = $1 AND a.prompt_id BETWEEN (SELECT min(id) FROM prompts WHERE job_id = $1) AND (SELECT max(id) FROM prompts WHERE job_id = $1)
+            GROUP BY a.model
+        ),
+        -- The stored shares, from the running totals: each sum at its terms' largest scale.
+        stored AS (
+            SELECT t.model,
+                   sum(t.shares) AS shares,
+                   round(sum(t.gpu_s), max(t.gpu_scale)) AS gpu_s,
+                   round(sum(t.cost_usd), max(t.cost_scale)) AS cost_usd
+            FROM cost_share_totals t
+            WHERE t.job_id = $1 AND t.shares > 0
+            GROUP BY t.model
+        ),
+        -- The job's attempts in the open tail that have no stored share (attempt_costs' order).
+        open AS (
+            SELECT a.model,
+                   count(*) AS shares,
+                   sum(o.shared_s * a.gpu_count) AS gpu_s,
+                   sum(o.shared_s * a.gpu_count * a.usd_per_gpu_hour / 3600) AS cost_usd
+            FROM cost_tail_shares o
+            JOIN attempts a ON a.id = o.attempt_id
+            JOIN prompts p ON p.id = a.prompt_id AND p.job_id = $1
+            WHERE NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = o.attempt_id)
+            GROUP BY a.model
+        ),
+        costs AS (
+            SELECT c.*,
+                   CASE WHEN c.attempts > coalesce(s.shares, 0) + coalesce(o.shares, 0)
+                        THEN coalesce(s.gpu_s, 0) + coalesce(o.gpu_s, 0) + c.zero_gpu_s
+                        ELSE coalesce(s.gpu_s, 0) + coalesce(o.gpu_s, 0) END AS gpu_s,
+                   CASE WHEN c.attempts > coalesce(s.shares, 0) + coalesce(o.shares, 0)
+                        THEN coalesce(s.cost_usd, 0) + coalesce(o.cost_usd, 0) + c.zero_cost
+                        ELSE coalesce(s.cost_usd, 0) + coalesce(o.cost_usd, 0) END AS cost_usd
+            FROM counts c
+            LEFT JOIN stored s ON s.model = c.model
+            LEFT JOIN open o ON o.model = c.model
+        )
+        SELECT c.model, c.attempts, c.refinements, c.cost_usd, c.gpu_s AS attributed_gpu_seconds
+        FROM costs c
+$function$;
+
+
 -- function cost_job_models(bigint) ----------------------------------------------------------------
 CREATE OR REPLACE FUNCTION public.cost_job_models(job_id bigint)
  RETURNS TABLE(model text, attempts bigint, answers bigint, critiques bigint, refinements bigint, escalations bigint, errors bigint, prompt_tokens bigint, generated_tokens bigint, attributed_gpu_hours numeric, cost_usd numeric, provisioned_gpu_hours numeric, provisioned_cost_usd numeric, latency_p50_s double precision, latency_p95_s double precision, attributed_gpu_seconds numeric)
@@ -425,7 +483,7 @@ AS $function$
                    coalesce(sum(a.generated_tokens), 0) AS generated_tokens,
                    max(a.gpu_count) AS gpu_count,
                    max(a.usd_per_gpu_hour) AS usd_per_gpu_hour,
-                   -- What attempt_costs gives an attempt without any share: its zero, with its scale.
+                   -- attempt_costs' zero for an attempt without any share, with its scale.
                    min(0::numeric * a.gpu_count) AS zero_gpu_s,
                    min(0::numeric * a.gpu_count * a.usd_per_gpu_hour / 3600) AS zero_cost,
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY a.latency_s)
@@ -505,7 +563,7 @@ AS $function$
             UNION ALL
             -- The same sums, numeric for numeric (tests/unit/test_cost_share_totals.py).
             SELECT m.model, m.cost_usd, m.attributed_gpu_seconds, m.refinements
-            FROM cost_job_models($1) m
+            FROM cost_job_model_sums($1) m
             WHERE NOT EXISTS (SELECT FROM cost_rollup_jobs s WHERE s.job_id = $1)
         ),
         entry_costs AS (

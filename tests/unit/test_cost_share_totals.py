@@ -4,7 +4,8 @@ On seeded random ledgers filled part way, with late arrivals (rewinds that unsea
 prompts and jobs, and attempts whose price changes: after each step,
 - `cost_share_totals` equals a GROUP BY over the stored shares recomputed from their attempts;
 - `cost_job_models` (totals + open tail) equals 0010's aggregate over `attempt_costs` for every job,
-  every column as text (the same digits, and the same scale of each numeric).
+  every column as text (the same digits, and the same scale of each numeric), and
+  `cost_job_model_sums` (perfics' per-model sums) equals its columns of it.
 Once every endpoint's time is closed, the public views also equal the pre-0009 sweep
 (tests/unit/test_cost_shares.py). Part way they may not, already before running totals: a share
 stored by a slice can differ from the whole sweep's beyond the 20th digit, and so a cost's scale
@@ -65,6 +66,11 @@ ORDER BY c.model
 """
 # Every column as text: the same numbers, and the same scale of each numeric.
 NOW = "SELECT m::text FROM cost_job_models(%(job)s) m ORDER BY m.model"
+# perfics' per-model sums (cost_job_model_sums) and the same columns of cost_job_models, as text.
+SUMS = """SELECT ROW(m.model, m.attempts, m.refinements, m.cost_usd, m.attributed_gpu_seconds)::text
+FROM cost_job_model_sums(%(job)s) m ORDER BY m.model"""
+SUMS_WANT = """SELECT ROW(m.model, m.attempts, m.refinements, m.cost_usd, m.attributed_gpu_seconds)::text
+FROM cost_job_models(%(job)s) m ORDER BY m.model"""
 # A sealed job's stored rows (cost_rollup_seal stores cost_job_models' rows), in the same shape.
 SEALED = f"""
 SELECT ROW(r.model, {", ".join(f"r.{c}" for c in FIGURES)})::text
@@ -92,6 +98,9 @@ def assert_totals_exact(db: psycopg.Connection) -> None:
     for job in jobs:
         live = db.execute(LIVE, {"job": job}).fetchall()
         assert db.execute(NOW, {"job": job}).fetchall() == live, job
+        assert db.execute(SUMS, {"job": job}).fetchall() == db.execute(SUMS_WANT, {"job": job}).fetchall(), (
+            job
+        )
         if db.execute("SELECT FROM cost_rollup_jobs WHERE job_id = %s", (job,)).fetchone():
             assert db.execute(SEALED, {"job": job}).fetchall() == live, job
 

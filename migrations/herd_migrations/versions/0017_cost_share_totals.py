@@ -28,8 +28,9 @@ This revision:
   job's attempts (no join to any share), and its costs = the job's totals + its attempts in the open
   tail without a stored share + the zero `attempt_costs` gives an attempt with neither (an invalid
   busy interval, or a late arrival before the fill rewinds) when there is one. So `job_model_costs`,
-  `job_costs`, `model_costs`, the seal and `perfics_inputs` (whose live per-model sums now come from
-  it) read a running job's attempts once, without its shares.
+  `job_costs`, `model_costs` and the seal read a running job's attempts once, without its shares.
+- **cost_job_model_sums**: the same costs (the same SQL) with only the attempts and refinements
+  counted, no latency percentiles and no window: `perfics_inputs`' live per-model sums.
 
 The numbers are those of `attempt_costs` (tests/unit/test_cost_share_totals.py compares them on
 seeded random ledgers with late arrivals, rewinds and deletes).
@@ -121,35 +122,22 @@ RETURNS = (
     "attributed_gpu_seconds numeric"
 )
 
-JOB_MODELS = f"""
-CREATE OR REPLACE FUNCTION cost_job_models(job_id bigint) RETURNS TABLE ({RETURNS})
-LANGUAGE sql STABLE SET jit = off AS $$
-        -- One pass over the job's attempts, no share read: what is not a cost.
-        WITH counts AS (
-            SELECT a.model,
-                   count(*) AS attempts,
-                   count(*) FILTER (WHERE a.stage = 'answer') AS answers,
-                   count(*) FILTER (WHERE a.stage = 'critique') AS critiques,
-                   count(*) FILTER (WHERE a.stage = 'refine') AS refinements,
-                   count(*) FILTER (WHERE a.escalated) AS escalations,
-                   count(*) FILTER (WHERE a.status = 'error') AS errors,
-                   coalesce(sum(a.prompt_tokens), 0) AS prompt_tokens,
-                   coalesce(sum(a.generated_tokens), 0) AS generated_tokens,
-                   max(a.gpu_count) AS gpu_count,
-                   max(a.usd_per_gpu_hour) AS usd_per_gpu_hour,
-                   -- What attempt_costs gives an attempt without any share: its zero, with its scale.
+# What attempt_costs gives an attempt without any share (its zero, with its scale), per model.
+ZEROS = """                   -- attempt_costs' zero for an attempt without any share, with its scale.
                    min(0::numeric * a.gpu_count) AS zero_gpu_s,
                    min(0::numeric * a.gpu_count * a.usd_per_gpu_hour / 3600) AS zero_cost,
-                   percentile_cont(0.5) WITHIN GROUP (ORDER BY a.latency_s)
-                       FILTER (WHERE a.status = 'ok') AS latency_p50_s,
-                   percentile_cont(0.95) WITHIN GROUP (ORDER BY a.latency_s)
-                       FILTER (WHERE a.status = 'ok') AS latency_p95_s
-            FROM attempts a
+"""
+# The job's attempts, per model (the FROM of both functions' `counts`).
+JOB_ATTEMPTS = f"""            FROM attempts a
             JOIN prompts p ON p.id = a.prompt_id
             WHERE p.job_id = $1 AND {SPAN.format(col="a.prompt_id")}
             GROUP BY a.model
-        ),
-        -- The stored shares, from the running totals: each sum at its terms' largest scale.
+"""
+
+# A job's costs per model from what `counts` gives (attempts, and the zeros attempt_costs gives an
+# attempt without any share): its totals + its open tail's shares + that zero where an attempt has
+# neither. Shared by cost_job_models and cost_job_model_sums, so both give the same numerics.
+COSTS = f"""        -- The stored shares, from the running totals: each sum at its terms' largest scale.
         stored AS (
             SELECT t.model,
                    sum(t.shares) AS shares,
@@ -183,7 +171,30 @@ LANGUAGE sql STABLE SET jit = off AS $$
             LEFT JOIN stored s ON s.model = c.model
             LEFT JOIN open o ON o.model = c.model
         )
-        SELECT c.model, c.attempts, c.answers, c.critiques, c.refinements, c.escalations, c.errors,
+"""
+
+JOB_MODELS = f"""
+CREATE OR REPLACE FUNCTION cost_job_models(job_id bigint) RETURNS TABLE ({RETURNS})
+LANGUAGE sql STABLE SET jit = off AS $$
+        -- One pass over the job's attempts, no share read: what is not a cost.
+        WITH counts AS (
+            SELECT a.model,
+                   count(*) AS attempts,
+                   count(*) FILTER (WHERE a.stage = 'answer') AS answers,
+                   count(*) FILTER (WHERE a.stage = 'critique') AS critiques,
+                   count(*) FILTER (WHERE a.stage = 'refine') AS refinements,
+                   count(*) FILTER (WHERE a.escalated) AS escalations,
+                   count(*) FILTER (WHERE a.status = 'error') AS errors,
+                   coalesce(sum(a.prompt_tokens), 0) AS prompt_tokens,
+                   coalesce(sum(a.generated_tokens), 0) AS generated_tokens,
+                   max(a.gpu_count) AS gpu_count,
+                   max(a.usd_per_gpu_hour) AS usd_per_gpu_hour,
+{ZEROS}                   percentile_cont(0.5) WITHIN GROUP (ORDER BY a.latency_s)
+                       FILTER (WHERE a.status = 'ok') AS latency_p50_s,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY a.latency_s)
+                       FILTER (WHERE a.status = 'ok') AS latency_p95_s
+{JOB_ATTEMPTS}        ),
+{COSTS}        SELECT c.model, c.attempts, c.answers, c.critiques, c.refinements, c.escalations, c.errors,
                c.prompt_tokens, c.generated_tokens,
                c.gpu_s / 3600 AS attributed_gpu_hours,
                c.cost_usd,
@@ -193,6 +204,24 @@ LANGUAGE sql STABLE SET jit = off AS $$
                c.gpu_s AS attributed_gpu_seconds
         FROM costs c
         CROSS JOIN cost_job_window($1) w
+$$
+"""
+
+# What perfics needs of an unsealed job's per-model figures (its cost, GPU seconds, refinements), the
+# very numerics cost_job_models gives, without its latency percentiles (two sorts of the job's
+# attempts) and its window (another pass over them): cost_job_perfics reads this.
+JOB_MODEL_SUMS = f"""
+CREATE OR REPLACE FUNCTION cost_job_model_sums(job_id bigint) RETURNS TABLE (
+    model text, attempts bigint, refinements bigint, cost_usd numeric, attributed_gpu_seconds numeric)
+LANGUAGE sql STABLE SET jit = off AS $$
+        WITH counts AS (
+            SELECT a.model,
+                   count(*) AS attempts,
+                   count(*) FILTER (WHERE a.stage = 'refine') AS refinements,
+{ZEROS.rstrip().rstrip(",")}
+{JOB_ATTEMPTS}        ),
+{COSTS}        SELECT c.model, c.attempts, c.refinements, c.cost_usd, c.gpu_s AS attributed_gpu_seconds
+        FROM costs c
 $$
 """
 
@@ -278,6 +307,7 @@ $$
 
 FUNCTIONS = [SHARE_FILL, TOTALS_ADD, TOTALS_TAKE, TOTALS_RESET, ATTEMPTS_SYNC]
 FUNCTION_NAMES = [
+    "cost_job_model_sums(bigint)",
     "cost_share_fill()",
     "cost_share_totals_add()",
     "cost_share_totals_take()",
@@ -546,7 +576,7 @@ JOB_PERFICS = PERFICS.replace(
     MODEL_SUMS_LIVE,
     """            -- The same sums, numeric for numeric (tests/unit/test_cost_share_totals.py).
             SELECT m.model, m.cost_usd, m.attributed_gpu_seconds, m.refinements
-            FROM cost_job_models($1) m
+            FROM cost_job_model_sums($1) m
             WHERE NOT EXISTS (SELECT FROM cost_rollup_jobs s WHERE s.job_id = $1)""",
 )
 PREVIOUS_JOB_PERFICS = PERFICS.replace(
@@ -586,6 +616,7 @@ def upgrade() -> None:
         op.execute(f"CREATE TRIGGER {name} {clause} EXECUTE FUNCTION {function}")
     op.execute(f"CREATE OR REPLACE VIEW cost_tail_shares AS {TAIL_SHARES}")
     op.execute(JOB_MODELS)
+    op.execute(JOB_MODEL_SUMS)
     op.execute(JOB_PERFICS)
 
 
