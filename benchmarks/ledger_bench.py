@@ -22,7 +22,10 @@ the same run, the least any report of the job could cost): the last job of the l
 finished but unfilled and unsealed (the fill stops before its first attempt), as the night leaves it
 when nothing seals; `herd report` on it before the seal (every view live), the time to seal it as
 `herd report` does first (herd.housekeeping.work.seal_job: fill its endpoints' time, seal), the report
-after; and the report of a running job of `--report-running` attempts (its newest 1,000 prompts queued).
+after (and the seal beside a plain GROUP BY over the job's attempts); and the report of a running job of
+`--report-running` attempts (finishing 100 a second up to now, its newest 1,000 prompts queued, its
+endpoints' time closed up to the share horizon as the housekeeper's ticks leave it: only the last
+`HERD_COST_SHARE_HORIZON_S` seconds are live), beside the time those fills took.
 
 Jobs are `--jobs` (default one per 100,000 attempts: the same job
 size at 1M and 10M). The old views live in schema `sweep` (tests/support/sweep.py); pointing
@@ -216,6 +219,16 @@ def job_attempts(conn: psycopg.Connection, job: str) -> Callable[[], object]:
     ).fetchall()
 
 
+def job_group_by(conn: psycopg.Connection, job: str) -> Callable[[], object]:
+    """The seal's baseline: a plain GROUP BY over the job's attempts (per model: count, tokens, busy)."""
+    return lambda: conn.execute(
+        "SELECT a.model, count(*), sum(a.prompt_tokens), sum(a.busy_s) FROM attempts a "
+        "JOIN prompts p ON p.id = a.prompt_id JOIN jobs j ON j.id = p.job_id WHERE j.name = %s "
+        "GROUP BY a.model",
+        (job,),
+    ).fetchall()
+
+
 def seal_figures(conn: psycopg.Connection) -> list[BesideCount]:
     """The morning after (see the module docstring): the last job before and after its seal and the
     time to seal it. Before any fill of the pump-tick figures (one would seal it). The report before
@@ -235,16 +248,22 @@ def seal_figures(conn: psycopg.Connection) -> list[BesideCount]:
         out.append(BesideCount(f"herd report {last}, finished, unsealed (live)", before, count))
         seal = timed(lambda: seal_job(conn, last_id, Settings())).best
         out.append(BesideCount(f"seal {last} (what herd report does first)", seal, count))
+        group = timed(job_group_by(conn, last), 2).best
+        out.append(BesideCount("  beside: a plain GROUP BY model over its attempts", group, count))
     after = timed(lambda: build(conn, last), 2).best
     return [*out, BesideCount(f"herd report {last}, sealed", after, count)]
 
 
-def running_report(conn: psycopg.Connection, running: int) -> BesideCount:
-    """The report of a job of `running` attempts still running (see the module docstring)."""
-    horizon = Settings().cost_share_horizon_s
-    stamp = conn.execute("SELECT (now() - make_interval(secs => %s))::text", (horizon,)).fetchone()
+def running_report(conn: psycopg.Connection, running: int) -> list[BesideCount]:
+    """The report of a job of `running` attempts still running (see the module docstring): finishing
+    at the synthetic ledger's rate (100 a second) up to now, its newest 1,000 prompts queued, and its
+    endpoints' time closed up to the share horizon, as the housekeeper's ticks leave it (the last
+    `cost_share_horizon_s` seconds, 30,000 attempts at the default, are the open tail). Also the
+    time those ticks' fills took in all (what the housekeeper spreads over the job's hours)."""
+    rate, horizon = 100.0, Settings().cost_share_horizon_s
+    stamp = conn.execute("SELECT (now() - make_interval(secs => %s))::text", (running / rate,)).fetchone()
     assert stamp is not None
-    load(conn, running, jobs=1, rate=running / horizon, t0=stamp[0], prefix="report-running")
+    load(conn, running, jobs=1, rate=rate, t0=stamp[0], prefix="report-running")
     conn.execute(
         """UPDATE prompts SET state = 'queued' WHERE id IN (
                SELECT p.id FROM prompts p JOIN jobs j ON j.id = p.job_id AND j.name = 'report-running0'
@@ -252,8 +271,16 @@ def running_report(conn: psycopg.Connection, running: int) -> BesideCount:
     )
     conn.execute("ANALYZE")
     count = timed(job_attempts(conn, "report-running0"), 2).best
+    t = time.perf_counter()
+    while fill(conn, horizon_s=horizon, slice_attempts=50_000, budget_s=30).stored:
+        pass
+    fills = time.perf_counter() - t
+    conn.execute("VACUUM ANALYZE")
     report = timed(lambda: build(conn, "report-running0"), 2).best
-    return BesideCount(f"herd report, running job ({running:,} attempts)", report, count)
+    return [
+        BesideCount(f"fills of a running job ({running:,} attempts), all ticks", fills, count),
+        BesideCount(f"herd report, running job ({running:,} attempts)", report, count),
+    ]
 
 
 def row(q: QueryTime, *, not_run: str = "") -> str:
@@ -311,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             for q in itertools.chain(unsealed_times(conn, job), pump_ticks(conn, args.running)):
                 say(row(q))
             say(f"{'the morning after':52} {'time':>10} {'count(*)':>10}")
-            for b in [*morning, running_report(conn, args.report_running)]:
+            for b in [*morning, *running_report(conn, args.report_running)]:
                 say(f"{b.label:52} {b.seconds:9.2f}s {b.count_s:9.2f}s")
     return 0
 

@@ -39,6 +39,10 @@ from herd.vocabulary import Dispatch
 
 # Seconds added to the longest model timeout: recording an attempt after its call returns, clock jitter.
 REQUEST_MARGIN_S = 10.0
+# Shares one `seal` tick may store, and (with what it stored) jobs' shares it may seal (one job past it
+# at most): the work of a tick bounded whatever the machine's load, besides `fill_budget_s`. 20,000 is
+# a few seconds of fill on a busy 2-core machine (docs/cost-model.md); a backlog takes more ticks.
+TICK_ATTEMPTS = 20_000
 
 # Release of idle budget jobs' held candidates (Pipeline.release_budgets), inside the caller's transaction.
 Release = Callable[[psycopg.Connection], list[Dispatch]]
@@ -65,10 +69,16 @@ class Housekeeping:
     such check."""
 
     def __init__(
-        self, connect: Connect, settings: Settings, *, release: Release | None = None,
-        publish: Publish, fill_budget_s: float = 1.0, longest_request_s: float | None = None,
+        self,
+        connect: Connect,
+        settings: Settings,
+        *,
+        release: Release | None = None,
+        publish: Publish,
+        fill_budget_s: float = 1.0,
+        longest_request_s: float | None = None,
         herd: HerdConfig | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.connect = connect
         self.settings = settings
         self.release = release
@@ -93,13 +103,20 @@ class Housekeeping:
         return Dispatched(len(stale), len(fresh) + len(released), unsent)
 
     def seal(self) -> shares.FillResult | None:
-        """One bounded fill and seal; None when stored shares are off (`cost_share_horizon_s` 0).
+        """One bounded fill and seal (`fill_budget_s` seconds, TICK_ATTEMPTS shares); None when stored
+        shares are off (`cost_share_horizon_s` 0).
         Raises psycopg errors."""
         if self.settings.cost_share_horizon_s <= 0:
             return None
         with self.connect() as conn:
             horizon_s = closing_horizon(conn, self.settings, self.longest_request_s)
-            return shares.fill(conn, horizon_s=horizon_s, budget_s=self.fill_budget_s, slice_attempts=5000)
+            return shares.fill(
+                conn,
+                horizon_s=horizon_s,
+                budget_s=self.fill_budget_s,
+                slice_attempts=5000,
+                max_attempts=TICK_ATTEMPTS,
+            )
 
 
 def request_bound(herd: HerdConfig) -> float:

@@ -261,6 +261,25 @@ cost_shares = Table(
     metadata,
     Column("attempt_id", BigInteger, ForeignKey("attempts.id", ondelete="CASCADE"), primary_key=True),
     Column("shared_s", Numeric, nullable=False),
+    # From the attempt, by the fill's INSERT or a trigger (migration 0017): what cost_share_totals sums.
+    Column("job_id", BigInteger),
+    Column("model", Text),
+    Column("gpu_s", Numeric),
+    Column("cost_usd", Numeric),
+)
+
+# Running totals of each job's stored shares (migration 0017), kept by triggers on cost_shares; per
+# scale of the summed figures, so a view rounds a sum to the scale the views' own sum() gives.
+cost_share_totals = Table(
+    "cost_share_totals",
+    metadata,
+    Column("job_id", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("model", Text, primary_key=True),
+    Column("gpu_scale", Integer, primary_key=True),
+    Column("cost_scale", Integer, primary_key=True),
+    Column("shares", BigInteger, nullable=False),
+    Column("gpu_s", Numeric, nullable=False),
+    Column("cost_usd", Numeric, nullable=False),
 )
 
 cost_share_carry = Table(

@@ -89,14 +89,27 @@ carried AS (
     ON CONFLICT (attempt_id, cut) DO UPDATE SET part_s = excluded.part_s
     RETURNING 1
 ),
-stored AS (
-    INSERT INTO cost_shares (attempt_id, shared_s)
+finals AS (
     SELECT p.attempt_id,
-           p.part_s + coalesce(
-               (SELECT sum(k.part_s) FROM cost_share_carry k WHERE k.attempt_id = p.attempt_id), 0)
+           p.part_s
+           + coalesce((SELECT sum(k.part_s) FROM cost_share_carry k WHERE k.attempt_id = p.attempt_id), 0)
+           AS shared_s
     FROM parts p
     WHERE p.final
-    ON CONFLICT (attempt_id) DO UPDATE SET shared_s = excluded.shared_s
+),
+-- Each share with its attempt's job, model, GPU seconds and cost (migration 0017's columns, 0003's
+-- per-attempt expressions), computed here in the one join rather than by a trigger per row; the
+-- statement triggers on cost_shares add them to cost_share_totals, one aggregate per slice.
+stored AS (
+    INSERT INTO cost_shares (attempt_id, shared_s, job_id, model, gpu_s, cost_usd)
+    SELECT f.attempt_id, f.shared_s, pr.job_id, a.model, f.shared_s * a.gpu_count,
+           f.shared_s * a.gpu_count * a.usd_per_gpu_hour / 3600
+    FROM finals f
+    JOIN attempts a ON a.id = f.attempt_id
+    JOIN prompts pr ON pr.id = a.prompt_id
+    ON CONFLICT (attempt_id) DO UPDATE
+    SET shared_s = excluded.shared_s, job_id = excluded.job_id, model = excluded.model,
+        gpu_s = excluded.gpu_s, cost_usd = excluded.cost_usd
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM stored), (SELECT count(*) FROM carried),
@@ -146,6 +159,7 @@ class FillResult:
     rewound: int = 0
     busy: bool = False  # another process was filling; nothing done
     sealed: int = 0
+    sealed_shares: int = 0  # stored shares of the jobs sealed (cost_share_totals, migration 0017)
 
 
 def fill(
@@ -155,11 +169,17 @@ def fill(
     slice_attempts: int = 50_000,
     budget_s: float = 5.0,
     job: int | None = None,
+    max_attempts: int | None = None,
 ) -> FillResult:
     """Close each endpoint's time up to `horizon_s` seconds (database clock) before now.
 
     `slice_attempts` bounds one slice's sweep; `budget_s` (seconds) bounds one call, so a pump tick
-    catching up on a large ledger returns and the next tick goes on. `conn` is an autocommit
+    catching up on a large ledger returns and the next tick goes on. `max_attempts` bounds the work
+    of one call whatever the machine's speed: the call stores at most that many shares (more only
+    where attempts end at the very instant of its last cut), and seals jobs only while the shares it
+    stored plus those of the jobs it sealed stay below it (the first such seal runs whatever the
+    job's size: a seal is one statement), so a call's work is at most `max_attempts` plus one job's
+    attempts; None: no bound but `budget_s`. `conn` is an autocommit
     connection; the whole call is one transaction, holding an EXCLUSIVE lock on cost_share_marks that
     makes concurrent attempt inserts wait for it (keep slices small). Then, in a transaction per job,
     seals every job whose shares are all final (`cost_rollup_seal`, migration 0010: one GROUP BY over
@@ -167,6 +187,7 @@ def fill(
     (FillResult); raises psycopg errors as they come."""
     deadline = time.monotonic() + budget_s
     stored = carried = rewound = 0
+    left = max_attempts if max_attempts is not None else -1  # shares still allowed; -1: no bound
     with conn.transaction():
         got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (_LOCK_KEY,)).fetchone()
         if not got or not got[0]:
@@ -188,8 +209,9 @@ def fill(
                 (endpoint, cut),
             ).fetchone()
             longest = max(float(row[0]) if row else 0.0, max_busy_s)
-            while time.monotonic() < deadline:
-                new_cut = _next_cut(conn, endpoint, cut, horizon, slice_attempts)
+            while time.monotonic() < deadline and left != 0:
+                limit = slice_attempts if left < 0 else min(slice_attempts, left)
+                new_cut = _next_cut(conn, endpoint, cut, horizon, limit)
                 if new_cut is None:
                     break
                 params: dict[str, object] = {
@@ -202,6 +224,7 @@ def fill(
                 assert done is not None
                 stored += int(done[0])
                 carried += int(done[1])
+                left = -1 if left < 0 else max(0, left - int(done[0]))
                 conn.execute(
                     "UPDATE cost_share_marks SET closed_until = %s, max_busy_s = greatest(max_busy_s, %s) "
                     "WHERE endpoint = %s",
@@ -211,7 +234,8 @@ def fill(
                     "INSERT INTO cost_share_cuts (endpoint, cut) VALUES (%s, %s)", (endpoint, new_cut)
                 )
                 cut = new_cut
-    return FillResult(stored, carried, rewound, sealed=_seal(conn, deadline, job))
+    sealed, sealed_shares = _seal(conn, deadline, job, left)
+    return FillResult(stored, carried, rewound, sealed=sealed, sealed_shares=sealed_shares)
 
 
 def is_sealed(conn: psycopg.Connection, job_id: int) -> bool:
@@ -219,8 +243,12 @@ def is_sealed(conn: psycopg.Connection, job_id: int) -> bool:
     return bool(row and row[0])
 
 
-def _seal(conn: psycopg.Connection, deadline: float, job: int | None = None) -> int:
-    """Seal every job whose shares are all final, one transaction per job, until `deadline`.
+def _seal(
+    conn: psycopg.Connection, deadline: float, job: int | None = None, left: int = -1
+) -> tuple[int, int]:
+    """Seal every job whose shares are all final, one transaction per job, until `deadline` or until
+    the sealed jobs' stored shares reach `left` (-1: no bound; 0: seal nothing). Returns (jobs sealed,
+    their stored shares).
 
     Not under the fill's EXCLUSIVE lock on cost_share_marks: sealing a night's job is one GROUP BY
     over all its attempts (seconds), and every attempt insert of the herd would wait for it. Instead
@@ -228,9 +256,11 @@ def _seal(conn: psycopg.Connection, deadline: float, job: int | None = None) -> 
     what it touches) and the job's seal lock, which the attempts trigger takes shared for the jobs it
     changes: an insert into the job waits for the seal and then unseals it, or the seal waits for the
     insert and sees it when it checks the job again."""
-    sealed = 0
+    sealed = shares = 0
+    if left == 0:
+        return 0, 0
     for (job_id,) in conn.execute(_SEALABLE, {"job": job}).fetchall():
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or (left > 0 and sealed and shares >= left):
             break
         try:
             with conn.transaction():
@@ -244,9 +274,13 @@ def _seal(conn: psycopg.Connection, deadline: float, job: int | None = None) -> 
                 if conn.execute(_SEALABLE, {"job": job_id}).fetchone() is not None:
                     conn.execute("SELECT cost_rollup_seal(%s)", (job_id,))
                     sealed += 1
+                    row = conn.execute(
+                        "SELECT coalesce(sum(shares), 0) FROM cost_share_totals WHERE job_id = %s", (job_id,)
+                    ).fetchone()
+                    shares += int(row[0]) if row else 0
         except psycopg.errors.ForeignKeyViolation:
             continue  # the job was deleted meanwhile
-    return sealed
+    return sealed, shares
 
 
 def _next_cut(

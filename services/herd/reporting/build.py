@@ -1,7 +1,9 @@
 """`herd report JOB`, step one: read the reporting views into a Report (render.py and plot.py show it).
 
-Every number comes from the reporting views of migration 0003 (job_costs, job_model_costs,
-perfics_inputs), never from the tables: a user in psql and `herd report` see the same numbers.
+Every number is a reporting view's (migration 0003: job_costs, job_model_costs, perfics_inputs): a
+user in psql and `herd report` see the same numbers. The job's summary is job_costs' own expressions
+over the job_model_costs rows the report reads, in one statement (`_SUMMARY`), so an unsealed job's
+costs are computed once rather than once per view (tests/unit/test_report_summary.py compares them).
 Money stays Decimal end to end here; render.py decides how to round it for each format.
 """
 
@@ -107,15 +109,20 @@ class Report:
 
 
 def _query(conn: psycopg.Connection, sql: str, job: str) -> list[dict[str, Any]]:
+    """Rows of `sql`, each of its placeholders bound to `job`."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql, (job,))
+        cur.execute(sql, (job,) * sql.count("%s"))
         return cur.fetchall()
 
 
 def build(
-    conn: psycopg.Connection, job: str, *, scorer: str | None = None, weights: Weights | None = None,
+    conn: psycopg.Connection,
+    job: str,
+    *,
+    scorer: str | None = None,
+    weights: Weights | None = None,
     tasks: Callable[[], Mapping[str, TaskConfig]] | None = None,
-) -> Report:  # fmt: skip
+) -> Report:
     """The report of `job`. With `tasks` (the herd file's tasks, read only if the job is audited),
     the audit's estimate too."""
     weights = weights or Weights()
@@ -124,10 +131,14 @@ def build(
         if idle:
             # One snapshot for the three views: workers may record attempts between the queries.
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        found = _query(conn, "SELECT * FROM job_costs WHERE job = %s", job)
+        found = _query(conn, _SUMMARY, job)
         if not found:
             raise UnknownJobError(f"no job named {job!r}")
-        models = {r["model"]: r for r in _query(conn, "SELECT * FROM job_model_costs WHERE job = %s", job)}
+        models = {
+            r["m_model"]: {name: r[f"m_{name}"] for name in _FROM_MODELS}
+            for r in found
+            if r["m_model"] is not None
+        }
         inputs = _query(conn, "SELECT * FROM perfics_inputs WHERE job = %s", job)
     summary = JobSummary(**{f.name: found[0][f.name] for f in fields(JobSummary)})
     scorers = sorted({r["scorer"] for r in inputs if r["scorer"] is not None})
@@ -174,6 +185,47 @@ _FROM_INPUTS = tuple(
 _FROM_MODELS = tuple(
     "escalations refinements latency_p50_s latency_p95_s provisioned_gpu_hours provisioned_cost_usd".split()
 )
+
+
+# The job's job_costs row and its job_model_costs rows (columns m_*, none for a job without attempts),
+# in one statement: job_costs sums job_model_costs, which for an unsealed job reads all its attempts,
+# so reading both views computed it twice. The summary columns are job_costs' own expressions
+# (migration 0003) over the rows read once; tests/unit/test_report_summary.py compares them.
+_SUMMARY = f"""
+WITH m AS MATERIALIZED (SELECT * FROM job_model_costs WHERE job = %s),
+sums AS (
+    SELECT sum(attributed_gpu_hours) AS attributed_gpu_hours, sum(cost_usd) AS cost_usd,
+           sum(provisioned_gpu_hours) AS provisioned_gpu_hours,
+           sum(provisioned_cost_usd) AS provisioned_cost_usd
+    FROM m
+),
+summary AS (
+    SELECT j.name AS job, j.task,
+           coalesce(pc.prompts, 0) AS prompts, coalesce(pc.done, 0) AS done,
+           coalesce(pc.failed, 0) AS failed,
+           w.window_start, w.window_end,
+           coalesce(s.attributed_gpu_hours, 0) AS attributed_gpu_hours,
+           coalesce(s.cost_usd, 0) AS cost_usd,
+           coalesce(s.provisioned_gpu_hours, 0) AS provisioned_gpu_hours,
+           coalesce(s.provisioned_cost_usd, 0) AS provisioned_cost_usd,
+           1000::numeric * coalesce(s.cost_usd, 0) / nullif(pc.prompts, 0)::numeric AS cost_per_1k_prompts_usd
+    FROM jobs j
+    CROSS JOIN sums s
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS prompts,
+               count(*) FILTER (WHERE p.state = 'done') AS done,
+               count(*) FILTER (WHERE p.state = 'failed') AS failed
+        FROM prompts p
+        WHERE p.job_id = j.id
+    ) pc
+    LEFT JOIN LATERAL (SELECT * FROM job_windows w WHERE w.job_id = j.id) w ON true
+    WHERE j.name = %s
+)
+SELECT summary.*, m.model AS m_model, {", ".join(f"m.{name} AS m_{name}" for name in _FROM_MODELS)}
+FROM summary
+LEFT JOIN m ON true
+ORDER BY m.model
+"""
 
 
 def _model_figures(
