@@ -423,7 +423,7 @@ def test_bad_requests_get_a_clear_4xx_and_nothing_is_stored(herd_with, serve, db
 
 
 def test_a_batch_is_audited_by_the_herd_files_default_or_its_metadata(  # type: ignore[no-untyped-def]
-    make_herd, double, db, tmp_path
+    make_herd, serve, double, db, tmp_path
 ) -> None:
     """A batch for the cascade carries the herd file's `audit:`; `metadata` may set its own rate and
     reference (`herd_audit`, `herd_audit_reference`) or turn it off ("0"). The audit's requests are
@@ -436,7 +436,7 @@ def test_a_batch_is_audited_by_the_herd_files_default_or_its_metadata(  # type: 
     client = server.client(create_key(herd.env, tmp_path, "alice"))
     keys = [f"r{i:02d}" for i in range(12)]
     upload = client.files.create(
-        file=jsonl(tmp_path / "in.jsonl", [line(k, f"capital {k}") for k in keys]).open("rb"), purpose="batch"
+        file=jsonl(tmp_path / "in.jsonl", [line(k, f"capital {k}") for k in keys]), purpose="batch"
     )
 
     def create(metadata: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
