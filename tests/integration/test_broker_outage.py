@@ -70,7 +70,10 @@ def test_a_worker_outlives_a_redis_killed_with_tasks_in_flight(
     double.script([{"model": "small", "match": "", "text": "yes", "first": CONFIDENT, "delay": DELAY_S}])
     path = tmp_path / "herd.yaml"
     path.write_text(herd_yaml({"small": double.model_url("small")}, max_in_flight=4, timeout_s=30))
-    herd = Herd(services, path, herd_env(services, path, HERD_PUMP_INTERVAL_S="1"))
+    # A message Redis took in the second before its kill can be missing from its AOF (fsynced every
+    # second): the stale sweep re-sends such a prompt, as it would in production, after 30 s here
+    # instead of 15 minutes (a prompt waits in the queue for at most about 25 s in this test).
+    herd = Herd(services, path, herd_env(services, path, HERD_PUMP_INTERVAL_S="1", HERD_STALE_AFTER_S="30"))
     log = tmp_path / "worker.log"
     try:
         worker = start_worker(herd.procs, herd.env, "small", log)
