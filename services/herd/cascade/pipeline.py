@@ -184,9 +184,9 @@ class Pipeline:
         follows from it (a budget job's step may release held candidates, a chunk's end may start its
         document's combine step), `ledger.record_final` does it all."""
         job = Job(self._calibration_next(prompt, key.model))
+        stored = storable(new) if new is not None else None  # cleaned once, for either path
         with self.connect() as conn:
-            if new is not None and self._plain(prompt):
-                stored = storable(new)
+            if stored is not None and self._plain(prompt):
                 if not needs_kept(key, stored):
                     decision = decide(prompt, rule, key, stored, job)
                     if isinstance(decision, Final) and decision.answer is stored:
@@ -195,7 +195,7 @@ class Pipeline:
                             return Outcome(OutcomeKind.FINAL, tuple(refill))
                         # The step's attempt exists already (a concurrent duplicate): replay it below.
             with conn.transaction():
-                attempt = existing or ledger.insert_attempt(conn, storable(new))  # type: ignore[arg-type]
+                attempt = existing or ledger.insert_attempt(conn, stored)  # type: ignore[arg-type]
                 kept = ledger.latest_answer(conn, prompt.id, key.model) if needs_kept(key, attempt) else None
                 return self._apply(conn, prompt, key, decide(prompt, rule, key, attempt, job, kept))
 
