@@ -48,7 +48,7 @@ def as_text(value: object) -> str | None:
 def assert_summary_is_the_views(db: psycopg.Connection) -> None:
     with db.cursor(row_factory=dict_row) as cur:
         for job in JOBS:
-            rows = cur.execute(_SUMMARY, (job, job)).fetchall()
+            rows = cur.execute(_SUMMARY, {"job": job}).fetchall()
             want = cur.execute("SELECT * FROM job_costs WHERE job = %s", (job,)).fetchone()
             assert want is not None
             for f in fields(JobSummary):
@@ -76,4 +76,4 @@ def test_summary_equals_job_costs_and_job_model_costs(db: psycopg.Connection) ->
 
 def test_unknown_job_has_no_summary(db: psycopg.Connection) -> None:
     ledger(db, seed=4)
-    assert db.execute(_SUMMARY, ("nope", "nope")).fetchall() == []
+    assert db.execute(_SUMMARY, {"job": "nope"}).fetchall() == []

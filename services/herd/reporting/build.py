@@ -109,9 +109,9 @@ class Report:
 
 
 def _query(conn: psycopg.Connection, sql: str, job: str) -> list[dict[str, Any]]:
-    """Rows of `sql`, each of its placeholders bound to `job`."""
+    """Rows of `sql`, its `%(job)s` placeholders bound to `job`."""
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(sql, (job,) * sql.count("%s"))
+        cur.execute(sql, {"job": job})
         return cur.fetchall()
 
 
@@ -139,7 +139,7 @@ def build(
             for r in found
             if r["m_model"] is not None
         }
-        inputs = _query(conn, "SELECT * FROM perfics_inputs WHERE job = %s", job)
+        inputs = _query(conn, "SELECT * FROM perfics_inputs WHERE job = %(job)s", job)
     summary = JobSummary(**{f.name: found[0][f.name] for f in fields(JobSummary)})
     scorers = sorted({r["scorer"] for r in inputs if r["scorer"] is not None})
     if scorer is not None and scorer not in scorers:
@@ -192,7 +192,7 @@ _FROM_MODELS = tuple(
 # so reading both views computed it twice. The summary columns are job_costs' own expressions
 # (migration 0003) over the rows read once; tests/unit/test_report_summary.py compares them.
 _SUMMARY = f"""
-WITH m AS MATERIALIZED (SELECT * FROM job_model_costs WHERE job = %s),
+WITH m AS MATERIALIZED (SELECT * FROM job_model_costs WHERE job = %(job)s),
 sums AS (
     SELECT sum(attributed_gpu_hours) AS attributed_gpu_hours, sum(cost_usd) AS cost_usd,
            sum(provisioned_gpu_hours) AS provisioned_gpu_hours,
@@ -219,7 +219,7 @@ summary AS (
         WHERE p.job_id = j.id
     ) pc
     LEFT JOIN LATERAL (SELECT * FROM job_windows w WHERE w.job_id = j.id) w ON true
-    WHERE j.name = %s
+    WHERE j.name = %(job)s
 )
 SELECT summary.*, m.model AS m_model, {", ".join(f"m.{name} AS m_{name}" for name in _FROM_MODELS)}
 FROM summary
