@@ -103,6 +103,8 @@ prompts = Table(
     Index("ix_prompts_held", "job_id", postgresql_where=text("state = 'held'")),
     Index("ix_prompts_reserved", "job_id", postgresql_where=text("reserved_usd IS NOT NULL")),
     Index("ix_prompts_parent_id", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+    # Whether a router chose any of a job's prompts, without reading them all (0019: perfics_inputs).
+    Index("ix_prompts_routed", "job_id", postgresql_where=text("router_version IS NOT NULL")),
 )
 
 attempts = Table(
@@ -147,6 +149,8 @@ attempts = Table(
     UniqueConstraint("prompt_id", "model", "stage", "round", name="uq_attempts_step"),
     CheckConstraint("status IN ('ok', 'error')", name="status"),
     CheckConstraint("stage IN ('answer', 'critique', 'refine', 'combine')", name="stage"),
+    # Rounds count a model's refinements from 0 (0019: the report counts answered prompts by it).
+    CheckConstraint("round >= 0", name="round"),
     Index("ix_attempts_model", "model"),
     Index("ix_attempts_endpoint_finished_at", "endpoint", "finished_at"),
 )
