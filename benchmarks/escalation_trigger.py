@@ -12,10 +12,13 @@ Method: benchmarks.attempt_triggers' ledger (`--ledger` synthetic attempts, ever
 prompts to attach new attempts to). Then `--blocks` rounds, alternating the schema between revision
 0018 and 0017 (alembic downgrade/upgrade, the migrations' own SQL): `--n` single-row INSERTs (the real
 insert_attempt), then `--n` real `mark_escalated` UPDATEs of them, as a worker's steps do, with
-synchronous_commit off (the statement's own cost, not the WAL flush's). Per revision, the median over
-blocks of the client's wall time and the backend's CPU per `mark_escalated`. Then the other side of
-the row-level trigger: one UPDATE repricing `--reprice` attempts that have stored shares, once under
-each revision (0017: one set-based UPDATE of their shares; 0018: one single-row UPDATE per attempt).
+synchronous_commit off (the statement's own cost, not the WAL flush's), then the same attempts'
+UPDATE once more each inside one plpgsql loop (no round trips: the statement and its triggers). Per
+revision, the median over blocks of the client's wall time and the backend's CPU per
+`mark_escalated`, and of the loop's time per UPDATE. Then the other side of
+0018's triggers: one UPDATE repricing `--reprice` attempts that have stored shares, once under each
+revision (0017: one UPDATE of their shares from the transition table; 0018: a row noted per attempt,
+then one UPDATE of their shares), each checked to have synced every share.
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ WHERE s.attempt_id = ANY(%s) AND s.cost_usd = s.shared_s * a.gpu_count * a.usd_p
 @dataclass(frozen=True)
 class Figures:
     escalation: dict[str, Block]  # revision -> medians per statement over blocks (seconds)
-    reprice: dict[str, float]  # revision -> seconds for the one repricing UPDATE
+    inside: dict[str, float]  # revision -> median seconds per escalation UPDATE looped inside Postgres
+    reprice: dict[str, float]  # revision -> seconds for the one repricing UPDATE, triggers included
     synced: dict[str, int]  # revision -> shares whose cost_usd matched the new price afterwards
 
 
@@ -58,19 +62,44 @@ def at_revision(url: str, revision: str) -> None:
         command.upgrade(config, revision)
 
 
+# The same single-row UPDATE as mark_escalated, each its own statement (so each fires the statement
+# triggers), looped inside Postgres: its seconds for all of `ids`, without the client's round trips.
+ESCALATE_EACH = """
+CREATE FUNCTION pg_temp.escalate_each(ids bigint[]) RETURNS double precision LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+    x bigint;
+BEGIN
+    FOREACH x IN ARRAY ids LOOP
+        UPDATE attempts SET escalated = true WHERE id = x;
+    END LOOP;
+    RETURN extract(epoch FROM clock_timestamp() - t0);
+END
+$$
+"""
+
+
 def escalations(
     url: str, conn: psycopg.Connection, prompt_ids: list[int], n: int, blocks: int
-) -> dict[str, Block]:
+) -> tuple[dict[str, Block], dict[str, float]]:
+    """Per revision, medians over blocks: the client's Block (insert_attempt, mark_escalated), and the
+    seconds per UPDATE of the same attempts escalated again inside Postgres (ESCALATE_EACH)."""
     backend = one(conn, "SELECT pg_backend_pid()")
     conn.execute("SET synchronous_commit = off")
+    conn.execute(ESCALATE_EACH)
     results: dict[str, list[Block]] = {}
+    inside: dict[str, list[float]] = {}
     at = 0
     for _ in range(blocks):
         for revision in REVISIONS:
             at_revision(url, revision)
-            results.setdefault(revision, []).append(block(conn, backend, prompt_ids[at : at + n]))
+            chunk = prompt_ids[at : at + n]
+            results.setdefault(revision, []).append(block(conn, backend, chunk))
+            ids = [r[0] for r in conn.execute("SELECT id FROM attempts WHERE prompt_id = ANY(%s)", (chunk,))]
+            row = conn.execute("SELECT pg_temp.escalate_each(%s)", (ids,)).fetchone()
+            inside.setdefault(revision, []).append(float(row[0]) / len(ids) if row else 0.0)
             at += n
-    return {
+    medians = {
         revision: Block(
             statistics.median(b.insert_wall for b in v),
             statistics.median(b.insert_cpu for b in v),
@@ -79,6 +108,7 @@ def escalations(
         )
         for revision, v in results.items()
     }
+    return medians, {revision: statistics.median(v) for revision, v in inside.items()}
 
 
 def reprice(url: str, conn: psycopg.Connection, count: int) -> tuple[dict[str, float], dict[str, int]]:
@@ -104,10 +134,12 @@ def lines(f: Figures, n: int) -> list[str]:
         f"mark_escalated (one UPDATE of one fresh attempt, median of blocks of {n}, synchronous_commit off):",
         f"  0017 (statement trigger, every UPDATE): wall {old.update_wall * 1e6:7.0f} us, "
         f"backend CPU {old.update_cpu * 1e6:6.0f} us",
-        f"  0018 (row trigger, synced columns only): wall {new.update_wall * 1e6:7.0f} us, "
+        f"  0018 (UPDATE OF the synced columns only): wall {new.update_wall * 1e6:7.0f} us, "
         f"backend CPU {new.update_cpu * 1e6:6.0f} us",
         f"  saved per escalation: wall {(old.update_wall - new.update_wall) * 1e6:.0f} us, "
         f"CPU {(old.update_cpu - new.update_cpu) * 1e6:.0f} us",
+        f"the same UPDATE looped inside Postgres (no round trips), per UPDATE: "
+        f"{f.inside['0017'] * 1e6:.0f} us (0017), {f.inside['0018'] * 1e6:.0f} us (0018)",
         f"insert_attempt (same blocks, unaffected by either): wall {old.insert_wall * 1e6:.0f} us (0017), "
         f"{new.insert_wall * 1e6:.0f} us (0018)",
     ]
@@ -131,11 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         prompt_ids,
     ):
         try:
-            medians = escalations(url, conn, prompt_ids, args.n, args.blocks)
+            medians, inside = escalations(url, conn, prompt_ids, args.n, args.blocks)
             seconds, synced = reprice(url, conn, args.reprice)
         finally:
             at_revision(url, "head")
-    print("\n".join(lines(Figures(medians, seconds, synced), args.n)))
+    print("\n".join(lines(Figures(medians, inside, seconds, synced), args.n)))
     print(f"load average after: {load_average():.2f}")
     return 0
 

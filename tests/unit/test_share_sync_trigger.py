@@ -4,8 +4,8 @@ On real Postgres with `track_functions = 'all'`, the calls of each trigger funct
 transaction are read from pg_stat_xact_user_functions: an escalation (herd.ledger.steps.mark_escalated,
 and a step's Escalate decision through herd.ledger.decisions.apply) runs 0009's note (the positive
 control: the counting works) and never the share sync; a change of model, price, GPU count or prompt
-runs it once per changed attempt, and the share, the running totals and the live views agree
-afterwards.
+notes each changed attempt and syncs their shares once per statement, and the share, the running
+totals and the live views agree afterwards.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from tests.unit.test_cost_shares import horizon_at
 from tests.unit.test_costs import add_attempt, add_job, add_prompt
 
 SYNC = "cost_share_attempt_sync"
+MARK = "cost_share_resync_mark"
 NOTE = "cost_shares_note"
 
 
@@ -84,14 +85,16 @@ def test_an_escalation_runs_no_share_sync(filled: psycopg.Connection) -> None:
     assert applied.kind == OutcomeKind.ESCALATED and applied.dispatches == ((prompt, "big", "answer", 0),)
     assert db.execute("SELECT escalated FROM attempts WHERE id = %s", (answer,)).fetchone() == (True,)
     assert ran == {NOTE: 2}
-    # Setting the synced columns to the values they have is filtered by the trigger's WHEN too.
+    # Setting the synced columns to the values they have is filtered by the row trigger's WHEN: no
+    # attempt is noted, and the statement's sync finds nothing to change.
     with counted(db) as ran:
         db.execute(
             "UPDATE attempts SET model = model, usd_per_gpu_hour = usd_per_gpu_hour WHERE id = ANY(%s)",
             (ids,),
         )
-    assert ran == {NOTE: 2}
+    assert MARK not in ran and ran[SYNC] == 1
     assert_totals_exact(db)
+    assert db.execute("SELECT count(*) FROM cost_share_resync").fetchone() == (0,)
 
 
 def test_a_changed_model_price_or_prompt_moves_the_share(filled: psycopg.Connection) -> None:
@@ -101,7 +104,7 @@ def test_a_changed_model_price_or_prompt_moves_the_share(filled: psycopg.Connect
     with counted(db) as ran:
         db.execute("UPDATE attempts SET model = 'medium' WHERE id = %s", (first,))
         db.execute("UPDATE attempts SET usd_per_gpu_hour = 2.5, gpu_count = 4 WHERE id = %s", (second,))
-    assert ran[SYNC] == 2
+    assert (ran[MARK], ran[SYNC]) == (2, 2)  # one note per changed attempt, one sync per statement
     # The share's figures are 0003's expressions of the new GPU count and price, digit for digit.
     share = db.execute(
         """SELECT gpu_s::text = (shared_s * 4)::text,
@@ -128,3 +131,4 @@ def test_a_changed_model_price_or_prompt_moves_the_share(filled: psycopg.Connect
     # A repricing of many attempts at once, as 0017's statement trigger handled in one UPDATE.
     db.execute("UPDATE attempts SET usd_per_gpu_hour = usd_per_gpu_hour + 0.125")
     assert_totals_exact(db)
+    assert db.execute("SELECT count(*) FROM cost_share_resync").fetchone() == (0,)

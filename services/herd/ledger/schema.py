@@ -282,6 +282,15 @@ cost_share_totals = Table(
     Column("cost_usd", Numeric, nullable=False),
 )
 
+# Attempts whose share must follow their new prompt, model, GPU count or price (migration 0018): a row
+# trigger notes them, the same statement's statement trigger syncs their shares in one UPDATE and
+# deletes them. Empty between statements.
+cost_share_resync = Table(
+    "cost_share_resync",
+    metadata,
+    Column("attempt_id", BigInteger, nullable=False),
+)
+
 cost_share_carry = Table(
     "cost_share_carry",
     metadata,
