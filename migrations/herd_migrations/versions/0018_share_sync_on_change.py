@@ -20,8 +20,11 @@ those columns (`escalated`, `status`, ...) queues neither:
 
 A row trigger alone (updating each share where its attempt changed) was measured first: the same for
 an escalation, but a repricing of 5,000 attempts took 3.7 s against 0017's 0.42 s, since each share's
-UPDATE fires cost_shares' statement triggers on the running totals (0017) once more;
-benchmarks/escalation_trigger.py measures both sides. `usd_per_gpu_hour` is `numeric(12, 6)`, so two
+UPDATE fires cost_shares' statement triggers on the running totals (0017) once more. With the note and
+one sync per statement, 5,000 took 0.30 s against 0.36 s; a repricing of all 50,000 attempts of the
+benchmark's ledger still pays one trigger call and one insert per attempt, 12.9 s against 8.3 s (and
+5.2 s against 9.9 s in another run; a loaded 2-core machine). benchmarks/escalation_trigger.py
+measures both sides. `usd_per_gpu_hour` is `numeric(12, 6)`, so two
 equal prices have the same scale, and the WHEN misses no change of a cost's scale.
 
 0009's `cost_shares_update_old` and `cost_shares_update_new` (statement triggers with transition
@@ -117,7 +120,10 @@ def upgrade() -> None:
     # Nothing to backfill: both revisions keep the same rows in step, so the shares are already so.
     op.execute("DROP TRIGGER IF EXISTS cost_share_attempts_sync ON attempts")
     op.execute("DROP FUNCTION IF EXISTS cost_share_attempts_sync()")
-    op.create_table("cost_share_resync", sa.Column("attempt_id", sa.BigInteger(), nullable=False))
+    # UNLOGGED: its rows never outlive the statement that writes them (a crash empties it, as it is).
+    op.create_table(
+        "cost_share_resync", sa.Column("attempt_id", sa.BigInteger(), nullable=False), prefixes=["UNLOGGED"]
+    )
     op.execute(RESYNC_MARK)
     op.execute(ATTEMPT_SYNC)
     for name, clause, function in TRIGGERS:
