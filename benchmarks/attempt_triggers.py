@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -175,29 +177,46 @@ def lines(f: Figures) -> list[str]:
     return out
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.attempt_triggers", description=(__doc__ or "").split("\n\n")[0]
-    )
-    p.add_argument("--n", type=int, default=2000, help="single-row statements per block")
-    p.add_argument("--blocks", type=int, default=4, help="rounds of (with, without)")
-    p.add_argument("--ledger", type=int, default=100_000, help="synthetic attempts loaded first")
+def parser(prog: str, doc: str | None, n: int, ledger: int, blocks_are: str) -> argparse.ArgumentParser:
+    """The options this benchmark and benchmarks.escalation_trigger share: statements per block,
+    blocks (`blocks_are` says what alternates in one), the synthetic ledger's size."""
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.{prog}", description=(doc or "").split("\n\n")[0])
+    p.add_argument("--n", type=int, default=n, help="single-row statements per block")
+    p.add_argument("--blocks", type=int, default=4, help=f"rounds of ({blocks_are})")
+    p.add_argument("--ledger", type=int, default=ledger, help="synthetic attempts loaded first")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    with work_dir("herd-triggers-") as work, services(work / "home") as svc:
+@contextmanager
+def prepared(
+    prefix: str, ledger: int, prompts: int, what: str
+) -> Iterator[tuple[str, psycopg.Connection, psycopg.Connection, list[int]]]:
+    """Services (HERD_DATABASE_URL, else embedded under a temporary folder named `prefix`...), and on
+    them `prepare`'s ledger: (database URL, an admin connection, the timed connection, prompt ids).
+    Prints the ledger's line, `what` the blocks time, and the load average."""
+    with work_dir(prefix) as work, services(work / "home") as svc:
         url = svc.database_url
         with psycopg.connect(url, autocommit=True) as admin, psycopg.connect(url, autocommit=True) as conn:
-            shares, prompt_ids = prepare(admin, args.ledger, args.n * args.blocks * 4)
+            shares, prompt_ids = prepare(admin, ledger, prompts)
             print(
-                f"ledger: {args.ledger} synthetic attempts, {shares} shares stored; {args.blocks} x {args.n} "
-                f"statements each way; load average {load_average():.2f}",
+                f"ledger: {ledger} synthetic attempts, {shares} shares stored; {what}; "
+                f"load average {load_average():.2f}",
                 flush=True,
             )
-            medians = time_blocks(admin, conn, prompt_ids, args.n, args.blocks)
-            late = one(admin, "SELECT count(*) FROM cost_share_late")
+            yield url, admin, conn, prompt_ids
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser("attempt_triggers", __doc__, 2000, 100_000, "with, without").parse_args(argv)
+    what = f"{args.blocks} x {args.n} statements each way"
+    with prepared("herd-triggers-", args.ledger, args.n * args.blocks * 4, what) as (
+        _,
+        admin,
+        conn,
+        prompt_ids,
+    ):
+        medians = time_blocks(admin, conn, prompt_ids, args.n, args.blocks)
+        late = one(admin, "SELECT count(*) FROM cost_share_late")
     print("\n".join(lines(Figures(late, medians))))
     print(f"load average after: {load_average():.2f}")
     return 0

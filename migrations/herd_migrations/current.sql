@@ -9,19 +9,21 @@
 --   job_costs, job_model_costs, job_windows, latency_percentiles, model_costs, perfics_inputs,
 --   policy_version_quality.
 --
--- Functions (15): cost_job_model_sums(bigint), cost_job_models(bigint),
+-- Functions (16): cost_job_model_sums(bigint), cost_job_models(bigint),
 --   cost_job_perfics(bigint,text), cost_job_policy_versions(bigint), cost_job_span(bigint),
 --   cost_job_window(bigint), cost_rollup_seal(bigint), cost_rollup_unseal_prompts(),
---   cost_share_attempts_sync(), cost_share_fill(), cost_share_totals_add(),
---   cost_share_totals_reset(), cost_share_totals_take(), cost_shares_note(), cost_shares_reset().
+--   cost_share_attempt_sync(), cost_share_fill(), cost_share_resync_mark(),
+--   cost_share_totals_add(), cost_share_totals_reset(), cost_share_totals_take(),
+--   cost_shares_note(), cost_shares_reset().
 --
--- Triggers (14): cost_share_attempts_sync ON attempts, cost_shares_delete ON attempts,
---   cost_shares_insert ON attempts, cost_shares_truncate ON attempts,
---   cost_shares_update_new ON attempts, cost_shares_update_old ON attempts,
---   cost_share_fill ON cost_shares, cost_share_refill ON cost_shares,
---   cost_share_totals_delete ON cost_shares, cost_share_totals_insert ON cost_shares,
---   cost_share_totals_truncate ON cost_shares, cost_share_totals_update_new ON cost_shares,
---   cost_share_totals_update_old ON cost_shares, cost_rollup_prompts_delete ON prompts.
+-- Triggers (15): cost_share_attempt_sync ON attempts, cost_share_resync_mark ON attempts,
+--   cost_shares_delete ON attempts, cost_shares_insert ON attempts,
+--   cost_shares_truncate ON attempts, cost_shares_update_new ON attempts,
+--   cost_shares_update_old ON attempts, cost_share_fill ON cost_shares,
+--   cost_share_refill ON cost_shares, cost_share_totals_delete ON cost_shares,
+--   cost_share_totals_insert ON cost_shares, cost_share_totals_truncate ON cost_shares,
+--   cost_share_totals_update_new ON cost_shares, cost_share_totals_update_old ON cost_shares,
+--   cost_rollup_prompts_delete ON prompts.
 
 
 -- view attempt_busy -------------------------------------------------------------------------------
@@ -934,20 +936,21 @@ END
 $function$;
 
 
--- function cost_share_attempts_sync() -------------------------------------------------------------
-CREATE OR REPLACE FUNCTION public.cost_share_attempts_sync()
+-- function cost_share_attempt_sync() --------------------------------------------------------------
+CREATE OR REPLACE FUNCTION public.cost_share_attempt_sync()
  RETURNS trigger
  LANGUAGE plpgsql
 AS $function$
 BEGIN
+    WITH changed AS (DELETE FROM cost_share_resync RETURNING attempt_id)
     UPDATE cost_shares s
-    SET job_id = p.job_id, model = c.model, gpu_s = s.shared_s * c.gpu_count,
-        cost_usd = s.shared_s * c.gpu_count * c.usd_per_gpu_hour / 3600
-    FROM changed c
-    JOIN prompts p ON p.id = c.prompt_id
-    WHERE s.attempt_id = c.id
+    SET job_id = p.job_id, model = a.model, gpu_s = s.shared_s * a.gpu_count,
+        cost_usd = s.shared_s * a.gpu_count * a.usd_per_gpu_hour / 3600
+    FROM attempts a
+    JOIN prompts p ON p.id = a.prompt_id
+    WHERE a.id IN (SELECT attempt_id FROM changed) AND s.attempt_id = a.id
       AND (s.job_id, s.model, s.gpu_s, s.cost_usd) IS DISTINCT FROM
-          (p.job_id, c.model, s.shared_s * c.gpu_count, s.shared_s * c.gpu_count * c.usd_per_gpu_hour / 3600);
+          (p.job_id, a.model, s.shared_s * a.gpu_count, s.shared_s * a.gpu_count * a.usd_per_gpu_hour / 3600);
     RETURN NULL;
 END
 $function$;
@@ -964,6 +967,18 @@ BEGIN
     FROM attempts a JOIN prompts p ON p.id = a.prompt_id
     WHERE a.id = NEW.attempt_id;
     RETURN NEW;
+END
+$function$;
+
+
+-- function cost_share_resync_mark() ---------------------------------------------------------------
+CREATE OR REPLACE FUNCTION public.cost_share_resync_mark()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    INSERT INTO cost_share_resync (attempt_id) VALUES (NEW.id);
+    RETURN NULL;
 END
 $function$;
 
@@ -1067,8 +1082,12 @@ END
 $function$;
 
 
--- trigger cost_share_attempts_sync ON attempts ----------------------------------------------------
-CREATE TRIGGER cost_share_attempts_sync AFTER UPDATE ON attempts REFERENCING NEW TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION cost_share_attempts_sync();
+-- trigger cost_share_attempt_sync ON attempts -----------------------------------------------------
+CREATE TRIGGER cost_share_attempt_sync AFTER UPDATE OF prompt_id, model, gpu_count, usd_per_gpu_hour ON attempts FOR EACH STATEMENT EXECUTE FUNCTION cost_share_attempt_sync();
+
+
+-- trigger cost_share_resync_mark ON attempts ------------------------------------------------------
+CREATE TRIGGER cost_share_resync_mark AFTER UPDATE OF prompt_id, model, gpu_count, usd_per_gpu_hour ON attempts FOR EACH ROW WHEN (old.prompt_id IS DISTINCT FROM new.prompt_id OR old.model IS DISTINCT FROM new.model OR old.gpu_count IS DISTINCT FROM new.gpu_count OR old.usd_per_gpu_hour IS DISTINCT FROM new.usd_per_gpu_hour) EXECUTE FUNCTION cost_share_resync_mark();
 
 
 -- trigger cost_shares_delete ON attempts ----------------------------------------------------------

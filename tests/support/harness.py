@@ -40,6 +40,7 @@ TABLES = (
     "cost_share_marks",
     "cost_share_cuts",
     "cost_share_late",
+    "cost_share_resync",
     "cost_rollup_jobs",
     "api_batches",
     "api_file_chunks",

@@ -35,7 +35,7 @@ with 0017's functions on seeded ledgers: interleaved jobs, routed prompts, refin
 scorers and none, several versions, sealed and live.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-07
 """
 
@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0019"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

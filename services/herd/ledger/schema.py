@@ -286,6 +286,16 @@ cost_share_totals = Table(
     Column("cost_usd", Numeric, nullable=False),
 )
 
+# Attempts whose share must follow their new prompt, model, GPU count or price (migration 0018): a row
+# trigger notes them, the same statement's statement trigger syncs their shares in one UPDATE and
+# deletes them. Empty between statements, so UNLOGGED: no WAL for rows that never outlive one.
+cost_share_resync = Table(
+    "cost_share_resync",
+    metadata,
+    Column("attempt_id", BigInteger, nullable=False),
+    prefixes=["UNLOGGED"],
+)
+
 cost_share_carry = Table(
     "cost_share_carry",
     metadata,
