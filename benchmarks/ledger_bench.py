@@ -1,6 +1,7 @@
 """Cost views over a large ledger: the full sweep (pre-0009 views) against stored shares and sealed jobs.
 
     python -m benchmarks.ledger_bench [--attempts 1000000] [--jobs N] [--running 20000] [--keep] [--skip-old]
+                                      [--report-running 1000000] [--only-running] [--chase]
 
 Prints figures only; docs/sql.md has the latest. Uses the Postgres server of HERD_DATABASE_URL when set,
 else an embedded one under a temporary HERD_HOME, but its own database `<name>_ledger_bench`, created,
@@ -25,7 +26,10 @@ when nothing seals; `herd report` on it before the seal (every view live), the t
 after (and the seal beside a plain GROUP BY over the job's attempts); and the report of a running job of
 `--report-running` attempts (finishing 100 a second up to now, its newest 1,000 prompts queued, its
 endpoints' time closed up to the share horizon as the housekeeper's ticks leave it: only the last
-`HERD_COST_SHARE_HORIZON_S` seconds are live), beside the time those fills took.
+`HERD_COST_SHARE_HORIZON_S` seconds are live), beside the time those fills took: up to the horizon as
+it was when they started, a fixed amount of work like the ledger's fill (`--chase` also times the
+loop this figure used to be, which ran until the horizon passed the job's last attempt: wall clock).
+`--only-running`: after loading and filling the ledger, only that last table's running-job figures.
 
 Jobs are `--jobs` (default one per 100,000 attempts: the same job
 size at 1M and 10M). The old views live in schema `sweep` (tests/support/sweep.py); pointing
@@ -254,12 +258,38 @@ def seal_figures(conn: psycopg.Connection) -> list[BesideCount]:
     return [*out, BesideCount(f"herd report {last}, sealed", after, count)]
 
 
-def running_report(conn: psycopg.Connection, running: int) -> list[BesideCount]:
+def fills_until(conn: psycopg.Connection, until: str) -> tuple[int, int]:
+    """Fill, in 50,000-attempt slices and 30 s calls, every endpoint's time up to the fixed instant
+    `until` (a timestamptz literal) until a call stores nothing. Each call's horizon is taken again
+    from the database clock so that it points at `until`: a horizon in seconds behind now() is a cut
+    that moves with the clock. Returns (shares stored, calls)."""
+    stored = calls = 0
+    while True:
+        row = conn.execute("SELECT extract(epoch FROM now() - %s::timestamptz)::float8", (until,)).fetchone()
+        assert row is not None
+        calls += 1
+        done = fill(conn, horizon_s=float(row[0]), slice_attempts=50_000, budget_s=30)
+        stored += done.stored
+        if not done.stored:
+            return stored, calls
+
+
+def running_report(conn: psycopg.Connection, running: int, *, chase: bool = False) -> list[BesideCount]:
     """The report of a job of `running` attempts still running (see the module docstring): finishing
     at the synthetic ledger's rate (100 a second) up to now, its newest 1,000 prompts queued, and its
     endpoints' time closed up to the share horizon, as the housekeeper's ticks leave it (the last
     `cost_share_horizon_s` seconds, 30,000 attempts at the default, are the open tail). Also the
-    time those ticks' fills took in all (what the housekeeper spreads over the job's hours)."""
+    time those ticks' fills took in all (what the housekeeper spreads over the job's hours): up to a
+    fixed instant, the share horizon before the first fill, so the figure is the work of filling the
+    job (like the ledger's fill), not the wall clock; then one more call up to the horizon as it is
+    by then, as the next tick would.
+
+    `chase`: also time the loop this figure used to be, `fill(horizon_s=...)` again and again until
+    a call stores nothing. Each call's cut is `now() - horizon`, so it stores the attempts that aged
+    past the horizon during the previous call; while a call lasts longer than the gap between two
+    attempts (10 ms at 100 a second) nearly every call stores some, and the loop ends only when the
+    horizon passes the job's last attempt: about `cost_share_horizon_s` after the job was loaded,
+    whatever the fill costs."""
     rate, horizon = 100.0, Settings().cost_share_horizon_s
     stamp = conn.execute("SELECT (now() - make_interval(secs => %s))::text", (running / rate,)).fetchone()
     assert stamp is not None
@@ -271,16 +301,36 @@ def running_report(conn: psycopg.Connection, running: int) -> list[BesideCount]:
     )
     conn.execute("ANALYZE")
     count = timed(job_attempts(conn, "report-running0"), 2).best
+    until = conn.execute("SELECT (now() - make_interval(secs => %s))::text", (horizon,)).fetchone()
+    assert until is not None
     t = time.perf_counter()
-    while fill(conn, horizon_s=horizon, slice_attempts=50_000, budget_s=30).stored:
-        pass
+    stored, calls = fills_until(conn, str(until[0]))
     fills = time.perf_counter() - t
+    out = [
+        BesideCount(
+            f"fills of a running job ({running:,} attempts; {stored:,} shares, {calls} calls)", fills, count
+        )
+    ]
+    t = time.perf_counter()
+    last = fill(conn, horizon_s=horizon, slice_attempts=50_000, budget_s=30)
+    out.append(
+        BesideCount(
+            f"  then one call up to the horizon now ({last.stored:,} shares)", time.perf_counter() - t, count
+        )
+    )
+    if chase:
+        t, stored, calls = time.perf_counter(), 0, 0
+        while True:
+            calls += 1
+            done = fill(conn, horizon_s=horizon, slice_attempts=50_000, budget_s=30)
+            stored += done.stored
+            if not done.stored:
+                break
+        label = f"  then the old loop: now() - horizon each call ({stored:,} shares, {calls} calls)"
+        out.append(BesideCount(label, time.perf_counter() - t, count))
     conn.execute("VACUUM ANALYZE")
     report = timed(lambda: build(conn, "report-running0"), 2).best
-    return [
-        BesideCount(f"fills of a running job ({running:,} attempts), all ticks", fills, count),
-        BesideCount(f"herd report, running job ({running:,} attempts)", report, count),
-    ]
+    return [*out, BesideCount(f"herd report, running job ({running:,} attempts)", report, count)]
 
 
 def row(q: QueryTime, *, not_run: str = "") -> str:
@@ -308,6 +358,16 @@ def parser() -> argparse.ArgumentParser:
         default=1_000_000,
         help="attempts of the running job whose report is timed",
     )
+    p.add_argument(
+        "--only-running",
+        action="store_true",
+        help="after loading and filling the ledger, only the running job's fills and report",
+    )
+    p.add_argument(
+        "--chase",
+        action="store_true",
+        help="also time the running job's fills as they used to be (a horizon behind now() at each call)",
+    )
     return p
 
 
@@ -331,14 +391,16 @@ def main(argv: list[str] | None = None) -> int:
                 say(
                     f"fill (store {loaded.stored:,} shares, seal {loaded.sealed} jobs): {loaded.fill_s:.1f} s"
                 )
-            say(f"{'query':45} {'old (sweep)':>12} {'new (stored)':>13}")
-            for q in query_times(conn, job, skip_old=args.skip_old):
-                say(row(q, not_run="-"))
-            morning = seal_figures(conn)
-            for q in itertools.chain(unsealed_times(conn, job), pump_ticks(conn, args.running)):
-                say(row(q))
+            morning: list[BesideCount] = []
+            if not args.only_running:
+                say(f"{'query':45} {'old (sweep)':>12} {'new (stored)':>13}")
+                for q in query_times(conn, job, skip_old=args.skip_old):
+                    say(row(q, not_run="-"))
+                morning = seal_figures(conn)
+                for q in itertools.chain(unsealed_times(conn, job), pump_ticks(conn, args.running)):
+                    say(row(q))
             say(f"{'the morning after':52} {'time':>10} {'count(*)':>10}")
-            for b in [*morning, *running_report(conn, args.report_running)]:
+            for b in [*morning, *running_report(conn, args.report_running, chase=args.chase)]:
                 say(f"{b.label:52} {b.seconds:9.2f}s {b.count_s:9.2f}s")
     return 0
 
