@@ -7,6 +7,7 @@ HERD_HOME, and stops them at the end: a fresh machine needs nothing running befo
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from herd.embedded.servers import ensure_redis, stop_all
 from tests.support import harness
 from tests.support.endpoint import EndpointDouble
 from tests.support.harness import Herd, Services, herd_yaml
@@ -36,6 +38,40 @@ def db(services: Services) -> Iterator[psycopg.Connection]:
     harness.reset(services)
     with psycopg.connect(services.database_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def own_redis(services: Services, tmp_path: Path) -> Iterator[tuple[Services, Path]]:
+    """The session's Postgres with a Redis of this test's own, under `home` (so the test can stop or
+    kill it, and `ensure_redis(home)` starts it again on the same port), stopped after."""
+    home = tmp_path / "own-redis"
+    try:
+        yield dataclasses.replace(services, broker_url=ensure_redis(home)), home
+    finally:
+        stop_all(home)
+
+
+@pytest.fixture
+def publishing_to_own_redis(
+    own_redis: tuple[Services, Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Services, Path]]:
+    """`own_redis`, with this process's settings and Celery app (`herd.queues.publish`) pointed at it."""
+    from herd.queues import app
+
+    def point_at(url: str) -> None:
+        # Celery's close() drops the connection pool but keeps the producer pool, bound to the old URL.
+        app.close()
+        app.amqp._producer_pool = None
+        app.conf.broker_url = url
+
+    services, _ = own_redis
+    monkeypatch.setenv("HERD_BROKER_URL", services.broker_url)
+    before = app.conf.broker_url
+    point_at(services.broker_url)
+    try:
+        yield own_redis
+    finally:
+        point_at(before)
 
 
 @pytest.fixture(scope="session")

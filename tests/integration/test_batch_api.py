@@ -17,6 +17,7 @@ from openai import OpenAI
 from openai.types import Completion
 from openai.types.chat import ChatCompletion
 
+from herd.embedded.servers import ensure_redis, stop_all
 from herd.quality.audit import audit_job_name, audited
 from tests.support.api import ApiServer, create_key, wait_batch
 from tests.support.harness import Herd, chat_herd_yaml, wait_for
@@ -482,3 +483,34 @@ def test_a_batch_is_audited_by_the_herd_files_default_or_its_metadata(  # type: 
     assert [e.message for e in failed.errors.data] == [
         "metadata.herd_audit_reference: the model 'huge' is not in the herd file"
     ]
+
+
+def test_a_batch_whose_broker_is_down_at_validation_runs_once_the_broker_is_back(
+    own_redis, herd_with, serve, double, db, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The keeper commits the job, the publish meets a dead Redis: the batch goes on, and its requests
+    are sent at the first housekeeping tick after Redis is back (a worker's pump here), not a stale
+    period (900 s, the default) later."""
+    services, home = own_redis
+    double.script([], default={**SURE, "text": "Paris."})
+    herd = herd_with(HERD_BROKER_URL=services.broker_url)
+    server = serve(herd)
+    client = server.client(create_key(herd.env, tmp_path, "alice"))
+    items = [line(f"r{i}", f"easy {i}") for i in range(3)]
+    upload = client.files.create(file=jsonl(tmp_path / "in.jsonl", items), purpose="batch")
+    stop_all(home)
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert wait_batch(client, batch.id, until=("in_progress",), timeout=60).status == "in_progress"
+    due = db.execute(
+        """SELECT bool_and(p.enqueued_at <= now() - interval '900 seconds'), count(*) FROM prompts p
+           JOIN jobs j ON j.id = p.job_id WHERE j.name = %s AND p.state = 'queued'""",
+        (batch.id,),
+    ).fetchone()
+    assert due == (True, 3), server.log.read_text()[-4000:]
+    assert ensure_redis(home) == services.broker_url  # back, on the same port, with no message in it
+    herd.start_worker("small")
+    done = wait_batch(client, batch.id, timeout=120)
+    assert done.status == "completed", done
+    assert [o["custom_id"] for o in lines_of(client, done.output_file_id)] == ["r0", "r1", "r2"]

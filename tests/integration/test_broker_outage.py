@@ -9,19 +9,16 @@ exit status 1 (herd/broker_transport.py). This test failed that way without the 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
-from herd.embedded.servers import ensure_redis, stop_all
+from herd.embedded.servers import ensure_redis
 from tests.integration.test_cascade import CONFIDENT, jsonl
 from tests.support.endpoint import EndpointDouble
 from tests.support.harness import Herd, Services, herd_env, herd_yaml, start_worker
@@ -51,16 +48,6 @@ def kill_redis(home: Path) -> None:
 
 def assert_running(worker: subprocess.Popen[Any], log: Path) -> None:
     assert worker.poll() is None, f"worker exited ({worker.returncode}):\n{log.read_text()[-4000:]}"
-
-
-@pytest.fixture
-def own_redis(services: Services, tmp_path: Path) -> Iterator[tuple[Services, Path]]:
-    """The session's Postgres with a Redis of this test's own, under `home`, stopped after."""
-    home = tmp_path / "own-redis"
-    try:
-        yield dataclasses.replace(services, broker_url=ensure_redis(home)), home
-    finally:
-        stop_all(home)
 
 
 def test_a_worker_outlives_a_redis_killed_with_tasks_in_flight(

@@ -19,13 +19,16 @@ from herd.api.store import DirectoryStore, FileStore, FileWriter, PostgresStore
 from herd.backends.registry import make_backends
 from herd.batch import export
 from herd.cascade.pipeline import Pipeline
+from herd.embedded.servers import ensure_redis, stop_all
 from herd.herdfile.model import HerdConfig, load_herd
 from herd.policy.active import ActivePolicies
 from herd.quality.audit import audit_job_name
+from herd.queues import publish
 from herd.vocabulary import Dispatch, StepKey
 from tests.support.cascade import connector, drive
 from tests.support.endpoint import EndpointDouble
 from tests.support.harness import Services, chat_herd_yaml
+from tests.unit.test_submit_publish import STALE_S, due, next_tick, queued_messages
 
 CHAT = "/v1/chat/completions"
 
@@ -55,7 +58,11 @@ class Keeping:
         self.sent: list[Dispatch] = []
         self.herd, self.services, self.connect, self.store = herd, services, connect, store
         self.keeper = Keeper(
-            herd=herd, connect=connect, store=store, limits=Limits(100, 1000, 0.0), publish=self.sent.extend
+            herd=herd,
+            connect=connect,
+            store=store,
+            limits=Limits(100, 1000, 0.0, STALE_S),
+            publish=self.sent.extend,
         )
 
     def batch(self, n: int, window: str = "24h") -> str:
@@ -208,3 +215,21 @@ def test_a_cancelled_batch_stops_its_audit_too(services, connect, db, double, tm
         assert batches.cancel(conn, "alice", batch_id).status == "cancelling"
     assert keeping.keeper.step(batch_id) == "cancelled"  # drain_s = 0: nothing waited for
     assert db.execute(states, (audit,)).fetchall() == [("failed", export.CANCELLED)] * 3
+
+
+def test_a_batch_whose_broker_is_down_at_validation_is_sent_at_the_next_tick(
+    publishing_to_own_redis, herd, connect, db
+) -> None:  # type: ignore[no-untyped-def]
+    services, home = publishing_to_own_redis
+    keeping = Keeping(services, herd, connect, PostgresStore(connect))
+    keeping.keeper.publish = publish  # the real one, to a Redis this test stops
+    batch_id = keeping.batch(3)
+    stop_all(home)
+    # The job is committed: the batch goes on, its messages left due (was: the step raised, and the
+    # next one moved the batch on with its prompts waiting a whole stale period for their messages).
+    assert keeping.keeper.step(batch_id) == "in_progress"
+    assert due(db, batch_id) == [True] * 3
+    assert ensure_redis(home) == services.broker_url  # back, on the same port
+    assert next_tick(services) == 3
+    assert queued_messages(services.broker_url, "small") == 3
+    assert due(db, batch_id) == [False] * 3

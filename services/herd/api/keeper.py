@@ -9,7 +9,8 @@ Every tick it looks at the batches not yet at rest and, per batch, under a Postg
 replicas of the server never step one batch twice at once):
 - `validating`: stream the input file through `submit_batch` into a job named after the batch (one
   transaction: all its requests, or none and `failed` with every bad line in `errors`), publish the
-  first messages, `in_progress`;
+  first messages (herd/housekeeping/sending.py: what the broker refuses is left due, and the next
+  housekeeping tick sends it), `in_progress`;
 - `in_progress`: `finalizing` once every request has an outcome; past `expires_at`, the requests not
   yet sent fail as expired and it goes to `finalizing` too;
 - `cancelling`: the requests not yet sent fail as cancelled at once;
@@ -38,9 +39,9 @@ from herd.batch import export
 from herd.batch.format import LineError
 from herd.batch.submit import BatchInvalidError, Source, submit_batch
 from herd.herdfile.model import HerdConfig
+from herd.housekeeping.sending import Publish, send
 from herd.input_errors import InputError
 from herd.quality.audit import Names
-from herd.vocabulary import Dispatch
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Limits:
     window: int  # HERD_DISPATCH_WINDOW
     max_requests: int  # HERD_API_MAX_REQUESTS
     drain_s: float  # HERD_API_DRAIN_S
+    stale_after_s: float  # HERD_STALE_AFTER_S: how far back an unsent prompt's enqueued_at goes
 
 
 class Keeper:
@@ -65,7 +67,7 @@ class Keeper:
         connect: Connect,
         store: FileStore,
         limits: Limits,
-        publish: Callable[[list[Dispatch]], object],
+        publish: Publish,
     ) -> None:
         """`connect`: connections in a transaction (committed on a clean exit, as psycopg_pool's are)."""
         self.herd = herd
@@ -166,13 +168,19 @@ class Keeper:
             conn.rollback()
             self._fail(conn, batch, [LineError(None, "invalid_file", str(exc))], 1)
             return
-        # Committed by submit_batch: the job and its requests. Messages only after the commit.
-        self.publish(result.dispatched)
+        # Committed by submit_batch: the job and its requests. Messages only after the commit; a broker
+        # that refuses them does not stop the batch: they are left due, and the next housekeeping tick
+        # (the housekeeper's or a worker's pump) sends them once the broker is back.
+        unsent = send(
+            self.connect, result.dispatched, stale_after_s=self.limits.stale_after_s, publish=self.publish
+        )
         log.info(
-            "batch %s: %d requests, %d sent to the queues, %d sampled for its audit",
+            "batch %s: %d requests, %d sent to the queues (%d left to the next housekeeping tick), "
+            "%d sampled for its audit",
             batch.id,
             result.read,
-            len(result.dispatched),
+            len(result.dispatched) - unsent,
+            unsent,
             result.audited,
         )
         _move(conn, batch.id, "validating", "in_progress")  # a cancel meanwhile wins: then nothing moves

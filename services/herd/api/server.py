@@ -54,7 +54,9 @@ def build(herd: HerdConfig, settings: Settings, database_url: str) -> Server:
         herd=herd,
         connect=connect,
         store=store,
-        limits=Limits(settings.dispatch_window, settings.api_max_requests, settings.api_drain_s),
+        limits=Limits(
+            settings.dispatch_window, settings.api_max_requests, settings.api_drain_s, settings.stale_after_s
+        ),
         publish=publish,
     )
     stop = threading.Event()

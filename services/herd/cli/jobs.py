@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
-from herd.cli.app import check_broker, console, database, herd_config, main, stale_lines, unreachable_service
-from herd.errors import ServiceError
+from herd.cli.app import check_broker, console, database, herd_config, main, stale_lines, warn
 from herd.files import atomic_binary, atomic_text
 from herd.input_errors import InputError
 from herd.output import count, counting_bar
@@ -137,35 +136,40 @@ def submit(
                 inputs=[str(f.path) for f in files],
                 audit=audit,
             )
-    _publish(result, "document")
+    _publish(result, "document", url)
     for item in skipped:
         console.print(f"skipped {item.path}: {item.reason}", markup=False, soft_wrap=True)
 
 
-def _publish(result: SubmitResult, what: str) -> None:
-    """Send a committed submit's first messages and say what was stored."""
+def _publish(result: SubmitResult, what: str, url: str) -> None:
+    """Send a committed submit's first messages and say what was stored and sent. A broker that fails
+    between the check before writing and this publish does not fail the command: the job is stored
+    whole, and the messages not sent are left due (herd/housekeeping/sending.py), so the housekeeper or
+    a worker's pump sends them at its first tick once the broker is back; a warning says so."""
+    import psycopg
+
+    from herd.housekeeping.sending import send
     from herd.queues import publish
     from herd.settings import get_settings
 
-    try:
-        publish(result.dispatched)
-    except Exception as exc:
-        down = unreachable_service(exc)
-        if down is None:
-            raise
-        # The prompts are committed as queued (the submit was one transaction); only their messages
-        # are missing, and that is what the workers' stale sweep re-sends.
-        raise ServiceError(
-            f"{down}. Job {result.job}: {result.added} new prompts are stored but "
-            f"{len(result.dispatched)} messages were not sent; a running worker re-sends them within "
-            f"{get_settings().stale_after_s:.0f} s (HERD_STALE_AFTER_S) once the broker is back"
-        ) from exc
+    unsent = send(
+        lambda: psycopg.connect(url),
+        result.dispatched,
+        stale_after_s=get_settings().stale_after_s,
+        publish=publish,
+    )
     console.print(
         f"job {result.job}: read {count(result.read, what)}, "
-        f"added {count(result.added, 'new prompt')}, sent {len(result.dispatched)} to the queues",
+        f"added {count(result.added, 'new prompt')}, sent {len(result.dispatched) - unsent} to the queues",
         markup=False,
         soft_wrap=True,
     )
+    if unsent:
+        warn(
+            f"job {result.job} is stored, but {count(unsent, 'message')} could not be sent (the broker "
+            "went down after the job was written); the housekeeper, or a worker's pump, sends them at "
+            "its first tick once the broker is back: nothing to submit again"
+        )
     if result.audit is not None:
         console.print(
             f"audit: {count(result.audited, 'new prompt')} sampled at rate {result.audit.rate:g} for "
@@ -223,7 +227,7 @@ def _submit_batch(
                 audit_rate=audit_rate,
                 audit_reference=audit_reference,
             )
-    _publish(result, "request")
+    _publish(result, "request", url)
 
 
 def _chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:

@@ -1,9 +1,11 @@
 """Publish after the commit; when the broker refuses, leave the prompts due again at the next tick.
 
-The one way Herd sends committed dispatches: a step's (herd_workers/tasks.py) and a housekeeping
-tick's. A message that could not be sent is not a lost prompt: the prompt is `queued` in Postgres,
-and `ledger.mark_due` moves its `enqueued_at` back so the next tick's stale sweep re-sends it, instead
-of a whole stale period later (what a claim's fresh `enqueued_at` would otherwise make it wait).
+The one way Herd sends committed dispatches: a step's (herd_workers/tasks.py), a housekeeping tick's
+(work.py), `herd submit`'s first window (herd/cli/jobs.py), the batch keeper's (herd/api/keeper.py) and
+`herd demo`'s (herd/local/demo/run.py). A message that could not be sent is not a lost prompt: the
+prompt is `queued` in Postgres, and `ledger.mark_due` moves its `enqueued_at` back so the next tick's
+stale sweep re-sends it, instead of a whole stale period later (what a claim's fresh `enqueued_at`
+would otherwise make it wait).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from herd.vocabulary import Dispatch
 log = logging.getLogger(__name__)
 
 Connect = Callable[[], AbstractContextManager[psycopg.Connection]]
-Publish = Callable[[Sequence[Dispatch]], int]
+# herd.queues.publish, or a test's double; what it returns is not used (the unsent come with its error).
+Publish = Callable[[Sequence[Dispatch]], object]
 
 
 def send(connect: Connect, dispatches: Sequence[Dispatch], *, stale_after_s: float, publish: Publish) -> int:

@@ -26,6 +26,7 @@ import string
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -33,6 +34,7 @@ from rich.console import Console
 
 from herd.files import atomic_text
 from herd.herdfile.model import HerdConfig, load_herd
+from herd.housekeeping.sending import send
 from herd.jobs.submit import submit
 from herd.ledger.db import migrate
 from herd.local import localherd
@@ -204,7 +206,11 @@ def run(settings: Settings, console: Console, *, timeout_s: float = 3600.0) -> D
     window = settings.dispatch_window
     with psycopg.connect(db_url) as conn:
         try:
-            publish(submit_calibration(conn, herd, plans, window, console))
+            # What the broker refuses is left due: the workers' pumps send it at their next tick.
+            sending = partial(
+                send, lambda: psycopg.connect(db_url), stale_after_s=settings.stale_after_s, publish=publish
+            )
+            sending(submit_calibration(conn, herd, plans, window, console))
             _watch(conn, [p.calibration_job for p in plans], console, timeout_s, "calibrating")
             score(console, db_url, herd, [p.calibration_job for p in plans])
             choices = choose_policies(conn, herd, plans, console)
@@ -212,9 +218,9 @@ def run(settings: Settings, console: Console, *, timeout_s: float = 3600.0) -> D
                 with console.status("letting the workers read the new policy versions"):
                     time.sleep(POLICY_TTL_S + 1.0)
             console.print()
-            publish(submit_live(conn, herd, plans, window, console))
+            sending(submit_live(conn, herd, plans, window, console))
             # After the live jobs: the models' queues are FIFO, so the chunks run last.
-            publish(longdocs.submit_long(conn, herd, window, console))
+            sending(longdocs.submit_long(conn, herd, window, console))
             jobs = [job for p in plans for job in (p.live_job, p.rest_job)]
             states = _watch(conn, [*jobs, longdocs.JOB], console, timeout_s, "running the rest")
             score(console, db_url, herd, jobs)
