@@ -14,7 +14,7 @@ from openai.types.completion_choice import Logprobs
 
 from herd.backends.base import TokenLogprob
 from herd.batch import routes
-from herd.batch.format import TOO_LONG, LineProblem, numbered_lines, parse
+from herd.batch.format import TOO_LONG, LineProblem, looks_like_batch, numbered_lines, parse
 from herd.cascade.requests import (
     CHAT,
     COMPLETIONS,
@@ -29,6 +29,8 @@ from herd.herdfile.model import ConfigError, GenerationParams, ModelConfig, load
 OPENAI = ModelConfig(protocol="openai", endpoints=["http://127.0.0.1:9/v1"])
 TGI = ModelConfig(protocol="tgi", endpoints=["http://127.0.0.1:9"], prompt_mode="completion")
 PARAMS = GenerationParams(max_new_tokens=32, stop=["\n\n"], temperature=0.0, top_logprobs=5)
+# A batch line nested deeper than any interpreter stack: json's parser recurses once per level.
+DEEP = b'{"custom_id": "a", "body": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
 
 
 def chat(**body: object) -> dict[str, object]:
@@ -68,6 +70,7 @@ def line(**fields: object) -> bytes:
         (b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"x": NaN}}',
          "invalid_json_line", None, "NaN"),
         (b"\xff\xfe", "invalid_json_line", None, "not UTF-8"),
+        (DEEP, "invalid_json_line", None, "nested too deeply"),
         (json.dumps({"method": "POST", "url": CHAT, "body": chat()}).encode(), "missing_required_parameter",
          "custom_id", "missing"),
         (line(custom_id=7), "invalid_value", "custom_id", "string"),
@@ -89,6 +92,11 @@ def test_a_bad_line_is_one_error_with_its_line_code_and_field(
     assert (error.line, error.code, error.param) == (12, code, param)
     assert says in error.message
     assert error.where("in.jsonl").startswith("in.jsonl:12: ")
+
+
+def test_a_line_nested_past_the_stack_is_not_taken_for_a_batch_line() -> None:
+    assert looks_like_batch(line())
+    assert not looks_like_batch(DEEP)
 
 
 def test_a_first_line_may_start_with_a_byte_order_mark() -> None:

@@ -13,6 +13,9 @@ from herd.input_errors import InputError
 from herd.jobs.documents import InputFile, expand, read
 from tests.support.harness import REPO
 
+# Deeper than any interpreter stack: json's parser recurses once per level of `[[[[...`.
+DEEP = '{"id": "b", "text": "x", "f": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+
 
 def records(path: Path, text_column: str = "text") -> list:  # type: ignore[type-arg]
     return list(read(expand([str(path)]), text_column=text_column))
@@ -60,6 +63,8 @@ def test_a_csv_row_with_more_or_fewer_fields_than_the_header(tmp_path: Path) -> 
          ":2: not UTF-8 text (byte 0xe9)"),
         ("nan.jsonl", '{"id": "a", "text": "x", "score": NaN}\n',
          ":1: invalid JSON: NaN is not a JSON value"),
+        ("deep.jsonl", '{"id": "a", "text": "x"}\n' + DEEP,
+         ":2: JSON nested too deeply to read"),
         ("latin1.csv", b"id,text\nr1,fine\nr2,caf\xe9\n", ":3: not UTF-8 text (byte 0xe9 in the row)"),
         ("nul.csv", "id,text\nr1,a\x00b\n", ":2: text contains a NUL character (U+0000)"),
         ("latin1.txt", b"line one\ncaf\xe9\n", ":2: not UTF-8 text (byte 0xe9)"),
@@ -103,6 +108,10 @@ def test_submit_refuses_bad_input_in_one_line_and_writes_nothing(make_herd, db, 
         "unquoted.csv": "id,text,lang\nr1,fine,en\nr2,has, an unquoted comma,en\n",
         "nul.jsonl": '{"id": "n1", "text": "hello\\u0000world"}\n',
         "surrogate.jsonl": '{"id": "s1", "text": "smile \\ud83d"}\n',
+        # Read twice: the first line by the sniffer that tells a batch file from documents, then by
+        # the reader.
+        "deep_first.jsonl": DEEP,
+        "deep.jsonl": '{"id": "a", "text": "x"}\n' + DEEP,
     }
     for name, content in bad.items():
         (tmp_path / name).write_text(content)

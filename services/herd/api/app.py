@@ -230,7 +230,7 @@ def _list(data: list[dict[str, Any]], has_more: bool) -> Response:
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body())
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the stack, a 400 and not a 500
         raise bad_request("the request body must be JSON") from None
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")

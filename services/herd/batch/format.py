@@ -121,6 +121,8 @@ def parse(number: int, raw: bytes) -> BatchLine:
         ) from None
     except ValueError as exc:  # json.JSONDecodeError, or NaN/Infinity
         raise problem(f"not valid JSON: {exc}", code="invalid_json_line") from None
+    except RecursionError:  # json's parser recurses once per level: `[[[[...` past the stack
+        raise problem("not valid JSON: nested too deeply to read", code="invalid_json_line") from None
     if not isinstance(obj, dict):
         raise problem("a request line must be a JSON object", code="invalid_json_line")
     if _UNSTORABLE_ESCAPE.search(raw):
@@ -181,6 +183,6 @@ def looks_like_batch(first_line: bytes) -> bool:
     than a Herd document (`id` and `text`)."""
     try:
         obj = json.loads(first_line)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the stack: the reader says which line
         return False
     return isinstance(obj, dict) and "custom_id" in obj and "body" in obj

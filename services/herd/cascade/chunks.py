@@ -402,7 +402,7 @@ def _json_object(text: str) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(text[start : end + 1])
-    except ValueError:
+    except (ValueError, RecursionError):  # a model's answer nested past the stack is no object either
         return {}
     return value if isinstance(value, dict) else {}
 

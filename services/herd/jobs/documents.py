@@ -177,11 +177,18 @@ def _jsonl(path: Path) -> Iterator[Record]:
                 raise InputError(f"{where}: not UTF-8 text (byte {_byte(exc)})") from None
             try:
                 item = json.loads(line, parse_constant=_no_constant)
+                if not isinstance(item, dict):
+                    raise InputError(f"{where}: each line must be a JSON object")
+                record = _record(item, where)
+            except InputError:
+                raise
             except ValueError as exc:  # json.JSONDecodeError, or NaN/Infinity
                 raise InputError(f"{where}: invalid JSON: {exc}") from None
-            if not isinstance(item, dict):
-                raise InputError(f"{where}: each line must be a JSON object")
-            yield _record(item, where)
+            except RecursionError:
+                # json's parser (and the checks of every value after it) recurse once per level: a
+                # line of `[[[[...` deeper than the interpreter's stack is a limit, not a traceback.
+                raise InputError(f"{where}: JSON nested too deeply to read") from None
+            yield record
 
 
 def _no_constant(name: str) -> object:

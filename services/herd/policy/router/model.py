@@ -159,7 +159,8 @@ class Router:
             )
         except RouterError:
             raise
-        except (ValueError, KeyError, TypeError) as exc:
+        # RecursionError: a text nested deeper than the stack (json's parser recurses per level).
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise RouterError(f"router JSON is malformed: {exc!r}") from None
         if "version" in doc and doc["version"] != router.version:
             raise RouterError(f"router version {doc['version']} does not match its parameters (altered?)")
