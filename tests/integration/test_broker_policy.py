@@ -1,7 +1,7 @@
 """A broker that can lose messages is named (herd/brokerpolicy.py): on a real redis-server whose
-`maxmemory-policy` evicts any key, workers, `herd submit` and `herd serve` refuse to start, in one line,
-unless HERD_ALLOW_EVICTING_BROKER; a volatile-* policy is accepted; persistence off, or a policy that
-cannot be read (managed Redis without INFO/CONFIG), is a warning."""
+`maxmemory-policy` evicts any key, workers, `herd submit`, `herd serve` and `herd housekeeper` refuse
+to start, in one line, unless HERD_ALLOW_EVICTING_BROKER; a volatile-* policy is accepted; persistence
+off, or a policy that cannot be read (managed Redis without INFO/CONFIG), is a warning."""
 
 from __future__ import annotations
 
@@ -121,7 +121,9 @@ def test_managed_redis_without_config_or_info_is_checked_as_far_as_it_allows(red
     assert warning.startswith("cannot read the broker's maxmemory-policy (INFO is not allowed): ")
 
 
-def test_workers_submit_and_serve_refuse_an_evicting_broker(make_herd, db, redis_server, tmp_path) -> None:
+def test_workers_submit_serve_and_the_housekeeper_refuse_an_evicting_broker(
+    make_herd, db, redis_server, tmp_path
+) -> None:
     server = redis_server(*LRU)
     herd = make_herd(HERD_BROKER_URL=server.url)
     docs = tmp_path / "docs.jsonl"
@@ -135,6 +137,9 @@ def test_workers_submit_and_serve_refuse_an_evicting_broker(make_herd, db, redis
     assert worker.returncode == 2 and refusal in worker.stderr, worker.stderr
     served = herd.cli("serve", "--port", str(free_port()), check=False, timeout=120)
     assert served.returncode == 2 and refusal in served.stderr, served.stderr
+    # The housekeeper publishes too (re-sends, window top-ups), whether or not any worker runs.
+    kept = herd.cli("housekeeper", "--port", str(free_port()), check=False, timeout=120)
+    assert kept.returncode == 2 and refusal in kept.stderr, kept.stderr
     with redis.Redis.from_url(server.url) as client:
         assert client.dbsize() == 0  # not a message sent
 

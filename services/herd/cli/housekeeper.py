@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from herd.cli.app import console, herd_config, main, wait_for_schema
+from herd.cli.app import check_broker, console, herd_config, main, wait_for_schema
 
 
 @main.command()
@@ -42,6 +42,9 @@ def housekeeper(ctx: click.Context, address: str, port: int, fill_budget_s: floa
     settings = get_settings()
     herd = herd_config(ctx)
     url = database_url()
+    # It re-sends and tops up queues, with no worker running (scale to zero): not into a Redis that may
+    # evict them. A Redis not up yet is not a reason to refuse (a publish that fails is due next tick).
+    check_broker(down_ok=True)
     ensure_current(url, wait_s=wait_s)  # like a worker: never migrates, waits for `herd migrate`
     # One connection per half (dispatch, seal); the leader lock has its own.
     pool = ConnectionPool(
