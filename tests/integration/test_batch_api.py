@@ -420,6 +420,14 @@ def test_bad_requests_get_a_clear_4xx_and_nothing_is_stored(herd_with, serve, db
         client.batches.create(
             input_file_id="file-nope", endpoint="/v1/chat/completions", completion_window="24h"
         )
+    # A body nested deeper than the server's stack (json recurses once per level) is a 400, not a 500.
+    deep = httpx.post(
+        f"{server.url}/v1/batches",
+        content=b'{"metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        headers={"Authorization": f"Bearer {client.api_key}", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert deep.status_code == 400 and "must be JSON" in deep.text, deep.text
     assert list(client.batches.list()) == []
 
 
