@@ -777,7 +777,14 @@ AS $function$
             JOIN prompts p ON p.id = f.prompt_id AND p.job_id = $1 AND p.state IN ('done', 'failed')
             WHERE f.prompt_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span)
         ),
-        -- The one version's path: the prompts costed one by one are the scored and the unfinished.
+        sealed AS MATERIALIZED (SELECT EXISTS (SELECT FROM cost_rollup_jobs s WHERE s.job_id = $1) AS yes),
+        -- The open tail's shares, swept once for both uses below (a sealed job has all its shares
+        -- stored, and never sweeps the tail, which other jobs' attempts may fill).
+        tail AS MATERIALIZED (
+            SELECT o.attempt_id, o.shared_s FROM cost_tail_shares o WHERE NOT (SELECT yes FROM sealed)
+        ),
+        -- The one version's path: the prompts costed one by one are the scored and the unfinished,
+        -- each attempt as attempt_costs costs it (its stored share, else its tail share, else zero).
         costed AS MATERIALIZED (
             SELECT x.prompt_id, c.cost_usd
             FROM (
@@ -787,8 +794,13 @@ AS $function$
             ) x
             -- Each prompt's attempts by key (OFFSET 0 keeps the planner from joining all of them).
             CROSS JOIN LATERAL (
-                SELECT sum(c.cost_usd) AS cost_usd
-                FROM attempt_costs c WHERE c.prompt_id = x.prompt_id AND c.job_id = $1 OFFSET 0
+                SELECT sum(coalesce(s.shared_s, t.shared_s, 0) * a.gpu_count * a.usd_per_gpu_hour / 3600)
+                           AS cost_usd
+                FROM attempts a
+                LEFT JOIN cost_shares s ON s.attempt_id = a.id
+                LEFT JOIN tail t ON t.attempt_id = a.id
+                WHERE a.prompt_id = x.prompt_id
+                OFFSET 0
             ) c
             WHERE (SELECT yes FROM one)
         ),
@@ -797,19 +809,24 @@ AS $function$
             FROM costed c
             JOIN prompts p ON p.id = c.prompt_id AND p.state IN ('pending', 'queued', 'held')
         ),
-        -- The job's cost: its running totals and its open tail's shares (cost_job_model_sums' terms).
+        -- The job's cost: a sealed job's rollup; else its running totals and its attempts' shares in
+        -- the open tail (cost_job_model_sums' terms). CASE reads only the branch it takes.
         job_cost AS (
-            SELECT coalesce((SELECT sum(t.cost_usd) FROM cost_share_totals t WHERE t.job_id = $1), 0)
-                 + coalesce((
-                       SELECT sum(o.shared_s * a.gpu_count * a.usd_per_gpu_hour / 3600)
-                       FROM cost_tail_shares o
-                       CROSS JOIN LATERAL (
-                           SELECT t.prompt_id, t.gpu_count, t.usd_per_gpu_hour
-                           FROM attempts t WHERE t.id = o.attempt_id OFFSET 0
-                       ) a
-                       WHERE a.prompt_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span) AND ((SELECT own FROM span) OR EXISTS (SELECT FROM prompts jp WHERE jp.id = a.prompt_id AND jp.job_id = $1))
-                         AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = o.attempt_id)
-                   ), 0) AS cost_usd
+            SELECT CASE
+                WHEN (SELECT yes FROM sealed)
+                THEN (SELECT coalesce(sum(r.cost_usd), 0) FROM cost_rollups r WHERE r.job_id = $1)
+                ELSE coalesce((SELECT sum(t.cost_usd) FROM cost_share_totals t WHERE t.job_id = $1), 0)
+                   + coalesce((
+                         SELECT sum(o.shared_s * a.gpu_count * a.usd_per_gpu_hour / 3600)
+                         FROM tail o
+                         CROSS JOIN LATERAL (
+                             SELECT t.prompt_id, t.gpu_count, t.usd_per_gpu_hour
+                             FROM attempts t WHERE t.id = o.attempt_id OFFSET 0
+                         ) a
+                         WHERE a.prompt_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span) AND ((SELECT own FROM span) OR EXISTS (SELECT FROM prompts jp WHERE jp.id = a.prompt_id AND jp.job_id = $1))
+                           AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = o.attempt_id)
+                     ), 0)
+                END AS cost_usd
         ),
         scored_prompts AS (
             SELECT DISTINCT fs.prompt_id, fs.note, coalesce(c.cost_usd, 0) AS cost_usd
