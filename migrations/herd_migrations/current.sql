@@ -447,7 +447,8 @@ AS $function$
             GROUP BY t.model
         ),
         -- The job's attempts in the open tail that have no stored share (attempt_costs' order). Each
-        -- tail row looks its attempt up by key (OFFSET 0 keeps the planner from hashing all attempts).
+        -- tail row looks its attempt and share up by key (OFFSET 0 keeps the planner from hashing all
+        -- attempts and all shares, which it did for a tail it guessed far larger).
         open AS (
             SELECT a.model,
                    count(*) AS shares,
@@ -456,10 +457,12 @@ AS $function$
             FROM cost_tail_shares o
             CROSS JOIN LATERAL (
                 SELECT t.prompt_id, t.model, t.gpu_count, t.usd_per_gpu_hour
-                FROM attempts t WHERE t.id = o.attempt_id OFFSET 0
+                FROM attempts t
+                WHERE t.id = o.attempt_id
+                  AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
+                OFFSET 0
             ) a
             WHERE a.prompt_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span) AND ((SELECT own FROM span) OR EXISTS (SELECT FROM prompts jp WHERE jp.id = a.prompt_id AND jp.job_id = $1))
-              AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = o.attempt_id)
             GROUP BY a.model
         ),
         costs AS (
@@ -528,7 +531,8 @@ AS $function$
             GROUP BY t.model
         ),
         -- The job's attempts in the open tail that have no stored share (attempt_costs' order). Each
-        -- tail row looks its attempt up by key (OFFSET 0 keeps the planner from hashing all attempts).
+        -- tail row looks its attempt and share up by key (OFFSET 0 keeps the planner from hashing all
+        -- attempts and all shares, which it did for a tail it guessed far larger).
         open AS (
             SELECT a.model,
                    count(*) AS shares,
@@ -537,10 +541,12 @@ AS $function$
             FROM cost_tail_shares o
             CROSS JOIN LATERAL (
                 SELECT t.prompt_id, t.model, t.gpu_count, t.usd_per_gpu_hour
-                FROM attempts t WHERE t.id = o.attempt_id OFFSET 0
+                FROM attempts t
+                WHERE t.id = o.attempt_id
+                  AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
+                OFFSET 0
             ) a
             WHERE a.prompt_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span) AND ((SELECT own FROM span) OR EXISTS (SELECT FROM prompts jp WHERE jp.id = a.prompt_id AND jp.job_id = $1))
-              AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = o.attempt_id)
             GROUP BY a.model
         ),
         costs AS (
@@ -783,6 +789,11 @@ AS $function$
         tail AS MATERIALIZED (
             SELECT o.attempt_id, o.shared_s FROM cost_tail_shares o WHERE NOT (SELECT yes FROM sealed)
         ),
+        -- The tail's shares by attempt id, for lookups (attempt_costs' map; a CTE has no index).
+        tail_map AS MATERIALIZED (
+            SELECT coalesce(jsonb_object_agg(t.attempt_id::text, t.shared_s), '{}'::jsonb) AS shares
+            FROM tail t
+        ),
         -- The one version's path: the prompts costed one by one are the scored and the unfinished,
         -- each attempt as attempt_costs costs it (its stored share, else its tail share, else zero).
         costed AS MATERIALIZED (
@@ -794,11 +805,14 @@ AS $function$
             ) x
             -- Each prompt's attempts by key (OFFSET 0 keeps the planner from joining all of them).
             CROSS JOIN LATERAL (
-                SELECT sum(coalesce(s.shared_s, t.shared_s, 0) * a.gpu_count * a.usd_per_gpu_hour / 3600)
-                           AS cost_usd
+                SELECT sum(
+                           coalesce(
+                               s.shared_s, ((SELECT m.shares FROM tail_map m) ->> a.id::text)::numeric, 0
+                           )
+                           * a.gpu_count * a.usd_per_gpu_hour / 3600
+                       ) AS cost_usd
                 FROM attempts a
                 LEFT JOIN cost_shares s ON s.attempt_id = a.id
-                LEFT JOIN tail t ON t.attempt_id = a.id
                 WHERE a.prompt_id = x.prompt_id
                 OFFSET 0
             ) c
@@ -821,10 +835,12 @@ AS $function$
                          FROM tail o
                          CROSS JOIN LATERAL (
                              SELECT t.prompt_id, t.gpu_count, t.usd_per_gpu_hour
-                             FROM attempts t WHERE t.id = o.attempt_id OFFSET 0
+                             FROM attempts t
+                             WHERE t.id = o.attempt_id
+                               AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
+                             OFFSET 0
                          ) a
                          WHERE a.prompt_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span) AND ((SELECT own FROM span) OR EXISTS (SELECT FROM prompts jp WHERE jp.id = a.prompt_id AND jp.job_id = $1))
-                           AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = o.attempt_id)
                      ), 0)
                 END AS cost_usd
         ),
