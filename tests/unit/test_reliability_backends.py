@@ -88,6 +88,12 @@ def test_retry_after_as_seconds_or_http_date_and_nonsense_is_ignored() -> None:
     assert retry_after_s({"retry-after": "soon"}, now) is None
     assert retry_after_s({"retry-after": "-5"}, now) is None
     assert retry_after_s({}, now) is None and retry_after_s(None, now) is None
+    # A date is the server's clock: measured from the response's own Date, not this host's clock (here
+    # 10 minutes ahead of the server's, which would make it "past": no wait at all).
+    ahead = datetime(2026, 11, 30, 12, 10, 0, tzinfo=UTC)
+    served = {"retry-after": "Mon, 30 Nov 2026 12:00:30 GMT", "date": "Mon, 30 Nov 2026 12:00:00 GMT"}
+    assert retry_after_s(served, ahead) == 30.0
+    assert retry_after_s({**served, "date": "yesterday"}, ahead) == 0.0  # unreadable Date: this clock
     # Without a Retry-After the delay is the plain full-jitter backoff.
     assert all(0 <= Retries(backoff_s=1.0).delay_s(2) <= 4.0 for _ in range(50))
 

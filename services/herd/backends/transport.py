@@ -116,20 +116,34 @@ def retry_after_s(headers: Mapping[str, str] | None, now: datetime | None = None
     """A response's `Retry-After` in seconds (>= 0), or None when absent or unreadable.
 
     RFC 9110 §10.2.3 allows delay-seconds (`120`) or an HTTP-date (`Fri, 31 Dec 2026 23:59:59 GMT`);
-    vLLM's and TGI's proxies and most gateways send the first. A date in the past means now (0)."""
+    vLLM's and TGI's proxies and most gateways send the first. A date is the server's clock, so it is
+    measured from the response's own `Date` (the same clock) when there is one, and only otherwise
+    from `now` (this host's clock, default the current time): a worker whose clock is off from the
+    server's would wait that much too long or too little. A date in the past means now (0)."""
     value = (headers or {}).get("retry-after")
     if value is None:
         return None
     value = value.strip()
     if value.isdigit():
         return float(value)
+    when = _http_date(value)
+    if when is None:
+        return None
+    sent = _http_date((headers or {}).get("date"))
+    return max(0.0, (when - (sent or now or datetime.now(UTC))).total_seconds())
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP-date header as an aware datetime, or None when absent or unreadable."""
+    if value is None:
+        return None
     try:
-        when = parsedate_to_datetime(value)
+        when = parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:  # an obsolete date form without a zone: RFC 9110 says GMT
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return when
 
 
 def from_status(
