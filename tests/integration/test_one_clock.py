@@ -95,3 +95,52 @@ def test_a_worker_ten_minutes_ahead_changes_no_window_and_no_cost(make_herd, db,
         span_s += (max(f for _, f in ends) - min(s for s, _ in ends)).total_seconds()
     busy = sum(float(b or 0) for *_, b in attempts)
     assert 0 < attributed * 3600 <= min(busy, span_s) + 1e-6
+
+
+RETRY_AFTER_S = 4  # the double's Retry-After: the retry waits 4 to 5 s (herdfile Retries.delay_s)
+
+
+@pytest.mark.parametrize("skew_s", [SKEW_S, -SKEW_S], ids=["sender-ahead", "sender-behind"])
+def test_a_retry_waits_its_delay_on_the_worker_that_runs_it(make_herd, db, double, tmp_path, skew_s) -> None:
+    """A retry sent by a worker whose clock is 10 minutes off runs on a correct-clock worker after its
+    delay (4-5 s), timed from receipt: not 10 minutes later (a sender ahead; before: Celery's ETA was
+    the sender's now + delay), and not at once (a sender behind)."""
+    double.script(
+        [
+            {
+                "model": "small",
+                "match": "flaky",
+                "text": "recovered",
+                "first": CONFIDENT,
+                "errors": [503],
+                "retry_after": str(RETRY_AFTER_S),
+            }
+        ]
+    )
+    herd = make_herd(herd_yaml({"small": double.model_url("small")}, backoff_max_s=RETRY_AFTER_S + 2))
+    skewed = {**herd.env, "LD_PRELOAD": str(LIBFAKETIME[0]), "FAKETIME": f"{skew_s:+d}s"}
+    sender_log = tmp_path / "worker-small-skewed.log"
+    sender = start_worker(herd.procs, skewed, "small", sender_log)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": "flaky", "text": "flaky question"}) + "\n")
+    herd.cli("submit", str(docs), "--job", "retry", "--task", "qa")
+    deadline = time.monotonic() + 60
+    while "retry 1 in" not in sender_log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, sender_log.read_text(errors="replace")[-3000:]
+        time.sleep(0.2)
+    # The skewed host sent the retry (and may hold it, waiting); stopped, it leaves the message in
+    # Redis for the correct host: a warm shutdown restores the messages it holds unacked.
+    herd.stop(sender)
+    assert [c["status"] for c in double.calls()] == [503]
+
+    herd.start_worker("small")  # this host's clock: right
+    ready = time.time()
+    assert wait_for(db, "retry", timeout=60) == {"done": 1}  # before, sender ahead: 10 minutes
+    calls = double.calls()
+    assert [c["status"] for c in calls] == [503, 200]
+    # The delay ran on the receiver, from receipt (after `ready`, give or take the log poll): at least
+    # the Retry-After (before, sender behind: at once), and not much more than its 1 s of jitter.
+    waited_s = calls[1]["time"] - ready
+    assert RETRY_AFTER_S - 0.5 <= waited_s <= RETRY_AFTER_S + 1 + 15, waited_s
+    retries = db.execute("SELECT a.retries FROM attempts a JOIN prompts p ON p.id = a.prompt_id").fetchall()
+    assert retries == [(1,)]

@@ -19,6 +19,7 @@ from herd.queues import BROKER_DOWN, TASK_ATTEMPT, app, check_broker, publish
 from herd.settings import get_settings
 from herd.vocabulary import StepKey
 from herd_workers.context import get_context
+from herd_workers.delays import ReceiptTimedRequest, delay_headers
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (*BROKER_DOWN, Reject)
     reject_on_worker_lost=True,
     ignore_result=True,
     max_retries=None,  # bounded per model by the herd file's `retries.max`, below
+    # A retry's delay is timed by the worker that receives it, on its own clock (delays.py).
+    Request=ReceiptTimedRequest,
 )
 def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round_: int = 0) -> str:
     """Run one step of one prompt on one model, then move the prompt on. Safe to run twice.
@@ -55,7 +58,7 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
                 log.warning(
                     "prompt %s on %s: %s; retry %d in %.1fs", prompt_id, model, exc, retries + 1, delay
                 )
-                raise self.retry(exc=exc, countdown=delay) from exc
+                raise _retry(self, exc, delay) from exc
             outcome = context.pipeline.run(prompt_id, key, retries=retries, give_up=exc)
     except Retry:
         raise
@@ -80,7 +83,7 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
                 retries + 1,
                 delay,
             )
-            raise self.retry(exc=exc, countdown=delay) from exc
+            raise _retry(self, exc, delay) from exc
         # Without a database nothing can be recorded; the pump re-sends the prompt once it is back.
         log.error(
             "prompt %s on %s: database unavailable (%s); left to the stale sweep", prompt_id, model, reason
@@ -98,6 +101,18 @@ def attempt(self: Task, prompt_id: int, model: str, stage: str = "answer", round
             publish=publish,
         )
     return outcome.kind
+
+
+def _retry(task: Task, exc: BaseException, delay_s: float) -> Retry:
+    """Send the retry of the running task, to run `delay_s` seconds after a worker receives it; return
+    the Retry to raise. Raises Reject when the broker cannot take it (Celery's retry does).
+
+    `countdown=0` sends no ETA (Celery would compute one on this host's clock; delays.py says why
+    that is wrong between hosts) and keeps Celery's `default_retry_delay` (180 s) out of it."""
+    headers = {**(task.request.headers or {}), **delay_headers(delay_s)}
+    retry: Retry = task.retry(exc=exc, countdown=0, headers=headers, throw=False)
+    retry.when = delay_s  # what Celery logs ("Retry in 1.2s") and Flower shows: the intended delay
+    return retry
 
 
 def _policy(model: str) -> Retries:
