@@ -34,9 +34,28 @@ PREVIOUS = [
 ENDPOINTS = ["http://e1", "http://e2", "http://e3"]
 
 
+# What the previous functions call, also as they were: no comparison runs new code on both sides.
+CALLED = [
+    ("cost_job_window", PASSES.PREVIOUS_JOB_WINDOW),
+    ("cost_job_model_sums", PASSES.PREVIOUS_JOB_MODEL_SUMS),
+]
+
+
 def install_previous(db: psycopg.Connection) -> None:
-    for name, text, _ in PREVIOUS:
-        db.execute(text.replace(f"FUNCTION {name}(", f"FUNCTION pg_temp.previous_{name}(", 1))
+    for name, text in [*CALLED, *((name, text) for name, text, _ in PREVIOUS)]:
+        text = text.replace(f"FUNCTION {name}(", f"FUNCTION pg_temp.previous_{name}(", 1)
+        for called, _ in CALLED:
+            text = text.replace(f"FROM {called}($1)", f"FROM pg_temp.previous_{called}($1)")
+            text = text.replace(f"JOIN {called}($1)", f"JOIN pg_temp.previous_{called}($1)")
+        db.execute(text)
+    calls = dict(
+        db.execute(
+            "SELECT proname, prosrc FROM pg_proc WHERE proname IN "
+            "('previous_cost_job_models', 'previous_cost_job_perfics')"
+        ).fetchall()
+    )
+    assert "pg_temp.previous_cost_job_window($1)" in calls["previous_cost_job_models"]
+    assert "pg_temp.previous_cost_job_model_sums($1)" in calls["previous_cost_job_perfics"]
 
 
 def add_prompts(
