@@ -48,7 +48,7 @@ def install_previous(db: psycopg.Connection) -> None:
             text = text.replace(f"FROM {called}($1)", f"FROM pg_temp.previous_{called}($1)")
             text = text.replace(f"JOIN {called}($1)", f"JOIN pg_temp.previous_{called}($1)")
         db.execute(text)
-    calls = dict(
+    calls: dict[str, str] = dict(
         db.execute(
             "SELECT proname, prosrc FROM pg_proc WHERE proname IN "
             "('previous_cost_job_models', 'previous_cost_job_perfics')"
