@@ -446,9 +446,7 @@ AS $function$
             WHERE t.job_id = $1 AND t.shares > 0
             GROUP BY t.model
         ),
-        -- The job's attempts in the open tail that have no stored share (attempt_costs' order). Each
-        -- tail row looks its attempt and share up by key (OFFSET 0 keeps the planner from hashing all
-        -- attempts and all shares, which it did for a tail it guessed far larger).
+        -- The job's attempts in the open tail that have no stored share (attempt_costs' order).
         open AS (
             SELECT a.model,
                    count(*) AS shares,
@@ -458,8 +456,7 @@ AS $function$
             CROSS JOIN LATERAL (
                 SELECT t.prompt_id, t.model, t.gpu_count, t.usd_per_gpu_hour
                 FROM attempts t
-                WHERE t.id = o.attempt_id
-                  AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
+                WHERE t.id = o.attempt_id AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
                 OFFSET 0
             ) a
             WHERE a.prompt_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span) AND ((SELECT own FROM span) OR EXISTS (SELECT FROM prompts jp WHERE jp.id = a.prompt_id AND jp.job_id = $1))
@@ -530,9 +527,7 @@ AS $function$
             WHERE t.job_id = $1 AND t.shares > 0
             GROUP BY t.model
         ),
-        -- The job's attempts in the open tail that have no stored share (attempt_costs' order). Each
-        -- tail row looks its attempt and share up by key (OFFSET 0 keeps the planner from hashing all
-        -- attempts and all shares, which it did for a tail it guessed far larger).
+        -- The job's attempts in the open tail that have no stored share (attempt_costs' order).
         open AS (
             SELECT a.model,
                    count(*) AS shares,
@@ -542,8 +537,7 @@ AS $function$
             CROSS JOIN LATERAL (
                 SELECT t.prompt_id, t.model, t.gpu_count, t.usd_per_gpu_hour
                 FROM attempts t
-                WHERE t.id = o.attempt_id
-                  AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
+                WHERE t.id = o.attempt_id AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
                 OFFSET 0
             ) a
             WHERE a.prompt_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span) AND ((SELECT own FROM span) OR EXISTS (SELECT FROM prompts jp WHERE jp.id = a.prompt_id AND jp.job_id = $1))
@@ -834,12 +828,11 @@ AS $function$
                          SELECT sum(o.shared_s * a.gpu_count * a.usd_per_gpu_hour / 3600)
                          FROM tail o
                          CROSS JOIN LATERAL (
-                             SELECT t.prompt_id, t.gpu_count, t.usd_per_gpu_hour
-                             FROM attempts t
-                             WHERE t.id = o.attempt_id
-                               AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
-                             OFFSET 0
-                         ) a
+                SELECT t.prompt_id, t.model, t.gpu_count, t.usd_per_gpu_hour
+                FROM attempts t
+                WHERE t.id = o.attempt_id AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
+                OFFSET 0
+            ) a
                          WHERE a.prompt_id BETWEEN (SELECT lo FROM span) AND (SELECT hi FROM span) AND ((SELECT own FROM span) OR EXISTS (SELECT FROM prompts jp WHERE jp.id = a.prompt_id AND jp.job_id = $1))
                      ), 0)
                 END AS cost_usd

@@ -107,6 +107,16 @@ JOB_ATTEMPTS = f"""            FROM attempts a
             GROUP BY a.model
 """
 
+# An open-tail row `o`'s attempt `a` (its prompt, model, GPUs, price) when it has no stored share,
+# looked up by key: OFFSET 0 keeps the planner from hashing every attempt and every share, which it did
+# for a tail it guessed far larger than it is.
+UNSTORED = """CROSS JOIN LATERAL (
+                SELECT t.prompt_id, t.model, t.gpu_count, t.usd_per_gpu_hour
+                FROM attempts t
+                WHERE t.id = o.attempt_id AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
+                OFFSET 0
+            ) a"""
+
 COSTS = f"""        -- The stored shares, from the running totals: each sum at its terms' largest scale.
         stored AS (
             SELECT t.model,
@@ -117,22 +127,14 @@ COSTS = f"""        -- The stored shares, from the running totals: each sum at i
             WHERE t.job_id = $1 AND t.shares > 0
             GROUP BY t.model
         ),
-        -- The job's attempts in the open tail that have no stored share (attempt_costs' order). Each
-        -- tail row looks its attempt and share up by key (OFFSET 0 keeps the planner from hashing all
-        -- attempts and all shares, which it did for a tail it guessed far larger).
+        -- The job's attempts in the open tail that have no stored share (attempt_costs' order).
         open AS (
             SELECT a.model,
                    count(*) AS shares,
                    sum({GPU_S.format(s="o", a="a")}) AS gpu_s,
                    sum({COST.format(s="o", a="a")}) AS cost_usd
             FROM cost_tail_shares o
-            CROSS JOIN LATERAL (
-                SELECT t.prompt_id, t.model, t.gpu_count, t.usd_per_gpu_hour
-                FROM attempts t
-                WHERE t.id = o.attempt_id
-                  AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
-                OFFSET 0
-            ) a
+            {UNSTORED}
             WHERE {OF_JOB.format(a="a")}
             GROUP BY a.model
         ),
@@ -488,13 +490,7 @@ LANGUAGE sql STABLE {SETTINGS} AS $$
                    + coalesce((
                          SELECT sum({COST.format(s="o", a="a")})
                          FROM tail o
-                         CROSS JOIN LATERAL (
-                             SELECT t.prompt_id, t.gpu_count, t.usd_per_gpu_hour
-                             FROM attempts t
-                             WHERE t.id = o.attempt_id
-                               AND NOT EXISTS (SELECT FROM cost_shares s WHERE s.attempt_id = t.id)
-                             OFFSET 0
-                         ) a
+                         {UNSTORED}
                          WHERE {OF_JOB.format(a="a")}
                      ), 0)
                 END AS cost_usd
